@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`.
+# Both build a private virtualenv in .venv first (nothing is installed system-wide
+# except, on a bare Debian 12, the few packages needed to build one).
+PYTHON ?= python3
+VENV   ?= .venv
+STAMP  := $(VENV)/.installed
+DEBIAN_BUILD_DEPS := make python3-venv python3-dev gcc
+
+.PHONY: demo test run clean
+
+demo: $(STAMP)
+	$(VENV)/bin/edged demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+# The simulated till left running in the foreground (Ctrl+C stops it).
+run: $(STAMP)
+	$(VENV)/bin/edged run --simulate --state-dir $(VENV)/state --socket $(VENV)/edged.sock
+
+$(STAMP): pyproject.toml
+	@# evdev compiles a C extension: it needs venv/ensurepip, Python.h and a compiler.
+	@if ! $(PYTHON) -c 'import ensurepip, sysconfig, os, shutil, sys; \
+	    sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) \
+	    and shutil.which("cc") else 1)' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(DEBIAN_BUILD_DEPS); \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q $(DEBIAN_BUILD_DEPS); \
+	  else echo "edged: please install: $(DEBIAN_BUILD_DEPS)" >&2; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info
