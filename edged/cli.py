@@ -1,0 +1,210 @@
+"""The `edged` command: the daemon, the technician's tools and the demo."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from . import __version__, config
+
+EXIT_USAGE = 2
+
+_DESCRIPTION = """\
+edged runs the till's hardware (receipt printer, cash drawer, scanners, USB
+sticks) and its crash-safe journal, and serves local clients on a unix socket.
+
+Start here:
+  edged demo                      see it work on a simulated till (no hardware)
+  edged check-config FILE         validate a config file and print the result
+  edged status                    what the running daemon sees
+"""
+
+
+def _socket_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", metavar="PATH",
+                   help="edged's socket (default: $EDGED_SOCKET, else daemon.socket from --config, "
+                        f"else {config.DaemonSettings.socket})")
+    p.add_argument("--config", metavar="FILE", help=f"config file to take the socket path from "
+                                                    f"(default {config.DEFAULT_PATH})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edged", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground (what systemd starts)",
+                         description="Run the daemon in the foreground. Stops cleanly on SIGTERM or Ctrl+C.")
+    run.add_argument("--config", metavar="FILE", help=f"config file (default {config.DEFAULT_PATH}; "
+                                                      "absent means all defaults)")
+    run.add_argument("--simulate", action="store_true",
+                     help="use the simulated till: every printer becomes an emulator on loopback "
+                          "(receipts land as text files under STATE_DIR/sim/)")
+    run.add_argument("--state-dir", metavar="DIR", help="override daemon.state_dir (journal and state)")
+    run.add_argument("--socket", metavar="PATH", help="override daemon.socket (where clients connect)")
+
+    check = sub.add_parser("check-config", help="validate a config file and print the effective config",
+                           description="Validate a config file. Prints the effective config (defaults "
+                                       "filled in) and exits 0, or prints one line naming the bad key "
+                                       "and exits 2.")
+    check.add_argument("file", nargs="?", default=str(config.DEFAULT_PATH), metavar="FILE")
+
+    status = sub.add_parser("status", help="show what the running daemon sees (devices, journal, clients)")
+    _socket_arg(status)
+    status.add_argument("--json", action="store_true", help="print the raw status result as JSON")
+
+    sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
+                                "show what a client sees, stop it",
+                   description="A guided tour on the simulated till: nothing is installed or "
+                               "touched outside a temporary directory.")
+
+    sim = sub.add_parser("sim", help="the simulated till: run the printer emulator, or change its state")
+    simsub = sim.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
+    simp = simsub.add_parser("printer", help="run the ESC/POS printer emulator alone (receipts to stdout)",
+                             description="Run the ESC/POS printer+drawer emulator on loopback TCP and a pty. "
+                                         "Type state changes on stdin, e.g. 'paper_out on', 'drawer_open off', "
+                                         "'state', 'quit'.")
+    simp.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free port, printed)")
+    simp.add_argument("--columns", type=int, default=42, help="characters per line (default 42)")
+    sims = simsub.add_parser("set", help="change the simulated printer of a daemon started with --simulate",
+                             description="Change the state of the simulated printer of a running "
+                                         "`edged run --simulate`, e.g. `edged sim set paper_out=on`. Keys: "
+                                         "offline, cover_open, paper_near_end, paper_out, cutter_error, "
+                                         "drawer_open, mute.")
+    sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
+    sims.add_argument("--printer", help="printer name (default: the first)")
+    _socket_arg(sims)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except config.ConfigError as e:
+        print(f"edged: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs
+    from .daemon import Daemon
+
+    cfg = config.load(args.config)
+    if args.state_dir:
+        cfg.daemon.state_dir = args.state_dir
+    if args.socket:
+        cfg.daemon.socket = args.socket
+    logs.setup(cfg.daemon.log_level)
+    try:
+        return asyncio.run(Daemon(cfg, simulate=args.simulate).run())
+    except RuntimeError as e:  # e.g. another edged already listens on the socket
+        print(f"edged: {e}", file=sys.stderr)
+        return 1
+    except PermissionError as e:
+        print(f"edged: {e.filename}: permission denied ({e.strerror}); use --state-dir/--socket "
+              "or run as the edged user", file=sys.stderr)
+        return 1
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config.load(args.file)
+    print(f"# {args.file}: valid; effective config (defaults filled in):")
+    print(config.to_toml(cfg), end="")
+    return 0
+
+
+def socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    if os.environ.get("EDGED_SOCKET"):
+        return os.environ["EDGED_SOCKET"]
+    return config.load(args.config).daemon.socket
+
+
+def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
+    from .relay.client import Client, ClientError
+
+    async def go() -> dict[str, Any]:
+        async with await Client.connect(socket_path(args), client="edged-cli") as client:
+            return await client.request(op, **params)
+
+    try:
+        return asyncio.run(go())
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise SystemExit(f"edged: no daemon answers on {socket_path(args)} (is edged running? --socket?)")
+    except PermissionError:
+        raise SystemExit(f"edged: not allowed to connect to {socket_path(args)} (join edged's group)")
+    except ClientError as e:
+        raise SystemExit(f"edged: {op}: {e}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = _call(args, "status")
+    if args.json:
+        print(json.dumps(result, indent=2, default=repr))
+    else:
+        print(format_status(result), end="")
+    return 0
+
+
+def format_status(s: dict[str, Any]) -> str:
+    lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
+             f"up {s['uptime']:.0f} s)",
+             f"journal   records {s['journal']['first_seq']}..{s['journal']['last_seq']}", ""]
+    rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
+    for name, dev in sorted(s["devices"].items()):
+        rows.append((name, dev["kind"], dev["state"], ", ".join(dev.get("reasons") or []) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
+    if len(rows) == 1:
+        lines.append("(no devices configured)")
+    conns = s.get("connections", [])
+    lines.append("")
+    lines.append(f"clients   {len(conns)}: " + ", ".join(f"{c['client']} (pid {c['pid']}, uid {c['uid']})"
+                                                       for c in conns))
+    return "\n".join(lines) + "\n"
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    if args.sim_command == "printer":
+        from .sim.console import run_printer
+
+        return run_printer(args.port, args.columns)
+    changes = {}
+    for item in args.changes:
+        key, _, value = item.partition("=")
+        if value.lower() not in ("on", "off", "true", "false", "1", "0"):
+            print(f"edged: {item!r}: write KEY=on or KEY=off", file=sys.stderr)
+            return EXIT_USAGE
+        changes[key] = value.lower() in ("on", "true", "1")
+    params: dict[str, Any] = {"set": changes}
+    if args.printer:
+        params["printer"] = args.printer
+    result = _call(args, "sim", **params)
+    st = result["status"]
+    print(f"simulated printer {result['printer']}: "
+          f"{', '.join(k for k, v in result['state'].items() if v) or 'ready'}; "
+          f"edged reads it as {st['state']} {', '.join(st['reasons'])}".rstrip())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo()
+
+
+_COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
+             "demo": cmd_demo, "sim": cmd_sim}

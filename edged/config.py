@@ -1,0 +1,210 @@
+"""Settings: a TOML file read into typed, validated dataclasses.
+
+Defaults live in these classes, so an empty file is a valid config. Every
+error is one line naming the file and the full key path (`printers.receipt.port`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import socket
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/edged/edged.toml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """A config problem; str() is the one line a technician sees."""
+
+
+def _range(lo: float, hi: float) -> dict[str, Any]:
+    return {"range": (lo, hi)}
+
+
+def _choices(*values: Any) -> dict[str, Any]:
+    return {"choices": values}
+
+
+def _help(text: str, **more: Any) -> dict[str, Any]:
+    return {"help": text, **more}
+
+
+@dataclass
+class DaemonSettings:
+    socket: str = field(default="/run/edged/edged.sock", metadata=_help("unix socket clients connect to"))
+    state_dir: str = field(default="/var/lib/edged", metadata=_help("journal and state files"))
+    log_level: str = field(default="info", metadata=_choices("debug", "info", "warning", "error"))
+
+
+@dataclass
+class PrinterSettings:
+    backend: str = field(default="network", metadata=_choices("network", "serial", "usb", "file"))
+    host: str = field(default="", metadata=_help("network: printer address"))
+    port: int = field(default=9100, metadata=_range(1, 65535))
+    device: str = field(default="", metadata=_help("serial: port such as /dev/ttyUSB0; file: /dev/usb/lp0"))
+    baudrate: int = field(default=19200, metadata=_choices(9600, 19200, 38400, 57600, 115200))
+    vendor_id: int = field(default=0, metadata=_range(0, 0xFFFF))
+    product_id: int = field(default=0, metadata=_range(0, 0xFFFF))
+    serial_number: str = ""
+    profile: str = field(default="default", metadata=_help("python-escpos printer profile"))
+    codepage: str = field(default="PC858", metadata=_help("one code page for every job"))
+    columns: int = field(default=0, metadata=_range(0, 96) | _help("characters per line; 0: the profile's"))
+    status_interval: float = field(default=2.0, metadata=_range(0.2, 600))
+    timeout: float = field(default=2.0, metadata=_range(0.1, 60))
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Cross-field checks: (key, message) for each problem."""
+        from .devices.codepages import codepage_problem, profile_problem
+
+        out = []
+        needed = {"network": "host", "serial": "device", "file": "device"}.get(self.backend)
+        if needed and not getattr(self, needed):
+            out.append((needed, f"required for backend {self.backend!r}"))
+        if self.backend == "usb" and not (self.vendor_id and self.product_id):
+            out.append(("vendor_id", "backend 'usb' needs vendor_id and product_id"))
+        if msg := profile_problem(self.profile):
+            out.append(("profile", msg))
+        elif msg := codepage_problem(self.profile, self.codepage):
+            out.append(("codepage", msg))
+        return out
+
+
+@dataclass
+class Config:
+    till_id: str = field(default_factory=lambda: _hostname(), metadata=_help("this till's name; unique per shop"))
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    printers: dict[str, PrinterSettings] = field(default_factory=dict)
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not _NAME.match(self.till_id):
+            return [("till_id", "use letters, digits, '.', '_' or '-' (at most 64)")]
+        return []
+
+
+def _hostname() -> str:
+    name = socket.gethostname().split(".")[0]
+    return name if _NAME.match(name) else "till"
+
+
+def load(path: Path | str | None) -> Config:
+    """Read a config file; None means the default path, which may be absent."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return Config()
+        path = DEFAULT_PATH
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return from_dict(data, str(path))
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    return _build(Config, data, "", source)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _build(cls: type, data: Any, path: str, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {path}: must be a table, got {_tname(data)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+            raise ConfigError(f"{source}: {_join(path, key)}: unknown key{hint}")
+    values = {
+        name: _convert(hints[name], data[name], _join(path, name), known[name].metadata, source)
+        for name in known
+        if name in data
+    }
+    obj = cls(**values)
+    for key, msg in getattr(obj, "problems", list)():
+        raise ConfigError(f"{source}: {_join(path, key)}: {msg}")
+    return obj
+
+
+def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
+    def bad(msg: str) -> ConfigError:
+        return ConfigError(f"{source}: {path}: {msg}")
+
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        _, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad(f"must be a table of named entries, got {_tname(value)}")
+        for name in value:
+            if not _NAME.match(name):
+                raise bad(f"name {name!r}: use letters, digits, '.', '_' or '-'")
+        return {name: _build(item, v, _join(path, name), source) for name, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, source)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad(f"must be true or false, got {_tname(value)}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"must be an integer, got {_tname(value)}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad(f"must be a number, got {_tname(value)}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise bad(f"must be a string, got {_tname(value)}")
+    else:  # pragma: no cover - a schema mistake, not a user mistake
+        raise TypeError(f"unsupported config type {tp} at {path}")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        if not lo <= value <= hi:
+            raise bad(f"must be between {lo} and {hi}, got {value}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise bad(f"must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}")
+    return value
+
+
+def _tname(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
+             dict: "a table", list: "an array"}
+    return names.get(type(value), type(value).__name__) + (f" ({value!r})" if not isinstance(value, (dict, list)) else "")
+
+
+def to_toml(cfg: Any, prefix: str = "") -> str:
+    """The effective config, as TOML that `load` reads back to the same values."""
+    scalars, tables = [], []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        name = _join(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            tables.append(f"\n[{name}]\n" + to_toml(value, name))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                tables.append(f"\n[{_join(name, key)}]\n" + to_toml(item, _join(name, key)))
+        else:
+            comment = f"  # {f.metadata['help']}" if "help" in f.metadata else ""
+            scalars.append(f"{f.name} = {_toml_value(value)}{comment}\n")
+    return "".join(scalars) + "".join(tables)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+

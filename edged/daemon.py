@@ -1,0 +1,132 @@
+"""The composition root: build the parts from config, start them in order,
+stop them in reverse on SIGTERM/SIGINT, and keep systemd informed.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Protocol
+
+from .config import Config, PrinterSettings
+from .devices.printer import Printer
+from .relay.server import Server
+from .sim.paper import Receipt
+from .sim.printer import PrinterEmulator
+from .systemd import Notifier
+from .till import Till
+
+log = logging.getLogger("edged")
+HEARTBEAT = 1.0  # seconds between STATUS refreshes when no watchdog asks for faster
+
+
+class Part(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def healthy(self) -> bool: ...
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, simulate: bool = False, notifier: Notifier | None = None) -> None:
+        self.cfg = cfg
+        self.simulate = simulate
+        self.notifier = notifier or Notifier()
+        self.state_dir = Path(cfg.daemon.state_dir)
+        self.started: list[tuple[str, Part]] = []
+        self._stop = asyncio.Event()
+        self._unhealthy: set[str] = set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        try:
+            await self._start_all()
+            self.notifier.ready()
+            log.info("edged ready (till %s)%s", self.cfg.till_id, " on the simulated till" if self.simulate else "")
+            heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+            await self._stop.wait()
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        finally:
+            self.notifier.stopping()
+            await self._stop_all()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        log.info("edged stopped")
+        return 0
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        log.info("%s received; stopping", sig.name)
+        self._stop.set()
+
+    async def _start(self, name: str, part: Part) -> None:
+        await part.start()
+        self.started.append((name, part))
+
+    async def _start_all(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        printers_cfg = dict(self.cfg.printers)
+        emulators: dict[str, PrinterEmulator] = {}
+        if self.simulate:
+            # Every configured printer (or one called "receipt") is replaced by an emulator,
+            # so a site's own config can be tried out without its hardware.
+            for name in printers_cfg or {"receipt": PrinterSettings()}:
+                emulator = PrinterEmulator(on_receipt=self._receipt_saver(name))
+                await self._start(f"sim-printer-{name}", emulator)
+                emulators[name] = emulator
+                base = printers_cfg.get(name, PrinterSettings())
+                printers_cfg[name] = dataclasses.replace(base, backend="network", host="127.0.0.1",
+                                                         port=emulator.port)
+        printers = {name: Printer(name, s) for name, s in printers_cfg.items()}
+        for name, printer in printers.items():
+            await self._start(f"printer-{name}", printer)
+        self.till = Till(self.cfg, printers, self.simulate)
+        self.till.emulators = emulators
+        server = Server(self.cfg.daemon.socket, self.till.handlers(), self.till.hello_info)
+        self.till.server = server
+        await self._start("socket", server)
+
+    async def _stop_all(self) -> None:
+        while self.started:
+            name, part = self.started.pop()
+            try:
+                await part.stop()
+            except Exception:
+                log.exception("stopping %s failed", name)
+
+    def _receipt_saver(self, printer: str):
+        folder = self.state_dir / "sim" / printer
+
+        def save(receipt: Receipt, text: str) -> None:
+            folder.mkdir(parents=True, exist_ok=True)
+            number = sum(1 for _ in folder.glob("*.txt")) + 1
+            (folder / f"{number:05d}.txt").write_text(text, encoding="utf-8")
+            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip())
+
+        return save
+
+    def healthy(self) -> bool:
+        sick = {name for name, part in self.started if not part.healthy()}
+        for name in sick - self._unhealthy:
+            log.error("part %s reports unhealthy; withholding the systemd watchdog ping", name)
+        for name in self._unhealthy - sick:
+            log.info("part %s healthy again", name)
+        self._unhealthy = sick
+        return not sick
+
+    async def _heartbeat(self) -> None:
+        """Keep STATUS= current; ping the watchdog from the loop only while all parts are healthy."""
+        wd = self.notifier.watchdog_interval
+        period = min(HEARTBEAT, wd) if wd else HEARTBEAT
+        next_ping = 0.0
+        while True:
+            self.notifier.status(self.till.summary())
+            now = time.monotonic()
+            if self.healthy() and wd and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + wd
+            await asyncio.sleep(period)

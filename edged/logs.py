@@ -1,0 +1,42 @@
+"""Log output: `<N>` syslog-priority lines for the journal, readable lines on a terminal."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Mapping
+
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """One line per message (journald splits on newlines), priority as a `<N>` prefix."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).replace("\n", " | ")
+        prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{prio}>{text}"
+
+
+def stderr_is_journal(env: Mapping[str, str] = os.environ) -> bool:
+    """JOURNAL_STREAM names the device:inode of the journal stream; check it is our stderr."""
+    value = env.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        dev, ino = (int(x) for x in value.split(":"))
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup(level: str = "info", env: Mapping[str, str] = os.environ) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal(env):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,72 @@
+"""Wire framing (PROTOCOL.md): a 4-byte big-endian length N, then N bytes
+holding exactly one msgpack map with string keys. Pure codec plus one reader."""
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+import msgpack
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 1 << 20
+
+
+class FrameError(Exception):
+    """A frame that breaks the framing rules; the connection is closed after answering."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise FrameError("bad_frame", f"msgpack extension type {code} is not used by this protocol")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    try:
+        value = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext, timestamp=0)
+    except FrameError:
+        raise
+    except msgpack.ExtraData:
+        raise FrameError("bad_frame", "frame holds more than one msgpack value") from None
+    except msgpack.StackError:
+        raise FrameError("bad_frame", "msgpack value nested too deeply") from None
+    except UnicodeDecodeError:
+        raise FrameError("bad_frame", "msgpack str is not valid UTF-8") from None
+    except (ValueError, msgpack.FormatError, msgpack.UnpackException) as e:
+        raise FrameError("bad_frame", f"not valid msgpack: {e or type(e).__name__}") from None
+    if isinstance(value, msgpack.Timestamp):
+        raise FrameError("bad_frame", "msgpack timestamps are not used by this protocol")
+    if not isinstance(value, dict):
+        raise FrameError("bad_frame", f"frame must hold a msgpack map, not {type(value).__name__}")
+    if not all(isinstance(k, str) for k in value):
+        raise FrameError("bad_frame", "map keys must be msgpack str")
+    return value
+
+
+async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> dict[str, Any] | None:
+    """The next message, or None on a clean end of stream between frames."""
+    try:
+        header = await reader.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            return None
+        raise FrameError("bad_frame", "stream ended inside a frame header") from None
+    (length,) = HEADER.unpack(header)
+    if length == 0:
+        raise FrameError("bad_frame", "frame length is 0")
+    if length > max_frame:
+        raise FrameError("frame_too_large", f"frame of {length} bytes exceeds max_frame {max_frame}")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise FrameError("bad_frame", f"stream ended inside a frame of {length} bytes") from None
+    return decode_body(body)

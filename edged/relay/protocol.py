@@ -1,0 +1,51 @@
+"""Protocol vocabulary shared by server and client: version, error codes, message shapes."""
+from __future__ import annotations
+
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Error codes of PROTOCOL.md (a client may see any of these).
+BAD_FRAME = "bad_frame"
+FRAME_TOO_LARGE = "frame_too_large"
+HELLO_REQUIRED = "hello_required"
+UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+UNKNOWN_OP = "unknown_op"
+BAD_REQUEST = "bad_request"
+NOT_PERMITTED = "not_permitted"
+NOT_FOUND = "not_found"
+DEVICE_UNAVAILABLE = "device_unavailable"
+BUSY = "busy"
+INTERNAL = "internal"
+
+
+class RequestError(Exception):
+    """Raised by an op handler: answered as {"ok": false, "error": {code, message}}."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def ok(req_id: int | None, result: dict[str, Any]) -> dict[str, Any]:
+    return {"id": req_id, "ok": True, "result": result}
+
+
+def error(req_id: int | None, code: str, message: str) -> dict[str, Any]:
+    return {"id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def param(params: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
+          required: bool = True, default: Any = None) -> Any:
+    """One request parameter, type-checked; a wrong one is a bad_request naming it."""
+    if name not in params:
+        if required:
+            raise RequestError(BAD_REQUEST, f"missing parameter {name!r}")
+        return default
+    value = params[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {names}, got {type(value).__name__}")
+    return value

@@ -1,0 +1,85 @@
+"""The policy in the middle: the socket's ops, answered from the devices' state.
+
+Ops that later parts (journal, print jobs, scanners, USB) bring are
+registered here as they land; until then the relay answers `unknown_op`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .config import Config
+from .devices.printer import Printer
+from .relay import protocol as p
+
+if TYPE_CHECKING:
+    from .relay.server import Server, Session
+    from .sim.printer import PrinterEmulator
+
+
+class Till:
+    def __init__(self, cfg: Config, printers: dict[str, Printer], simulated: bool) -> None:
+        self.cfg = cfg
+        self.printers = printers
+        self.simulated = simulated
+        self.started = time.time()
+        self.server: Server | None = None  # set by the daemon once the socket exists
+        self.emulators: dict[str, PrinterEmulator] = {}
+
+    def handlers(self) -> dict[str, Any]:
+        ops = {"status": self.op_status}
+        if self.simulated:
+            ops["sim"] = self.op_sim
+        return ops
+
+    def hello_info(self) -> dict[str, Any]:
+        return {"server": f"edged {__version__}", "till_id": self.cfg.till_id,
+                "journal": self.journal_info()}
+
+    def journal_info(self) -> dict[str, Any]:
+        # The journal arrives with its own issue; until then it is empty and takes no appends.
+        return {"first_seq": 0, "last_seq": 0}
+
+    async def op_status(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        sessions = self.server.sessions if self.server else set()
+        return {
+            "till_id": self.cfg.till_id,
+            "server": f"edged {__version__}",
+            "simulated": self.simulated,
+            "uptime": round(time.time() - self.started, 1),
+            "devices": {name: pr.describe() for name, pr in self.printers.items()},
+            "journal": self.journal_info(),
+            "consumers": {},
+            "connections": [{"client": s.client, "pid": s.pid, "uid": s.uid, "gid": s.gid}
+                            for s in sessions],
+        }
+
+    def summary(self) -> str:
+        """The one-line systemd STATUS= text."""
+        parts = [pr.summary() for pr in self.printers.values()] or ["no printers"]
+        if self.server:
+            parts.append(self.server.summary())
+        return ("simulated till; " if self.simulated else "") + "; ".join(parts)
+
+    async def op_sim(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        """Simulation only: change the simulated printer's state, then re-read its status."""
+        name = p.param(params, "printer", str, required=False) or next(iter(self.emulators), "")
+        emulator = self.emulators.get(name)
+        if emulator is None:
+            raise p.RequestError(p.NOT_FOUND, f"no simulated printer {name!r}")
+        changes = p.param(params, "set", dict, required=False, default={})
+        for key, value in changes.items():
+            if not isinstance(value, bool):
+                raise p.RequestError(p.BAD_REQUEST, f"parameter 'set.{key}' must be bool")
+        try:
+            state = emulator.set_state(**changes)
+        except ValueError as e:
+            raise p.RequestError(p.BAD_REQUEST, str(e)) from None
+        await self.printers[name].refresh()
+        return {"printer": name, "state": dataclasses.asdict(state),
+                "status": self.printers[name].status.as_dict()}
