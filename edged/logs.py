@@ -31,12 +31,18 @@ def stderr_is_journal(env: Mapping[str, str] = os.environ) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def _quiet_escpos(record: logging.LogRecord) -> bool:
+    # python-escpos logs "printer enabled" chatter on the root logger at INFO.
+    return not (record.name == "root" and record.levelno < logging.WARNING and "escpos" in record.pathname)
+
+
 def setup(level: str = "info", env: Mapping[str, str] = os.environ) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal(env):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(_quiet_escpos)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

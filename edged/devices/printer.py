@@ -84,6 +84,7 @@ class Printer:
 
     async def start(self) -> None:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"printer-{self.name}")
+        await self.refresh()  # so the first status anyone sees is a real reading
         self._task = asyncio.create_task(self._poll_forever(), name=f"printer-{self.name}-status")
 
     async def stop(self) -> None:
@@ -125,8 +126,8 @@ class Printer:
 
     async def _poll_forever(self) -> None:
         while True:
-            await self.refresh()
             await asyncio.sleep(self.settings.status_interval)
+            await self.refresh()
 
     # --- worker thread only below ---
 
