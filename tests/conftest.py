@@ -1,0 +1,16 @@
+"""Shared fixtures: short socket paths and an event loop runner."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def short_dir():
+    """A short directory: unix socket paths must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="edged-t-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
