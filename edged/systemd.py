@@ -5,16 +5,20 @@ this module only speaks), so a wedged part gets the service restarted.
 """
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from typing import Mapping
 
 import sdnotify
 
+log = logging.getLogger("edged.systemd")
+
 
 class Notifier:
     def __init__(self, env: Mapping[str, str] = os.environ) -> None:
-        self.enabled = bool(env.get("NOTIFY_SOCKET"))
-        self._sd = sdnotify.SystemdNotifier() if self.enabled else None
+        self._sd = _connect(env.get("NOTIFY_SOCKET", ""))
+        self.enabled = self._sd is not None
         self.watchdog_interval = _watchdog_interval(env)
         self._last_status: str | None = None
 
@@ -37,6 +41,24 @@ class Notifier:
 
     def stopping(self) -> None:
         self._send("STOPPING=1")
+
+
+def _connect(address: str) -> sdnotify.SystemdNotifier | None:
+    """sdnotify reads os.environ itself; point its socket at the address we were given."""
+    if not address:
+        return None
+    notifier = sdnotify.SystemdNotifier()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.connect("\0" + address[1:] if address.startswith("@") else address)
+    except OSError as e:
+        log.warning("cannot reach NOTIFY_SOCKET %s: %s; systemd will not hear from edged", address, e)
+        sock.close()
+        return None
+    # Never let a full notify queue stall the event loop: a dropped ping is the lesser harm.
+    sock.setblocking(False)
+    notifier.socket = sock
+    return notifier
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:

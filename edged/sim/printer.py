@@ -64,6 +64,7 @@ class PrinterEmulator:
         self._server: asyncio.Server | None = None
         self._pty: tuple[int, int] | None = None
         self._pty_stream = _Stream()
+        self._connections: set[asyncio.StreamWriter] = set()
 
     # --- lifecycle ---
 
@@ -83,6 +84,8 @@ class PrinterEmulator:
     async def stop(self) -> None:
         if self._server:
             self._server.close()
+            for writer in list(self._connections):  # a printer switched off drops its connections
+                writer.close()
             await self._server.wait_closed()
         if self._pty:
             asyncio.get_running_loop().remove_reader(self._pty[0])
@@ -170,6 +173,7 @@ class PrinterEmulator:
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = _Stream()
+        self._connections.add(writer)
         try:
             while data := await reader.read(65536):
                 reply = self.feed(stream, data)
@@ -179,6 +183,7 @@ class PrinterEmulator:
         except ConnectionError:
             pass
         finally:
+            self._connections.discard(writer)
             writer.close()
 
     def _read_pty(self) -> None:

@@ -1,0 +1,176 @@
+"""The daemon as systemd runs it: sd_notify over a real datagram socket, signals, logs, CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edged import config
+from edged.daemon import Daemon
+from edged.systemd import Notifier
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def collect(self, until: str, timeout: float = 20) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(m.startswith(until) for m in self.messages):
+            try:
+                self.messages.extend(self.sock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                pass
+        return self.messages
+
+
+def start_daemon(tmp: Path, notify: NotifySocket, *extra: str, env_extra: dict | None = None,
+                 stderr=subprocess.PIPE) -> subprocess.Popen:
+    env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000", **(env_extra or {}))
+    env.pop("JOURNAL_STREAM", None) if not env_extra or "JOURNAL_STREAM" not in env_extra else None
+    return subprocess.Popen([sys.executable, "-m", "edged", "run", "--simulate", "--config", os.devnull,
+                             "--state-dir", str(tmp / "state"), "--socket", str(tmp / "edged.sock"), *extra],
+                            env=env, stderr=stderr, stdout=subprocess.DEVNULL, text=True)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_ready_watchdog_stopping_and_clean_exit(short_dir):
+    notify = NotifySocket(short_dir / "notify")
+    proc = start_daemon(short_dir, notify)
+    try:
+        messages = notify.collect("WATCHDOG=1")
+        assert "READY=1" in messages
+        assert "WATCHDOG=1" in messages
+        assert messages.index("READY=1") < messages.index("WATCHDOG=1")
+        status_lines = [m for m in messages if m.startswith("STATUS=")]
+        assert status_lines and "printer receipt: ok" in status_lines[0]
+
+        sock = str(short_dir / "edged.sock")
+        shown = cli("status", "--socket", sock)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"receipt\s+printer\s+ok", shown.stdout)
+        as_json = json.loads(cli("status", "--socket", sock, "--json").stdout)
+        assert as_json["devices"]["receipt"]["state"] == "ok" and as_json["simulated"] is True
+        changed = cli("sim", "set", "cover_open=on", "--socket", sock)
+        assert "edged reads it as error offline, cover_open" in changed.stdout
+        notify.collect("STATUS=simulated till; printer receipt: error (offline, cover_open)", timeout=5)
+        assert "STATUS=simulated till; printer receipt: error (offline, cover_open); 0 clients" \
+            in notify.messages
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        notify.collect("STOPPING=1", timeout=2)
+        assert "STOPPING=1" in notify.messages
+        err = proc.stderr.read()
+        assert "SIGTERM received; stopping" in err and "edged stopped" in err
+        assert not (short_dir / "edged.sock").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigint_also_stops_cleanly(short_dir):
+    notify = NotifySocket(short_dir / "notify")
+    proc = start_daemon(short_dir, notify)
+    try:
+        assert "READY=1" in notify.collect("READY=1")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_journal_stream_gives_priority_prefixed_lines(short_dir):
+    notify = NotifySocket(short_dir / "notify")
+    log_path = short_dir / "log"
+    with open(log_path, "w") as log:
+        st = os.fstat(log.fileno())
+        proc = start_daemon(short_dir, notify, stderr=log,
+                            env_extra={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    try:
+        assert "READY=1" in notify.collect("READY=1")
+        cli("sim", "set", "paper_out=on", "--socket", str(short_dir / "edged.sock"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = log_path.read_text().splitlines()
+    assert lines and all(re.match(r"^<[0-7]>edged[.\w]*: ", line) for line in lines), lines
+    assert any(line.startswith("<4>edged.printer: printer receipt: ok -> error") for line in lines)
+    assert any(line.startswith("<6>edged: edged ready") for line in lines)
+
+
+def test_watchdog_is_withheld_while_a_part_is_unhealthy(short_dir):
+    notify = NotifySocket(short_dir / "notify")
+    cfg = config.from_dict({"daemon": {"state_dir": str(short_dir / "state"),
+                                       "socket": str(short_dir / "edged.sock")}})
+    notifier = Notifier({"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"})
+    daemon = Daemon(cfg, simulate=True, notifier=notifier)
+
+    def count_pings(seconds: float) -> int:
+        notify.sock.setblocking(False)
+        try:
+            while notify.sock.recv(4096):  # pings queued before this window do not count
+                pass
+        except BlockingIOError:
+            pass
+        notify.sock.settimeout(0.1)
+        notify.messages.clear()
+        notify.collect("never", timeout=seconds)
+        return notify.messages.count("WATCHDOG=1")
+
+    async def scenario():
+        task = asyncio.create_task(daemon.run())
+        await asyncio.sleep(1.0)
+        healthy_pings = await asyncio.to_thread(count_pings, 1.0)
+        printer = daemon.till.printers["receipt"]
+        printer._task.cancel()  # the status poller dies, as a crashed part would
+        await asyncio.sleep(0.3)
+        sick_pings = await asyncio.to_thread(count_pings, 1.0)
+        daemon._stop.set()
+        assert await task == 0
+        return healthy_pings, sick_pings
+
+    healthy_pings, sick_pings = asyncio.run(scenario())
+    assert healthy_pings >= 5  # every 0.1 s while healthy
+    assert sick_pings == 0
+
+
+def test_no_watchdog_without_watchdog_usec():
+    assert Notifier({"NOTIFY_SOCKET": "/x"}).watchdog_interval is None
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "4000000"}).watchdog_interval == 2.0
+    assert Notifier({"WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+
+
+def test_bad_config_stops_startup_with_one_line(short_dir):
+    bad = short_dir / "edged.toml"
+    bad.write_text("[printers.receipt]\nhost = 'x'\nstatus_intervall = 3\n")
+    proc = cli("run", "--config", str(bad), "--state-dir", str(short_dir), "--socket", str(short_dir / "s"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"edged: {bad}: printers.receipt.status_intervall: unknown key "
+                                   "(did you mean 'status_interval'?)")
+
+
+def test_demo_runs_end_to_end():
+    proc = cli("demo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for step in ("READY=1", "WATCHDOG=1", "till_id", "receipt  printer  error  offline, paper_out",
+                 "STOPPING=1; exit code 0"):
+        assert step in out
