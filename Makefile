@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
-DEBIAN_BUILD_DEPS := make python3-venv python3-dev gcc
+DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc
 
 .PHONY: demo test run clean
 

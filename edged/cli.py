@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
+    from .relay.server import SocketBusy
 
     cfg = config.load(args.config)
     if args.state_dir:
@@ -108,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(cfg.daemon.log_level)
     try:
         return asyncio.run(Daemon(cfg, simulate=args.simulate).run())
-    except RuntimeError as e:  # e.g. another edged already listens on the socket
+    except SocketBusy as e:
         print(f"edged: {e}", file=sys.stderr)
         return 1
     except PermissionError as e:
@@ -164,7 +165,10 @@ def format_status(s: dict[str, Any]) -> str:
              f"journal   records {s['journal']['first_seq']}..{s['journal']['last_seq']}", ""]
     rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
     for name, dev in sorted(s["devices"].items()):
-        rows.append((name, dev["kind"], dev["state"], ", ".join(dev.get("reasons") or []) or "-"))
+        detail = ", ".join(dev.get("reasons") or []) or "-"
+        if dev.get("detail"):
+            detail += f" ({dev['detail']})"
+        rows.append((name, dev["kind"], dev["state"], detail))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .devices.codepages import codepage_problem, profile_problem
+
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -60,8 +62,6 @@ class PrinterSettings:
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) for each problem."""
-        from .devices.codepages import codepage_problem, profile_problem
-
         out = []
         needed = {"network": "host", "serial": "device", "file": "device"}.get(self.backend)
         if needed and not getattr(self, needed):

@@ -115,3 +115,16 @@ def test_file_backend_is_honest_about_not_reading(tmp_path):
         finally:
             await printer.stop()
     asyncio.run(scenario())
+
+
+def test_usb_printer_that_is_not_plugged_in_is_unreachable_with_the_reason():
+    async def scenario():
+        printer = Printer("usb", config.PrinterSettings(backend="usb", vendor_id=0x04B8, product_id=0x0E15,
+                                                        serial_number="NOPE"))
+        await printer.start()
+        try:
+            assert printer.status == st.PrinterStatus("error", ("unreachable",))
+            assert printer.describe()["detail"]  # e.g. "Device not found" or "No backend available"
+        finally:
+            await printer.stop()
+    asyncio.run(scenario())

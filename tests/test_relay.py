@@ -13,7 +13,7 @@ import pytest
 from edged import config
 from edged.relay import framing
 from edged.relay.client import Client, ClientError
-from edged.relay.server import Server
+from edged.relay.server import Server, SocketBusy
 from edged.till import Till
 
 # {"op": "hello", "id": 1, "protocol": 1, "client": "t"}, written out by hand from the msgpack spec
@@ -163,7 +163,7 @@ def test_socket_mode_and_stale_socket(short_dir):
     async def scenario(h: Harness):
         assert stat.S_IMODE(os.stat(h.path).st_mode) == 0o660
         second = Harness(h.path)
-        with pytest.raises(RuntimeError, match="already listening"):
+        with pytest.raises(SocketBusy, match="already listening"):
             await second.server.start()
         client = await Client.connect(h.path)
         with pytest.raises(ClientError) as err:

@@ -65,6 +65,10 @@ def _read_reply(p: Escpos) -> bytes | None:
         return None
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 class Printer:
     """One configured printer; its state is the last status verdict."""
 
@@ -81,6 +85,7 @@ class Printer:
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
         self._last_tick = time.monotonic()
+        self.detail = ""  # why the connection failed, for the technician
 
     async def start(self) -> None:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"printer-{self.name}")
@@ -104,7 +109,7 @@ class Printer:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "backend": self.settings.backend, **self.status.as_dict(),
-                "since": self.changed_at}
+                "since": self.changed_at, "detail": self.detail}
 
     def summary(self) -> str:
         reasons = f" ({', '.join(self.status.reasons)})" if self.status.reasons else ""
@@ -117,8 +122,8 @@ class Printer:
         self._last_tick = time.monotonic()
         if new != self.status:
             log.log(logging.INFO if new.state in ("ok", "warn") else logging.WARNING,
-                    "printer %s: %s -> %s %s", self.name, self.status.state, new.state,
-                    ", ".join(new.reasons))
+                    "printer %s: %s -> %s %s%s", self.name, self.status.state, new.state,
+                    ", ".join(new.reasons), f" ({self.detail})" if self.detail else "")
             self.status, self.changed_at = new, time.time()
             if self._on_change:
                 self._on_change(self)
@@ -136,8 +141,9 @@ class Printer:
             try:
                 self._escpos = open_escpos(self.settings)
             except Exception as e:  # python-escpos raises its own and OS errors
-                log.debug("printer %s: cannot open: %s", self.name, e)
+                self.detail = _one_line(e)
                 return st.PrinterStatus.unreachable()
+            self.detail = ""
         if self.settings.backend == "file":
             return st.PrinterStatus.unknown("cannot_read_status")  # a device file is write-only
         replies: dict[int, bytes | None] = {}
@@ -149,7 +155,7 @@ class Printer:
                 if replies[n] is None:
                     break  # one silent query is enough: the verdict is unknown
         except Exception as e:  # connection reset, device gone, USB error
-            log.debug("printer %s: connection lost: %s", self.name, e)
+            self.detail = f"connection lost: {_one_line(e)}"
             self._close()
             return st.PrinterStatus.unreachable()
         return st.decode(replies)

@@ -97,6 +97,10 @@ def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
         return (-1, -1, -1)
 
 
+class SocketBusy(Exception):
+    """The socket path is taken: by a live edged, or by something that is not a socket."""
+
+
 class Server:
     """Listens on a unix socket (mode 0660) and runs a Session per connection."""
 
@@ -164,7 +168,7 @@ class Server:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(mode):
-            raise RuntimeError(f"{self.path} exists and is not a socket; not touching it")
+            raise SocketBusy(f"{self.path} exists and is not a socket; not touching it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(self.path))
@@ -173,4 +177,4 @@ class Server:
             return
         finally:
             probe.close()
-        raise RuntimeError(f"another edged is already listening on {self.path}")
+        raise SocketBusy(f"another edged is already listening on {self.path}")
