@@ -9,42 +9,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .cli import format_status
 from .relay.client import Client
+from .systemd import NotifyListener
 
 
 def _step(n: int, title: str) -> None:
     print(f"\n== {n}. {title}", flush=True)
-
-
-class NotifyListener:
-    """The systemd side of sd_notify: a datagram socket collecting READY=1, STATUS=..."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-
-    def wait_for(self, prefix: str, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for m in self.messages:
-                if m.startswith(prefix):
-                    return m
-            try:
-                self.messages.extend(self.sock.recv(4096).decode().splitlines())
-            except socket.timeout:
-                pass
-        return None
 
 
 def run_demo() -> int:

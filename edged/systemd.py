@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from pathlib import Path
 from typing import Mapping
 
 import sdnotify
@@ -72,3 +74,29 @@ def _watchdog_interval(env: Mapping[str, str]) -> float | None:
     except ValueError:
         return None
     return value / 2e6 if value > 0 else None
+
+
+class NotifyListener:
+    """The systemd side of sd_notify, for the demo and the tests: collects READY=1, STATUS=..."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def collect(self, until: str, timeout: float = 20) -> list[str]:
+        """Gather messages until one starts with `until` or the time is up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(m.startswith(until) for m in self.messages):
+            try:
+                self.messages.extend(self.sock.recv(4096).decode().split("\n"))
+            except socket.timeout:
+                pass
+        return self.messages
+
+    def wait_for(self, prefix: str, timeout: float) -> str | None:
+        """The first message starting with `prefix`, or None."""
+        self.collect(prefix, timeout)
+        return next((m for m in self.messages if m.startswith(prefix)), None)

@@ -6,36 +6,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from edged import config
 from edged.daemon import Daemon
-from edged.systemd import Notifier
+from edged.systemd import Notifier, NotifyListener
 
 
-class NotifySocket:
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages: list[str] = []
-
-    def collect(self, until: str, timeout: float = 20) -> list[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not any(m.startswith(until) for m in self.messages):
-            try:
-                self.messages.extend(self.sock.recv(4096).decode().split("\n"))
-            except socket.timeout:
-                pass
-        return self.messages
-
-
-def start_daemon(tmp: Path, notify: NotifySocket, *extra: str, env_extra: dict | None = None,
+def start_daemon(tmp: Path, notify: NotifyListener, *extra: str, env_extra: dict | None = None,
                  stderr=subprocess.PIPE) -> subprocess.Popen:
     env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000", **(env_extra or {}))
     env.pop("JOURNAL_STREAM", None) if not env_extra or "JOURNAL_STREAM" not in env_extra else None
@@ -49,7 +29,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_ready_watchdog_stopping_and_clean_exit(short_dir):
-    notify = NotifySocket(short_dir / "notify")
+    notify = NotifyListener(short_dir / "notify")
     proc = start_daemon(short_dir, notify)
     try:
         messages = notify.collect("WATCHDOG=1")
@@ -84,7 +64,7 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
 
 
 def test_sigint_also_stops_cleanly(short_dir):
-    notify = NotifySocket(short_dir / "notify")
+    notify = NotifyListener(short_dir / "notify")
     proc = start_daemon(short_dir, notify)
     try:
         assert "READY=1" in notify.collect("READY=1")
@@ -96,7 +76,7 @@ def test_sigint_also_stops_cleanly(short_dir):
 
 
 def test_journal_stream_gives_priority_prefixed_lines(short_dir):
-    notify = NotifySocket(short_dir / "notify")
+    notify = NotifyListener(short_dir / "notify")
     log_path = short_dir / "log"
     with open(log_path, "w") as log:
         st = os.fstat(log.fileno())
@@ -117,7 +97,7 @@ def test_journal_stream_gives_priority_prefixed_lines(short_dir):
 
 
 def test_watchdog_is_withheld_while_a_part_is_unhealthy(short_dir):
-    notify = NotifySocket(short_dir / "notify")
+    notify = NotifyListener(short_dir / "notify")
     cfg = config.from_dict({"daemon": {"state_dir": str(short_dir / "state"),
                                        "socket": str(short_dir / "edged.sock")}})
     notifier = Notifier({"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "200000"})

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
 
-import pytest
 from escpos.printer import Dummy, Network, Serial
 from PIL import Image
 

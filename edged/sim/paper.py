@@ -154,8 +154,9 @@ class Paper:
 
     def _do_GS_paren_k(self, cmd: Command) -> None:
         cn, fn = cmd.data[:1], cmd.data[1:2]
-        if cn != b"1":
-            self._element("2D CODE (not QR)") if fn == b"Q" else None
+        if cn != b"1":  # PDF417, MaxiCode ...: only their print function leaves a mark
+            if fn == b"Q":
+                self._element("2D CODE (not QR)")
             return
         if fn == b"P":  # store data (after the m byte '0')
             self._qr_data = cmd.data[3:]
