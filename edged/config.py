@@ -19,6 +19,8 @@ from .devices.codepages import codepage_problem, profile_problem
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # no '.': it would split the key path
+_SOCKET_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
 class ConfigError(Exception):
@@ -42,6 +44,16 @@ class DaemonSettings:
     socket: str = field(default="/run/edged/edged.sock", metadata=_help("unix socket clients connect to"))
     state_dir: str = field(default="/var/lib/edged", metadata=_help("journal and state files"))
     log_level: str = field(default="info", metadata=_choices("debug", "info", "warning", "error"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        out = []
+        if not self.socket.startswith("/"):
+            out.append(("socket", f"must be an absolute path, got {self.socket!r}"))
+        elif len(self.socket.encode()) > _SOCKET_MAX:
+            out.append(("socket", f"path too long for a unix socket (at most {_SOCKET_MAX} bytes)"))
+        if not self.state_dir.startswith("/"):
+            out.append(("state_dir", f"must be an absolute path, got {self.state_dir!r}"))
+        return out
 
 
 @dataclass
@@ -149,8 +161,8 @@ def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
         if not isinstance(value, dict):
             raise bad(f"must be a table of named entries, got {_tname(value)}")
         for name in value:
-            if not _NAME.match(name):
-                raise bad(f"name {name!r}: use letters, digits, '.', '_' or '-'")
+            if not _ENTRY.match(name):
+                raise bad(f"name {name!r}: use letters, digits, '_' or '-' (at most 64)")
         return {name: _build(item, v, _join(path, name), source) for name, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, source)

@@ -7,11 +7,11 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import time
 from pathlib import Path
 from typing import Protocol
 
 from .config import Config, PrinterSettings
+from .devices import codepages
 from .devices.printer import Printer
 from .relay.server import Server
 from .sim.paper import Receipt
@@ -75,10 +75,11 @@ class Daemon:
             # Every configured printer (or one called "receipt") is replaced by an emulator,
             # so a site's own config can be tried out without its hardware.
             for name in printers_cfg or {"receipt": PrinterSettings()}:
-                emulator = PrinterEmulator(on_receipt=self._receipt_saver(name))
+                base = printers_cfg.get(name, PrinterSettings())
+                emulator = PrinterEmulator(on_receipt=self._receipt_saver(name), profile=base.profile,
+                                           columns=base.columns or codepages.columns(base.profile))
                 await self._start(f"sim-printer-{name}", emulator)
                 emulators[name] = emulator
-                base = printers_cfg.get(name, PrinterSettings())
                 printers_cfg[name] = dataclasses.replace(base, backend="network", host="127.0.0.1",
                                                          port=emulator.port)
         printers = {name: Printer(name, s) for name, s in printers_cfg.items()}
@@ -121,12 +122,10 @@ class Daemon:
     async def _heartbeat(self) -> None:
         """Keep STATUS= current; ping the watchdog from the loop only while all parts are healthy."""
         wd = self.notifier.watchdog_interval
+        # Ping on every healthy tick, at most half the timeout apart, so loop jitter never kills us.
         period = min(HEARTBEAT, wd) if wd else HEARTBEAT
-        next_ping = 0.0
         while True:
             self.notifier.status(self.till.summary())
-            now = time.monotonic()
-            if self.healthy() and wd and now >= next_ping:
+            if self.healthy() and wd:
                 self.notifier.watchdog()
-                next_ping = now + wd
             await asyncio.sleep(period)

@@ -74,8 +74,8 @@ class Till:
             raise p.RequestError(p.NOT_FOUND, f"no simulated printer {name!r}")
         changes = p.param(params, "set", dict, required=False, default={})
         for key, value in changes.items():
-            if not isinstance(value, bool):
-                raise p.RequestError(p.BAD_REQUEST, f"parameter 'set.{key}' must be bool")
+            if not isinstance(key, str) or not isinstance(value, bool):
+                raise p.RequestError(p.BAD_REQUEST, f"parameter 'set' must map state names to bool ({key!r})")
         try:
             state = emulator.set_state(**changes)
         except ValueError as e:

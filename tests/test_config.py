@@ -27,6 +27,9 @@ BAD = [
     ("daemon = 5", ["daemon: must be a table, got an integer"]),
     ("printers = 'x'", ["printers: must be a table of named entries"]),
     ("[printers.'bad name']\nhost='h'", ["printers: name 'bad name'"]),
+    ("[printers.'a.b']\nhost='h'", ["printers: name 'a.b'"]),
+    ("[daemon]\nsocket = 'edged.sock'", ["daemon.socket: must be an absolute path"]),
+    ("[daemon]\nsocket = '/tmp/" + "x" * 120 + "'", ["daemon.socket: path too long for a unix socket"]),
     ("till_id = 'till 1'", ["till_id: use letters, digits"]),
     ("[daemon]\nlog_level = 'verbose'", ["daemon.log_level: must be one of 'debug', 'info', 'warning', 'error'"]),
     ("[printers.receipt]\nhost='h'\nportt = 9100", ["printers.receipt.portt: unknown key", "did you mean 'port'"]),
@@ -35,7 +38,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("text,fragments", BAD, ids=[b[1][0][:40] for b in BAD])
-def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, fragments):
+def test_bad_config_is_one_line_naming_file_and_key(tmp_path, capsys, text, fragments):
     path = tmp_path / "edged.toml"
     path.write_text(text)
     with pytest.raises(config.ConfigError) as err:
@@ -45,6 +48,8 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, fragments):
     assert message.startswith(f"{path}: ")
     for fragment in fragments:
         assert fragment in message
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == f"edged: {message}\n"
 
 
 def test_empty_file_is_valid_and_defaults_live_in_code(tmp_path):

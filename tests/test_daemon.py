@@ -17,8 +17,9 @@ from edged.systemd import Notifier, NotifyListener
 
 def start_daemon(tmp: Path, notify: NotifyListener, *extra: str, env_extra: dict | None = None,
                  stderr=subprocess.PIPE) -> subprocess.Popen:
-    env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="1000000", **(env_extra or {}))
-    env.pop("JOURNAL_STREAM", None) if not env_extra or "JOURNAL_STREAM" not in env_extra else None
+    env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.update({"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "1000000"})
+    env.update(env_extra or {})
     return subprocess.Popen([sys.executable, "-m", "edged", "run", "--simulate", "--config", os.devnull,
                              "--state-dir", str(tmp / "state"), "--socket", str(tmp / "edged.sock"), *extra],
                             env=env, stderr=stderr, stdout=subprocess.DEVNULL, text=True)
@@ -63,11 +64,12 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
         proc.wait()
 
 
-def test_sigint_also_stops_cleanly(short_dir):
+def test_sigint_also_stops_cleanly_and_no_watchdog_unless_asked(short_dir):
     notify = NotifyListener(short_dir / "notify")
-    proc = start_daemon(short_dir, notify)
+    proc = start_daemon(short_dir, notify, env_extra={"WATCHDOG_USEC": ""})
     try:
         assert "READY=1" in notify.collect("READY=1")
+        assert "WATCHDOG=1" not in notify.collect("WATCHDOG=1", timeout=2.5)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
     finally:

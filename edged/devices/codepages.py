@@ -49,3 +49,8 @@ def codepage_problem(profile: str, name: str) -> str | None:
 def table_number(profile: str, name: str) -> int:
     page = canonical(name)
     return next(n for n, p in tables(profile).items() if p == page)
+
+
+def columns(profile: str = "default") -> int:
+    """Characters per line in Font A, as the profile says."""
+    return int(CAPABILITIES["profiles"][profile]["fonts"]["0"]["columns"])

@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Callable
 
+import usb.core
 from escpos import printer as escpos_printer
 from escpos.escpos import Escpos
 
@@ -56,13 +57,17 @@ def _drain(p: Escpos) -> None:
 
 
 def _read_reply(p: Escpos) -> bytes | None:
+    """One status byte, or None when the printer stayed silent."""
     dev = p.device
     try:
         if hasattr(dev, "reset_input_buffer"):  # pyserial: read(16) would wait for all 16
             return dev.read(1) or None
-        return bytes(p._read()) or None
-    except (socket.timeout, TimeoutError):
+        reply = bytes(p._read())
+    except (socket.timeout, TimeoutError, usb.core.USBTimeoutError):
         return None
+    if not reply and isinstance(dev, socket.socket):
+        raise ConnectionResetError("the printer closed the connection")  # EOF, not silence
+    return reply or None
 
 
 def _one_line(e: Exception) -> str:

@@ -115,6 +115,7 @@ class Server:
         self.sessions: set[Session] = set()
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._inode = -1
 
     async def start(self) -> None:
         self._clear_stale_socket()
@@ -122,6 +123,7 @@ class Server:
         # With the usual umask the socket is not connectable by others until chmod.
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o660)
+        self._inode = self.path.stat().st_ino
         log.info("listening on %s", self.path)
 
     async def stop(self) -> None:
@@ -133,7 +135,8 @@ class Server:
         if self._server:
             await self._server.wait_closed()
         try:
-            self.path.unlink()
+            if self.path.stat().st_ino == self._inode:  # never remove a socket someone else bound since
+                self.path.unlink()
         except FileNotFoundError:
             pass
 

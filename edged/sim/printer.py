@@ -51,7 +51,7 @@ class PrinterEmulator:
     name = "sim-printer"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, columns: int = 42, use_pty: bool = True,
-                 on_receipt: Callable[[Receipt, str], None] | None = None) -> None:
+                 on_receipt: Callable[[Receipt, str], None] | None = None, profile: str = "default") -> None:
         self.host, self.columns, self.use_pty = host, columns, use_pty
         self.port = port
         self.state = EmulatorState()
@@ -59,7 +59,7 @@ class PrinterEmulator:
         self.kicks: list[tuple[int, int]] = []  # (pin, on-time in ms)
         self.pty_path: str | None = None
         self._on_receipt = on_receipt
-        self._paper = Paper(self._receipt_done)
+        self._paper = Paper(self._receipt_done, profile)
         self._held: list[Command] = []
         self._server: asyncio.Server | None = None
         self._pty: tuple[int, int] | None = None
