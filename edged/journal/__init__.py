@@ -1,0 +1,1 @@
+"""The durable journal: append-only, checksummed, hash-chained segments of msgpack records."""

@@ -1,0 +1,123 @@
+"""The on-disk record and segment-header formats (docs/JOURNAL.md). Pure codec.
+
+Record frame, all integers big-endian:
+  0  u32  payload length L (>= 1)
+  4  u64  sequence number
+  12 i64  timestamp, unix microseconds
+  20 u64  first sequence number of the batch (one write + one fdatasync)
+  28 u64  last sequence number of the batch
+  36 32B  chain = SHA-256(previous chain || bytes 0..35 || payload)
+  68 u32  CRC-32 (zlib) of bytes 0..67 and the payload
+  72 L    payload: msgpack [kind, body, tx_id, counter, number]
+
+The batch fields let recovery tell a torn last batch (never acknowledged:
+cut) from damage to a batch that later batches prove was durable (reported).
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+HEAD = struct.Struct(">IQqQQ32sI")
+HEAD_SIZE = HEAD.size  # 72
+_FIXED = struct.Struct(">IQqQQ")  # the 36 bytes before the chain
+MAX_PAYLOAD = 16 << 20
+GENESIS = bytes(32)
+
+SEG_MAGIC = b"EDGEDJ01"
+SEG_HEAD = struct.Struct(">8sQ32sI")  # magic, first seq, chain before it, crc of the first 48 bytes
+SEG_HEAD_SIZE = SEG_HEAD.size  # 52
+
+
+@dataclass(frozen=True)
+class Record:
+    seq: int
+    ts: int
+    kind: str
+    body: Any
+    tx_id: str | None
+    counter: str | None
+    number: int | None
+    chain: bytes
+    size: int  # bytes on disk, header included
+    batch_first: int = 0
+    batch_last: int = 0
+
+    def event(self) -> dict[str, Any]:
+        """The `record` event of PROTOCOL.md."""
+        return {"event": "record", "seq": self.seq, "ts": self.ts, "kind": self.kind, "body": self.body,
+                "tx_id": self.tx_id, "number": self.number, "chain": self.chain}
+
+
+class FrameError(Exception):
+    """A frame that does not check out; `reason` says how."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def chain_link(prev: bytes, fixed: bytes, payload: bytes) -> bytes:
+    return hashlib.sha256(prev + fixed + payload).digest()
+
+
+def payload_of(kind: str, body: Any, tx_id: str | None, counter: str | None, number: int | None) -> bytes:
+    payload = msgpack.packb([kind, body, tx_id, counter, number], use_bin_type=True)
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    return payload
+
+
+def encode(seq: int, ts: int, payload: bytes, batch_first: int, batch_last: int,
+           prev_chain: bytes) -> tuple[bytes, bytes]:
+    """The frame bytes and the new chain head."""
+    fixed = _FIXED.pack(len(payload), seq, ts, batch_first, batch_last)
+    chain = chain_link(prev_chain, fixed, payload)
+    crc = zlib.crc32(payload, zlib.crc32(fixed + chain))
+    return fixed + chain + struct.pack(">I", crc) + payload, chain
+
+
+def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Record:
+    """The record at buf[pos:]; FrameError if it is incomplete or does not check out.
+
+    With prev_chain given, the chain link is checked too."""
+    if len(buf) - pos < HEAD_SIZE:
+        raise FrameError("incomplete header")
+    length, seq, ts, batch_first, batch_last, chain, crc = HEAD.unpack_from(buf, pos)
+    if length == 0 or length > MAX_PAYLOAD:
+        raise FrameError(f"bad length {length}")
+    end = pos + HEAD_SIZE + length
+    if end > len(buf):
+        raise FrameError("incomplete payload")
+    head = bytes(buf[pos:pos + 68])
+    payload = bytes(buf[pos + HEAD_SIZE:end])
+    if zlib.crc32(payload, zlib.crc32(head)) != crc:
+        raise FrameError("checksum mismatch")
+    if prev_chain is not None and chain_link(prev_chain, head[:36], payload) != chain:
+        raise FrameError("chain link mismatch")
+    try:
+        kind, body, tx_id, counter, number = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
+        raise FrameError(f"payload not a record: {e}") from None
+    return Record(seq, ts, kind, body, tx_id, counter, number, chain, HEAD_SIZE + length,
+                  batch_first, batch_last)
+
+
+def encode_segment_head(first_seq: int, prev_chain: bytes) -> bytes:
+    head = SEG_HEAD.pack(SEG_MAGIC, first_seq, prev_chain, 0)[:48]
+    return head + struct.pack(">I", zlib.crc32(head))
+
+
+def decode_segment_head(buf: bytes) -> tuple[int, bytes]:
+    """(first seq, chain before it); FrameError when the header is damaged."""
+    if len(buf) < SEG_HEAD_SIZE:
+        raise FrameError("incomplete segment header")
+    magic, first_seq, prev_chain, crc = SEG_HEAD.unpack_from(buf, 0)
+    if magic != SEG_MAGIC or zlib.crc32(bytes(buf[:48])) != crc:
+        raise FrameError("bad segment header")
+    return first_seq, prev_chain

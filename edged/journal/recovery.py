@@ -1,0 +1,178 @@
+"""Opening a journal: trust the checkpoint for sealed segments, scan the rest.
+
+Only segments not recorded as sealed are read (normally just the active one).
+A damaged last batch with nothing durable after it is a torn write: it is cut
+and kept under torn/. Damage that later batches prove was once durable is
+reported (the journal turns degraded), never skipped.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+
+import msgpack
+
+from . import frame as fr
+from .disk import write_atomic
+from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
+
+log = logging.getLogger("edged.journal")
+_SEARCH = 64  # sequence numbers looked for at a time past damage
+
+
+def recover(store: Store) -> None:
+    disk = store.disk
+    disk.mkdir(SEGDIR)
+    disk.mkdir(TORN)
+    for folder in ("", SEGDIR):
+        for name in disk.listdir(folder):
+            if name.endswith(".tmp"):  # an atomic write that never got renamed
+                disk.unlink(f"{folder}/{name}" if folder else name)
+    try:
+        cp = msgpack.unpackb(disk.read(CHECKPOINT), raw=False)
+    except FileNotFoundError:
+        cp = {"first_seq": 1, "sealed": [], "counters": {}}
+    store.first_seq = cp["first_seq"]
+    store.sealed_counters = dict(cp["counters"])
+    store.counters = dict(cp["counters"])
+    files = [n for n in disk.listdir(SEGDIR) if n.endswith(".seg")]
+    sealed = {m["name"]: m for m in cp["sealed"]}
+    for name in files:  # retention that was interrupted after the floor moved
+        if name not in sealed and int(name[:20]) < store.first_seq and name != files[-1]:
+            _remove(store, name)
+    files = [n for n in disk.listdir(SEGDIR) if n.endswith(".seg")]
+    store.last_seq = store.first_seq - 1
+    store.chain = b""  # unknown until a sealed segment or a header gives it
+    for meta in cp["sealed"]:
+        if meta["last_seq"] < store.first_seq:
+            continue
+        if meta["name"] not in files:
+            store.problems.append(f"sealed segment {meta['name']} is missing")
+            return
+        seg = Segment(meta["name"], meta["first_seq"], meta["last_seq"], meta["last_ts"], meta["chain_end"],
+                      sealed=True)
+        try:
+            seg.tx = msgpack.unpackb(disk.read(f"{SEGDIR}/{seg.name}.idx"), raw=False)["tx"]
+        except (FileNotFoundError, ValueError, KeyError, msgpack.UnpackException) as e:
+            store.problems.append(f"segment {seg.name}: transaction index unreadable ({e})")
+            return
+        store.tx.update(seg.tx)
+        store.segments.append(seg)
+        store.last_seq, store.chain = seg.last_seq, seg.chain_end
+    unsealed = [n for n in files if n not in sealed]
+    for i, name in enumerate(unsealed):
+        if not _scan(store, name, last=i == len(unsealed) - 1):
+            return
+    if not store.chain:
+        store.chain = fr.GENESIS
+    # A crash between starting a new segment and writing the checkpoint leaves the
+    # previous one unrecorded: seal it now (its index was written before the new segment).
+    late = [s for s in store.segments[:-1] if not s.sealed]
+    for seg in late:
+        seg.sealed = True
+        write_atomic(disk, f"{SEGDIR}/{seg.name}.idx", msgpack.packb({"tx": seg.tx}, use_bin_type=True))
+    if late:
+        store.sealed_counters = dict(late[-1].counters)
+        store.write_checkpoint()
+
+
+def _remove(store: Store, name: str) -> None:
+    for suffix in ("", ".idx"):
+        try:
+            store.disk.unlink(f"{SEGDIR}/{name}{suffix}")
+        except FileNotFoundError:
+            pass
+    store.disk.fsync_dir(SEGDIR)
+
+
+def _scan(store: Store, name: str, last: bool) -> bool:
+    data = store.disk.read(f"{SEGDIR}/{name}")
+    try:
+        first, prev = fr.decode_segment_head(data)
+    except fr.FrameError as e:
+        if last and len(data) <= fr.SEG_HEAD_SIZE:
+            _remove(store, name)  # its creation was cut short; nothing was ever acked in it
+            return True
+        store.problems.append(f"segment {name} offset 0: {e.reason}")
+        return False
+    if first != store.last_seq + 1 or (store.chain and prev != store.chain):
+        store.problems.append(f"segment {name} offset 0: starts at {first} with another chain than "
+                              f"the journal's seq {store.last_seq}")
+        return False
+    seg = Segment(name, first, first - 1, chain_end=prev, counters=dict(store.counters))
+    chain, last_seq, pos, good_end = prev, first - 1, fr.SEG_HEAD_SIZE, fr.SEG_HEAD_SIZE
+    pending: list[fr.Record] = []
+    damage = None
+    while pos < len(data):
+        try:
+            rec = fr.decode(data, pos, chain)
+            if rec.seq != last_seq + 1:
+                raise fr.FrameError(f"sequence {rec.seq} where {last_seq + 1} was due")
+        except fr.FrameError as e:
+            damage = (pos, e.reason)
+            break
+        pending.append(rec)
+        chain, last_seq, pos = rec.chain, rec.seq, pos + rec.size
+        if rec.seq == rec.batch_last:  # the batch is whole: take it
+            for r in pending:
+                _take(store, seg, r)
+            pending, good_end = [], pos
+    if damage is None and good_end == len(data):
+        store.segments.append(seg)
+        return True
+    batch_first = pending[0].batch_first if pending else seg.last_seq + 1
+    at, reason = damage if damage else (pos, "batch incomplete at end of file")
+    if not last or _later_batch_exists(data, at, batch_first):
+        store.segments.append(seg)
+        store.problems.append(f"segment {name} offset {at}: {reason}")
+        return False
+    torn = data[good_end:]
+    write_atomic(store.disk, f"{TORN}/{name}.{good_end}", torn)
+    handle = store.disk.open(f"{SEGDIR}/{name}", create=False)
+    try:
+        store.disk.truncate(handle, good_end)
+        store.disk.fdatasync(handle)
+    finally:
+        store.disk.close(handle)
+    log.warning("journal: cut a torn tail of %d bytes from %s at offset %d (%s); kept in %s/",
+                len(torn), name, good_end, reason, TORN)
+    store.segments.append(seg)
+    return True
+
+
+def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
+    seg.size += rec.size
+    seg.last_seq, seg.last_ts, seg.chain_end = rec.seq, rec.ts, rec.chain
+    store.last_seq, store.chain = rec.seq, rec.chain
+    if rec.counter is not None:
+        store.counters[rec.counter] = rec.number
+        seg.counters = dict(store.counters)
+    if rec.tx_id is not None:
+        store.tx[rec.tx_id] = seg.tx[rec.tx_id] = [rec.seq, rec.number]
+
+
+def _later_batch_exists(data: bytes, at: int, batch_first: int) -> bool:
+    """Is there a valid frame past `at` from a batch written after the damaged one?
+
+    Batches are written one after another, each synced before the next, so
+    such a frame proves the damaged batch had been durable: real damage."""
+    start = batch_first + 1
+    for _ in range(10_000):
+        found = None
+        for seq in range(start, start + _SEARCH):
+            i = data.find(struct.pack(">Q", seq), at)
+            while i != -1 and found is None:
+                if i - 4 >= at:
+                    try:
+                        found = fr.decode(data, i - 4, None)
+                    except fr.FrameError:
+                        pass
+                i = data.find(struct.pack(">Q", seq), i + 1) if found is None else -1
+            if found:
+                break
+        if found is None:
+            return False
+        if found.batch_first > batch_first:
+            return True
+        start = found.batch_last + 1  # same (unsynced) batch: look past it
+    return False

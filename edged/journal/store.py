@@ -1,0 +1,301 @@
+"""The journal's synchronous core: segments, recovery, batched durable appends,
+rotation, cursors and retention. One thread uses it at a time (service.py's
+worker); every file touch goes through a Disk so power loss can be simulated.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import msgpack
+
+from . import frame as fr
+from .disk import Disk, write_atomic
+
+log = logging.getLogger("edged.journal")
+
+SEGDIR, CHECKPOINT, CURSORS, TORN = "segments", "checkpoint", "cursors", "torn"
+DEFAULT_SEGMENT_SIZE = 16 << 20
+
+
+class JournalError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass
+class Entry:
+    kind: str
+    body: Any
+    tx_id: str | None = None
+    counter: str | None = None
+
+
+@dataclass
+class Appended:
+    seq: int
+    number: int | None
+    duplicate: bool
+    record: fr.Record | None = None  # None for duplicates
+
+
+@dataclass
+class Segment:
+    name: str
+    first_seq: int
+    last_seq: int
+    last_ts: int = 0
+    chain_end: bytes = fr.GENESIS
+    sealed: bool = False
+    size: int = fr.SEG_HEAD_SIZE
+    tx: dict[str, list] = field(default_factory=dict)  # tx_id -> [seq, number]
+    counters: dict[str, int] = field(default_factory=dict)  # counter values at the segment's end
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "last_ts": self.last_ts, "chain_end": self.chain_end}
+
+
+def seg_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.seg"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Store:
+    def __init__(self, disk: Disk, *, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                 ranges: dict[str, tuple[int, int]] | None = None) -> None:
+        self.disk = disk
+        self.segment_size = segment_size
+        self.ranges = ranges or {}
+        self.segments: list[Segment] = []
+        self.first_seq = 1  # retention floor: lowest seq kept
+        self.last_seq = 0  # highest durable seq
+        self.chain = fr.GENESIS
+        self.counters: dict[str, int] = {}
+        self.sealed_counters: dict[str, int] = {}  # as of the last seal, kept even when retention deletes it
+        self.tx: dict[str, list] = {}
+        self.problems: list[str] = []  # non-empty: degraded
+        self.read_only: str | None = None
+        self._handle: int | None = None
+
+    # ---------- opening and recovery ----------
+
+    def open(self) -> None:
+        from .recovery import recover
+
+        recover(self)
+        if self.problems:
+            self.read_only = "journal degraded: " + "; ".join(self.problems)
+            log.error("journal degraded, appends refused: %s", "; ".join(self.problems))
+        elif not self.segments or self.segments[-1].sealed:
+            self._new_segment()
+        if not self.problems:
+            self._handle = self.disk.open(f"{SEGDIR}/{self.segments[-1].name}", create=False)
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self.disk.close(self._handle)
+            self._handle = None
+
+    # ---------- appending ----------
+
+    def append(self, groups: list[list[Entry]]) -> list[list[Appended] | JournalError]:
+        """Write every group that passes its checks in one write + one fdatasync.
+
+        A group is all or nothing. Returns, per group, its results or its error."""
+        if self.read_only:
+            return [JournalError("journal_unavailable", self.read_only) for _ in groups]
+        if self.active.size >= self.segment_size and self.active.last_seq >= self.active.first_seq:
+            try:
+                self.rotate()
+            except OSError as e:
+                return self._fail(groups, f"rotation failed: {e}", fatal=True)
+        out: list[list[Appended] | JournalError] = []
+        seq, counters, new_tx = self.last_seq, dict(self.counters), {}
+        todo: list[tuple[int, Entry, int | None, Appended]] = []
+        for group in groups:
+            mark = (seq, dict(counters), dict(new_tx), len(todo))
+            try:
+                results = []
+                for e in group:
+                    known = (self.tx.get(e.tx_id) or new_tx.get(e.tx_id)) if e.tx_id is not None else None
+                    if known is not None:
+                        results.append(Appended(known[0], known[1], True))
+                        continue
+                    number = None
+                    if e.counter is not None:
+                        if e.counter not in self.ranges:
+                            raise JournalError("bad_request", f"no number range named {e.counter!r}")
+                        first, last = self.ranges[e.counter]
+                        number = max(counters.get(e.counter, first - 1), first - 1) + 1
+                        if number > last:
+                            raise JournalError("range_exhausted",
+                                               f"number range {e.counter!r} is used up ({first}..{last})")
+                        counters[e.counter] = number
+                    seq += 1
+                    appended = Appended(seq, number, False)
+                    if e.tx_id is not None:
+                        new_tx[e.tx_id] = [seq, number]
+                    todo.append((seq, e, number, appended))
+                    results.append(appended)
+                out.append(results)
+            except JournalError as err:
+                seq, counters, new_tx = mark[0], mark[1], mark[2]
+                del todo[mark[3]:]
+                out.append(err)
+        if not todo:
+            return out
+        ts = now_us()
+        first, last = todo[0][0], todo[-1][0]
+        chain, parts, records = self.chain, [], []
+        for s, e, number, appended in todo:
+            payload = fr.payload_of(e.kind, e.body, e.tx_id, e.counter, number)
+            data, chain = fr.encode(s, ts, payload, first, last, chain)
+            parts.append(data)
+            appended.record = fr.Record(s, ts, e.kind, e.body, e.tx_id, e.counter, number, chain,
+                                        len(data), first, last)
+            records.append(appended.record)
+        blob = b"".join(parts)
+        offset = self.active.size
+        assert self._handle is not None
+        try:
+            self.disk.write_at(self._handle, offset, blob)
+        except OSError as e:
+            self._cut_back(offset)
+            disk_full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            why = "disk full" if disk_full else f"write failed: {e}"
+            return self._fail_groups(out, why, fatal=not disk_full)
+        try:
+            self.disk.fdatasync(self._handle)
+        except OSError as e:
+            # Never retry fdatasync and trust it: the page cache may have dropped the data.
+            self._cut_back(offset)
+            return self._fail_groups(out, f"fdatasync failed: {e}", fatal=True)
+        seg = self.active
+        seg.size = offset + len(blob)
+        seg.last_seq, seg.last_ts, seg.chain_end = last, ts, chain
+        seg.counters = counters
+        self.last_seq, self.chain, self.counters = last, chain, counters
+        for tx_id, val in new_tx.items():
+            self.tx[tx_id] = val
+            seg.tx[tx_id] = val
+        return out
+
+    def _cut_back(self, offset: int) -> None:
+        try:
+            assert self._handle is not None
+            self.disk.truncate(self._handle, offset)
+        except OSError as e:
+            self.read_only = f"cannot cut back a failed write: {e}"
+
+    def _fail_groups(self, out: list, why: str, fatal: bool) -> list:
+        if fatal:
+            self.read_only = f"journal read-only until restart: {why}"
+            log.critical("journal: %s", self.read_only)
+        else:
+            log.error("journal: append refused: %s", why)
+        err = JournalError("journal_unavailable", why)
+        return [r if isinstance(r, JournalError) else err for r in out]
+
+    def _fail(self, groups: list, why: str, fatal: bool) -> list:
+        return self._fail_groups([[] for _ in groups], why, fatal)
+
+    # ---------- segments ----------
+
+    def _new_segment(self) -> None:
+        first = self.last_seq + 1
+        seg = Segment(seg_name(first), first, first - 1, chain_end=self.chain, counters=dict(self.counters))
+        handle = self.disk.open(f"{SEGDIR}/{seg.name}", create=True)
+        try:
+            self.disk.truncate(handle, 0)
+            self.disk.write_at(handle, 0, fr.encode_segment_head(first, self.chain))
+            self.disk.fdatasync(handle)
+        finally:
+            self.disk.close(handle)
+        self.disk.fsync_dir(SEGDIR)  # the directory entry is durable before the first ack in it
+        self.segments.append(seg)
+
+    def rotate(self) -> None:
+        """Seal the active segment (index, then new segment, then checkpoint) and start a new one."""
+        old = self.active
+        if old.last_seq < old.first_seq:
+            return
+        write_atomic(self.disk, f"{SEGDIR}/{old.name}.idx", msgpack.packb({"tx": old.tx}, use_bin_type=True))
+        self.close()
+        self._new_segment()
+        old.sealed = True
+        self.sealed_counters = dict(self.counters)
+        self.write_checkpoint()
+        self._handle = self.disk.open(f"{SEGDIR}/{self.active.name}", create=False)
+
+    def write_checkpoint(self) -> None:
+        sealed = [s.meta() for s in self.segments if s.sealed]
+        counters = self.sealed_counters
+        write_atomic(self.disk, CHECKPOINT, msgpack.packb(
+            {"version": 1, "first_seq": self.first_seq, "sealed": sealed, "counters": counters},
+            use_bin_type=True))
+
+    # ---------- reading ----------
+
+    def records(self, from_seq: int, to_seq: int | None = None) -> Iterator[fr.Record]:
+        """Durable records from from_seq on (up to to_seq), in order."""
+        end = self.last_seq if to_seq is None else min(to_seq, self.last_seq)
+        for seg in list(self.segments):
+            if seg.last_seq < from_seq or seg.first_seq > end:
+                continue
+            data = self.disk.read(f"{SEGDIR}/{seg.name}")
+            pos = fr.SEG_HEAD_SIZE
+            while pos < len(data):
+                rec = fr.decode(data, pos, None)
+                pos += rec.size
+                if rec.seq > end:
+                    return
+                if rec.seq >= from_seq:
+                    yield rec
+
+    # ---------- cursors and retention ----------
+
+    def load_cursors(self) -> dict[str, int]:
+        try:
+            return dict(msgpack.unpackb(self.disk.read(CURSORS), raw=False))
+        except FileNotFoundError:
+            return {}
+
+    def save_cursors(self, cursors: dict[str, int]) -> None:
+        write_atomic(self.disk, CURSORS, msgpack.packb(cursors, use_bin_type=True))
+
+    def retain(self, acked: int, min_age_us: int, now: int | None = None) -> list[str]:
+        """Delete the oldest sealed segments every consumer acked past and old enough."""
+        now = now_us() if now is None else now
+        gone = []
+        for seg in self.segments[:-1]:
+            if not seg.sealed or seg.last_seq > acked or now - seg.last_ts < min_age_us:
+                break
+            gone.append(seg)
+        if not gone:
+            return []
+        self.first_seq = gone[-1].last_seq + 1  # the floor moves first, so a crash only leaves garbage
+        self.segments = self.segments[len(gone):]
+        self.write_checkpoint()
+        for seg in gone:
+            for tx_id in seg.tx:
+                self.tx.pop(tx_id, None)
+            for suffix in ("", ".idx"):
+                try:
+                    self.disk.unlink(f"{SEGDIR}/{seg.name}{suffix}")
+                except FileNotFoundError:
+                    pass
+        self.disk.fsync_dir(SEGDIR)
+        return [s.name for s in gone]
+
