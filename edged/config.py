@@ -88,9 +88,29 @@ class PrinterSettings:
 
 
 @dataclass
+class JournalSettings:
+    segment_size: int = field(default=16 << 20, metadata=_range(64 << 10, 1 << 30) | _help("bytes before a new segment"))
+    min_retention_days: float = field(default=30.0, metadata=_range(0, 3650)
+                                      | _help("keep acked segments at least this long"))
+
+
+@dataclass
+class NumberRange:
+    first: int = field(default=1, metadata=_range(0, 2**62))
+    last: int = field(default=999_999, metadata=_range(0, 2**62))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.last < self.first:
+            return [("last", f"must be >= first ({self.first}), got {self.last}")]
+        return []
+
+
+@dataclass
 class Config:
     till_id: str = field(default_factory=lambda: _hostname(), metadata=_help("this till's name; unique per shop"))
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    journal: JournalSettings = field(default_factory=JournalSettings)
+    numbering: dict[str, NumberRange] = field(default_factory=dict)
     printers: dict[str, PrinterSettings] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, str]]:

@@ -13,6 +13,10 @@ from typing import Protocol
 from .config import Config, PrinterSettings
 from .devices import codepages
 from .devices.printer import Printer
+from .journal.disk import RealDisk
+from .journal.ops import JournalOps
+from .journal.service import Journal
+from .journal.store import Store
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
@@ -69,6 +73,11 @@ class Daemon:
 
     async def _start_all(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        jcfg = self.cfg.journal
+        store = Store(RealDisk(str(self.state_dir / "journal")), segment_size=jcfg.segment_size,
+                      ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
+        journal = Journal(store, min_retention_days=jcfg.min_retention_days)
+        await self._start("journal", journal)
         printers_cfg = dict(self.cfg.printers)
         emulators: dict[str, PrinterEmulator] = {}
         if self.simulate:
@@ -85,9 +94,10 @@ class Daemon:
         printers = {name: Printer(name, s) for name, s in printers_cfg.items()}
         for name, printer in printers.items():
             await self._start(f"printer-{name}", printer)
-        self.till = Till(self.cfg, printers, self.simulate)
+        self.till = Till(self.cfg, printers, self.simulate, journal)
         self.till.emulators = emulators
-        server = Server(self.cfg.daemon.socket, self.till.handlers(), self.till.hello_info)
+        handlers = self.till.handlers() | JournalOps(journal).handlers()
+        server = Server(self.cfg.daemon.socket, handlers, self.till.hello_info)
         self.till.server = server
         await self._start("socket", server)
 

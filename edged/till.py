@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import Config
 from .devices.printer import Printer
+from .journal.service import Journal
 from .relay import protocol as p
 
 if TYPE_CHECKING:
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 
 
 class Till:
-    def __init__(self, cfg: Config, printers: dict[str, Printer], simulated: bool) -> None:
+    def __init__(self, cfg: Config, printers: dict[str, Printer], simulated: bool,
+                 journal: Journal | None = None) -> None:
         self.cfg = cfg
+        self.journal = journal
         self.printers = printers
         self.simulated = simulated
         self.started = time.time()
@@ -39,8 +42,9 @@ class Till:
                 "journal": self.journal_info()}
 
     def journal_info(self) -> dict[str, Any]:
-        # The journal arrives with its own issue; until then it is empty and takes no appends.
-        return {"first_seq": 0, "last_seq": 0}
+        if self.journal is None:
+            return {"first_seq": 0, "last_seq": 0}
+        return {"first_seq": self.journal.first_seq, "last_seq": self.journal.last_seq}
 
     async def op_status(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return self.status()
@@ -53,8 +57,10 @@ class Till:
             "simulated": self.simulated,
             "uptime": round(time.time() - self.started, 1),
             "devices": {name: pr.describe() for name, pr in self.printers.items()},
-            "journal": self.journal_info(),
-            "consumers": {},
+            "journal": self.journal.info() if self.journal else self.journal_info(),
+            "consumers": dict(self.journal.cursors) if self.journal else {},
+            "consumer_lag": {name: max(self.journal.last_seq - seq, 0)
+                             for name, seq in self.journal.cursors.items()} if self.journal else {},
             "connections": [{"client": s.client, "pid": s.pid, "uid": s.uid, "gid": s.gid}
                             for s in sessions],
         }
@@ -62,6 +68,9 @@ class Till:
     def summary(self) -> str:
         """The one-line systemd STATUS= text."""
         parts = [pr.summary() for pr in self.printers.values()] or ["no printers"]
+        if self.journal:
+            info = self.journal.info()
+            parts.insert(0, f"journal {info['state']}, seq {info['last_seq']}")
         if self.server:
             parts.append(self.server.summary())
         return ("simulated till; " if self.simulated else "") + "; ".join(parts)

@@ -38,7 +38,7 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
         assert "WATCHDOG=1" in messages
         assert messages.index("READY=1") < messages.index("WATCHDOG=1")
         status_lines = [m for m in messages if m.startswith("STATUS=")]
-        assert status_lines and "printer receipt: ok" in status_lines[0]
+        assert status_lines and "printer receipt: ok" in status_lines[0] and "journal ok, seq 0" in status_lines[0]
 
         sock = str(short_dir / "edged.sock")
         shown = cli("status", "--socket", sock)
@@ -48,8 +48,8 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
         assert as_json["devices"]["receipt"]["state"] == "ok" and as_json["simulated"] is True
         changed = cli("sim", "set", "cover_open=on", "--socket", sock)
         assert "edged reads it as error offline, cover_open" in changed.stdout
-        notify.collect("STATUS=simulated till; printer receipt: error (offline, cover_open)", timeout=5)
-        assert "STATUS=simulated till; printer receipt: error (offline, cover_open); 0 clients" \
+        notify.collect("STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open)", timeout=5)
+        assert "STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open); 0 clients" \
             in notify.messages
 
         proc.send_signal(signal.SIGTERM)

@@ -33,14 +33,25 @@ class Session:
         self.writer = writer
         self.client: str | None = None  # set by hello
         self.pid, self.uid, self.gid = _peer_credentials(writer)
+        self.after_response: list[Callable[[], None]] = []  # e.g. start streaming once `subscribe` is answered
+        self.tasks: set[asyncio.Task] = set()  # per-connection work (subscriptions), cancelled on close
+        self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription
+        self._send_lock = asyncio.Lock()
 
     @property
     def peer(self) -> str:
         return f"pid={self.pid} uid={self.uid} gid={self.gid}"
 
     async def send(self, message: dict[str, Any]) -> None:
-        self.writer.write(framing.encode(message))
-        await self.writer.drain()
+        async with self._send_lock:  # responses and events from several tasks, one frame at a time
+            self.writer.write(framing.encode(message))
+            await self.writer.drain()
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"{name} ({self.client})")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
     async def run(self) -> None:
         while True:
@@ -53,6 +64,9 @@ class Session:
             if msg is None:
                 return
             await self.send(await self._answer(msg))
+            for start in self.after_response:
+                start()
+            self.after_response.clear()
 
     async def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
         req_id = msg.get("id")
@@ -158,6 +172,8 @@ class Server:
         except (ConnectionError, BrokenPipeError):
             pass  # the client went away; nothing to answer
         finally:
+            for sub in list(session.tasks):
+                sub.cancel()
             self.sessions.discard(session)
             self._tasks.discard(task)
             if session.client is not None:

@@ -1,0 +1,140 @@
+"""The journal's socket ops: append, subscribe, ack (PROTOCOL.md)."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..relay import protocol as p
+from .service import Journal
+from .store import Entry, JournalError
+
+if TYPE_CHECKING:
+    from ..relay.server import Session
+
+log = logging.getLogger("edged.journal")
+MAX_WINDOW = 100_000
+_NAME_MAX = 128
+
+
+def _entries(params: dict[str, Any]) -> list[Entry]:
+    records = p.param(params, "records", list)
+    if not records:
+        raise p.RequestError(p.BAD_REQUEST, "'records' is empty")
+    out = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}] must be a map")
+        unknown = set(rec) - {"kind", "body", "tx_id", "number"}
+        if unknown:
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}]: unknown field {sorted(unknown)[0]!r}")
+        kind = rec.get("kind")
+        if not isinstance(kind, str) or not 0 < len(kind) <= _NAME_MAX:
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must be a non-empty string")
+        if "body" not in rec:
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].body is missing")
+        tx_id, counter = rec.get("tx_id"), rec.get("number")
+        if tx_id is not None and (not isinstance(tx_id, str) or not tx_id):
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].tx_id must be a non-empty string")
+        if counter is not None and not isinstance(counter, str):
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].number must name a number range")
+        out.append(Entry(kind, rec["body"], tx_id, counter))
+    return out
+
+
+def _consumer(params: dict[str, Any]) -> str:
+    name = p.param(params, "consumer", str)
+    if not 0 < len(name) <= _NAME_MAX:
+        raise p.RequestError(p.BAD_REQUEST, "'consumer' must be 1 to 128 characters")
+    return name
+
+
+class JournalOps:
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def handlers(self) -> dict[str, Any]:
+        return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack}
+
+    async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        entries = _entries(params)
+        try:
+            results = await self.journal.append(entries)
+        except JournalError as e:
+            raise p.RequestError(e.code, e.message) from None
+        return {"records": [{"seq": a.seq, "duplicate": a.duplicate, **({"number": a.number}
+                                                                          if a.number is not None else {})}
+                            for a in results]}
+
+    async def op_subscribe(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        consumer = _consumer(params)
+        start = p.param(params, "from", (int, str))
+        if isinstance(start, str):
+            if start != "acked":
+                raise p.RequestError(p.BAD_REQUEST, "'from' must be a seq or \"acked\"")
+            start = self.journal.cursors.get(consumer, self.journal.first_seq - 1) + 1
+        start = max(start, self.journal.first_seq)
+        kinds = p.param(params, "kinds", list, required=False)
+        if kinds is not None and not all(isinstance(k, str) for k in kinds):
+            raise p.RequestError(p.BAD_REQUEST, "'kinds' must be a list of strings")
+        window = p.param(params, "window", int, required=False, default=1000)
+        if not 1 <= window <= MAX_WINDOW:
+            raise p.RequestError(p.BAD_REQUEST, f"'window' must be between 1 and {MAX_WINDOW}")
+        await self.journal.register(consumer, start)
+        sub = Subscription(self.journal, session, consumer, start, set(kinds) if kinds else None, window)
+        session.after_response.append(lambda: session.spawn(sub.run(), f"subscription {consumer}"))
+        session.subscriptions[consumer] = sub
+        return {"from_seq": start}
+
+    async def op_ack(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        consumer = _consumer(params)
+        seq = p.param(params, "seq", int)
+        if seq < 0:
+            raise p.RequestError(p.BAD_REQUEST, "'seq' must be >= 0")
+        try:
+            acked = await self.journal.ack(consumer, seq)
+        except JournalError as e:
+            raise p.RequestError(e.code, e.message) from None
+        sub = session.subscriptions.get(consumer)
+        if sub is not None:
+            sub.acked(acked)
+        return {"acked": acked}
+
+
+class Subscription:
+    """Backlog, then live records, never more than `window` beyond the last ack."""
+
+    def __init__(self, journal: Journal, session: Session, consumer: str, start: int,
+                 kinds: set[str] | None, window: int) -> None:
+        self.journal, self.session, self.consumer = journal, session, consumer
+        self.next_seq, self.kinds, self.window = start, kinds, window
+        self.in_flight: collections.deque[int] = collections.deque()
+        self._room = asyncio.Event()
+
+    def acked(self, seq: int) -> None:
+        while self.in_flight and self.in_flight[0] <= seq:
+            self.in_flight.popleft()
+        self._room.set()
+
+    async def run(self) -> None:
+        backlog: list = []
+        while True:
+            if len(self.in_flight) >= self.window:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if self.next_seq > self.journal.last_seq:
+                await self.journal.wait_beyond(self.next_seq - 1)
+                continue
+            room = self.window - len(self.in_flight)
+            records = await self.journal.read(self.next_seq, min(room, 500), backlog)
+            if not records:
+                await self.journal.wait_beyond(self.next_seq - 1)
+                continue
+            for rec in records:
+                self.next_seq = rec.seq + 1
+                if self.kinds and rec.kind not in self.kinds:
+                    continue
+                self.in_flight.append(rec.seq)
+                await self.session.send(rec.event())
