@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from . import __version__, config
+from . import __version__, cli_journal, config
 
 EXIT_USAGE = 2
 
@@ -20,6 +20,7 @@ Start here:
   edged demo                      see it work on a simulated till (no hardware)
   edged check-config FILE         validate a config file and print the result
   edged status                    what the running daemon sees
+  edged journal verify            check every journal record (exit 1 on any problem)
 """
 
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
+    cli_journal.add_parsers(sub, _socket_arg)
     return parser
 
 
@@ -211,4 +213,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
-             "demo": cmd_demo, "sim": cmd_sim}
+             "demo": cmd_demo, "sim": cmd_sim,
+             "journal": lambda args: cli_journal.cmd_journal(args, _call),
+             "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args))}

@@ -29,7 +29,9 @@ def run_demo() -> int:
         sock_path = tmpdir / "edged.sock"
         notify = NotifyListener(tmpdir / "notify.sock")
         log_path = tmpdir / "edged.log"
-        cmd = [sys.executable, "-m", "edged", "run", "--simulate", "--config", os.devnull,
+        cfg_path = tmpdir / "edged.toml"
+        cfg_path.write_text('till_id = "demo-till-1"\n\n[numbering.receipt]\nfirst = 3000000\nlast = 3999999\n')
+        cmd = [sys.executable, "-m", "edged", "run", "--simulate", "--config", str(cfg_path),
                "--state-dir", str(tmpdir / "state"), "--socket", str(sock_path)]
         _step(1, "start the daemon on the simulated till")
         print("$ " + " ".join(["edged"] + cmd[3:]))
@@ -44,8 +46,12 @@ def run_demo() -> int:
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
             asyncio.run(_client_steps(str(sock_path)))
+            _step(9, "a technician checks the journal files")
+            print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
+            subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
+                            str(tmpdir / "state")])
         finally:
-            _step(6, "stop it the way systemd does (SIGTERM)")
+            _step(10, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(15)
@@ -72,3 +78,19 @@ async def _client_steps(path: str) -> None:
         _step(5, "paper refilled")
         await client.request("sim", set={"paper_out": False})
         print(format_status(await client.request("status")), end="")
+        _step(6, "the POS app appends a sale; edged answers after fdatasync, with the next receipt number")
+        sale = {"kind": "sale", "body": {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]]},
+                "tx_id": "pos-7f3a-0001", "number": "receipt"}
+        print(f"  append -> {await client.request('append', records=[sale])}")
+        print(f"  the same tx_id again (a retry after a lost answer) -> {await client.request('append', records=[sale])}")
+        await client.request("append", records=[{"kind": "drawer.opened", "body": {"reason": "sale"}}])
+    async with await Client.connect(path, client="demo-sync") as sync:
+        _step(7, "the sync layer subscribes from its last ack, receives records, acks them")
+        print(f"  subscribe -> {await sync.request('subscribe', consumer='head-office', window=100, **{'from': 'acked'})}")
+        for _ in range(2):
+            ev = await asyncio.wait_for(sync.events.get(), 5)
+            print(f"  record seq {ev['seq']} {ev['kind']} number={ev['number']} chain={ev['chain'].hex()[:16]}...")
+            print(f"  ack -> {await sync.request('ack', consumer='head-office', seq=ev['seq'])}")
+        _step(8, "status now shows the journal and the consumer")
+        status = await sync.request("status")
+        print(f"  journal {status['journal']}\n  consumers {status['consumers']}, lag {status['consumer_lag']}")

@@ -55,7 +55,22 @@ class JournalOps:
         self.journal = journal
 
     def handlers(self) -> dict[str, Any]:
-        return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack}
+        return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack,
+                "consumers": self.op_consumers, "consumer_remove": self.op_consumer_remove}
+
+    async def op_consumers(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        last = self.journal.last_seq
+        return {"last_seq": last, "consumers": {name: {"acked": seq, "lag": max(last - seq, 0)}
+                                                 for name, seq in sorted(self.journal.cursors.items())}}
+
+    async def op_consumer_remove(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        consumer = _consumer(params)
+        try:
+            await self.journal.remove_consumer(consumer)
+        except JournalError as e:
+            raise p.RequestError(e.code, e.message) from None
+        log.warning("consumer %r removed by client %s (%s)", consumer, session.client, session.peer)
+        return {"removed": consumer}
 
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         entries = _entries(params)
