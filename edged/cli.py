@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
     cli_journal.add_parsers(sub, _socket_arg)
+    bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
+                         description="Measures raw fdatasync and SQLite as baselines, then edged's journal "
+                                     "with 1 and 16 appenders, ack latency, startup on a large journal and "
+                                     "verify speed. Writes only to a temporary directory.")
+    bj.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
+    bj.add_argument("--flush-delay", default="0ms", metavar="MS",
+                    help="add this much to every fdatasync, e.g. 5ms as on a till's SD card")
+    bj.add_argument("--startup-size", type=int, default=1024, metavar="MB",
+                    help="size of the journal built for the startup and verify figures (default 1024; 0 skips)")
+    bj.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
     return parser
 
 
@@ -206,6 +218,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    delay = args.flush_delay.removesuffix("ms")
+    try:
+        delay_ms = float(delay)
+    except ValueError:
+        print(f"edged: --flush-delay {args.flush_delay!r}: write milliseconds, e.g. 5ms", file=sys.stderr)
+        return EXIT_USAGE
+    return run(args.seconds, delay_ms, args.startup_size, args.dir)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -215,4 +239,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
              "demo": cmd_demo, "sim": cmd_sim,
              "journal": lambda args: cli_journal.cmd_journal(args, _call),
+             "bench": lambda args: _bench(args),
              "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args))}

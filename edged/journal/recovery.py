@@ -103,9 +103,10 @@ def _scan(store: Store, name: str, last: bool) -> bool:
     chain, last_seq, pos, good_end = prev, first - 1, fr.SEG_HEAD_SIZE, fr.SEG_HEAD_SIZE
     pending: list[fr.Record] = []
     damage = None
+    view = memoryview(data)
     while pos < len(data):
         try:
-            rec = fr.decode(data, pos, chain)
+            rec = fr.decode_fast(view, pos, chain)
             if rec.seq != last_seq + 1:
                 raise fr.FrameError(f"sequence {rec.seq} where {last_seq + 1} was due")
         except fr.FrameError as e:
@@ -117,6 +118,7 @@ def _scan(store: Store, name: str, last: bool) -> bool:
             for r in pending:
                 _take(store, seg, r)
             pending, good_end = [], pos
+    seg.counters = dict(seg.counters)
     if damage is None and good_end == len(data):
         store.segments.append(seg)
         return True
@@ -146,7 +148,7 @@ def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
     store.last_seq, store.chain = rec.seq, rec.chain
     if rec.counter is not None:
         store.counters[rec.counter] = rec.number
-        seg.counters = dict(store.counters)
+        seg.counters = store.counters  # shared while scanning; copied once the scan is done
     if rec.tx_id is not None:
         store.tx[rec.tx_id] = seg.tx[rec.tx_id] = [rec.seq, rec.number]
 

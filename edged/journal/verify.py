@@ -57,18 +57,18 @@ def verify(disk: Disk, from_seq: int = 0) -> Report:
         chain, expected, pos = prev, first, fr.SEG_HEAD_SIZE
         while pos < len(data):
             try:
-                rec = fr.decode(data, pos, chain)
+                seq, size, chain = fr.check(data, pos, chain)
             except fr.FrameError as e:
                 report.problems.append(f"{name} offset {pos}: {e.reason}")
                 break  # lengths past a bad frame cannot be trusted
-            if rec.seq != expected:
-                report.problems.append(f"{name} offset {pos}: seq {rec.seq}, expected {expected}")
-            if rec.seq >= from_seq:
+            if seq != expected:
+                report.problems.append(f"{name} offset {pos}: seq {seq}, expected {expected}")
+            if seq >= from_seq:
                 report.records += 1
                 if report.first_seq is None:
-                    report.first_seq = rec.seq
-                report.last_seq = rec.seq
-            chain, expected, pos = rec.chain, rec.seq + 1, pos + rec.size
+                    report.first_seq = seq
+                report.last_seq = seq
+            expected, pos = seq + 1, pos + size
         report.chain_head = chain or b""
     return report
 

@@ -1,0 +1,154 @@
+"""`edged bench journal`: the journal's figures beside baselines measured in the same run.
+
+Baselines: raw write+fdatasync of one record, and SQLite in WAL mode with
+synchronous=FULL, one row per transaction. These machines are noisy, so the
+ratios matter more than the absolute numbers.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+
+from .journal.disk import RealDisk
+from .journal.service import Journal
+from .journal.store import Entry, Store
+from .journal.verify import verify
+
+RECORD = {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]], "pad": "x" * 120}  # ~200 bytes
+
+
+class SlowDisk(RealDisk):
+    """A RealDisk whose fdatasync takes at least `delay` more, as on a till's SD card."""
+
+    def __init__(self, root: str, delay: float) -> None:
+        super().__init__(root)
+        self.delay = delay
+
+    def fdatasync(self, handle: int) -> None:
+        super().fdatasync(handle)
+        time.sleep(self.delay)
+
+
+def _disk(root: str, delay: float) -> RealDisk:
+    return SlowDisk(root, delay) if delay else RealDisk(root)
+
+
+def raw_fdatasync(root: str, seconds: float, delay: float) -> float:
+    fd = os.open(os.path.join(root, "raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    data = os.urandom(200)
+    n, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        os.write(fd, data)
+        os.fdatasync(fd)
+        if delay:
+            time.sleep(delay)
+        n += 1
+    os.close(fd)
+    return n / (time.perf_counter() - start)
+
+
+def sqlite_full(root: str, seconds: float) -> float:
+    db = sqlite3.connect(os.path.join(root, "bench.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, body BLOB)")
+    data = os.urandom(200)
+    n, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        db.execute("BEGIN")
+        db.execute("INSERT INTO r (body) VALUES (?)", (data,))
+        db.execute("COMMIT")
+        n += 1
+    db.close()
+    return n / (time.perf_counter() - start)
+
+
+async def _appenders(root: str, seconds: float, count: int, delay: float) -> tuple[float, list[float]]:
+    journal = Journal(Store(_disk(root, delay)))
+    await journal.start()
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def one(k: int) -> int:
+        n = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            await journal.append([Entry("sale", RECORD, tx_id=f"{k}-{n}")])
+            latencies.append(time.perf_counter() - t0)
+            n += 1
+        return n
+
+    start = time.perf_counter()
+    total = sum(await asyncio.gather(*(one(k) for k in range(count))))
+    rate = total / (time.perf_counter() - start)
+    await journal.stop()
+    return rate, latencies
+
+
+def _pct(values: list[float], p: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
+
+
+def build_journal(root: str, size_mb: int) -> int:
+    store = Store(RealDisk(root))
+    store.open()
+    records = 0
+    target = size_mb << 20
+    written = 0
+    while written < target:
+        batch = [Entry("sale", RECORD, tx_id=f"b{records + i}") for i in range(2000)]
+        store.append([batch])
+        records += len(batch)
+        written = sum(s.size for s in store.segments)
+    store.close()
+    return records
+
+
+def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | None) -> int:
+    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
+    delay = flush_delay_ms / 1000
+    try:
+        print(f"edged bench journal: {seconds:g} s per figure in {base}"
+              + (f", simulated flush delay {flush_delay_ms:g} ms" if delay else ""))
+        raw = raw_fdatasync(base, seconds, delay)
+        print(f"  raw write+fdatasync (baseline)          {raw:>10,.0f} records/s")
+        sql = None
+        if not delay:
+            sql = sqlite_full(base, seconds)
+            print(f"  SQLite WAL synchronous=FULL, 1 row/tx   {sql:>10,.0f} records/s")
+        results = {}
+        for count in (1, 16):
+            sub = os.path.join(base, f"j{count}")
+            rate, lat = asyncio.run(_appenders(sub, seconds, count, delay))
+            results[count] = rate
+            print(f"  edged journal, {count:>2} appender(s)           {rate:>10,.0f} records/s   "
+                  f"ack p50 {_pct(lat, 0.5):.2f} ms  p99 {_pct(lat, 0.99):.2f} ms")
+        print(f"  ratios: 1 appender / raw = {results[1] / raw:.2f} (target >= 0.7)" + (
+              f";  16 appenders / SQLite = {results[16] / sql:.1f} (target >= 3)" if sql else "")
+              + f";  16 / 1 appender = {results[16] / results[1]:.1f}" + (" (target >= 10)" if delay else ""))
+        if startup_mb:
+            big = os.path.join(base, "big")
+            t0 = time.perf_counter()
+            records = build_journal(big, startup_mb)
+            print(f"  built a {startup_mb} MB journal of {records:,} records in {time.perf_counter() - t0:.1f} s")
+            t0 = time.perf_counter()
+            store = Store(RealDisk(big))
+            store.open()
+            opened = time.perf_counter() - t0
+            store.close()
+            print(f"  startup (open, recovery scan of the active segment): {opened:.3f} s (target <= 1 s)")
+            t0 = time.perf_counter()
+            report = verify(RealDisk(big))
+            took = time.perf_counter() - t0
+            print(f"  verify: {report.records:,} records in {took:.1f} s = {report.records / took:,.0f} records/s "
+                  f"(target >= 300,000){'' if report.ok else '  PROBLEMS: ' + str(report.problems[:3])}")
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
