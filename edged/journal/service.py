@@ -1,16 +1,18 @@
 """The journal as a daemon part: group commit on one worker thread, cursors,
 retention, and live delivery to subscribers.
 
-Every Store call runs on the `journal` thread. Appends queue up while a flush
-is in progress and the next flush takes them all (one fdatasync for many
-clients); an idle journal flushes a lone append at once.
+Every Store call runs on the `journal` thread, fed by one queue. Appends queue
+up while a flush is in progress and the next flush takes them all (one
+fdatasync for many clients); an idle journal flushes a lone append at once.
+Results go back to the event loop in one call per flush.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import logging
+import queue
+import threading
 from typing import Any, Callable, Iterator
 
 from . import frame as fr
@@ -32,25 +34,30 @@ class Journal:
         self.cursors: dict[str, int] = {}
         self.last_seq = 0
         self.first_seq = 1
-        self._queue: list[tuple[list[Entry], asyncio.Future]] = []
-        self._wake = asyncio.Event()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload, future) for the thread
         self._new = asyncio.Event()
         self._cache: collections.deque[fr.Record] = collections.deque(maxlen=CACHE)
-        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._warned: set[str] = set()
         self.flushes = 0
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+        """Run fn(*args) on the journal thread, in queue order with the appends."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._jobs.put(("call", (fn, args), fut))
+        return await fut
 
     async def start(self) -> None:
-        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._thread_main, name="journal", daemon=True)
+        self._thread.start()
         await self._run(self.store.open)
         self.cursors = await self._run(self.store.load_cursors)
         self.last_seq, self.first_seq = self.store.last_seq, self.store.first_seq
-        self._tasks = [asyncio.create_task(self._commit_loop(), name="journal-commit"),
-                       asyncio.create_task(self._retention_loop(), name="journal-retention")]
+        self._tasks = [asyncio.create_task(self._retention_loop(), name="journal-retention")]
         log.info("journal open: seq %d..%d in %d segments%s", self.first_seq, self.last_seq,
                  len(self.store.segments), f"; {self.store.read_only}" if self.store.read_only else "")
 
@@ -58,15 +65,13 @@ class Journal:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(JournalError("journal_unavailable", "edged is stopping"))
-        if self._worker:
+        if self._thread:
             await self._run(self.store.close)
-            self._worker.shutdown(wait=True)
+            self._jobs.put(("stop", None, None))
+            await asyncio.to_thread(self._thread.join)
 
     def healthy(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        return self._thread is not None and self._thread.is_alive() and not any(t.done() for t in self._tasks)
 
     def info(self) -> dict[str, Any]:
         state = "degraded" if self.store.problems else ("read_only" if self.store.read_only else "ok")
@@ -80,35 +85,63 @@ class Journal:
 
     async def append(self, entries: list[Entry]) -> list[Appended]:
         """Durable when this returns: after the fdatasync of the batch holding it."""
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.append((entries, fut))
-        self._wake.set()
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._jobs.put(("append", entries, fut))
         return await fut
 
-    async def _commit_loop(self) -> None:
+    # --- the journal thread ---
+
+    def _thread_main(self) -> None:
+        held = None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._queue = self._queue, []
-            if not batch:
+            job = held or self._jobs.get()
+            held = None
+            kind, payload, fut = job
+            if kind == "stop":
+                return
+            if kind == "call":
+                fn, args = payload
+                try:
+                    result, error = fn(*args), None
+                except BaseException as e:  # handed to the caller, who decides
+                    result, error = None, e
+                self._loop.call_soon_threadsafe(_settle, fut, result, error)
                 continue
-            results = await self._run(self.store.append, [entries for entries, _ in batch])
-            self.flushes += 1
-            fresh = []
-            for (_, fut), result in zip(batch, results):
-                if isinstance(result, JournalError):
-                    if not fut.done():
-                        fut.set_exception(result)
-                    continue
-                fresh.extend(a.record for a in result if a.record is not None)
-                if not fut.done():
-                    fut.set_result(result)
-            if fresh:
-                self._cache.extend(fresh)
-                self.last_seq = fresh[-1].seq
-                new, self._new = self._new, asyncio.Event()
-                new.set()
-                self._check_ranges(fresh)
+            batch = [(payload, fut)]
+            while True:  # group commit: everything queued meanwhile goes into this flush
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt[0] != "append":
+                    held = nxt
+                    break
+                batch.append((nxt[1], nxt[2]))
+            try:
+                results = self.store.append([entries for entries, _ in batch])
+            except Exception as e:  # a bug, not an I/O error (those come back as JournalError)
+                log.exception("journal append failed")
+                results = [JournalError("internal", str(e))] * len(batch)
+            self._loop.call_soon_threadsafe(self._committed, batch, results)
+
+    # --- back on the event loop ---
+
+    def _committed(self, batch: list, results: list) -> None:
+        self.flushes += 1
+        fresh = []
+        for (_, fut), result in zip(batch, results):
+            if isinstance(result, JournalError):
+                _settle(fut, None, result)
+                continue
+            fresh.extend(a.record for a in result if a.record is not None)
+            _settle(fut, result, None)
+        if fresh:
+            self._cache.extend(fresh)
+            self.last_seq = fresh[-1].seq
+            new, self._new = self._new, asyncio.Event()
+            new.set()
+            self._check_ranges(fresh)
 
     def _check_ranges(self, records: list[fr.Record]) -> None:
         for rec in records:
@@ -181,6 +214,15 @@ class Journal:
             except OSError as e:
                 log.error("retention failed: %s", e)
             await asyncio.sleep(RETENTION_EVERY)
+
+
+def _settle(fut: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return  # the caller went away (connection closed); the work is done regardless
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
 
 
 def _take(it: Iterator[fr.Record], n: int) -> list[fr.Record]:
