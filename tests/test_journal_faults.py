@@ -184,3 +184,28 @@ def test_number_range_gapless_across_100_crashes():
     assert numbers == list(range(500, 500 + len(numbers)))
     got = [r.number for r in s.records(1)]
     assert got == numbers
+
+
+def test_sealed_tx_index_before_and_after_the_set_and_on_collisions(monkeypatch):
+    disk, store = filled(records=60, segment_size=2000)
+    store.close()
+    s = reopen(disk)
+    assert s.txi.sealed  # loaded from .idx files, not rescanned
+    [[dup]] = s.append([[Entry("sale", "x", tx_id="t5")]])  # bisect path: no set yet
+    assert dup.duplicate and dup.seq == 6
+    s.txi.build_set()
+    [[dup2]] = s.append([[Entry("sale", "x", tx_id="t7")]])
+    assert dup2.duplicate and dup2.seq == 8
+    [[fresh]] = s.append([[Entry("sale", "x", tx_id="never-seen")]])
+    assert not fresh.duplicate
+    # every tx_id hashing alike: a hash match alone must never make a duplicate
+    from edged.journal import txindex
+    s.close()
+    monkeypatch.setattr(txindex, "tx_hash", lambda tx: 42)
+    disk2, store2 = filled(records=30, segment_size=1500)
+    store2.close()
+    s2 = reopen(disk2)
+    [[new]] = s2.append([[Entry("sale", "x", tx_id="another")]])
+    assert not new.duplicate and new.seq == 31
+    [[old]] = s2.append([[Entry("sale", "x", tx_id="t2")]])
+    assert old.duplicate and old.seq == 3

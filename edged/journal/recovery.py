@@ -15,6 +15,7 @@ import msgpack
 from . import frame as fr
 from .disk import write_atomic
 from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
+from .txindex import encode_idx
 
 log = logging.getLogger("edged.journal")
 _SEARCH = 64  # sequence numbers looked for at a time past damage
@@ -52,11 +53,10 @@ def recover(store: Store) -> None:
         seg = Segment(meta["name"], meta["first_seq"], meta["last_seq"], meta["last_ts"], meta["chain_end"],
                       sealed=True)
         try:
-            seg.tx = msgpack.unpackb(disk.read(f"{SEGDIR}/{seg.name}.idx"), raw=False)["tx"]
-        except (FileNotFoundError, ValueError, KeyError, msgpack.UnpackException) as e:
+            store.txi.load(seg.name, disk.read(f"{SEGDIR}/{seg.name}.idx"))
+        except (FileNotFoundError, ValueError) as e:
             store.problems.append(f"segment {seg.name}: transaction index unreadable ({e})")
             return
-        store.tx.update(seg.tx)
         store.segments.append(seg)
         store.last_seq, store.chain = seg.last_seq, seg.chain_end
     unsealed = [n for n in files if n not in sealed]
@@ -70,7 +70,7 @@ def recover(store: Store) -> None:
     late = [s for s in store.segments[:-1] if not s.sealed]
     for seg in late:
         seg.sealed = True
-        write_atomic(disk, f"{SEGDIR}/{seg.name}.idx", msgpack.packb({"tx": seg.tx}, use_bin_type=True))
+        write_atomic(disk, f"{SEGDIR}/{seg.name}.idx", encode_idx(store.txi.by_segment.get(seg.name, {})))
     if late:
         store.sealed_counters = dict(late[-1].counters)
         store.write_checkpoint()
@@ -150,7 +150,7 @@ def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
         store.counters[rec.counter] = rec.number
         seg.counters = store.counters  # shared while scanning; copied once the scan is done
     if rec.tx_id is not None:
-        store.tx[rec.tx_id] = seg.tx[rec.tx_id] = [rec.seq, rec.number]
+        store.txi.add(seg.name, rec.tx_id, rec.seq, rec.number)
 
 
 def _later_batch_exists(data: bytes, at: int, batch_first: int) -> bool:

@@ -57,6 +57,8 @@ class Journal:
         await self._run(self.store.open)
         self.cursors = await self._run(self.store.load_cursors)
         self.last_seq, self.first_seq = self.store.last_seq, self.store.first_seq
+        # Lookups are right without it; the set only makes them fast on a large journal.
+        threading.Thread(target=self.store.txi.build_set, name="journal-txindex", daemon=True).start()
         self._tasks = [asyncio.create_task(self._retention_loop(), name="journal-retention")]
         log.info("journal open: seq %d..%d in %d segments%s", self.first_seq, self.last_seq,
                  len(self.store.segments), f"; {self.store.read_only}" if self.store.read_only else "")

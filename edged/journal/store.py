@@ -14,6 +14,7 @@ import msgpack
 
 from . import frame as fr
 from .disk import Disk, write_atomic
+from .txindex import TxIndex, encode_idx
 
 log = logging.getLogger("edged.journal")
 
@@ -52,7 +53,6 @@ class Segment:
     chain_end: bytes = fr.GENESIS
     sealed: bool = False
     size: int = fr.SEG_HEAD_SIZE
-    tx: dict[str, list] = field(default_factory=dict)  # tx_id -> [seq, number]
     counters: dict[str, int] = field(default_factory=dict)  # counter values at the segment's end
 
     def meta(self) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class Store:
         self.chain = fr.GENESIS
         self.counters: dict[str, int] = {}
         self.sealed_counters: dict[str, int] = {}  # as of the last seal, kept even when retention deletes it
-        self.tx: dict[str, list] = {}
+        self.txi = TxIndex()
         self.problems: list[str] = []  # non-empty: degraded
         self.read_only: str | None = None
         self._handle: int | None = None
@@ -129,7 +129,9 @@ class Store:
             try:
                 results = []
                 for e in group:
-                    known = (self.tx.get(e.tx_id) or new_tx.get(e.tx_id)) if e.tx_id is not None else None
+                    known = None
+                    if e.tx_id is not None:
+                        known = new_tx.get(e.tx_id) or self.txi.get(e.tx_id, self._confirm)
                     if known is not None:
                         results.append(Appended(known[0], known[1], True))
                         continue
@@ -146,7 +148,7 @@ class Store:
                     seq += 1
                     appended = Appended(seq, number, False)
                     if e.tx_id is not None:
-                        new_tx[e.tx_id] = [seq, number]
+                        new_tx[e.tx_id] = (seq, number)
                     todo.append((seq, e, number, appended))
                     results.append(appended)
                 out.append(results)
@@ -187,10 +189,13 @@ class Store:
         seg.last_seq, seg.last_ts, seg.chain_end = last, ts, chain
         seg.counters = counters
         self.last_seq, self.chain, self.counters = last, chain, counters
-        for tx_id, val in new_tx.items():
-            self.tx[tx_id] = val
-            seg.tx[tx_id] = val
+        for tx_id, (s, number) in new_tx.items():
+            self.txi.add(seg.name, tx_id, s, number)
         return out
+
+    def _confirm(self, seq: int, tx_id: str) -> bool:
+        """Is record `seq` really the one with this tx_id (not a hash collision)?"""
+        return any(rec.tx_id == tx_id for rec in self.records(seq, seq))
 
     def _cut_back(self, offset: int) -> None:
         try:
@@ -231,7 +236,7 @@ class Store:
         old = self.active
         if old.last_seq < old.first_seq:
             return
-        write_atomic(self.disk, f"{SEGDIR}/{old.name}.idx", msgpack.packb({"tx": old.tx}, use_bin_type=True))
+        write_atomic(self.disk, f"{SEGDIR}/{old.name}.idx", encode_idx(self.txi.by_segment.get(old.name, {})))
         self.close()
         self._new_segment()
         old.sealed = True
@@ -289,8 +294,7 @@ class Store:
         self.segments = self.segments[len(gone):]
         self.write_checkpoint()
         for seg in gone:
-            for tx_id in seg.tx:
-                self.tx.pop(tx_id, None)
+            self.txi.drop_segment(seg.name)
             for suffix in ("", ".idx"):
                 try:
                     self.disk.unlink(f"{SEGDIR}/{seg.name}{suffix}")

@@ -1,0 +1,99 @@
+"""tx_id -> (seq, number) for every retained record, cheap to open on a large journal.
+
+Records appended or scanned in this run live in a dict. Sealed segments from
+earlier runs are loaded from their `.idx` files as sorted 64-bit hashes with
+parallel seq/number arrays (a read, no per-entry objects), so startup does not
+build millions of strings. A set of all sealed hashes is built in the
+background; until then lookups bisect each segment's array. A hash match is
+confirmed against the record itself, so a collision can never turn a new
+sale into a "duplicate".
+"""
+from __future__ import annotations
+
+import array
+import bisect
+import hashlib
+import struct
+import sys
+import threading
+from typing import Callable
+
+IDX_MAGIC = b"EDGEDX01"
+_COUNT = struct.Struct(">I")
+
+
+def tx_hash(tx_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(tx_id.encode(), digest_size=8).digest(), "big")
+
+
+def encode_idx(entries: dict[str, tuple[int, int | None]]) -> bytes:
+    """The .idx file: magic, u32 count, then count u64 hashes (sorted), u64 seqs, i64 numbers (-1: none)."""
+    rows = sorted((tx_hash(tx), seq, -1 if number is None else number) for tx, (seq, number) in entries.items())
+    hashes = array.array("Q", (r[0] for r in rows))
+    seqs = array.array("Q", (r[1] for r in rows))
+    numbers = array.array("q", (r[2] for r in rows))
+    if sys.byteorder == "little":  # stored big-endian like everything else
+        for a in (hashes, seqs, numbers):
+            a.byteswap()
+    return IDX_MAGIC + _COUNT.pack(len(rows)) + hashes.tobytes() + seqs.tobytes() + numbers.tobytes()
+
+
+def decode_idx(data: bytes) -> tuple[array.array, array.array, array.array]:
+    if data[:8] != IDX_MAGIC:
+        raise ValueError("not an edged transaction index")
+    (count,) = _COUNT.unpack_from(data, 8)
+    if len(data) != 12 + 24 * count:
+        raise ValueError(f"index of {len(data)} bytes cannot hold {count} entries")
+    out = []
+    for i, code in enumerate("QQq"):
+        a = array.array(code)
+        a.frombytes(data[12 + 8 * count * i:12 + 8 * count * (i + 1)])
+        if sys.byteorder == "little":
+            a.byteswap()
+        out.append(a)
+    return out[0], out[1], out[2]
+
+
+class TxIndex:
+    def __init__(self) -> None:
+        self.recent: dict[str, tuple[int, int | None]] = {}
+        self.by_segment: dict[str, dict[str, tuple[int, int | None]]] = {}
+        self.sealed: dict[str, tuple[array.array, array.array, array.array]] = {}
+        self._all: set[int] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, segment: str, tx_id: str, seq: int, number: int | None) -> None:
+        self.recent[tx_id] = (seq, number)
+        self.by_segment.setdefault(segment, {})[tx_id] = (seq, number)
+
+    def load(self, segment: str, data: bytes) -> None:
+        self.sealed[segment] = decode_idx(data)
+
+    def build_set(self) -> None:
+        """Run in a background thread after startup; lookups are correct before and after."""
+        hashes: set[int] = set()
+        for h, _, _ in list(self.sealed.values()):
+            hashes.update(h)
+        with self._lock:
+            self._all = hashes
+
+    def drop_segment(self, segment: str) -> None:
+        for tx_id in self.by_segment.pop(segment, {}):
+            self.recent.pop(tx_id, None)
+        self.sealed.pop(segment, None)  # a stale hash in the set only costs a bisect
+
+    def get(self, tx_id: str, confirm: Callable[[int, str], bool]) -> tuple[int, int | None] | None:
+        found = self.recent.get(tx_id)
+        if found is not None or not self.sealed:
+            return found
+        h = tx_hash(tx_id)
+        with self._lock:
+            if self._all is not None and h not in self._all:
+                return None
+        for hashes, seqs, numbers in list(self.sealed.values()):
+            i = bisect.bisect_left(hashes, h)
+            while i < len(hashes) and hashes[i] == h:
+                if confirm(seqs[i], tx_id):
+                    return seqs[i], None if numbers[i] < 0 else numbers[i]
+                i += 1
+        return None
