@@ -209,3 +209,17 @@ def test_sealed_tx_index_before_and_after_the_set_and_on_collisions(monkeypatch)
     assert not new.duplicate and new.seq == 31
     [[old]] = s2.append([[Entry("sale", "x", tx_id="t2")]])
     assert old.duplicate and old.seq == 3
+
+
+def test_unreadable_tx_index_is_rebuilt_from_its_segment():
+    disk, store = filled(records=60, segment_size=2000)
+    store.close()
+    idx = [n for n in disk.listdir(SEGDIR) if n.endswith(".idx")][0]
+    disk.names[f"{SEGDIR}/{idx}"].synced = b"garbage"
+    s = Store(disk, ranges={"r": (1, 10**9)})
+    s.background_index = True
+    s.open()
+    assert not s.txi.loaded.is_set()  # open did not wait for the indexes
+    s.load_tx_index()  # what the daemon's background thread does
+    [[dup]] = s.append([[Entry("sale", "again", tx_id="t0")]])
+    assert dup.duplicate and dup.seq == 1

@@ -50,9 +50,9 @@ def test_silence_and_garbage_are_unknown_never_ok():
 def _printer(backend: str, emu: PrinterEmulator) -> Printer:
     if backend == "network":
         s = config.PrinterSettings(backend="network", host="127.0.0.1", port=emu.port,
-                                   status_interval=0.2, timeout=0.3)
+                                   status_interval=0.2, timeout=1.0)
     else:
-        s = config.PrinterSettings(backend="serial", device=emu.pty_path, status_interval=0.2, timeout=0.3)
+        s = config.PrinterSettings(backend="serial", device=emu.pty_path, status_interval=0.2, timeout=1.0)
     return Printer("receipt", s)
 
 
@@ -74,7 +74,10 @@ def test_printer_follows_the_emulator(backend):
             emu.set_state(cover_open=False, mute=True)
             assert (await printer.refresh()) == st.PrinterStatus("unknown", ("no_answer",))
             emu.set_state(mute=False)
-            await asyncio.sleep(0.5)  # the poll loop notices by itself
+            for _ in range(100):  # the poll loop notices by itself
+                if printer.status.state == "ok":
+                    break
+                await asyncio.sleep(0.05)
             assert printer.status.state == "ok"
             assert printer.healthy()
             assert changes == ["ok", "warn", "error", "unknown", "ok"]

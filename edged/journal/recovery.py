@@ -52,13 +52,11 @@ def recover(store: Store) -> None:
             return
         seg = Segment(meta["name"], meta["first_seq"], meta["last_seq"], meta["last_ts"], meta["chain_end"],
                       sealed=True)
-        try:
-            store.txi.load(seg.name, disk.read(f"{SEGDIR}/{seg.name}.idx"))
-        except (FileNotFoundError, ValueError) as e:
-            store.problems.append(f"segment {seg.name}: transaction index unreadable ({e})")
-            return
+        store.txi.to_load.append(seg.name)  # read after startup, see TxIndex.load_all
         store.segments.append(seg)
         store.last_seq, store.chain = seg.last_seq, seg.chain_end
+    if store.txi.to_load:
+        store.txi.loaded.clear()
     unsealed = [n for n in files if n not in sealed]
     for i, name in enumerate(unsealed):
         if not _scan(store, name, last=i == len(unsealed) - 1):

@@ -54,11 +54,12 @@ class Journal:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._thread_main, name="journal", daemon=True)
         self._thread.start()
+        self.store.background_index = True
         await self._run(self.store.open)
         self.cursors = await self._run(self.store.load_cursors)
         self.last_seq, self.first_seq = self.store.last_seq, self.store.first_seq
         # Lookups are right without it; the set only makes them fast on a large journal.
-        threading.Thread(target=self.store.txi.build_set, name="journal-txindex", daemon=True).start()
+        threading.Thread(target=self.store.load_tx_index, name="journal-txindex", daemon=True).start()
         self._tasks = [asyncio.create_task(self._retention_loop(), name="journal-retention")]
         log.info("journal open: seq %d..%d in %d segments%s", self.first_seq, self.last_seq,
                  len(self.store.segments), f"; {self.store.read_only}" if self.store.read_only else "")

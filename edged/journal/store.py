@@ -84,6 +84,7 @@ class Store:
         self.problems: list[str] = []  # non-empty: degraded
         self.read_only: str | None = None
         self._handle: int | None = None
+        self.background_index = False  # the daemon loads sealed tx indexes after startup
 
     # ---------- opening and recovery ----------
 
@@ -98,6 +99,8 @@ class Store:
             self._new_segment()
         if not self.problems:
             self._handle = self.disk.open(f"{SEGDIR}/{self.segments[-1].name}", create=False)
+        if not self.txi.loaded.is_set() and not self.background_index:
+            self.load_tx_index()
 
     @property
     def active(self) -> Segment:
@@ -192,6 +195,17 @@ class Store:
         for tx_id, (s, number) in new_tx.items():
             self.txi.add(seg.name, tx_id, s, number)
         return out
+
+    def load_tx_index(self) -> None:
+        """Read the sealed segments' tx-id indexes (a background thread runs this after open)."""
+        def rebuild(name: str) -> bytes:
+            log.warning("journal: transaction index of %s unreadable; rebuilding it from the segment", name)
+            seg = next(s for s in self.segments if s.name == name)
+            entries = {r.tx_id: (r.seq, r.number) for r in self.records(seg.first_seq, seg.last_seq)
+                       if r.tx_id is not None}
+            return encode_idx(entries)
+
+        self.txi.load_all(lambda name: self.disk.read(f"{SEGDIR}/{name}.idx"), rebuild)
 
     def _confirm(self, seq: int, tx_id: str) -> bool:
         """Is record `seq` really the one with this tx_id (not a hash collision)?"""

@@ -59,6 +59,9 @@ class TxIndex:
         self.recent: dict[str, tuple[int, int | None]] = {}
         self.by_segment: dict[str, dict[str, tuple[int, int | None]]] = {}
         self.sealed: dict[str, tuple[array.array, array.array, array.array]] = {}
+        self.to_load: list[str] = []  # sealed segments whose .idx is read after startup
+        self.loaded = threading.Event()
+        self.loaded.set()
         self._all: set[int] | None = None
         self._lock = threading.Lock()
 
@@ -69,8 +72,23 @@ class TxIndex:
     def load(self, segment: str, data: bytes) -> None:
         self.sealed[segment] = decode_idx(data)
 
+    def load_all(self, read_idx: Callable[[str], bytes], rebuild: Callable[[str], bytes]) -> None:
+        """Background, after startup: read the sealed segments' indexes, then build the hash set.
+
+        An index that cannot be read is rebuilt from its segment (and logged by the caller)."""
+        try:
+            for segment in list(self.to_load):
+                try:
+                    self.load(segment, read_idx(segment))
+                except (OSError, ValueError):
+                    self.load(segment, rebuild(segment))
+        finally:
+            self.to_load.clear()
+            self.loaded.set()
+        self.build_set()
+
     def build_set(self) -> None:
-        """Run in a background thread after startup; lookups are correct before and after."""
+        """Lookups are correct before and after; the set only makes misses fast."""
         hashes: set[int] = set()
         for h, _, _ in list(self.sealed.values()):
             hashes.update(h)
@@ -84,8 +102,11 @@ class TxIndex:
 
     def get(self, tx_id: str, confirm: Callable[[int, str], bool]) -> tuple[int, int | None] | None:
         found = self.recent.get(tx_id)
-        if found is not None or not self.sealed:
+        if found is not None:
             return found
+        self.loaded.wait()  # only in the first moments after starting on a large journal
+        if not self.sealed:
+            return None
         h = tx_hash(tx_id)
         with self._lock:
             if self._all is not None and h not in self._all:
