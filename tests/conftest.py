@@ -14,3 +14,16 @@ def short_dir():
     path = Path(tempfile.mkdtemp(prefix="edged-t-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="run the long variants (ten times the power-loss workloads, 500 SIGKILLs)")
+
+
+def pytest_configure(config):
+    import os
+
+    if config.getoption("--long"):
+        os.environ["EDGED_LONG_TESTS"] = "1"
+        os.environ.setdefault("EDGED_KILLS", "500")
