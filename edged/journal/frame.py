@@ -82,76 +82,44 @@ def encode(seq: int, ts: int, payload: bytes, batch_first: int, batch_last: int,
     return fixed + chain + struct.pack(">I", crc) + payload, chain
 
 
-def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Record:
-    """The record at buf[pos:]; FrameError if it is incomplete or does not check out.
-
-    With prev_chain given, the chain link is checked too."""
-    if len(buf) - pos < HEAD_SIZE:
-        raise FrameError("incomplete header")
-    length, seq, ts, batch_first, batch_last, chain, crc = HEAD.unpack_from(buf, pos)
-    if length == 0 or length > MAX_PAYLOAD:
-        raise FrameError(f"bad length {length}")
-    end = pos + HEAD_SIZE + length
-    if end > len(buf):
-        raise FrameError("incomplete payload")
-    head = bytes(buf[pos:pos + 68])
-    payload = bytes(buf[pos + HEAD_SIZE:end])
-    if zlib.crc32(payload, zlib.crc32(head)) != crc:
-        raise FrameError("checksum mismatch")
-    if prev_chain is not None and chain_link(prev_chain, head[:36], payload) != chain:
-        raise FrameError("chain link mismatch")
-    try:
-        kind, body, tx_id, counter, number = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
-        raise FrameError(f"payload not a record: {e}") from None
-    return Record(seq, ts, kind, body, tx_id, counter, number, chain, HEAD_SIZE + length,
-                  batch_first, batch_last)
-
-
-def check(buf: bytes | memoryview, pos: int, prev_chain: bytes) -> tuple[int, int, bytes]:
-    """Verify the frame at pos without unpacking its payload: (seq, size, chain)."""
-    if len(buf) - pos < HEAD_SIZE:
-        raise FrameError("incomplete header")
-    length, seq, _ts, _bf, _bl, chain, crc = HEAD.unpack_from(buf, pos)
-    if length == 0 or length > MAX_PAYLOAD:
-        raise FrameError(f"bad length {length}")
-    end = pos + HEAD_SIZE + length
-    if end > len(buf):
-        raise FrameError("incomplete payload")
-    view = memoryview(buf)
-    payload = view[pos + HEAD_SIZE:end]
-    if zlib.crc32(payload, zlib.crc32(view[pos:pos + 68])) != crc:
-        raise FrameError("checksum mismatch")
-    h = hashlib.sha256(prev_chain)
-    h.update(view[pos:pos + 36])
-    h.update(payload)
-    if h.digest() != chain:
-        raise FrameError("chain link mismatch")
-    return seq, HEAD_SIZE + length, chain
-
-
-def decode_fast(view: memoryview, pos: int, prev_chain: bytes) -> Record:
-    """decode() with the chain checked, for recovery scans over a memoryview: no copies."""
+def _checked(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> tuple:
+    """Validate the frame at pos (length, CRC, and the chain link when prev_chain is given)."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
     try:
         length, seq, ts, batch_first, batch_last, chain, crc = _unpack_head(view, pos)
     except struct.error:
         raise FrameError("incomplete header") from None
-    end = pos + HEAD_SIZE + length
     if length == 0 or length > MAX_PAYLOAD:
         raise FrameError(f"bad length {length}")
+    end = pos + HEAD_SIZE + length
     if end > len(view):
         raise FrameError("incomplete payload")
     payload = view[pos + HEAD_SIZE:end]
     if _crc32(payload, _crc32(view[pos:pos + 68])) != crc:
         raise FrameError("checksum mismatch")
-    h = _sha256(prev_chain)
-    h.update(view[pos:pos + 36])
-    h.update(payload)
-    if h.digest() != chain:
-        raise FrameError("chain link mismatch")
+    if prev_chain is not None:
+        h = _sha256(prev_chain)
+        h.update(view[pos:pos + 36])
+        h.update(payload)
+        if h.digest() != chain:
+            raise FrameError("chain link mismatch")
+    return seq, ts, batch_first, batch_last, chain, end, payload
+
+
+def check(buf: bytes | memoryview, pos: int, prev_chain: bytes) -> tuple[int, int, bytes]:
+    """Verify the frame at pos without unpacking its payload: (seq, size, chain)."""
+    seq, _ts, _bf, _bl, chain, end, _payload = _checked(buf, pos, prev_chain)
+    return seq, end - pos, chain
+
+
+def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Record:
+    """The record at buf[pos:]; FrameError if it is incomplete or does not check out.
+
+    With prev_chain given, the chain link is checked too. Pass a memoryview to avoid copies."""
+    seq, ts, batch_first, batch_last, chain, end, payload = _checked(buf, pos, prev_chain)
     try:
         kind, body, tx_id, counter, number = _unpackb(payload, raw=False, strict_map_key=False)
-    except Exception as e:
+    except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
         raise FrameError(f"payload not a record: {e}") from None
     return Record(seq, ts, kind, body, tx_id, counter, number, chain, end - pos, batch_first, batch_last)
 

@@ -75,11 +75,7 @@ def recover(store: Store) -> None:
 
 
 def _remove(store: Store, name: str) -> None:
-    for suffix in ("", ".idx"):
-        try:
-            store.disk.unlink(f"{SEGDIR}/{name}{suffix}")
-        except FileNotFoundError:
-            pass
+    store.remove_files(name)
     store.disk.fsync_dir(SEGDIR)
 
 
@@ -104,7 +100,7 @@ def _scan(store: Store, name: str, last: bool) -> bool:
     view = memoryview(data)
     while pos < len(data):
         try:
-            rec = fr.decode_fast(view, pos, chain)
+            rec = fr.decode(view, pos, chain)
             if rec.seq != last_seq + 1:
                 raise fr.FrameError(f"sequence {rec.seq} where {last_seq + 1} was due")
         except fr.FrameError as e:

@@ -309,11 +309,15 @@ class Store:
         self.write_checkpoint()
         for seg in gone:
             self.txi.drop_segment(seg.name)
-            for suffix in ("", ".idx"):
-                try:
-                    self.disk.unlink(f"{SEGDIR}/{seg.name}{suffix}")
-                except FileNotFoundError:
-                    pass
+            self.remove_files(seg.name)
         self.disk.fsync_dir(SEGDIR)
         return [s.name for s in gone]
+
+    def remove_files(self, name: str) -> None:
+        """A segment and its index; the caller fsyncs the directory."""
+        for suffix in ("", ".idx"):
+            try:
+                self.disk.unlink(f"{SEGDIR}/{name}{suffix}")
+            except FileNotFoundError:
+                pass
 
