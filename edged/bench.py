@@ -139,8 +139,7 @@ def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | Non
             print(f"  built a {startup_mb} MB journal of {records:,} records in {time.perf_counter() - t0:.1f} s")
             t0 = time.perf_counter()
             store = Store(RealDisk(big))
-            store.background_index = True  # as the daemon opens it
-            store.open()
+            store.open(load_index=False)  # as the daemon opens it
             opened = time.perf_counter() - t0
             t0 = time.perf_counter()
             store.load_tx_index()

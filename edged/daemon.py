@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import signal
 from pathlib import Path
@@ -111,10 +112,11 @@ class Daemon:
 
     def _receipt_saver(self, printer: str):
         folder = self.state_dir / "sim" / printer
+        folder.mkdir(parents=True, exist_ok=True)
+        count = itertools.count(len(list(folder.glob("*.txt"))) + 1)
 
         def save(receipt: Receipt, text: str) -> None:
-            folder.mkdir(parents=True, exist_ok=True)
-            number = sum(1 for _ in folder.glob("*.txt")) + 1
+            number = next(count)
             (folder / f"{number:05d}.txt").write_text(text, encoding="utf-8")
             log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip())
 

@@ -59,8 +59,7 @@ class Till:
             "devices": {name: pr.describe() for name, pr in self.printers.items()},
             "journal": self.journal.info() if self.journal else self.journal_info(),
             "consumers": dict(self.journal.cursors) if self.journal else {},
-            "consumer_lag": {name: max(self.journal.last_seq - seq, 0)
-                             for name, seq in self.journal.cursors.items()} if self.journal else {},
+            "consumer_lag": self.journal.lags() if self.journal else {},
             "connections": [{"client": s.client, "pid": s.pid, "uid": s.uid, "gid": s.gid}
                             for s in sessions],
         }

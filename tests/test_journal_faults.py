@@ -145,7 +145,6 @@ def test_crash_during_recovery_then_recover_again():
 
 def test_retention_interrupted_midway_keeps_floor_forward():
     disk, store = filled(records=80, segment_size=1500)
-    sealed_before = [s.name for s in store.segments if s.sealed]
     calls = {"n": 0}
 
     def hook(sd):
@@ -217,8 +216,7 @@ def test_unreadable_tx_index_is_rebuilt_from_its_segment():
     idx = [n for n in disk.listdir(SEGDIR) if n.endswith(".idx")][0]
     disk.names[f"{SEGDIR}/{idx}"].synced = b"garbage"
     s = Store(disk, ranges={"r": (1, 10**9)})
-    s.background_index = True
-    s.open()
+    s.open(load_index=False)
     assert not s.txi.loaded.is_set()  # open did not wait for the indexes
     s.load_tx_index()  # what the daemon's background thread does
     [[dup]] = s.append([[Entry("sale", "again", tx_id="t0")]])

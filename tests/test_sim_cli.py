@@ -25,7 +25,7 @@ def test_standalone_emulator_prints_receipts_and_takes_commands():
         assert out[1] == " " * 8 + "Smørbrød 4,50 €\n"  # (32 - 15) // 2
         proc.stdin.write("paper_out on\n")
         proc.stdin.flush()
-        while not (line := proc.stdout.readline()).startswith("paper_out"):
+        while not proc.stdout.readline().startswith("paper_out"):
             pass
         assert p.is_online() is False  # DLE EOT 1 now reports offline
         proc.stdin.write("bogus on\n")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..relay import protocol as p
 from .service import Journal
-from .store import Entry, JournalError
+from .store import Entry
 
 if TYPE_CHECKING:
     from ..relay.server import Session
@@ -59,25 +59,20 @@ class JournalOps:
                 "consumers": self.op_consumers, "consumer_remove": self.op_consumer_remove}
 
     async def op_consumers(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        last = self.journal.last_seq
-        return {"last_seq": last, "consumers": {name: {"acked": seq, "lag": max(last - seq, 0)}
-                                                 for name, seq in sorted(self.journal.cursors.items())}}
+        lags = self.journal.lags()
+        return {"last_seq": self.journal.last_seq,
+                "consumers": {name: {"acked": seq, "lag": lags[name]}
+                              for name, seq in sorted(self.journal.cursors.items())}}
 
     async def op_consumer_remove(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
-        try:
-            await self.journal.remove_consumer(consumer)
-        except JournalError as e:
-            raise p.RequestError(e.code, e.message) from None
+        await self.journal.remove_consumer(consumer)
         log.warning("consumer %r removed by client %s (%s)", consumer, session.client, session.peer)
         return {"removed": consumer}
 
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         entries = _entries(params)
-        try:
-            results = await self.journal.append(entries)
-        except JournalError as e:
-            raise p.RequestError(e.code, e.message) from None
+        results = await self.journal.append(entries)
         return {"records": [{"seq": a.seq, "duplicate": a.duplicate, **({"number": a.number}
                                                                           if a.number is not None else {})}
                             for a in results]}
@@ -107,10 +102,7 @@ class JournalOps:
         seq = p.param(params, "seq", int)
         if seq < 0:
             raise p.RequestError(p.BAD_REQUEST, "'seq' must be >= 0")
-        try:
-            acked = await self.journal.ack(consumer, seq)
-        except JournalError as e:
-            raise p.RequestError(e.code, e.message) from None
+        acked = await self.journal.ack(consumer, seq)
         sub = session.subscriptions.get(consumer)
         if sub is not None:
             sub.acked(acked)

@@ -54,8 +54,7 @@ class Journal:
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._thread_main, name="journal", daemon=True)
         self._thread.start()
-        self.store.background_index = True
-        await self._run(self.store.open)
+        await self._run(self.store.open, False)
         self.cursors = await self._run(self.store.load_cursors)
         self.last_seq, self.first_seq = self.store.last_seq, self.store.first_seq
         # Lookups are right without it; the set only makes them fast on a large journal.
@@ -195,6 +194,10 @@ class Journal:
             await self._run(self.store.save_cursors, dict(self.cursors))
         return self.cursors[consumer]
 
+    def lags(self) -> dict[str, int]:
+        """Per consumer: durable records it has not acked yet."""
+        return {name: max(self.last_seq - seq, 0) for name, seq in self.cursors.items()}
+
     async def remove_consumer(self, consumer: str) -> None:
         if self.cursors.pop(consumer, None) is None:
             raise JournalError("not_found", f"no consumer {consumer!r}")
@@ -236,7 +239,4 @@ def _take(it: Iterator[fr.Record], n: int) -> list[fr.Record]:
             break
     return out
 
-
-def lag(cursor: int, last_seq: int) -> int:
-    return max(last_seq - cursor, 0)
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import msgpack
 
 from . import frame as fr
+from ..relay.protocol import RequestError
 from .disk import Disk, write_atomic
 from .txindex import TxIndex, encode_idx
 
@@ -22,10 +23,8 @@ SEGDIR, CHECKPOINT, CURSORS, TORN = "segments", "checkpoint", "cursors", "torn"
 DEFAULT_SEGMENT_SIZE = 16 << 20
 
 
-class JournalError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message = code, message
+class JournalError(RequestError):
+    """A journal refusal; the socket answers it with its code like any request error."""
 
 
 @dataclass
@@ -84,12 +83,13 @@ class Store:
         self.problems: list[str] = []  # non-empty: degraded
         self.read_only: str | None = None
         self._handle: int | None = None
-        self.background_index = False  # the daemon loads sealed tx indexes after startup
 
     # ---------- opening and recovery ----------
 
-    def open(self) -> None:
-        from .recovery import recover
+    def open(self, load_index: bool = True) -> None:
+        """Recover and get ready to append. With load_index=False the sealed segments'
+        tx-id indexes are left for load_tx_index() (the daemon runs it in the background)."""
+        from .recovery import recover  # recovery builds on Store: imported here to avoid a cycle
 
         recover(self)
         if self.problems:
@@ -99,7 +99,7 @@ class Store:
             self._new_segment()
         if not self.problems:
             self._handle = self.disk.open(f"{SEGDIR}/{self.segments[-1].name}", create=False)
-        if not self.txi.loaded.is_set() and not self.background_index:
+        if load_index and not self.txi.loaded.is_set():
             self.load_tx_index()
 
     @property
@@ -163,14 +163,13 @@ class Store:
             return out
         ts = now_us()
         first, last = todo[0][0], todo[-1][0]
-        chain, parts, records = self.chain, [], []
+        chain, parts = self.chain, []
         for s, e, number, appended in todo:
             payload = fr.payload_of(e.kind, e.body, e.tx_id, e.counter, number)
             data, chain = fr.encode(s, ts, payload, first, last, chain)
             parts.append(data)
             appended.record = fr.Record(s, ts, e.kind, e.body, e.tx_id, e.counter, number, chain,
                                         len(data), first, last)
-            records.append(appended.record)
         blob = b"".join(parts)
         offset = self.active.size
         assert self._handle is not None

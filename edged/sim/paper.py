@@ -63,6 +63,8 @@ class Paper:
         self._line: list[str] = []
         self._line_style: tuple | None = None
         self._qr_data = b""
+        self._graphics = (0, 0)  # size of the last GS ( L raster stored
+        self._column_band = False  # inside a run of ESC * bands
 
     # --- text lines ---
 
@@ -173,7 +175,7 @@ class Paper:
             h = cmd.data[8] + 256 * cmd.data[9]
             self._graphics = (w, h)
         elif cmd.data[1:2] == b"2":
-            w, h = getattr(self, "_graphics", (0, 0))
+            w, h = self._graphics
             self._element(f"IMAGE {w}x{h}")
 
     def _do_ESC_star(self, cmd: Command) -> None:
@@ -185,8 +187,6 @@ class Paper:
         else:
             self._element(f"IMAGE {cmd.args[1]}x{cmd.args[2]}")
         self._column_band = True
-
-    _column_band = False
 
     def after(self, cmd: Command) -> None:
         """Bookkeeping between commands: a column image run ends at anything but LF/ESC */spacing."""
