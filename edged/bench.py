@@ -13,6 +13,7 @@ import sqlite3
 import tempfile
 import time
 
+from .journal import frame as fr
 from .journal.disk import RealDisk
 from .journal.service import Journal
 from .journal.store import Entry, Store
@@ -37,19 +38,35 @@ def _disk(root: str, delay: float) -> RealDisk:
     return SlowDisk(root, delay) if delay else RealDisk(root)
 
 
-def raw_fdatasync(root: str, seconds: float, delay: float) -> float:
-    fd = os.open(os.path.join(root, "raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    data = os.urandom(200)
-    n, end = 0, time.perf_counter() + seconds
+def frame_size() -> int:
+    """Bytes one bench record takes in a segment, header included."""
+    payload = fr.payload_of("sale", RECORD, "0-0", None, None)
+    return len(fr.encode(1, 0, payload, 1, 1, fr.GENESIS)[0])
+
+
+SLICE = 0.25  # s: baseline and journal take turns this long, so drifts in the VM hit both alike
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.count, self.elapsed, self.latencies = 0, 0.0, []
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.elapsed if self.elapsed else 0.0
+
+
+def raw_slice(fd: int, data: bytes, seconds: float, delay: float, tally: Tally) -> None:
+    """The baseline: the same bytes per record as the journal writes, written and fdatasynced."""
     start = time.perf_counter()
+    end = start + seconds
     while time.perf_counter() < end:
         os.write(fd, data)
         os.fdatasync(fd)
         if delay:
             time.sleep(delay)
-        n += 1
-    os.close(fd)
-    return n / (time.perf_counter() - start)
+        tally.count += 1
+    tally.elapsed += time.perf_counter() - start
 
 
 def sqlite_full(root: str, seconds: float) -> float:
@@ -69,26 +86,42 @@ def sqlite_full(root: str, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def _appenders(root: str, seconds: float, count: int, delay: float) -> tuple[float, list[float]]:
-    journal = Journal(Store(_disk(root, delay)))
-    await journal.start()
-    latencies: list[float] = []
+async def journal_slice(journal: Journal, count: int, seconds: float, tally: Tally) -> None:
     stop = time.perf_counter() + seconds
 
     async def one(k: int) -> int:
         n = 0
         while time.perf_counter() < stop:
             t0 = time.perf_counter()
-            await journal.append([Entry("sale", RECORD, tx_id=f"{k}-{n}")])
-            latencies.append(time.perf_counter() - t0)
+            await journal.append([Entry("sale", RECORD, tx_id=f"{k}-{tally.count}-{n}")])
+            tally.latencies.append(time.perf_counter() - t0)
             n += 1
         return n
 
     start = time.perf_counter()
-    total = sum(await asyncio.gather(*(one(k) for k in range(count))))
-    rate = total / (time.perf_counter() - start)
-    await journal.stop()
-    return rate, latencies
+    tally.count += sum(await asyncio.gather(*(one(k) for k in range(count))))
+    tally.elapsed += time.perf_counter() - start
+
+
+async def measure(root: str, seconds: float, delay: float) -> tuple[Tally, dict[int, Tally]]:
+    """Raw fdatasync and the journal with 1 and 16 appenders, taking turns slice by slice."""
+    raw = Tally()
+    tallies = {1: Tally(), 16: Tally()}
+    journals = {n: Journal(Store(_disk(os.path.join(root, f"j{n}"), delay))) for n in tallies}
+    for journal in journals.values():
+        await journal.start()
+    fd = os.open(os.path.join(root, "raw"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    data = os.urandom(frame_size())
+    try:
+        for _ in range(max(1, round(seconds / SLICE))):
+            raw_slice(fd, data, SLICE, delay, raw)
+            for n, journal in journals.items():
+                await journal_slice(journal, n, SLICE, tallies[n])
+    finally:
+        os.close(fd)
+        for journal in journals.values():
+            await journal.stop()
+    return raw, tallies
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -114,24 +147,22 @@ def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | Non
     base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
     delay = flush_delay_ms / 1000
     try:
-        print(f"edged bench journal: {seconds:g} s per figure in {base}"
+        print(f"edged bench journal: {seconds:g} s per figure in {base}; raw and journal take turns "
+              f"in {SLICE:g} s slices"
               + (f", simulated flush delay {flush_delay_ms:g} ms" if delay else ""))
-        raw = raw_fdatasync(base, seconds, delay)
-        print(f"  raw write+fdatasync (baseline)          {raw:>10,.0f} records/s")
+        raw, tallies = asyncio.run(measure(base, seconds, delay))
+        print(f"  raw write+fdatasync of {frame_size()} B (baseline)  {raw.rate:>10,.0f} records/s")
         sql = None
         if not delay:
             sql = sqlite_full(base, seconds)
             print(f"  SQLite WAL synchronous=FULL, 1 row/tx   {sql:>10,.0f} records/s")
-        results = {}
-        for count in (1, 16):
-            sub = os.path.join(base, f"j{count}")
-            rate, lat = asyncio.run(_appenders(sub, seconds, count, delay))
-            results[count] = rate
-            print(f"  edged journal, {count:>2} appender(s)           {rate:>10,.0f} records/s   "
-                  f"ack p50 {_pct(lat, 0.5):.2f} ms  p99 {_pct(lat, 0.99):.2f} ms")
-        print(f"  ratios: 1 appender / raw = {results[1] / raw:.2f} (target >= 0.7)" + (
-              f";  16 appenders / SQLite = {results[16] / sql:.1f} (target >= 3)" if sql else "")
-              + f";  16 / 1 appender = {results[16] / results[1]:.1f}" + (" (target >= 10)" if delay else ""))
+        for count, tally in tallies.items():
+            print(f"  edged journal, {count:>2} appender(s)           {tally.rate:>10,.0f} records/s   "
+                  f"ack p50 {_pct(tally.latencies, 0.5):.2f} ms  p99 {_pct(tally.latencies, 0.99):.2f} ms")
+        one, sixteen = tallies[1].rate, tallies[16].rate
+        print(f"  ratios: 1 appender / raw = {one / raw.rate:.2f} (target >= 0.7)" + (
+              f";  16 appenders / SQLite = {sixteen / sql:.1f} (target >= 3)" if sql else "")
+              + f";  16 / 1 appender = {sixteen / one:.1f}" + (" (target >= 10)" if delay else ""))
         if startup_mb:
             big = os.path.join(base, "big")
             t0 = time.perf_counter()

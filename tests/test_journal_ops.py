@@ -140,3 +140,49 @@ def test_concurrent_appenders_share_flushes(short_dir):
         for c in clients:
             await c.close()
     run(short_dir, scenario)
+
+
+class SwitchDisk(RealDisk):
+    """A real disk whose fdatasync can be made slow, as an SD card's."""
+    delay = 0.0
+
+    def fdatasync(self, handle: int) -> None:
+        super().fdatasync(handle)
+        if self.delay:
+            import time
+            time.sleep(self.delay)
+
+
+def test_flushes_run_on_the_loop_only_while_the_disk_is_fast(short_dir):
+    from edged.journal.service import FAST_STREAK
+    from edged.journal.store import Entry
+
+    async def main():
+        disk = SwitchDisk(str(short_dir / "j"))
+        journal = Journal(Store(disk))
+        await journal.start()
+        try:
+            for i in range(FAST_STREAK + 10):
+                await journal.append([Entry("sale", i)])
+            assert journal.inline_flushes >= 10  # the first FAST_STREAK go to the thread
+            # Concurrent appenders still share flushes on the loop, and a thread job in between
+            # (registering a consumer) does not interleave with them.
+            before_flushes, before_inline = journal.flushes, journal.inline_flushes
+            results = await asyncio.gather(journal.register("ho", 1),
+                                           *(journal.append([Entry("sale", n)]) for n in range(16)))
+            assert sorted(r[0].seq for r in results[1:]) == list(range(FAST_STREAK + 11, FAST_STREAK + 27))
+            assert journal.flushes - before_flushes < 16
+            disk.delay = 0.005
+            await journal.append([Entry("sale", "slow")])  # measured slow: the next ones use the thread
+            inline = journal.inline_flushes
+            for i in range(FAST_STREAK):
+                await journal.append([Entry("sale", i)])
+            assert journal.inline_flushes == inline
+            disk.delay = 0.0
+            for i in range(FAST_STREAK + 3):
+                await journal.append([Entry("sale", i)])
+            assert journal.inline_flushes > inline  # fast again: back on the loop
+            assert [r.seq for r in journal.store.records(1)] == list(range(1, journal.last_seq + 1))
+        finally:
+            await journal.stop()
+    asyncio.run(main())

@@ -46,10 +46,12 @@ class RealDisk:
         return os.open(self._p(rel), os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o640)
 
     def write_at(self, handle: int, offset: int, data: bytes) -> None:
-        view = memoryview(data)
+        done = os.pwrite(handle, data, offset)
+        view = memoryview(data)[done:]
         while view:  # pwrite may write less than asked
+            offset += done
             done = os.pwrite(handle, view, offset)
-            view, offset = view[done:], offset + done
+            view = view[done:]
 
     def fdatasync(self, handle: int) -> None:
         os.fdatasync(handle)

@@ -26,6 +26,7 @@ import msgpack
 HEAD = struct.Struct(">IQqQQ32sI")
 HEAD_SIZE = HEAD.size  # 72
 _FIXED = struct.Struct(">IQqQQ")  # the 36 bytes before the chain
+_CRC = struct.Struct(">I")
 MAX_PAYLOAD = 16 << 20
 GENESIS = bytes(32)
 
@@ -62,10 +63,6 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def chain_link(prev: bytes, fixed: bytes, payload: bytes) -> bytes:
-    return hashlib.sha256(prev + fixed + payload).digest()
-
-
 def payload_of(kind: str, body: Any, tx_id: str | None, counter: str | None, number: int | None) -> bytes:
     payload = msgpack.packb([kind, body, tx_id, counter, number], use_bin_type=True)
     if len(payload) > MAX_PAYLOAD:
@@ -77,9 +74,9 @@ def encode(seq: int, ts: int, payload: bytes, batch_first: int, batch_last: int,
            prev_chain: bytes) -> tuple[bytes, bytes]:
     """The frame bytes and the new chain head."""
     fixed = _FIXED.pack(len(payload), seq, ts, batch_first, batch_last)
-    chain = chain_link(prev_chain, fixed, payload)
-    crc = zlib.crc32(payload, zlib.crc32(fixed + chain))
-    return fixed + chain + struct.pack(">I", crc) + payload, chain
+    chain = _sha256(prev_chain + fixed + payload).digest()
+    head = fixed + chain
+    return head + _CRC.pack(_crc32(payload, _crc32(head))) + payload, chain
 
 
 def _checked(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> tuple:

@@ -128,7 +128,7 @@ class Store:
         seq, counters, new_tx = self.last_seq, dict(self.counters), {}
         todo: list[tuple[int, Entry, int | None, Appended]] = []
         for group in groups:
-            mark = (seq, dict(counters), dict(new_tx), len(todo))
+            seq0, n0, saved = seq, len(todo), {}  # to undo this group alone
             try:
                 results = []
                 for e in group:
@@ -147,6 +147,7 @@ class Store:
                         if number > last:
                             raise JournalError("range_exhausted",
                                                f"number range {e.counter!r} is used up ({first}..{last})")
+                        saved.setdefault(e.counter, counters.get(e.counter))
                         counters[e.counter] = number
                     seq += 1
                     appended = Appended(seq, number, False)
@@ -156,8 +157,15 @@ class Store:
                     results.append(appended)
                 out.append(results)
             except JournalError as err:
-                seq, counters, new_tx = mark[0], mark[1], mark[2]
-                del todo[mark[3]:]
+                seq = seq0
+                for _, e, _, _ in todo[n0:]:
+                    new_tx.pop(e.tx_id, None)
+                del todo[n0:]
+                for name, value in saved.items():
+                    if value is None:
+                        counters.pop(name, None)
+                    else:
+                        counters[name] = value
                 out.append(err)
         if not todo:
             return out

@@ -104,7 +104,8 @@ class TxIndex:
         found = self.recent.get(tx_id)
         if found is not None:
             return found
-        self.loaded.wait()  # only in the first moments after starting on a large journal
+        if not self.loaded.is_set():  # is_set() first: wait() takes a lock even when set
+            self.loaded.wait()  # only in the first moments after starting on a large journal
         if not self.sealed:
             return None
         h = tx_hash(tx_id)
