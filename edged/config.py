@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
+import pwd
 import re
 import socket
 import tomllib
@@ -42,11 +44,30 @@ def _help(text: str, **more: Any) -> dict[str, Any]:
 @dataclass
 class DaemonSettings:
     socket: str = field(default="/run/edged/edged.sock", metadata=_help("unix socket clients connect to"))
+    socket_group: str = field(default="", metadata=_help("group owning the socket (mode 0660); "
+                                                        "empty: the daemon's own group"))
+    privileged_users: list[str] = field(default_factory=list, metadata=_help(
+        "may open the drawer, close the day, export, remove consumers (root always may)"))
+    privileged_groups: list[str] = field(default_factory=list, metadata=_help("same, by group"))
+    max_frame: int = field(default=1 << 20, metadata=_range(4096, 64 << 20) | _help("bytes per message"))
+    max_connections: int = field(default=64, metadata=_range(1, 4096))
+    send_queue: int = field(default=1000, metadata=_range(16, 1_000_000)
+                            | _help("messages queued per client before a watcher is dropped"))
+    client_timeout: float = field(default=10.0, metadata=_range(0.1, 3600)
+                                  | _help("seconds to say hello, or to finish a started message"))
     state_dir: str = field(default="/var/lib/edged", metadata=_help("journal and state files"))
     log_level: str = field(default="info", metadata=_choices("debug", "info", "warning", "error"))
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        if self.socket_group and _gid(self.socket_group) is None:
+            out.append(("socket_group", f"no group {self.socket_group!r} on this system"))
+        for user in self.privileged_users:
+            if _uid(user) is None:
+                out.append(("privileged_users", f"no user {user!r} on this system"))
+        for group in self.privileged_groups:
+            if _gid(group) is None:
+                out.append(("privileged_groups", f"no group {group!r} on this system"))
         if not self.socket.startswith("/"):
             out.append(("socket", f"must be an absolute path, got {self.socket!r}"))
         elif len(self.socket.encode()) > _SOCKET_MAX:
@@ -119,6 +140,20 @@ class Config:
         return []
 
 
+def _uid(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+def _gid(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
 def _hostname() -> str:
     name = socket.gethostname().split(".")[0]
     return name if _NAME.match(name) else "till"
@@ -186,6 +221,11 @@ def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
         return {name: _build(item, v, _join(path, name), source) for name, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, source)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise bad(f"must be an array, got {_tname(value)}")
+        return [_convert(item, v, f"{path}[{i}]", {}, source) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
             raise bad(f"must be true or false, got {_tname(value)}")
@@ -238,5 +278,7 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return repr(value)
 

@@ -18,6 +18,7 @@ from .journal.disk import RealDisk
 from .journal.ops import JournalOps
 from .journal.service import Journal
 from .journal.store import Store
+from .relay.access import Access
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
@@ -43,6 +44,15 @@ class Daemon:
         self.started: list[tuple[str, Part]] = []
         self._stop = asyncio.Event()
         self._unhealthy: set[str] = set()
+        self.server: Server | None = None
+
+    def publish(self, event: dict) -> None:
+        """Device events for watchers; parts started before the socket call this too."""
+        if self.server is not None:
+            self.server.publish(event)
+
+    def _printer_changed(self, printer: Printer) -> None:
+        self.publish({"event": "printer.status", "printer": printer.name, **printer.status.as_dict()})
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -77,7 +87,7 @@ class Daemon:
         jcfg = self.cfg.journal
         store = Store(RealDisk(str(self.state_dir / "journal")), segment_size=jcfg.segment_size,
                       ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
-        journal = Journal(store, min_retention_days=jcfg.min_retention_days)
+        journal = Journal(store, min_retention_days=jcfg.min_retention_days, on_event=self.publish)
         await self._start("journal", journal)
         printers_cfg = dict(self.cfg.printers)
         emulators: dict[str, PrinterEmulator] = {}
@@ -92,14 +102,18 @@ class Daemon:
                 emulators[name] = emulator
                 printers_cfg[name] = dataclasses.replace(base, backend="network", host="127.0.0.1",
                                                          port=emulator.port)
-        printers = {name: Printer(name, s) for name, s in printers_cfg.items()}
+        printers = {name: Printer(name, s, on_change=self._printer_changed) for name, s in printers_cfg.items()}
         for name, printer in printers.items():
             await self._start(f"printer-{name}", printer)
         self.till = Till(self.cfg, printers, self.simulate, journal)
         self.till.emulators = emulators
         handlers = self.till.handlers() | JournalOps(journal).handlers()
-        server = Server(self.cfg.daemon.socket, handlers, self.till.hello_info)
-        self.till.server = server
+        d = self.cfg.daemon
+        server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
+                        max_connections=d.max_connections, send_queue=d.send_queue,
+                        client_timeout=d.client_timeout, group=d.socket_group,
+                        access=Access(d.privileged_users, d.privileged_groups))
+        self.till.server = self.server = server
         await self._start("socket", server)
 
     async def _stop_all(self) -> None:

@@ -50,7 +50,6 @@ class Till:
         return self.status()
 
     def status(self) -> dict[str, Any]:
-        sessions = self.server.sessions if self.server else set()
         return {
             "till_id": self.cfg.till_id,
             "server": f"edged {__version__}",
@@ -60,8 +59,7 @@ class Till:
             "journal": self.journal.info() if self.journal else self.journal_info(),
             "consumers": dict(self.journal.cursors) if self.journal else {},
             "consumer_lag": self.journal.lags() if self.journal else {},
-            "connections": [{"client": s.client, "pid": s.pid, "uid": s.uid, "gid": s.gid}
-                            for s in sessions],
+            **(self.server.info() if self.server else {"connections": []}),
         }
 
     def summary(self) -> str:

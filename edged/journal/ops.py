@@ -119,6 +119,10 @@ class Subscription:
         self.in_flight: collections.deque[int] = collections.deque()
         self._room = asyncio.Event()
 
+    def describe(self) -> dict[str, Any]:
+        return {"next_seq": self.next_seq, "in_flight": len(self.in_flight), "window": self.window,
+                "lag": max(self.journal.last_seq - self.journal.cursors.get(self.consumer, 0), 0)}
+
     def acked(self, seq: int) -> None:
         while self.in_flight and self.in_flight[0] <= seq:
             self.in_flight.popleft()

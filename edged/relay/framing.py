@@ -52,21 +52,31 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return value
 
 
-async def read_frame(reader: asyncio.StreamReader, max_frame: int) -> dict[str, Any] | None:
-    """The next message, or None on a clean end of stream between frames."""
+async def read_frame(reader: asyncio.StreamReader, max_frame: int, idle_timeout: float | None = None,
+                     frame_timeout: float | None = None) -> dict[str, Any] | None:
+    """The next message, or None on a clean end of stream between frames.
+
+    idle_timeout bounds the wait for a frame to start, frame_timeout the wait
+    for the rest of a started one (a client stalled mid-frame is cut off)."""
     try:
-        header = await reader.readexactly(HEADER.size)
-    except asyncio.IncompleteReadError as e:
-        if not e.partial:
-            return None
-        raise FrameError("bad_frame", "stream ended inside a frame header") from None
-    (length,) = HEADER.unpack(header)
-    if length == 0:
-        raise FrameError("bad_frame", "frame length is 0")
-    if length > max_frame:
-        raise FrameError("frame_too_large", f"frame of {length} bytes exceeds max_frame {max_frame}")
-    try:
-        body = await reader.readexactly(length)
+        async with asyncio.timeout(idle_timeout):
+            first = await reader.readexactly(1)
     except asyncio.IncompleteReadError:
-        raise FrameError("bad_frame", f"stream ended inside a frame of {length} bytes") from None
+        return None
+    except TimeoutError:
+        raise FrameError("bad_frame", f"nothing received for {idle_timeout:g} s; say hello first") from None
+    # asyncio.timeout, not wait_for: no extra task per frame
+    try:
+        async with asyncio.timeout(frame_timeout):
+            header = first + await reader.readexactly(HEADER.size - 1)
+            (length,) = HEADER.unpack(header)
+            if length == 0:
+                raise FrameError("bad_frame", "frame length is 0")
+            if length > max_frame:
+                raise FrameError("frame_too_large", f"frame of {length} bytes exceeds max_frame {max_frame}")
+            body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise FrameError("bad_frame", "stream ended inside a frame") from None
+    except TimeoutError:
+        raise FrameError("bad_frame", f"frame incomplete after {frame_timeout:g} s") from None
     return decode_body(body)

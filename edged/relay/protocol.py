@@ -28,6 +28,12 @@ class RequestError(Exception):
         self.message = message
 
 
+def shown(value: Any, limit: int = 64) -> str:
+    """repr() of a client-supplied value for an error message, cut short if long."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def ok(req_id: int | None, result: dict[str, Any]) -> dict[str, Any]:
     return {"id": req_id, "ok": True, "result": result}
 

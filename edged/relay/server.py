@@ -10,18 +10,20 @@ import asyncio
 import logging
 import os
 import socket
+import grp
 import stat
-import struct
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from . import framing
 from . import protocol as p
+from .access import Access, Peer, peer_of
+from .outbox import Outbox
+from .watch import Watchers
 
 log = logging.getLogger("edged.relay")
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
-_UCRED = struct.Struct("3i")
 
 
 class Session:
@@ -32,20 +34,25 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.client: str | None = None  # set by hello
-        self.pid, self.uid, self.gid = _peer_credentials(writer)
+        self.peer: Peer = peer_of(writer.get_extra_info("socket"))
+        self.outbox = Outbox(writer, server.send_queue, max(server.max_frame, 4 << 20))
+        self.topics: set[str] = set()  # watched, see watch.py
         self.after_response: list[Callable[[], None]] = []  # e.g. start streaming once `subscribe` is answered
         self.tasks: set[asyncio.Task] = set()  # per-connection work (subscriptions), cancelled on close
         self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription
-        self._send_lock = asyncio.Lock()
+        self.dropped = False
 
     @property
-    def peer(self) -> str:
-        return f"pid={self.pid} uid={self.uid} gid={self.gid}"
+    def pid(self) -> int:
+        return self.peer.pid
+
+    @property
+    def uid(self) -> int:
+        return self.peer.uid
 
     async def send(self, message: dict[str, Any]) -> None:
-        async with self._send_lock:  # responses and events from several tasks, one frame at a time
-            self.writer.write(framing.encode(message))
-            await self.writer.drain()
+        """Queue a message, waiting while this client's queue is full (never for other clients)."""
+        await self.outbox.put(framing.encode(message))
 
     def spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"{name} ({self.client})")
@@ -53,13 +60,28 @@ class Session:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    def drop(self) -> None:
+        """Close this connection at once (a watcher that stopped reading)."""
+        self.dropped = True
+        self.outbox.close()
+        self.writer.transport.abort()
+
+    def describe(self) -> dict[str, Any]:
+        return {"client": self.client, "pid": self.peer.pid, "uid": self.peer.uid, "gid": self.peer.gid,
+                "topics": sorted(self.topics), "queue": self.outbox.depth, "sent": self.outbox.sent,
+                "subscriptions": {name: sub.describe() for name, sub in self.subscriptions.items()}}
+
     async def run(self) -> None:
-        while True:
+        timeout = self.server.client_timeout
+        while not self.dropped:
             try:
-                msg = await framing.read_frame(self.reader, self.server.max_frame)
+                # Idle is fine once introduced (a watcher may wait for hours); silence before
+                # hello, or inside a frame, holds a connection slot and is cut off.
+                msg = await framing.read_frame(self.reader, self.server.max_frame,
+                                               None if self.client else timeout, timeout)
             except framing.FrameError as e:
                 log.warning("client %s (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
-                await self.send(p.error(None, e.code, e.message))
+                self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
                 return
             if msg is None:
                 return
@@ -80,16 +102,21 @@ class Session:
             if op == "hello":
                 return p.ok(req_id, self._hello(params))
             if self.client is None:
-                return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {op!r}")
+                return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {p.shown(op)}")
             handler = self.server.handlers.get(op)
             if handler is None:
-                return p.error(req_id, p.UNKNOWN_OP, f"unknown op {op!r}")
+                return p.error(req_id, p.UNKNOWN_OP, f"unknown op {p.shown(op)}")
+            if not self.server.access.permits(self.peer, op):
+                log.warning("refused %r to client %r (%s): not in the privileged users or groups",
+                            op, self.client, self.peer)
+                return p.error(req_id, p.NOT_PERMITTED, f"{op!r} needs a privileged user or group "
+                                                        "(daemon.privileged_users / privileged_groups)")
             return p.ok(req_id, await handler(self, params))
         except p.RequestError as e:
             return p.error(req_id, e.code, e.message)
         except Exception:
             log.exception("op %r from client %s failed", op, self.client)
-            return p.error(req_id, p.INTERNAL, f"op {op!r} failed inside edged; see its log")
+            return p.error(req_id, p.INTERNAL, f"op {p.shown(op)} failed inside edged; see its log")
 
     def _hello(self, params: dict[str, Any]) -> dict[str, Any]:
         version = p.param(params, "protocol", int)
@@ -97,18 +124,12 @@ class Session:
         if version != p.PROTOCOL_VERSION:
             raise p.RequestError(p.UNSUPPORTED_PROTOCOL,
                                  f"protocol {version} not supported; this server speaks {p.PROTOCOL_VERSION}")
+        if not 0 < len(client) <= 128:
+            raise p.RequestError(p.BAD_REQUEST, "'client' must be 1 to 128 characters")
         if self.client is None:
             log.info("client %r connected (%s)", client, self.peer)
         self.client = client
         return {"protocol": p.PROTOCOL_VERSION, "max_frame": self.server.max_frame, **self.server.hello_info()}
-
-
-def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int]:
-    sock = writer.get_extra_info("socket")
-    try:
-        return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    except (OSError, AttributeError):
-        return (-1, -1, -1)
 
 
 class SocketBusy(Exception):
@@ -120,13 +141,21 @@ class Server:
 
     name = "socket"
 
-    def __init__(self, path: str, handlers: dict[str, Handler],
-                 hello_info: Callable[[], dict[str, Any]], max_frame: int = framing.DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, path: str, handlers: dict[str, Handler], hello_info: Callable[[], dict[str, Any]], *,
+                 max_frame: int = framing.DEFAULT_MAX_FRAME, max_connections: int = 64, send_queue: int = 1000,
+                 client_timeout: float = 10.0, access: Access | None = None, group: str = "") -> None:
         self.path = Path(path)
-        self.handlers = handlers
+        self.watchers = Watchers()
+        self.handlers = {"watch": self.watchers.op_watch, **handlers}
         self.hello_info = hello_info
         self.max_frame = max_frame
+        self.max_connections = max_connections
+        self.send_queue = send_queue
+        self.client_timeout = client_timeout
+        self.access = access or Access()
+        self.group = group
         self.sessions: set[Session] = set()
+        self.refused_busy = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._inode = -1
@@ -135,10 +164,14 @@ class Server:
         self._clear_stale_socket()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # With the usual umask the socket is not connectable by others until chmod.
-        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
+        self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                       backlog=min(self.max_connections * 2, 4096))
+        if self.group:
+            os.chown(self.path, -1, grp.getgrnam(self.group).gr_gid)
         os.chmod(self.path, 0o660)
         self._inode = self.path.stat().st_ino
-        log.info("listening on %s", self.path)
+        log.info("listening on %s (group %s, mode 0660; privileged: %s)", self.path,
+                 self.group or "the daemon's", self.access.describe())
 
     async def stop(self) -> None:
         if self._server:
@@ -161,12 +194,28 @@ class Server:
         n = len(self.sessions)
         return f"{n} client{'s' if n != 1 else ''}"
 
+    def publish(self, event: dict[str, Any]) -> None:
+        self.watchers.publish(event)
+
+    def info(self) -> dict[str, Any]:
+        return {"connections": [s.describe() for s in self.sessions], "max_connections": self.max_connections,
+                "refused_busy": self.refused_busy, "dropped_watchers": self.watchers.dropped,
+                "events_published": self.watchers.published}
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.sessions) >= self.max_connections:
+            self.refused_busy += 1
+            log.warning("connection refused: %d clients connected (daemon.max_connections)", len(self.sessions))
+            writer.write(framing.encode(p.error(None, p.BUSY, f"edged serves at most {self.max_connections} "
+                                                              "clients at once; try again later")))
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         session = Session(self, reader, writer)
         self.sessions.add(session)
+        sender = asyncio.create_task(session.outbox.run(), name="socket-writer")
         try:
             await session.run()
         except (ConnectionError, BrokenPipeError):
@@ -175,10 +224,21 @@ class Server:
             for sub in list(session.tasks):
                 sub.cancel()
             self.sessions.discard(session)
+            self.watchers.forget(session)
             self._tasks.discard(task)
+            session.outbox.close()
+            try:  # what is queued (a last error, say) gets a moment to go out
+                await asyncio.wait_for(sender, 1.0)
+            except (asyncio.TimeoutError, ConnectionError):
+                pass
+            except asyncio.CancelledError:
+                sender.cancel()
+                raise
+            finally:
+                writer.close()
             if session.client is not None:
-                log.info("client %r disconnected (%s)", session.client, session.peer)
-            writer.close()
+                log.info("client %r disconnected (%s)%s", session.client, session.peer,
+                         " after being dropped" if session.dropped else "")
 
     def _clear_stale_socket(self) -> None:
         """Remove a socket left by a crashed edged; refuse if one is still answering."""

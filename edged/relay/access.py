@@ -1,0 +1,62 @@
+"""Who is on the other end of a connection, and what they may do.
+
+The kernel tells us (SO_PEERCRED, SO_PEERGROUPS), so a client cannot claim to
+be someone else. Everyone who can open the socket (mode 0660, its group) may
+sell, print and read the journal; the privileged ops need root, the daemon's
+own user, or a user or group from the config's allow-list.
+"""
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import socket
+import struct
+from dataclasses import dataclass
+
+PRIVILEGED_OPS = frozenset({"drawer_open", "day_close", "export", "consumer_remove"})
+_UCRED = struct.Struct("3i")
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python names it only in 3.12+
+_MAX_GROUPS = 1024
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+    groups: frozenset[int]
+
+    def __str__(self) -> str:
+        return f"pid={self.pid} uid={self.uid} gid={self.gid}"
+
+
+def peer_of(sock: socket.socket | None) -> Peer:
+    if sock is None:
+        return Peer(-1, -1, -1, frozenset())
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    except OSError:
+        return Peer(-1, -1, -1, frozenset())
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * _MAX_GROUPS)
+        groups = set(struct.unpack(f"{len(raw) // 4}I", raw))
+    except OSError:  # an older kernel: the primary group is all we know
+        groups = set()
+    groups.add(gid)
+    return Peer(pid, uid, gid, frozenset(groups))
+
+
+class Access:
+    def __init__(self, users: list[str] = (), groups: list[str] = ()) -> None:  # type: ignore[assignment]
+        # Names were checked by the config; resolved once, as the daemon starts.
+        self.uids = {0, os.getuid()} | {pwd.getpwnam(u).pw_uid for u in users}
+        self.gids = {grp.getgrnam(g).gr_gid for g in groups}
+
+    def permits(self, peer: Peer, op: str) -> bool:
+        if op not in PRIVILEGED_OPS:
+            return True
+        return peer.uid in self.uids or bool(peer.groups & self.gids)
+
+    def describe(self) -> str:
+        return ", ".join([f"uid {u}" for u in sorted(self.uids)] + [f"gid {g}" for g in sorted(self.gids)])

@@ -1,0 +1,58 @@
+"""Device events for clients that `watch` topics (PROTOCOL.md, device events).
+
+Each event is encoded once and offered to every watcher of its topic. Offers
+never wait: a watcher whose send queue is full is dropped (logged and counted
+in `status`), so a client that stops reading cannot slow anybody down.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import framing
+from . import protocol as p
+
+if TYPE_CHECKING:
+    from .server import Session
+
+log = logging.getLogger("edged.relay")
+
+TOPICS = ("scanner", "printer", "drawer", "usb", "day", "journal")
+
+
+class Watchers:
+    def __init__(self) -> None:
+        self.sessions: set[Session] = set()
+        self.published = 0
+        self.dropped = 0  # watchers dropped for not reading
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic."""
+        topic = event["event"].split(".", 1)[0]
+        self.published += 1
+        frame = None
+        for session in list(self.sessions):
+            if topic not in session.topics:
+                continue
+            frame = frame or framing.encode(event)
+            if not session.outbox.offer(frame):
+                self.dropped += 1
+                log.warning("client %r (%s) dropped: %d events queued and not read",
+                             session.client, session.peer, session.outbox.depth)
+                session.drop()
+
+    def forget(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+    async def op_watch(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        topics = p.param(params, "topics", list)
+        for i, topic in enumerate(topics):
+            if topic not in TOPICS:
+                raise p.RequestError(p.BAD_REQUEST, f"topics[{i}]: unknown topic {topic!r}; "
+                                                    f"known: {', '.join(TOPICS)}")
+        session.topics = set(topics)
+        if topics:
+            self.sessions.add(session)
+        else:
+            self.sessions.discard(session)  # an empty list stops watching
+        return {"topics": sorted(session.topics)}
