@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from . import __version__, cli_journal, config
@@ -57,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show what the running daemon sees (devices, journal, clients)")
     _socket_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw status result as JSON")
+
+    events = sub.add_parser("events", help="print live device events (printer, drawer, scanner, usb, day, journal)",
+                            description="Watch the running daemon's device events as they happen, one per "
+                                        "line, e.g. `edged events printer drawer`. Ctrl+C stops.")
+    events.add_argument("topics", nargs="*", metavar="TOPIC",
+                        help="scanner, printer, drawer, usb, day or journal (default: all)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    _socket_arg(events)
 
     sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
                                 "show what a client sees, stop it",
@@ -148,20 +157,61 @@ def socket_path(args: argparse.Namespace) -> str:
 
 
 def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
-    from .relay.client import Client, ClientError
+    with _connected(args) as client:
+        return client.request(op, **params)
 
-    async def go() -> dict[str, Any]:
-        async with await Client.connect(socket_path(args), client="edged-cli") as client:
-            return await client.request(op, **params)
 
-    try:
-        return asyncio.run(go())
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise SystemExit(f"edged: no daemon answers on {socket_path(args)} (is edged running? --socket?)")
-    except PermissionError:
-        raise SystemExit(f"edged: not allowed to connect to {socket_path(args)} (join edged's group)")
-    except ClientError as e:
-        raise SystemExit(f"edged: {op}: {e}")
+class _connected:
+    """A BlockingClient, with connection problems and refusals turned into one-line exits."""
+
+    def __init__(self, args: argparse.Namespace, timeout: float | None = 30.0) -> None:
+        self.path = socket_path(args)
+        self.timeout = timeout
+
+    def __enter__(self):
+        from .client import BlockingClient
+
+        try:
+            self.client = BlockingClient.connect(self.path, client="edged-cli", timeout=self.timeout)
+        except BaseException as e:
+            self.__exit__(type(e), e, None)
+            raise
+        return self.client
+
+    def __exit__(self, kind, e, tb) -> None:
+        from .client import ClientError
+
+        if getattr(self, "client", None):
+            self.client.close()
+        if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
+            raise SystemExit(f"edged: no daemon answers on {self.path} (is edged running? --socket?)")
+        if isinstance(e, PermissionError):
+            raise SystemExit(f"edged: not allowed to connect to {self.path} (join edged's group)")
+        if isinstance(e, ClientError):
+            raise SystemExit(f"edged: {e}")
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from .relay.watch import TOPICS
+
+    unknown = [t for t in args.topics if t not in TOPICS]
+    if unknown:
+        print(f"edged: unknown topic {unknown[0]!r}; topics: {', '.join(TOPICS)}", file=sys.stderr)
+        return EXIT_USAGE
+    with _connected(args, timeout=None) as client:  # events may be hours apart
+        client.request("watch", topics=args.topics or list(TOPICS))
+        try:
+            for event in client.iter_events():
+                if args.json:
+                    print(json.dumps(event, default=repr), flush=True)
+                else:
+                    name = event.pop("event")
+                    fields = "  ".join(f"{k}={v}" for k, v in event.items())
+                    print(f"{time.strftime('%H:%M:%S')}  {name:<18} {fields}", flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -190,8 +240,14 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append("(no devices configured)")
     conns = s.get("connections", [])
     lines.append("")
-    lines.append(f"clients   {len(conns)}: " + ", ".join(f"{c['client']} (pid {c['pid']}, uid {c['uid']})"
-                                                       for c in conns))
+    lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
+                 f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
+    for c in conns:
+        subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
+                         for n, v in c.get("subscriptions", {}).items())
+        lines.append(f"  {c['client']}  pid {c['pid']} uid {c['uid']}  queue {c.get('queue', 0)}"
+                     + (f"  watching {','.join(c['topics'])}" if c.get("topics") else "")
+                     + (f"  {subs}" if subs else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +293,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
-             "demo": cmd_demo, "sim": cmd_sim,
+             "demo": cmd_demo, "sim": cmd_sim, "events": cmd_events,
              "journal": lambda args: cli_journal.cmd_journal(args, _call),
              "bench": lambda args: _bench(args),
              "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args))}

@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import datetime
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
     socket_arg(cons)
     tail = sub.add_parser("tail", help="follow the journal as a consumer: print records and ack them",
                           description="Subscribe as CONSUMER from its last ack, print each record and ack "
-                                      "it. Ctrl+C stops; run again to continue where it left off.")
+                                      "it. Reconnects by itself if edged restarts. Ctrl+C stops; run again "
+                                      "to continue where it left off.")
     tail.add_argument("consumer")
     tail.add_argument("--from", dest="from_seq", default="acked", metavar="SEQ",
                       help='a seq or "acked" (default)')
@@ -100,26 +100,17 @@ def cmd_journal(args: argparse.Namespace, call) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, socket_path: str) -> int:
-    from .relay.client import Client
+    from .client import follow
 
     start: Any = args.from_seq if args.from_seq == "acked" else int(args.from_seq)
 
     async def go() -> None:
-        async with await Client.connect(socket_path, client=f"edged-tail:{args.consumer}") as client:
-            await client.request("subscribe", consumer=args.consumer, **{"from": start}, window=100)
-            while True:
-                ev = await client.events.get()
-                if ev.get("event") != "record":
-                    continue
-                print(format_record(ev, args.json), flush=True)
-                await client.request("ack", consumer=args.consumer, seq=ev["seq"])
+        async for record in follow(socket_path, args.consumer, start=start, client=f"edged-tail:{args.consumer}",
+                                   window=100):
+            print(format_record(record, args.json), flush=True)
 
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
         pass
-    except (FileNotFoundError, ConnectionRefusedError):
-        print(f"edged: no daemon answers on {socket_path}", file=sys.stderr)
-        return 1
     return 0
-

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from .cli import format_status
-from .relay.client import Client
+from .client import Client
 from .systemd import NotifyListener
 
 

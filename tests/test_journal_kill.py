@@ -13,7 +13,7 @@ import sys
 
 from edged.journal.disk import RealDisk
 from edged.journal.verify import read_all, verify
-from edged.relay.client import Client, ClientError
+from edged.client import Client, ClientError
 from edged.systemd import NotifyListener
 
 KILLS = int(os.environ.get("EDGED_KILLS", "50"))

@@ -10,7 +10,7 @@ from edged.journal.disk import RealDisk
 from edged.journal.ops import JournalOps
 from edged.journal.service import Journal
 from edged.journal.store import Store
-from edged.relay.client import Client, ClientError
+from edged.client import Client, ClientError
 from edged.relay.server import Server
 from edged.till import Till
 

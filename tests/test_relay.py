@@ -12,7 +12,7 @@ import pytest
 
 from edged import config
 from edged.relay import framing
-from edged.relay.client import Client, ClientError
+from edged.client import Client, ClientError
 from edged.relay.server import Server, SocketBusy
 from edged.till import Till
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from edged.relay.client import Client
+from edged.client import Client
 from edged.systemd import NotifyListener
 
 
