@@ -208,6 +208,15 @@ class Server:
             log.warning("connection refused: %d clients connected (daemon.max_connections)", len(self.sessions))
             writer.write(framing.encode(p.error(None, p.BUSY, f"edged serves at most {self.max_connections} "
                                                               "clients at once; try again later")))
+            # Closing with the client's hello unread would reset the connection before it
+            # reads the answer: read (and drop) what it sends, briefly, then close.
+            try:
+                writer.write_eof()
+                async with asyncio.timeout(1.0):
+                    while await reader.read(65536):
+                        pass
+            except (TimeoutError, ConnectionError):
+                pass
             writer.close()
             return
         task = asyncio.current_task()
@@ -220,6 +229,8 @@ class Server:
             await session.run()
         except (ConnectionError, BrokenPipeError):
             pass  # the client went away; nothing to answer
+        except asyncio.CancelledError:
+            pass  # the server stops; end this connection quietly (asyncio logs cancelled handlers)
         finally:
             for sub in list(session.tasks):
                 sub.cancel()

@@ -36,6 +36,7 @@ class Watchers:
                 continue
             frame = frame or framing.encode(event)
             if not session.outbox.offer(frame):
+                self.sessions.discard(session)
                 self.dropped += 1
                 log.warning("client %r (%s) dropped: %d events queued and not read",
                              session.client, session.peer, session.outbox.depth)
