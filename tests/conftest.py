@@ -18,7 +18,7 @@ def short_dir():
 
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
-                     help="run the long variants (ten times the power-loss workloads, 500 SIGKILLs)")
+                     help="run the long variants (ten times the power-loss workloads and fuzz cases, 500 SIGKILLs)")
 
 
 def pytest_configure(config):
@@ -27,3 +27,4 @@ def pytest_configure(config):
     if config.getoption("--long"):
         os.environ["EDGED_LONG_TESTS"] = "1"
         os.environ.setdefault("EDGED_KILLS", "500")
+        os.environ.setdefault("EDGED_FUZZ_SCALE", "10")

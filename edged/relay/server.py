@@ -41,6 +41,7 @@ class Session:
         self.tasks: set[asyncio.Task] = set()  # per-connection work (subscriptions), cancelled on close
         self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription
         self.dropped = False
+        self.refused_frame = False  # closed for a bad frame: linger so the client reads why
 
     @property
     def pid(self) -> int:
@@ -82,6 +83,7 @@ class Session:
             except framing.FrameError as e:
                 log.warning("client %s (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
                 self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
+                self.refused_frame = True
                 return
             if msg is None:
                 return
@@ -130,6 +132,19 @@ class Session:
             log.info("client %r connected (%s)", client, self.peer)
         self.client = client
         return {"protocol": p.PROTOCOL_VERSION, "max_frame": self.server.max_frame, **self.server.hello_info()}
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Before closing on a client that may still be sending: closing with its bytes unread
+    would reset the connection before it reads our last answer. So: end our side, then
+    read and drop what it sends, for a moment at most."""
+    try:
+        writer.write_eof()
+        async with asyncio.timeout(1.0):
+            while await reader.read(1 << 16):
+                pass
+    except (TimeoutError, ConnectionError, OSError):
+        pass
 
 
 class SocketBusy(Exception):
@@ -208,15 +223,7 @@ class Server:
             log.warning("connection refused: %d clients connected (daemon.max_connections)", len(self.sessions))
             writer.write(framing.encode(p.error(None, p.BUSY, f"edged serves at most {self.max_connections} "
                                                               "clients at once; try again later")))
-            # Closing with the client's hello unread would reset the connection before it
-            # reads the answer: read (and drop) what it sends, briefly, then close.
-            try:
-                writer.write_eof()
-                async with asyncio.timeout(1.0):
-                    while await reader.read(65536):
-                        pass
-            except (TimeoutError, ConnectionError):
-                pass
+            await _linger(reader, writer)
             writer.close()
             return
         task = asyncio.current_task()
@@ -240,6 +247,8 @@ class Server:
             session.outbox.close()
             try:  # what is queued (a last error, say) gets a moment to go out
                 await asyncio.wait_for(sender, 1.0)
+                if session.refused_frame:
+                    await _linger(reader, writer)
             except (asyncio.TimeoutError, ConnectionError):
                 pass
             except asyncio.CancelledError:
