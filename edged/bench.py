@@ -128,19 +128,17 @@ def _pct(values: list[float], p: float) -> float:
     return sorted(values)[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
 
 
-def build_journal(root: str, size_mb: int) -> int:
+def build_journal(root: str, size_mb: int = 0, records: int = 0) -> int:
+    """Fill a journal up to size_mb megabytes, or exactly `records` records; returns the count."""
     store = Store(RealDisk(root))
     store.open()
-    records = 0
-    target = size_mb << 20
-    written = 0
-    while written < target:
-        batch = [Entry("sale", RECORD, tx_id=f"b{records + i}") for i in range(2000)]
-        store.append([batch])
-        records += len(batch)
-        written = sum(s.size for s in store.segments)
+    count, target = 0, size_mb << 20
+    while (count < records) if records else (sum(s.size for s in store.segments) < target):
+        n = min(2000, records - count) if records else 2000
+        store.append([[Entry("sale", RECORD, tx_id=f"b{count + i}") for i in range(n)]])
+        count += n
     store.close()
-    return records
+    return count
 
 
 def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | None) -> int:

@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     bj.add_argument("--startup-size", type=int, default=1024, metavar="MB",
                     help="size of the journal built for the startup and verify figures (default 1024; 0 skips)")
     bj.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
+    br = bsub.add_parser("relay", help="the socket: replay speed, live latency, 32 appending clients, "
+                                       "latency with hostile clients",
+                         description="Builds a journal, starts a real `edged run --simulate` on it and "
+                                     "measures, as its clients: catch-up replay to one subscriber, append-ack "
+                                     "to record-event latency, 32 clients appending (beside the in-process "
+                                     "rate), and append latency with hostile clients attached.")
+    br.add_argument("--records", type=int, default=1_000_000, help="journal size to replay (default 1,000,000)")
+    br.add_argument("--seconds", type=float, default=3.0, help="time per append figure (default 3)")
+    br.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
     return parser
 
 
@@ -277,6 +286,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run
 
+    if args.bench_command == "relay":
+        from . import bench_relay
+
+        return bench_relay.run(args.records, args.seconds, args.dir)
     delay = args.flush_delay.removesuffix("ms")
     try:
         delay_ms = float(delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import itertools
 import logging
 import signal
@@ -26,6 +27,7 @@ from .systemd import Notifier
 from .till import Till
 
 log = logging.getLogger("edged")
+GC_THRESHOLD = 50_000
 HEARTBEAT = 1.0  # seconds between STATUS refreshes when no watchdog asks for faster
 
 
@@ -60,6 +62,12 @@ class Daemon:
             loop.add_signal_handler(sig, self._request_stop, sig)
         try:
             await self._start_all()
+            # Replaying a backlog makes ~10 objects per record; with the default threshold
+            # (700) the cyclic GC runs every few dozen records and halves the replay rate.
+            # Our data has no cycles to speak of: collect young objects 70x less often, and
+            # leave what startup built out of every collection.
+            gc.set_threshold(GC_THRESHOLD, 20, 20)
+            gc.freeze()
             self.notifier.ready()
             log.info("edged ready (till %s)%s", self.cfg.till_id, " on the simulated till" if self.simulate else "")
             heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")

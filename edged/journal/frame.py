@@ -48,6 +48,7 @@ class Record:
     size: int  # bytes on disk, header included
     batch_first: int = 0
     batch_last: int = 0
+    wire: bytes | None = None  # the encoded `record` event, once a subscriber needed it
 
     def event(self) -> dict[str, Any]:
         """The `record` event of PROTOCOL.md."""

@@ -6,6 +6,9 @@ import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
+from ..relay import framing
 from ..relay import protocol as p
 from .service import Journal
 from .store import Entry
@@ -15,6 +18,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edged.journal")
 MAX_WINDOW = 100_000
+# The loop thread's own packer (a Packer is not thread-safe; reusing one beats packb).
+_PACK = msgpack.Packer(use_bin_type=True).pack
+_HEAD = framing.HEADER.pack
 _NAME_MAX = 128
 
 
@@ -139,13 +145,19 @@ class Subscription:
                 await self.journal.wait_beyond(self.next_seq - 1)
                 continue
             room = self.window - len(self.in_flight)
-            records = await self.journal.read(self.next_seq, min(room, 500), backlog)
+            records = await self.journal.read(self.next_seq, min(room, 1000), backlog)
             if not records:
                 await self.journal.wait_beyond(self.next_seq - 1)
                 continue
+            frames = []
             for rec in records:
                 self.next_seq = rec.seq + 1
                 if self.kinds and rec.kind not in self.kinds:
                     continue
                 self.in_flight.append(rec.seq)
-                await self.session.send(rec.event())
+                if rec.wire is None:  # encoded once, however many subscribers get it
+                    event = _PACK(rec.event())
+                    rec.wire = _HEAD(len(event)) + event
+                frames.append(rec.wire)
+            if frames:  # one queue entry per batch: replaying a backlog is mostly this loop
+                await self.session.outbox.put(b"".join(frames), len(frames))

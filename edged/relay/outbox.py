@@ -25,7 +25,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.sent = 0
-        self._frames: collections.deque[bytes] = collections.deque()
+        self.count = 0  # messages queued (an entry may hold several)
+        self._frames: collections.deque[tuple[bytes, int]] = collections.deque()
         self._data = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -33,11 +34,11 @@ class Outbox:
 
     @property
     def depth(self) -> int:
-        return len(self._frames)
+        return self.count
 
     def full(self) -> bool:
-        # An empty queue always takes one frame, however large (max_frame bounds it).
-        return bool(self._frames) and (len(self._frames) >= self.max_frames or self.bytes >= self.max_bytes)
+        # An empty queue always takes one entry, however large (max_frame bounds it).
+        return bool(self._frames) and (self.count >= self.max_frames or self.bytes >= self.max_bytes)
 
     def offer(self, frame: bytes) -> bool:
         """Queue without waiting; False when full (the caller drops the client)."""
@@ -46,18 +47,19 @@ class Outbox:
         self._append(frame)
         return True
 
-    async def put(self, frame: bytes) -> None:
-        """Queue, waiting for room first."""
+    async def put(self, frames: bytes, count: int = 1) -> None:
+        """Queue `count` messages (encoded back to back), waiting for room first."""
         while self.full() and not self.closed:
             self._room.clear()
             await self._room.wait()
         if self.closed:
             raise OutboxClosed("connection closed")
-        self._append(frame)
+        self._append(frames, count)
 
-    def _append(self, frame: bytes) -> None:
-        self._frames.append(frame)
-        self.bytes += len(frame)
+    def _append(self, frames: bytes, count: int = 1) -> None:
+        self._frames.append((frames, count))
+        self.bytes += len(frames)
+        self.count += count
         self._data.set()
 
     def close(self) -> None:
@@ -74,13 +76,15 @@ class Outbox:
                         return
                     self._data.clear()
                     await self._data.wait()
-                parts, size = [], 0
+                parts, size, count = [], 0, 0
                 while self._frames and size < CHUNK:
-                    frame = self._frames.popleft()
-                    parts.append(frame)
-                    size += len(frame)
+                    frames, n = self._frames.popleft()
+                    parts.append(frames)
+                    size += len(frames)
+                    count += n
                 self.bytes -= size
-                self.sent += len(parts)
+                self.count -= count
+                self.sent += count
                 self._room.set()
                 self.writer.write(b"".join(parts) if len(parts) > 1 else parts[0])
                 await self.writer.drain()
