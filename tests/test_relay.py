@@ -172,3 +172,24 @@ def test_socket_mode_and_stale_socket(short_dir):
         await client.close()
     _run(short_dir, scenario)
     assert not path.exists()  # removed on stop
+
+
+def test_the_hello_example_in_the_protocol_doc_is_exact():
+    import re
+    from pathlib import Path
+
+    from edged.relay import framing
+
+    doc = (Path(__file__).parent.parent / "docs" / "PROTOCOL.md").read_text()
+    example = doc[doc.index("### Worked example: hello"):doc.index("## Requests, responses, events")]
+    blocks = re.findall(r"```\n(.*?)```", example, re.S)
+    # each line: hex bytes, then 3+ spaces and a comment
+    request = bytes.fromhex(" ".join(re.split(r"\s{3,}", line)[0] for line in blocks[0].splitlines()
+                                     if not line.startswith("00 00 00 21")))
+    assert framing.encode({"op": "hello", "id": 1, "protocol": 1, "client": "t"}) == \
+        bytes.fromhex("00000021") + request
+    answer = bytes.fromhex(blocks[1].replace("\n", " "))
+    assert framing.HEADER.unpack(answer[:4])[0] == len(answer) - 4
+    assert framing.decode_body(answer[4:]) == {"id": 1, "ok": True, "result": {
+        "protocol": 1, "max_frame": 1048576, "server": "edged 0.1.0", "till_id": "till-1",
+        "journal": {"first_seq": 0, "last_seq": 0}}}
