@@ -125,6 +125,50 @@ def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Recor
 _unpack_head, _crc32, _sha256, _unpackb = HEAD.unpack_from, zlib.crc32, hashlib.sha256, msgpack.unpackb
 
 
+@dataclass(slots=True)
+class Wired:
+    """A record as a subscriber gets it: its `record` event, already framed for the socket."""
+    seq: int
+    kind: str
+    wire: bytes
+
+
+# The `record` event map, written around slices of the payload: replaying a backlog
+# then costs no unpacking and repacking of bodies. Ints are fixed-width msgpack.
+_W1 = b"\x88\xa5event\xa6record\xa3seq\xcf"
+_W2 = b"\xa2ts\xd3"
+_W_SEQ_TS = struct.Struct(">Q4sq")
+_W_LEN = struct.Struct(">I")
+
+
+def wired(buf: bytes | memoryview, pos: int, unpacker: msgpack.Unpacker) -> Wired:
+    """The frame at pos (CRC checked) as a Wired; `unpacker` is the caller's, reused."""
+    seq, ts, _bf, _bl, chain, end, payload = _checked(buf, pos, None)
+    try:
+        base = unpacker.tell()
+        unpacker.feed(payload)
+        if unpacker.read_array_header() != 5:
+            raise ValueError("not a 5-element array")
+        k0 = unpacker.tell() - base
+        kind = unpacker.unpack()
+        b0 = unpacker.tell() - base
+        unpacker.skip()
+        t0 = unpacker.tell() - base
+        unpacker.skip()
+        c0 = unpacker.tell() - base
+        unpacker.skip()  # the counter's name is not part of the event
+        n0 = unpacker.tell() - base
+        unpacker.skip()
+        if unpacker.tell() - base != len(payload) or not isinstance(kind, str):
+            raise ValueError("payload not a record")
+    except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
+        raise FrameError(f"payload not a record: {e}") from None
+    raw = bytes(payload)
+    body = b"".join((_W1, _W_SEQ_TS.pack(seq, _W2, ts), b"\xa4kind", raw[k0:b0], b"\xa4body", raw[b0:t0],
+                     b"\xa5tx_id", raw[t0:c0], b"\xa6number", raw[n0:], b"\xa5chain\xc4\x20", chain))
+    return Wired(seq, kind, _W_LEN.pack(len(body)) + body)
+
+
 def encode_segment_head(first_seq: int, prev_chain: bytes) -> bytes:
     head = SEG_HEAD.pack(SEG_MAGIC, first_seq, prev_chain, 0)[:48]
     return head + struct.pack(">I", zlib.crc32(head))

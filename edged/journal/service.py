@@ -216,13 +216,14 @@ class Journal:
         while self.last_seq <= seq:
             await self._new.wait()
 
-    async def read(self, from_seq: int, limit: int, backlog: list) -> list[fr.Record]:
-        """Up to `limit` durable records from from_seq; `backlog` holds a disk reader between calls."""
+    async def read(self, from_seq: int, limit: int, backlog: list) -> list[fr.Record | fr.Wired]:
+        """Up to `limit` durable records from from_seq, recent ones from memory, older ones
+        framed straight from disk; `backlog` holds the disk reader between calls."""
         if self._cache and self._cache[0].seq <= from_seq:
             start = from_seq - self._cache[0].seq
             return [self._cache[i] for i in range(start, min(start + limit, len(self._cache)))]
         if not backlog or backlog[0][0] != from_seq:
-            backlog[:] = [(from_seq, self.store.records(from_seq))]
+            backlog[:] = [(from_seq, self.store.wired(from_seq))]
         _, it = backlog[0]
         records = await self._run(_take, it, limit)
         if records:

@@ -59,6 +59,14 @@ class Segment:
                 "last_ts": self.last_ts, "chain_end": self.chain_end}
 
 
+def _seq_at(data: memoryview, pos: int) -> int:
+    return int.from_bytes(data[pos + 4:pos + 12], "big")
+
+
+def _size_at(data: memoryview, pos: int) -> int:
+    return fr.HEAD_SIZE + int.from_bytes(data[pos:pos + 4], "big")
+
+
 def seg_name(first_seq: int) -> str:
     return f"{first_seq:020d}.seg"
 
@@ -276,19 +284,27 @@ class Store:
 
     def records(self, from_seq: int, to_seq: int | None = None) -> Iterator[fr.Record]:
         """Durable records from from_seq on (up to to_seq), in order."""
+        return self._scan(from_seq, to_seq, lambda data, pos: fr.decode(data, pos, None))
+
+    def wired(self, from_seq: int) -> Iterator[fr.Wired]:
+        """Durable records from from_seq on, as framed `record` events (a subscriber's backlog)."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        return self._scan(from_seq, None, lambda data, pos: fr.wired(data, pos, unpacker))
+
+    def _scan(self, from_seq: int, to_seq: int | None, read) -> Iterator:
         end = self.last_seq if to_seq is None else min(to_seq, self.last_seq)
         for seg in list(self.segments):
             if seg.last_seq < from_seq or seg.first_seq > end:
                 continue
-            data = self.disk.read(f"{SEGDIR}/{seg.name}")
+            data = memoryview(self.disk.read(f"{SEGDIR}/{seg.name}"))
             pos = fr.SEG_HEAD_SIZE
             while pos < len(data):
-                rec = fr.decode(data, pos, None)
-                pos += rec.size
-                if rec.seq > end:
+                if _seq_at(data, pos) > end:
                     return
-                if rec.seq >= from_seq:
-                    yield rec
+                item = read(data, pos)
+                if item.seq >= from_seq:
+                    yield item
+                pos += _size_at(data, pos)
 
     # ---------- cursors and retention ----------
 
