@@ -20,10 +20,10 @@ from edged.relay.server import Server
 from edged.till import Till
 
 
-def serve(short_dir, scenario, **server_args):
+def serve(short_dir, scenario, ranges=None, **server_args):
     """Run scenario(path, server, journal) against a real server and journal."""
     async def main():
-        journal = Journal(Store(RealDisk(str(short_dir / "j"))))
+        journal = Journal(Store(RealDisk(str(short_dir / "j")), ranges=ranges or {}))
         await journal.start()
         till = Till(config.from_dict({"till_id": "t1"}), {}, False, journal)
         server = Server(str(short_dir / "s.sock"), till.handlers() | JournalOps(journal).handlers(),
@@ -202,3 +202,28 @@ def test_privileged_ops_need_an_allowed_user_or_group(short_dir, allowed):
         assert ("ho" in journal.cursors) is not allowed
 
     serve(short_dir, scenario, group=group, access=Access([], [group] if allowed else []))
+
+
+def test_watchers_get_the_events_of_their_topics_only(short_dir):
+    async def scenario(path, server, journal):
+        async with await Client.connect(path, "j") as jw, await Client.connect(path, "p") as pw, \
+                await Client.connect(path, "pos") as pos:
+            assert await jw.request("watch", topics=["journal", "usb"]) == {"topics": ["journal", "usb"]}
+            await pw.request("watch", topics=["printer"])
+            with pytest.raises(ClientError) as e:
+                await pw.request("watch", topics=["printer", "coffee"])
+            assert e.value.code == "bad_request" and "coffee" in e.value.message
+            for i in range(9):
+                await pos.request("append", records=[{"kind": "sale", "body": i, "number": "r"}])
+            event = await jw.next_event(5)
+            assert event == {"event": "journal.range_warning", "counter": "r", "number": 9, "first": 1, "last": 10}
+            server.publish({"event": "printer.status", "printer": "receipt", "state": "ok", "reasons": []})
+            assert (await pw.next_event(5))["event"] == "printer.status"
+            with pytest.raises(TimeoutError):
+                await jw.next_event(0.3)  # not its topic
+            status = await pos.request("status")
+            rows = {c["client"]: c for c in status["connections"]}
+            assert rows["j"]["topics"] == ["journal", "usb"] and rows["p"]["topics"] == ["printer"]
+            assert await jw.request("watch", topics=[]) == {"topics": []}
+            assert [s.client for s in server.watchers.sessions] == ["p"]
+    serve(short_dir, scenario, ranges={"r": (1, 10)})
