@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from edged import config
@@ -156,3 +157,31 @@ def test_demo_runs_end_to_end():
     for step in ("READY=1", "WATCHDOG=1", "till_id", "receipt  printer  error  offline, paper_out",
                  "STOPPING=1; exit code 0"):
         assert step in out
+
+
+def test_edged_events_prints_device_events_as_they_happen(short_dir):
+    notify = NotifyListener(short_dir / "notify")
+    proc = start_daemon(short_dir, notify, stderr=subprocess.DEVNULL)
+    sock = str(short_dir / "edged.sock")
+    events = None
+    try:
+        assert "READY=1" in notify.collect("READY=1")
+        bad = cli("events", "coffee", "--socket", sock)
+        assert bad.returncode == 2 and "unknown topic 'coffee'" in bad.stderr
+        events = subprocess.Popen([sys.executable, "-m", "edged", "events", "printer", "--json", "--socket", sock],
+                                  stdout=subprocess.PIPE, text=True)
+        for _ in range(100):  # until its watch is in place
+            conns = json.loads(cli("status", "--json", "--socket", sock).stdout)["connections"]
+            if any(c["topics"] == ["printer"] for c in conns):
+                break
+            time.sleep(0.05)
+        assert cli("sim", "set", "paper_out=on", "--socket", sock).returncode == 0
+        line = events.stdout.readline()
+        event = json.loads(line)
+        assert event["event"] == "printer.status" and event["state"] == "error" and "paper_out" in event["reasons"]
+    finally:
+        if events:
+            events.terminate()
+            events.wait(10)
+        proc.terminate()
+        proc.wait(20)

@@ -232,3 +232,12 @@ def test_wrong_types_for_every_param_of_every_op(daemon, op, data):
             return
         assert _check_answer(s, 7)
         _still_served(s)
+
+
+@pytest.mark.skipif(not os.environ.get("EDGED_LONG_TESTS"), reason="long mode only (pytest --long)")
+def test_coverage_guided_fuzzing_with_atheris():
+    pytest.importorskip("atheris", reason="atheris not installed: pip install -e '.[fuzz]'")
+    script = os.path.join(os.path.dirname(__file__), "atheris_frames.py")
+    run = subprocess.run([sys.executable, script, "-atheris_runs=2000000"], capture_output=True, text=True,
+                         timeout=3600)
+    assert run.returncode == 0, run.stderr[-3000:]
