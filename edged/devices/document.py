@@ -1,0 +1,181 @@
+"""Receipt documents (docs/PROTOCOL.md, "Receipt documents"): checked, then rendered
+to ESC/POS bytes by python-escpos.
+
+`check` refuses a bad document with `bad_request` naming the block index and
+field, before anything is journaled or printed. `render` writes one fixed code
+page per printer (FACTS.md: no mid-line page hopping); a character the page
+lacks comes out as "?" rather than switching pages.
+"""
+from __future__ import annotations
+
+import io
+import textwrap
+from typing import Any
+
+from escpos.printer import Dummy
+
+from ..relay import protocol as p
+from . import codepages
+
+ALIGN = ("left", "center", "right")
+SIZES = ("normal", "double", "double_width", "double_height")
+BARCODES = ("EAN13", "EAN8", "UPC-A", "CODE39", "CODE128", "ITF")
+CUTS = {"full": "FULL", "partial": "PART"}
+_FIELDS: dict[str, dict[str, Any]] = {  # kind -> optional field -> allowed (a type or a tuple of values)
+    "text": {"align": ALIGN, "bold": bool, "underline": bool, "size": SIZES},
+    "row": {},
+    "rule": {},
+    "barcode": {"type": BARCODES, "hri": bool},
+    "qr": {"size": range(1, 17)},
+    "image": {},
+    "feed": {},
+    "cut": {},
+}
+_MAIN: dict[str, Any] = {"text": str, "row": list, "rule": str, "barcode": str, "qr": str, "image": bytes,
+                         "feed": int, "cut": tuple(CUTS)}
+
+
+def _bad(msg: str) -> p.RequestError:
+    return p.RequestError(p.BAD_REQUEST, f"document: {msg}")
+
+
+def _allowed(value: Any, rule: Any) -> bool:
+    if isinstance(rule, type):
+        return isinstance(value, rule) and not (rule is int and isinstance(value, bool))
+    return isinstance(value, (str, int)) and not isinstance(value, bool) and value in rule
+
+
+def _describe(rule: Any) -> str:
+    if isinstance(rule, type):
+        return {"str": "a string", "bool": "true or false", "int": "an integer", "bytes": "binary (msgpack bin)",
+                "list": "a list"}[rule.__name__]
+    if isinstance(rule, range):
+        return f"an integer {rule.start}..{rule.stop - 1}"
+    return "one of " + ", ".join(map(str, rule))
+
+
+def check(doc: Any) -> dict[str, Any]:
+    """The document, checked; bad_request naming the first problem otherwise."""
+    if not isinstance(doc, dict):
+        raise _bad("must be a map with 'blocks'")
+    unknown = set(doc) - {"blocks", "copy", "open_drawer"}
+    if unknown:
+        raise _bad(f"unknown field {p.shown(sorted(map(str, unknown))[0])}")
+    for flag in ("copy", "open_drawer"):
+        if flag in doc and not isinstance(doc[flag], bool):
+            raise _bad(f"'{flag}' must be true or false")
+    blocks = doc.get("blocks")
+    if not isinstance(blocks, list):
+        raise _bad("'blocks' must be a list")
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            raise _bad(f"blocks[{i}] must be a map")
+        kinds = [k for k in block if k in _FIELDS]
+        if len(kinds) != 1:
+            raise _bad(f"blocks[{i}] must hold exactly one of {', '.join(_FIELDS)}")
+        kind = kinds[0]
+        if not _allowed(block[kind], _MAIN[kind]):
+            raise _bad(f"blocks[{i}].{kind} must be {_describe(_MAIN[kind])}")
+        for field, value in block.items():
+            if field == kind:
+                continue
+            rule = _FIELDS[kind].get(field)
+            if rule is None:
+                raise _bad(f"blocks[{i}]: unknown field {p.shown(field)} for a {kind} block")
+            if not _allowed(value, rule):
+                raise _bad(f"blocks[{i}].{field} must be {_describe(rule)}")
+        _check_kind(i, kind, block)
+    return doc
+
+
+def _check_kind(i: int, kind: str, block: dict[str, Any]) -> None:
+    value = block[kind]
+    if kind == "row" and (len(value) != 2 or not all(isinstance(v, str) for v in value)):
+        raise _bad(f"blocks[{i}].row must be two strings [left, right]")
+    if kind == "barcode":
+        if "type" not in block:
+            raise _bad(f"blocks[{i}].type is missing (one of {', '.join(BARCODES)})")
+        if not value or not value.isascii():
+            raise _bad(f"blocks[{i}].barcode must be non-empty ASCII")
+    if kind == "feed" and not 0 <= value <= 255:
+        raise _bad(f"blocks[{i}].feed must be 0..255")
+    if kind == "image" and not value.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise _bad(f"blocks[{i}].image must be a PNG")
+
+
+def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC858", columns: int = 0,
+           drawer_pin: int = 2) -> bytes:
+    """ESC/POS bytes for a checked document."""
+    cols = columns or codepages.columns(profile)
+    out = Dummy(profile=profile)
+    out.magic.force_encoding(codepages.canonical(codepage))
+    out.set_with_default()
+    if doc.get("copy"):
+        out.set(align="center", bold=True)
+        out.textln("*** COPY ***")
+        out.set_with_default()
+    for i, block in enumerate(doc["blocks"]):
+        try:
+            _render_block(out, block, cols)
+        except Exception as e:  # python-escpos refusing a value: name the block
+            raise _bad(f"blocks[{i}] cannot be printed: {e}") from None
+    if doc.get("open_drawer"):
+        out.cashdraw(drawer_pin)
+    return out.output
+
+
+def _render_block(out: Dummy, block: dict[str, Any], cols: int) -> None:
+    if "text" in block:
+        size = block.get("size", "normal")
+        out.set(align=block.get("align", "left"), bold=block.get("bold", False),
+                underline=1 if block.get("underline") else 0, normal_textsize=size == "normal",
+                double_width=size in ("double", "double_width"), double_height=size in ("double", "double_height"))
+        width = cols // 2 if size in ("double", "double_width") else cols
+        for line in block["text"].split("\n"):
+            for part in textwrap.wrap(line, width) or [""]:
+                out.textln(part)
+        out.set_with_default()
+    elif "row" in block:
+        for line in _row(block["row"][0], block["row"][1], cols):
+            out.textln(line)
+    elif "rule" in block:
+        out.textln(((block["rule"] or "-")[0]) * cols)
+    elif "barcode" in block:
+        kind = block["type"]
+        code = ("{B" + block["barcode"]) if kind == "CODE128" else block["barcode"]
+        out.barcode(code, kind, pos="BELOW" if block.get("hri", True) else "OFF",
+                    function_type="B" if kind == "CODE128" else None, check=kind != "CODE128")
+    elif "qr" in block:
+        out.set(align="center")  # native QR cannot center itself
+        out.qr(block["qr"], size=block.get("size", 4), native=True)
+        out.set_with_default()
+    elif "image" in block:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(block["image"]))
+        known = _paper_dots(out)
+        limit = known or 512  # the narrowest common head (58 mm paper is 384, 80 mm is 512-576)
+        if image.width > limit:
+            image = image.resize((limit, max(1, image.height * limit // image.width)))
+        out.image(image, center=bool(known))  # python-escpos centers only with a known width
+    elif "feed" in block:
+        out.ln(block["feed"])
+    elif "cut" in block:
+        out.cut(mode=CUTS[block["cut"]])
+
+
+def _row(left: str, right: str, cols: int) -> list[str]:
+    """Left text wrapped to the paper, right text right-justified on its last line (or the next)."""
+    lines = textwrap.wrap(left, cols) or [""]
+    last = lines[-1]
+    if len(last) + 1 + len(right) <= cols:
+        lines[-1] = last + " " * (cols - len(last) - len(right)) + right
+    else:
+        lines.append(right.rjust(cols)[-cols:])
+    return lines
+
+
+def _paper_dots(out: Dummy) -> int | None:
+    """The print head's width in dots, when the profile says."""
+    pixels = out.profile.profile_data.get("media", {}).get("width", {}).get("pixels")
+    return int(pixels) if str(pixels).isdigit() else None
