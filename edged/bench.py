@@ -124,7 +124,8 @@ async def measure(root: str, seconds: float, delay: float) -> tuple[Tally, dict[
     return raw, tallies
 
 
-def _pct(values: list[float], p: float) -> float:
+def pct(values: list[float], p: float) -> float:
+    """The p-quantile of values in milliseconds."""
     return sorted(values)[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
 
 
@@ -156,7 +157,7 @@ def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | Non
             print(f"  SQLite WAL synchronous=FULL, 1 row/tx   {sql:>10,.0f} records/s")
         for count, tally in tallies.items():
             print(f"  edged journal, {count:>2} appender(s)           {tally.rate:>10,.0f} records/s   "
-                  f"ack p50 {_pct(tally.latencies, 0.5):.2f} ms  p99 {_pct(tally.latencies, 0.99):.2f} ms")
+                  f"ack p50 {pct(tally.latencies, 0.5):.2f} ms  p99 {pct(tally.latencies, 0.99):.2f} ms")
         one, sixteen = tallies[1].rate, tallies[16].rate
         print(f"  ratios: 1 appender / raw = {one / raw.rate:.2f} (target >= 0.7)" + (
               f";  16 appenders / SQLite = {sixteen / sql:.1f} (target >= 3)" if sql else "")

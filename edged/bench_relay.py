@@ -19,7 +19,7 @@ import time
 
 import msgpack
 
-from .bench import RECORD, SLICE, Tally, _pct, build_journal, journal_slice
+from .bench import RECORD, SLICE, Tally, pct, build_journal, journal_slice
 from .client import Client
 from .journal.disk import RealDisk
 from .journal.service import Journal
@@ -166,14 +166,14 @@ def run(records: int, seconds: float, where: str | None) -> int:
         rate = replay(sock, built)
         print(f"  catch-up replay to one subscriber     {rate:>10,.0f} records/s (target >= 100,000)")
         after_ack, round_trip, to_event = asyncio.run(live_latency(sock, 1000))
-        print(f"  live subscriber: append ack -> record event p50 {_pct(after_ack, 0.5):.2f} ms  "
-              f"p99 {_pct(after_ack, 0.99):.2f} ms (target p99 <= 2 ms on top of the flush)")
-        print(f"     (append round trip p50 {_pct(round_trip, 0.5):.2f} ms p99 {_pct(round_trip, 0.99):.2f} ms; "
-              f"append sent -> event p50 {_pct(to_event, 0.5):.2f} ms p99 {_pct(to_event, 0.99):.2f} ms)")
+        print(f"  live subscriber: append ack -> record event p50 {pct(after_ack, 0.5):.2f} ms  "
+              f"p99 {pct(after_ack, 0.99):.2f} ms (target p99 <= 2 ms on top of the flush)")
+        print(f"     (append round trip p50 {pct(round_trip, 0.5):.2f} ms p99 {pct(round_trip, 0.99):.2f} ms; "
+              f"append sent -> event p50 {pct(to_event, 0.5):.2f} ms p99 {pct(to_event, 0.99):.2f} ms)")
         rate32, lat32 = asyncio.run(appenders(sock, 32, seconds))
         inproc = asyncio.run(in_process_rate(os.path.join(base, "inproc"), 32, seconds))
         print(f"  32 clients appending over the socket  {rate32:>10,.0f} records/s   ack p50 "
-              f"{_pct(lat32, 0.5):.2f} ms  p99 {_pct(lat32, 0.99):.2f} ms")
+              f"{pct(lat32, 0.5):.2f} ms  p99 {pct(lat32, 0.99):.2f} ms")
         print(f"  32 appenders in-process (journal API) {inproc:>10,.0f} records/s   socket/in-process = "
               f"{rate32 / inproc:.2f}")
 
@@ -188,9 +188,9 @@ def run(records: int, seconds: float, where: str | None) -> int:
                     c.close()
             return quiet, loud
         quiet, loud = asyncio.run(quiet_and_hostile())
-        print(f"  1 appender, quiet: ack p50 {_pct(quiet, 0.5):.2f} ms  p99 {_pct(quiet, 0.99):.2f} ms;  with 200 "
+        print(f"  1 appender, quiet: ack p50 {pct(quiet, 0.5):.2f} ms  p99 {pct(quiet, 0.99):.2f} ms;  with 200 "
               f"idle clients, a stalled half frame, a non-acking and a non-reading subscriber: p50 "
-              f"{_pct(loud, 0.5):.2f} ms  p99 {_pct(loud, 0.99):.2f} ms")
+              f"{pct(loud, 0.5):.2f} ms  p99 {pct(loud, 0.99):.2f} ms")
         if proc.poll() is not None:
             print("  the daemon died during the bench")
             return 1

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from . import __version__, cli_journal, config
 
@@ -170,34 +171,21 @@ def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
         return client.request(op, **params)
 
 
-class _connected:
-    """A BlockingClient, with connection problems and refusals turned into one-line exits."""
+@contextlib.contextmanager
+def _connected(args: argparse.Namespace, timeout: float | None = 30.0) -> Iterator[Any]:
+    """A BlockingClient; connection problems and refusals become one-line exits."""
+    from .client import BlockingClient, ClientError
 
-    def __init__(self, args: argparse.Namespace, timeout: float | None = 30.0) -> None:
-        self.path = socket_path(args)
-        self.timeout = timeout
-
-    def __enter__(self):
-        from .client import BlockingClient
-
-        try:
-            self.client = BlockingClient.connect(self.path, client="edged-cli", timeout=self.timeout)
-        except BaseException as e:
-            self.__exit__(type(e), e, None)
-            raise
-        return self.client
-
-    def __exit__(self, kind, e, tb) -> None:
-        from .client import ClientError
-
-        if getattr(self, "client", None):
-            self.client.close()
-        if isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
-            raise SystemExit(f"edged: no daemon answers on {self.path} (is edged running? --socket?)")
-        if isinstance(e, PermissionError):
-            raise SystemExit(f"edged: not allowed to connect to {self.path} (join edged's group)")
-        if isinstance(e, ClientError):
-            raise SystemExit(f"edged: {e}")
+    path = socket_path(args)
+    try:
+        with BlockingClient.connect(path, client="edged-cli", timeout=timeout) as client:
+            yield client
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise SystemExit(f"edged: no daemon answers on {path} (is edged running? --socket?)") from None
+    except PermissionError:
+        raise SystemExit(f"edged: not allowed to connect to {path} (join edged's group)") from None
+    except ClientError as e:
+        raise SystemExit(f"edged: {e}") from None
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import AsyncIterator, Iterator
 
 from .relay import framing
 from .relay.protocol import PROTOCOL_VERSION
+from .relay.watch import TOPICS
 
 log = logging.getLogger("edged.client")
 DEFAULT_SOCKET = "/run/edged/edged.sock"
@@ -92,8 +93,6 @@ class Client:
 
     async def watch(self, *topics: str) -> AsyncIterator[dict[str, Any]]:
         """Device events of these topics (all when none are given), as they happen."""
-        from .relay.watch import TOPICS
-
         await self.request("watch", topics=list(topics or TOPICS))
         while True:
             event = await self.next_event()

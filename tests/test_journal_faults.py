@@ -221,3 +221,23 @@ def test_unreadable_tx_index_is_rebuilt_from_its_segment():
     s.load_tx_index()  # what the daemon's background thread does
     [[dup]] = s.append([[Entry("sale", "again", tx_id="t0")]])
     assert dup.duplicate and dup.seq == 1
+
+
+@pytest.mark.parametrize("reader", ["records", "wired"])
+def test_a_damaged_seq_field_raises_on_read_instead_of_ending_it(tmp_path, reader):
+    from edged.journal.disk import RealDisk
+
+    store = Store(RealDisk(str(tmp_path)))
+    store.open()
+    store.append([[Entry("sale", i) for i in range(10)]])
+    name = store.active.name
+    store.close()
+    path = tmp_path / SEGDIR / name
+    data = bytearray(path.read_bytes())
+    pos = fr.SEG_HEAD_SIZE
+    for _ in range(4):  # the 5th record's seq becomes huge
+        pos += fr.HEAD_SIZE + int.from_bytes(data[pos:pos + 4], "big")
+    data[pos + 4:pos + 12] = (2**63).to_bytes(8, "big")
+    path.write_bytes(bytes(data))
+    with pytest.raises(fr.FrameError):
+        list(getattr(store, reader)(1))

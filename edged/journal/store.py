@@ -59,10 +59,6 @@ class Segment:
                 "last_ts": self.last_ts, "chain_end": self.chain_end}
 
 
-def _seq_at(data: memoryview, pos: int) -> int:
-    return int.from_bytes(data[pos + 4:pos + 12], "big")
-
-
 def _size_at(data: memoryview, pos: int) -> int:
     return fr.HEAD_SIZE + int.from_bytes(data[pos:pos + 4], "big")
 
@@ -299,9 +295,9 @@ class Store:
             data = memoryview(self.disk.read(f"{SEGDIR}/{seg.name}"))
             pos = fr.SEG_HEAD_SIZE
             while pos < len(data):
-                if _seq_at(data, pos) > end:
+                item = read(data, pos)  # checks the frame: damage raises, never ends the read quietly
+                if item.seq > end:
                     return
-                item = read(data, pos)
                 if item.seq >= from_seq:
                     yield item
                 pos += _size_at(data, pos)

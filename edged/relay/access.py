@@ -13,6 +13,7 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Iterable
 
 PRIVILEGED_OPS = frozenset({"drawer_open", "day_close", "export", "consumer_remove"})
 _UCRED = struct.Struct("3i")
@@ -48,7 +49,7 @@ def peer_of(sock: socket.socket | None) -> Peer:
 
 
 class Access:
-    def __init__(self, users: list[str] = (), groups: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, users: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
         # Names were checked by the config; resolved once, as the daemon starts.
         self.uids = {0, os.getuid()} | {pwd.getpwnam(u).pw_uid for u in users}
         self.gids = {grp.getgrnam(g).gr_gid for g in groups}

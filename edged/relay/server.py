@@ -43,14 +43,6 @@ class Session:
         self.dropped = False
         self.refused_frame = False  # closed for a bad frame: linger so the client reads why
 
-    @property
-    def pid(self) -> int:
-        return self.peer.pid
-
-    @property
-    def uid(self) -> int:
-        return self.peer.uid
-
     async def send(self, message: dict[str, Any]) -> None:
         """Queue a message, waiting while this client's queue is full (never for other clients)."""
         await self.outbox.put(framing.encode(message))
