@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .devices.codepages import codepage_problem, profile_problem
+from .devices.codepages import codepage_problem, profile_dots, profile_problem
+from .devices.codepages import columns as profile_columns
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -89,9 +90,26 @@ class PrinterSettings:
     serial_number: str = ""
     profile: str = field(default="default", metadata=_help("python-escpos printer profile"))
     codepage: str = field(default="PC858", metadata=_help("one code page for every job"))
-    columns: int = field(default=0, metadata=_range(0, 96) | _help("characters per line; 0: the profile's"))
-    status_interval: float = field(default=2.0, metadata=_range(0.2, 600))
-    timeout: float = field(default=2.0, metadata=_range(0.1, 60))
+    paper_width: int = field(default=80, metadata=_choices(58, 80) | _help("paper roll width in mm"))
+    columns: int = field(default=0, metadata=_range(0, 96)
+                         | _help("characters per line; 0: from the profile, else 32 on 58 mm, 42 on 80 mm"))
+    status_interval: float = field(default=2.0, metadata=_range(0.2, 600)
+                                   | _help("seconds between status reads (DLE EOT); also read before each job"))
+    timeout: float = field(default=2.0, metadata=_range(0.1, 60) | _help("seconds to connect or get an answer"))
+    confirm_timeout: float = field(default=30.0, metadata=_range(1, 3600) | _help(
+        "seconds a ready printer may take to confirm a job before it counts as 'unknown'"))
+    job_max_age: float = field(default=1800.0, metadata=_range(10, 7 * 86400) | _help(
+        "seconds a job may wait (held, queued) before it is expired instead of printed"))
+
+    def line_columns(self) -> int:
+        """Characters per line in the normal font."""
+        if self.columns:
+            return self.columns
+        return 32 if self.paper_width == 58 else profile_columns(self.profile)
+
+    def head_dots(self) -> int:
+        """Print-head width in dots, for images."""
+        return 384 if self.paper_width == 58 else profile_dots(self.profile) or 512
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) for each problem."""
@@ -106,6 +124,17 @@ class PrinterSettings:
         elif msg := codepage_problem(self.profile, self.codepage):
             out.append(("codepage", msg))
         return out
+
+
+@dataclass
+class DrawerSettings:
+    printer: str = field(default="", metadata=_help("printer the drawer is wired to; empty: the only printer"))
+    pin: int = field(default=2, metadata=_choices(2, 5) | _help("drawer kick connector pin"))
+    pulse_ms: int = field(default=100, metadata=_range(2, 510) | _help("kick pulse on-time"))
+    sensor: str = field(default="none", metadata=_choices("none", "open_high", "open_low") | _help(
+        "drawer sensor on pin 3: which level means open ('edged drawer calibrate' tells)"))
+    open_alert_after: float = field(default=60.0, metadata=_range(1, 86400)
+                                    | _help("seconds open before a drawer.alert event"))
 
 
 @dataclass
@@ -133,10 +162,16 @@ class Config:
     journal: JournalSettings = field(default_factory=JournalSettings)
     numbering: dict[str, NumberRange] = field(default_factory=dict)
     printers: dict[str, PrinterSettings] = field(default_factory=dict)
+    drawers: dict[str, DrawerSettings] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, str]]:
         if not _NAME.match(self.till_id):
             return [("till_id", "use letters, digits, '.', '_' or '-' (at most 64)")]
+        for name, drawer in self.drawers.items():
+            if not drawer.printer and len(self.printers) != 1:
+                return [(f"drawers.{name}.printer", f"name its printer ({', '.join(self.printers) or 'none configured'})")]
+            if drawer.printer and drawer.printer not in self.printers:
+                return [(f"drawers.{name}.printer", f"no printer {drawer.printer!r} in [printers]")]
         return []
 
 

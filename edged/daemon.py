@@ -12,9 +12,12 @@ import signal
 from pathlib import Path
 from typing import Protocol
 
-from .config import Config, PrinterSettings
-from .devices import codepages
+from .config import Config, DrawerSettings, PrinterSettings
+from .devices.drawer import Drawer
+from .devices.jobs import JobBook
+from .devices.print_ops import PrintOps
 from .devices.printer import Printer
+from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
 from .journal.service import Journal
@@ -105,7 +108,7 @@ class Daemon:
             for name in printers_cfg or {"receipt": PrinterSettings()}:
                 base = printers_cfg.get(name, PrinterSettings())
                 emulator = PrinterEmulator(on_receipt=self._receipt_saver(name), profile=base.profile,
-                                           columns=base.columns or codepages.columns(base.profile))
+                                           columns=base.line_columns())
                 await self._start(f"sim-printer-{name}", emulator)
                 emulators[name] = emulator
                 printers_cfg[name] = dataclasses.replace(base, backend="network", host="127.0.0.1",
@@ -113,9 +116,23 @@ class Daemon:
         printers = {name: Printer(name, s, on_change=self._printer_changed) for name, s in printers_cfg.items()}
         for name, printer in printers.items():
             await self._start(f"printer-{name}", printer)
-        self.till = Till(self.cfg, printers, self.simulate, journal)
+        drawers_cfg = dict(self.cfg.drawers)
+        if self.simulate and not drawers_cfg and printers:
+            # The emulator's drawer raises pin 3 when open.
+            drawers_cfg["drawer"] = DrawerSettings(printer=next(iter(printers)), sensor="open_high")
+        drawers = {name: Drawer(name, d, printers[d.printer or next(iter(printers))], journal, self.publish)
+                   for name, d in drawers_cfg.items()}
+        for name, drawer in drawers.items():
+            await self._start(f"drawer-{name}", drawer)
+        on_printer: dict[str, tuple[str, bytes]] = {}
+        for name, drawer in drawers.items():  # a document's open_drawer kicks its printer's first drawer
+            on_printer.setdefault(drawer.printer.name, (name, drawer.kick))
+        printing = PrintService(JobBook(journal, set(printers), self.publish), printers, on_printer)
+        await self._start("print", printing)
+        self.till = Till(self.cfg, {**printers, **drawers}, self.simulate, journal)
         self.till.emulators = emulators
-        handlers = self.till.handlers() | JournalOps(journal).handlers()
+        self.till.printing = printing
+        handlers = self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
         d = self.cfg.daemon
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,

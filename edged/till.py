@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import Config
 from .devices.printer import Printer
+from .devices.spooler import PrintService
 from .journal.service import Journal
 from .relay import protocol as p
 
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 
 
 class Till:
-    def __init__(self, cfg: Config, printers: dict[str, Printer], simulated: bool,
+    def __init__(self, cfg: Config, devices: dict[str, Any], simulated: bool,
                  journal: Journal | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
-        self.printers = printers
+        self.devices = devices  # printers and drawers: describe() and summary() each
+        self.printers: dict[str, Printer] = {n: d for n, d in devices.items() if isinstance(d, Printer)}
+        self.printing: PrintService | None = None
         self.simulated = simulated
         self.started = time.time()
         self.server: Server | None = None  # set by the daemon once the socket exists
@@ -47,6 +50,9 @@ class Till:
         return {"first_seq": self.journal.first_seq, "last_seq": self.journal.last_seq}
 
     async def op_status(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        if p.param(params, "refresh", bool, required=False):  # read every printer now, not the last poll
+            for printer in self.printers.values():
+                await printer.refresh()
         return self.status()
 
     def status(self) -> dict[str, Any]:
@@ -55,7 +61,8 @@ class Till:
             "server": f"edged {__version__}",
             "simulated": self.simulated,
             "uptime": round(time.time() - self.started, 1),
-            "devices": {name: pr.describe() for name, pr in self.printers.items()},
+            "devices": {name: dev.describe() for name, dev in self.devices.items()},
+            "jobs": self.printing.info() if self.printing else {},
             "journal": self.journal.info() if self.journal else self.journal_info(),
             "consumers": dict(self.journal.cursors) if self.journal else {},
             "consumer_lag": self.journal.lags() if self.journal else {},
@@ -64,7 +71,7 @@ class Till:
 
     def summary(self) -> str:
         """The one-line systemd STATUS= text."""
-        parts = [pr.summary() for pr in self.printers.values()] or ["no printers"]
+        parts = [dev.summary() for dev in self.devices.values()] or ["no printers"]
         if self.journal:
             info = self.journal.info()
             parts.insert(0, f"journal {info['state']}, seq {info['last_seq']}")

@@ -63,7 +63,7 @@ def test_printer_follows_the_emulator(backend):
         await emu.start()
         printer = _printer(backend, emu)
         changes = []
-        printer._on_change = lambda p: changes.append(p.status.state)
+        printer.listeners.append(lambda p: changes.append(p.status.state))
         await printer.start()
         try:
             assert printer.status.state == "ok"  # read before start() returns
@@ -98,9 +98,9 @@ def test_printer_that_goes_away_is_unreachable_and_comes_back():
             assert printer.status.state == "ok"
             await emu.stop()
             # the first poll after the printer went away already says so (EOF is not silence)
-            assert await printer.refresh() == st.PrinterStatus("error", ("unreachable",))
+            assert await printer.refresh() == st.PrinterStatus("error", ("offline",))
             assert printer.detail.startswith("connection lost")
-            assert await printer.refresh() == st.PrinterStatus("error", ("unreachable",))
+            assert await printer.refresh() == st.PrinterStatus("error", ("offline",))
             assert "refused" in printer.detail
             emu = PrinterEmulator(port=port, use_pty=False)
             await emu.start()
@@ -128,7 +128,7 @@ def test_usb_printer_that_is_not_plugged_in_is_unreachable_with_the_reason():
                                                         serial_number="NOPE"))
         await printer.start()
         try:
-            assert printer.status == st.PrinterStatus("error", ("unreachable",))
+            assert printer.status == st.PrinterStatus("error", ("offline",))
             assert printer.describe()["detail"]  # e.g. "Device not found" or "No backend available"
         finally:
             await printer.stop()

@@ -54,3 +54,9 @@ def table_number(profile: str, name: str) -> int:
 def columns(profile: str = "default") -> int:
     """Characters per line in Font A, as the profile says."""
     return int(CAPABILITIES["profiles"][profile]["fonts"]["0"]["columns"])
+
+
+def profile_dots(profile: str) -> int | None:
+    """The print head's width in dots, when the profile knows it."""
+    pixels = CAPABILITIES["profiles"][profile].get("media", {}).get("width", {}).get("pixels")
+    return int(pixels) if str(pixels).isdigit() else None

@@ -104,27 +104,44 @@ def _check_kind(i: int, kind: str, block: dict[str, Any]) -> None:
 
 
 def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC858", columns: int = 0,
-           drawer_pin: int = 2) -> bytes:
-    """ESC/POS bytes for a checked document."""
+           dots: int = 0, kick: bytes = b"") -> bytes:
+    """ESC/POS bytes for a checked document.
+
+    `columns` and `dots` are the paper's width in characters and print-head dots
+    (0: the profile's); `kick` is the drawer's ESC p sequence for `open_drawer`."""
     cols = columns or codepages.columns(profile)
     out = Dummy(profile=profile)
     out.magic.force_encoding(codepages.canonical(codepage))
     out.set_with_default()
     if doc.get("copy"):
-        out.set(align="center", bold=True)
-        out.textln("*** COPY ***")
-        out.set_with_default()
+        copy_banner(out)
     for i, block in enumerate(doc["blocks"]):
         try:
-            _render_block(out, block, cols)
+            _render_block(out, block, cols, dots or codepages.profile_dots(profile))
         except Exception as e:  # python-escpos refusing a value: name the block
             raise _bad(f"blocks[{i}] cannot be printed: {e}") from None
-    if doc.get("open_drawer"):
-        out.cashdraw(drawer_pin)
+    if doc.get("open_drawer") and kick:
+        out._raw(kick)
     return out.output
 
 
-def _render_block(out: Dummy, block: dict[str, Any], cols: int) -> None:
+def copy_banner(out: Dummy) -> None:
+    """The mark on every receipt printed again: a shop must never hand out two originals."""
+    out.set(align="center", bold=True)
+    out.textln("*** COPY ***")
+    out.set_with_default()
+
+
+def raw_copy(raw: bytes, *, profile: str = "default", codepage: str = "PC858") -> bytes:
+    """A client-rendered (raw) job printed again: the copy banner, then its bytes."""
+    out = Dummy(profile=profile)
+    out.magic.force_encoding(codepages.canonical(codepage))
+    out.set_with_default()
+    copy_banner(out)
+    return out.output + raw
+
+
+def _render_block(out: Dummy, block: dict[str, Any], cols: int, dots: int | None) -> None:
     if "text" in block:
         size = block.get("size", "normal")
         out.set(align=block.get("align", "left"), bold=block.get("bold", False),
@@ -153,11 +170,14 @@ def _render_block(out: Dummy, block: dict[str, Any], cols: int) -> None:
         from PIL import Image
 
         image = Image.open(io.BytesIO(block["image"]))
-        known = _paper_dots(out)
-        limit = known or 512  # the narrowest common head (58 mm paper is 384, 80 mm is 512-576)
+        limit = dots or 512  # the narrowest 80 mm head (58 mm paper is 384, 80 mm is 512-576)
         if image.width > limit:
             image = image.resize((limit, max(1, image.height * limit // image.width)))
-        out.image(image, center=bool(known))  # python-escpos centers only with a known width
+        if dots and image.width < dots:  # python-escpos centers only with a width from the profile
+            rgba = image.convert("RGBA")  # transparent parts print as paper, not black
+            image = Image.new("RGB", (dots, rgba.height), "white")
+            image.paste(rgba, ((dots - rgba.width) // 2, 0), rgba)
+        out.image(image)
     elif "feed" in block:
         out.ln(block["feed"])
     elif "cut" in block:
@@ -173,9 +193,3 @@ def _row(left: str, right: str, cols: int) -> list[str]:
     else:
         lines.append(right.rjust(cols)[-cols:])
     return lines
-
-
-def _paper_dots(out: Dummy) -> int | None:
-    """The print head's width in dots, when the profile says."""
-    pixels = out.profile.profile_data.get("media", {}).get("width", {}).get("pixels")
-    return int(pixels) if str(pixels).isdigit() else None

@@ -32,6 +32,17 @@ def query(n: int) -> bytes:
     return b"\x10\x04" + bytes([n])
 
 
+# GS r 1 (transmit paper sensor status) is queued behind print data: its answer
+# arrives only once everything sent before it has been printed. That answer is
+# edged's proof that a job is on paper. Its replies have bit 4 clear, DLE EOT
+# replies have it set, so both can share one return channel.
+CONFIRM = b"\x1dr\x01"
+
+
+def is_confirmation(byte: int) -> bool:
+    return byte & 0x93 == 0x00
+
+
 @dataclass(frozen=True)
 class PrinterStatus:
     state: str  # ok | warn | error | unknown
@@ -44,9 +55,16 @@ class PrinterStatus:
         return cls("unknown", (reason,))
 
     @classmethod
-    def unreachable(cls, reason: str = "unreachable") -> PrinterStatus:
-        # We could not even reach the transport: the printer cannot print.
-        return cls("error", (reason,))
+    def unreachable(cls) -> PrinterStatus:
+        # We could not even reach the transport (unplugged, switched off, TCP refused):
+        # the printer is offline as far as any job is concerned; `detail` says why.
+        return cls("error", ("offline",))
+
+    @property
+    def printable(self) -> bool:
+        """May a job be sent? An `unknown` printer is tried (a broken return channel
+        must not stop the shop's receipts); its jobs then end `unknown`, not `done`."""
+        return self.state != "error"
 
     def as_dict(self) -> dict:
         return {"state": self.state, "reasons": list(self.reasons), "drawer_pin3": self.drawer_pin3}
@@ -82,6 +100,11 @@ def decode(replies: dict[int, bytes | None]) -> PrinterStatus:
         state = "ok"
     pin, mask = DRAWER_PIN3
     return PrinterStatus(state, tuple(reasons), bool(raw[pin] & mask), raw)
+
+
+def confirmation(*, paper_near_end: bool = False) -> bytes:
+    """The emulator's answer to GS r 1 once the data before it is printed."""
+    return bytes([0x03 if paper_near_end else 0x00])
 
 
 def encode(

@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import frame as fr
+from .disk import write_atomic
 from .store import Appended, Entry, JournalError, Store
 
 log = logging.getLogger("edged.journal")
@@ -231,6 +232,33 @@ class Journal:
         else:
             backlog.clear()
         return records
+
+    async def scan(self, from_seq: int, kinds: tuple[str, ...], match: Callable[[Any], bool] | None = None,
+                   ) -> list[fr.Record]:
+        """Durable records of these kinds from from_seq on (whose body `match`es), read on
+        the journal thread: for parts that rebuild their state at startup (print jobs)."""
+        def collect() -> list[fr.Record]:
+            start = max(from_seq, self.store.first_seq)
+            return [r for r in self.store.records(start)
+                    if r.kind in kinds and (match is None or match(r.body))]
+        return await self._run(collect)
+
+    async def find_tx(self, tx_id: str) -> int | None:
+        """The seq of the retained record with this tx_id, if any."""
+        found = await self._run(self.store.txi.get, tx_id, self.store._confirm)
+        return None if found is None else found[0]
+
+    async def load_state(self, name: str) -> bytes | None:
+        """A part's small state file beside the journal (None when there is none yet)."""
+        def read() -> bytes | None:
+            try:
+                return self.store.disk.read(name)
+            except FileNotFoundError:
+                return None
+        return await self._run(read)
+
+    async def save_state(self, name: str, data: bytes) -> None:
+        await self._run(write_atomic, self.store.disk, name, data)
 
     # ---------- cursors and retention ----------
 

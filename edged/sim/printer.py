@@ -41,10 +41,12 @@ STATE_KEYS = tuple(f.name for f in dataclasses.fields(EmulatorState))
 
 
 class _Stream:
-    """Per-connection parse buffer: commands may be split across reads."""
+    """Per-connection parse buffer (commands may be split across reads), and the way
+    back to that connection for answers that come late (GS r after held data)."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[bytes], None] | None = None) -> None:
         self.buf = bytearray()
+        self.write = write or (lambda data: None)
 
 
 class PrinterEmulator:
@@ -60,10 +62,11 @@ class PrinterEmulator:
         self.pty_path: str | None = None
         self._on_receipt = on_receipt
         self._paper = Paper(self._receipt_done, profile)
-        self._held: list[Command] = []
+        self._held: list[tuple[Command, _Stream]] = []
+        self.paper_left: int | None = None  # lines until the roll runs out; None: endless
         self._server: asyncio.Server | None = None
         self._pty: tuple[int, int] | None = None
-        self._pty_stream = _Stream()
+        self._pty_stream = _Stream(self._write_pty)
         self._connections: set[asyncio.StreamWriter] = set()
 
     # --- lifecycle ---
@@ -110,6 +113,10 @@ class PrinterEmulator:
         self._release_held()
         return self.state
 
+    def run_out_after(self, lines: int) -> None:
+        """The roll ends after this many more printed lines (paper runs out mid-receipt)."""
+        self.paper_left = lines
+
     def describe(self) -> str:
         on = [k for k in STATE_KEYS if getattr(self.state, k)]
         return ", ".join(on) if on else "ready"
@@ -129,9 +136,9 @@ class PrinterEmulator:
             if cmd.realtime:
                 replies += self._realtime(cmd)
             elif self.state.printable and not self._held:
-                self._print(cmd)
+                replies += self._print(cmd)
             else:
-                self._held.append(cmd)
+                self._held.append((cmd, stream))
         del stream.buf[:pos]
         return bytes(replies)
 
@@ -145,16 +152,30 @@ class PrinterEmulator:
             self._kick(cmd.args[1], cmd.args[2] * 100)
         return b""
 
-    def _print(self, cmd: Command) -> None:
+    def _print(self, cmd: Command) -> bytes:
+        """Execute one queued command; GS r answers only now, after what came before it."""
         if cmd.name == "ESC p":
             self._kick(cmd.args[0], cmd.args[1] * 2)
-            return
-        self._paper.execute(cmd)
-        self._paper.after(cmd)
+        elif cmd.name == "GS r":
+            if cmd.args[0] in (1, 49) and not self.state.mute:
+                return st.confirmation(paper_near_end=self.state.paper_near_end)
+        else:
+            self._paper.execute(cmd)
+            self._paper.after(cmd)
+            if cmd.name == "LF" and self.paper_left is not None:
+                self.paper_left -= 1
+                if self.paper_left <= 0:
+                    self.paper_left = None
+                    self.state.paper_out = True
+                    log.info("simulated printer: the paper roll ran out")
+        return b""
 
     def _release_held(self) -> None:
         while self._held and self.state.printable:
-            self._print(self._held.pop(0))
+            cmd, stream = self._held.pop(0)
+            reply = self._print(cmd)
+            if reply:
+                stream.write(reply)
 
     def _kick(self, pin: int, on_ms: int) -> None:
         pin = 5 if pin in (1, 49) else 2
@@ -172,7 +193,7 @@ class PrinterEmulator:
     # --- transports ---
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = _Stream()
+        stream = _Stream(lambda reply: writer.is_closing() or writer.write(reply))
         self._connections.add(writer)
         try:
             while data := await reader.read(65536):
@@ -195,6 +216,8 @@ class PrinterEmulator:
         except OSError as e:  # EIO: no writer on the other side right now
             log.debug("pty read: %s", e)
             return
-        reply = self.feed(self._pty_stream, data)
-        if reply:
+        self._write_pty(self.feed(self._pty_stream, data))
+
+    def _write_pty(self, reply: bytes) -> None:
+        if reply and self._pty:
             os.write(self._pty[0], reply)

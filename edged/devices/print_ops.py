@@ -1,0 +1,127 @@
+"""The socket ops for printing and the drawer: print, job, jobs, reprint, drawer_open (PROTOCOL.md)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..relay import protocol as p
+from . import document
+from .drawer import Drawer
+from .jobs import Job
+from .spooler import PrintService
+
+if TYPE_CHECKING:
+    from ..relay.server import Session
+
+_ID_MAX = 128
+
+
+def who(session: Session) -> dict[str, Any]:
+    """The client's identity as journaled with what it caused."""
+    return {"client": session.client, "pid": session.peer.pid, "uid": session.peer.uid, "gid": session.peer.gid}
+
+
+def _name(params: dict[str, Any], key: str, known: dict[str, Any], what: str) -> str:
+    name = p.param(params, key, str, required=False)
+    if name is None:
+        if len(known) != 1:
+            raise p.RequestError(p.BAD_REQUEST, f"name the {what} with {key!r} "
+                                                f"({', '.join(known) or f'no {what}s configured'})")
+        return next(iter(known))
+    if name not in known:
+        raise p.RequestError(p.NOT_FOUND, f"no {what} {name!r} (configured: {', '.join(known) or 'none'})")
+    return name
+
+
+def _job_id(params: dict[str, Any], key: str = "job_id", required: bool = True) -> str | None:
+    job_id = p.param(params, key, str, required=required)
+    if job_id is not None and not 0 < len(job_id) <= _ID_MAX:
+        raise p.RequestError(p.BAD_REQUEST, f"{key!r} must be 1 to {_ID_MAX} characters")
+    return job_id
+
+
+class PrintOps:
+    def __init__(self, service: PrintService, drawers: dict[str, Drawer]) -> None:
+        self.service = service
+        self.book = service.book
+        self.drawers = drawers
+
+    def handlers(self) -> dict[str, Any]:
+        return {"print": self.op_print, "job": self.op_job, "jobs": self.op_jobs, "reprint": self.op_reprint,
+                "drawer_open": self.op_drawer_open}
+
+    def _answer(self, job: Job, duplicate: bool) -> dict[str, Any]:
+        return {**job.public(), "duplicate": duplicate}
+
+    async def op_print(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        printer = _name(params, "printer", self.service.printers, "printer")
+        job_id = _job_id(params)
+        assert job_id is not None
+        if ("document" in params) == ("raw" in params):
+            raise p.RequestError(p.BAD_REQUEST, "send either 'document' (a map) or 'raw' (bytes)")
+        known = self.book.jobs.get(job_id)
+        if known is not None:  # a retry: answered from memory, nothing printed again
+            return self._answer(known, True)
+        job = Job(job_id, printer, 0, 0.0, client=who(session))
+        if "raw" in params:
+            job.raw = p.param(params, "raw", bytes)
+            if not job.raw:
+                raise p.RequestError(p.BAD_REQUEST, "'raw' is empty")
+        else:
+            job.document = document.check(params["document"])
+            spooler = self.service.spoolers[printer]
+            if job.document.get("open_drawer"):
+                if spooler.drawer is None:
+                    raise p.RequestError(p.BAD_REQUEST, f"document: 'open_drawer' but printer {printer!r} "
+                                                        "has no drawer configured ([drawers.NAME] printer = ...)")
+                if not session.server.access.permits(session.peer, "drawer_open"):
+                    raise p.RequestError(p.NOT_PERMITTED, "'open_drawer' needs a privileged user or group "
+                                                          "(daemon.privileged_users / privileged_groups)")
+            spooler.render(job)  # what python-escpos refuses is refused now, not at print time
+        job, duplicate = await self.book.add(job)
+        return self._answer(job, duplicate)
+
+    async def op_job(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        job_id = _job_id(params)
+        assert job_id is not None
+        job = await self.book.lookup(job_id)
+        if job is None:
+            raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
+        return job.public()
+
+    async def op_jobs(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        printer = p.param(params, "printer", str, required=False)
+        limit = p.param(params, "limit", int, required=False, default=50)
+        if not 1 <= limit <= 1000:
+            raise p.RequestError(p.BAD_REQUEST, "'limit' must be between 1 and 1000")
+        return {"jobs": [j.public() for j in self.book.recent(printer, limit)], "counts": self.service.info()}
+
+    async def op_reprint(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        job_id = _job_id(params)
+        assert job_id is not None
+        original = await self.book.lookup(job_id)
+        if original is None:
+            raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
+        if original.state not in ("done", "unknown"):
+            raise p.RequestError(p.BAD_REQUEST, f"job {job_id!r} is {original.state}; only done or unknown "
+                                                "jobs are reprinted")
+        if original.printer not in self.service.printers:
+            raise p.RequestError(p.NOT_FOUND, f"job {job_id!r} was for printer {original.printer!r}, "
+                                              "which is not configured any more")
+        copies = sum(1 for j in self.book.jobs.values() if j.copy_of == job_id)
+        copy_id = _job_id(params, "copy_job_id", required=False) or f"{job_id}.copy{copies + 1}"
+        if original.document is not None:  # a copy never opens the drawer again
+            doc = {k: v for k, v in original.document.items() if k != "open_drawer"}
+        else:
+            doc = None
+        job = Job(copy_id, original.printer, 0, 0.0, document=doc, raw=original.raw, copy_of=job_id,
+                  client=who(session))
+        job, duplicate = await self.book.add(job)
+        return self._answer(job, duplicate)
+
+    async def op_drawer_open(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        name = _name(params, "drawer", self.drawers, "drawer")
+        reason = p.param(params, "reason", str)
+        if not 0 < len(reason) <= 256:
+            raise p.RequestError(p.BAD_REQUEST, "'reason' must be 1 to 256 characters")
+        opened_at = await self.drawers[name].open_drawer(reason, who(session))
+        return {"drawer": name, "opened_at": opened_at}
