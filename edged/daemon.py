@@ -4,13 +4,14 @@ stop them in reverse on SIGTERM/SIGINT, and keep systemd informed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import itertools
 import logging
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import AsyncIterator, Protocol
 
 from .config import Config, DrawerSettings, PrinterSettings
 from .devices.drawer import Drawer
@@ -88,6 +89,15 @@ class Daemon:
     def _request_stop(self, sig: signal.Signals) -> None:
         log.info("%s received; stopping", sig.name)
         self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def parts(self) -> AsyncIterator[Daemon]:
+        """Every part started, stopped in reverse on leaving (also what tests run in-process)."""
+        try:
+            await self._start_all()
+            yield self
+        finally:
+            await self._stop_all()
 
     async def _start(self, name: str, part: Part) -> None:
         await part.start()
