@@ -179,3 +179,30 @@ def test_old_waiting_jobs_expire_journaled_and_announced(short_dir):
             kinds = [(r.kind, r.body.get("state")) for r in await journal.scan(1, ("print.job", "print.state"))]
             assert kinds[0] == ("print.job", None) and kinds[-1] == ("print.state", "expired")
     asyncio.run(scenario())
+
+
+def test_jobs_older_than_the_history_are_read_back_from_the_journal(short_dir):
+    from edged.devices.jobs import HISTORY
+
+    async def first_run():
+        async with running_till(short_dir) as till:
+            await till.client.request("print", job_id="h-1", document=receipt_doc("h-1"))
+            await till.state_of("h-1", "done")
+            book = till.daemon.till.printing.book
+            await book.compact(now=time.time() + HISTORY + 60)
+            assert book.jobs == {}  # forgotten, and the checkpoint moved past it
+            assert (await till.job("h-1"))["state"] == "done"  # read back from the journal
+            again = await till.client.request("print", job_id="h-1", document=receipt_doc("h-1"))
+            assert again["duplicate"] is True and again["state"] == "done"
+            return len(till.emu.receipts)
+
+    async def second_run():
+        async with running_till(short_dir) as till:
+            assert till.daemon.till.printing.book.jobs == {}  # the restore started at the checkpoint
+            again = await till.client.request("print", job_id="h-1", document=receipt_doc("h-1"))
+            assert again["duplicate"] is True and again["state"] == "done"
+            await asyncio.sleep(0.5)
+            assert till.emu.receipts == []
+
+    assert asyncio.run(first_run()) == 1
+    asyncio.run(second_run())
