@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from . import __version__, cli_journal, config
+from . import __version__, cli_journal, cli_print, config
 
 EXIT_USAGE = 2
 
@@ -22,6 +22,9 @@ Start here:
   edged demo                      see it work on a simulated till (no hardware)
   edged check-config FILE         validate a config file and print the result
   edged status                    what the running daemon sees
+  edged print-test                print a test receipt (and see that it printed)
+  edged jobs                      recent print jobs and why any is held
+  edged drawer calibrate          set up the cash drawer's sensor
   edged journal verify            check every journal record (exit 1 on any problem)
 """
 
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
     cli_journal.add_parsers(sub, _socket_arg)
+    cli_print.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
@@ -297,4 +301,9 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "demo": cmd_demo, "sim": cmd_sim, "events": cmd_events,
              "journal": lambda args: cli_journal.cmd_journal(args, _call),
              "bench": lambda args: _bench(args),
-             "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args))}
+             "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args)),
+             "print-test": lambda args: cli_print.cmd_print(args, _connected),
+             "print": lambda args: cli_print.cmd_print(args, _connected),
+             "reprint": lambda args: cli_print.cmd_reprint(args, _connected),
+             "jobs": lambda args: cli_print.cmd_jobs(args, _call),
+             "drawer": lambda args: cli_print.cmd_drawer(args, _call)}

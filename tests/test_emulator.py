@@ -92,7 +92,7 @@ def test_non_text_elements_are_labelled():
     p.cut()
     lines = [line.text for line in render(p.output).receipts[0].lines if line.element]
     assert lines[0] == "[BARCODE EAN13: 4006381333931]"
-    assert lines[1] == "[BARCODE CODE128: {BTILL-7]"
+    assert lines[1] == "[BARCODE CODE128: TILL-7]"  # the code set selector is not data
     assert lines[2] == "[QR: PAY:123]"
     assert lines[3].startswith("[IMAGE ")
     assert lines[4] == "[IMAGE 64x40]"

@@ -36,7 +36,7 @@ def test_a_receipt_prints_once_with_every_character_and_code(short_dir, backend)
             await till.state_of("r-1", "done")
             text = till.texts()[0]
             assert SPECIALS in text and "Smørrebrød" in text and "Kiosk Ærø" in text
-            assert "4006381333931" in text and "TX-7f3a-0001" in text
+            assert "[BARCODE EAN13: 4006381333931]" in text and "[BARCODE CODE128: TX-7f3a-0001]" in text
             assert "[QR: https://example.test/r/42?sum=4,50€]" in text
             await until(lambda: till.job_states("r-1") == ["queued", "printing", "done"], what="events")
             status = await till.client.request("status")

@@ -8,6 +8,7 @@ lacks comes out as "?" rather than switching pages.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import textwrap
 from typing import Any
@@ -117,7 +118,10 @@ def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC
         copy_banner(out)
     for i, block in enumerate(doc["blocks"]):
         try:
-            _render_block(out, block, cols, dots or codepages.profile_dots(profile))
+            # python-escpos print()s remarks ("Using hardware barcode renderer") on every
+            # barcode and image; on a daemon's stdout (the system journal) that is noise.
+            with contextlib.redirect_stdout(io.StringIO()):
+                _render_block(out, block, cols, dots or codepages.profile_dots(profile))
         except Exception as e:  # python-escpos refusing a value: name the block
             raise _bad(f"blocks[{i}] cannot be printed: {e}") from None
     if doc.get("open_drawer") and kick:

@@ -19,6 +19,24 @@ _BARCODE_B_MORE = {72: "CODE93", 73: "CODE128", 74: "GS1-128", 75: "GS1 DATABAR"
                    76: "GS1 DATABAR TRUNCATED", 77: "GS1 DATABAR LIMITED", 78: "GS1 DATABAR EXPANDED"}
 
 
+def _code128_text(data: str) -> str:
+    """What a CODE128 symbol encodes: "{A" / "{B" / "{C" select code sets and "{{" is a brace
+    (ESC/POS GS k m=73); code set C packs two digits into each byte."""
+    out, i, code_c = [], 0, False
+    while i < len(data):
+        if data[i] == "{" and i + 1 < len(data):
+            sel = data[i + 1]
+            if sel in "ABC":
+                code_c = sel == "C"
+            elif sel == "{":
+                out.append("{")
+            i += 2
+            continue
+        out.append(f"{ord(data[i]):02d}" if code_c else data[i])
+        i += 1
+    return "".join(out)
+
+
 @dataclass
 class Line:
     text: str
@@ -152,7 +170,10 @@ class Paper:
     def _do_GS_k(self, cmd: Command) -> None:
         m = cmd.args[0]
         kind = _BARCODE_A.get(m) or _BARCODE_A.get(m - _BARCODE_B_FIRST) or _BARCODE_B_MORE.get(m, f"type {m}")
-        self._element(f"BARCODE {kind}: {cmd.data.decode('ascii', errors='replace')}")
+        value = cmd.data.decode("ascii", errors="replace")
+        if kind in ("CODE128", "GS1-128"):
+            value = _code128_text(value)
+        self._element(f"BARCODE {kind}: {value}")
 
     def _do_GS_paren_k(self, cmd: Command) -> None:
         cn, fn = cmd.data[:1], cmd.data[1:2]
