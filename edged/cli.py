@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--records", type=int, default=1_000_000, help="journal size to replay (default 1,000,000)")
     br.add_argument("--seconds", type=float, default=3.0, help="time per append figure (default 3)")
     br.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
+    bp = bsub.add_parser("print", help="receipt render time and print request -> first byte at the printer",
+                         description="Renders a 40-line receipt with QR code and logo (beside python-escpos "
+                                     "alone), then starts a real `edged run` printing to the emulator and "
+                                     "measures from the print request to the job's first byte at the printer "
+                                     "(beside the same daemon's append round trip).")
+    bp.add_argument("--samples", type=int, default=300, help="renders and print jobs measured (default 300)")
+    bp.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
     return parser
 
 
@@ -278,6 +285,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run
 
+    if args.bench_command == "print":
+        from . import bench_print
+
+        return bench_print.run(args.samples, args.dir)
     if args.bench_command == "relay":
         from . import bench_relay
 

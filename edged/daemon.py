@@ -134,9 +134,9 @@ class Daemon:
                    for name, d in drawers_cfg.items()}
         for name, drawer in drawers.items():
             await self._start(f"drawer-{name}", drawer)
-        on_printer: dict[str, tuple[str, bytes]] = {}
-        for name, drawer in drawers.items():  # a document's open_drawer kicks its printer's first drawer
-            on_printer.setdefault(drawer.printer.name, (name, drawer.kick))
+        on_printer: dict[str, Drawer] = {}
+        for drawer in drawers.values():  # a document's open_drawer kicks its printer's first drawer
+            on_printer.setdefault(drawer.printer.name, drawer)
         printing = PrintService(JobBook(journal, set(printers), self.publish), printers, on_printer)
         await self._start("print", printing)
         self.till = Till(self.cfg, {**printers, **drawers}, self.simulate, journal)

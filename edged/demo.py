@@ -45,13 +45,13 @@ def run_demo() -> int:
                 return 1
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
-            asyncio.run(_client_steps(str(sock_path)))
-            _step(9, "a technician checks the journal files")
+            asyncio.run(_client_steps(str(sock_path), tmpdir / "state" / "sim" / "receipt"))
+            _step(11, "a technician checks the journal files")
             print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
             subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
                             str(tmpdir / "state")])
         finally:
-            _step(10, "stop it the way systemd does (SIGTERM)")
+            _step(12, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(15)
@@ -64,7 +64,7 @@ def run_demo() -> int:
         return 0 if code == 0 else 1
 
 
-async def _client_steps(path: str) -> None:
+async def _client_steps(path: str, paper: Path) -> None:
     async with await Client.connect(path, client="edged-demo") as client:
         _step(2, "connect as a client and say hello")
         for key, value in client.server_info.items():
@@ -83,22 +83,73 @@ async def _client_steps(path: str) -> None:
             await client.request("sim", set={"paper_out": False})
             print(f"  event: {await watcher.next_event(5)}")
         print(format_status(await client.request("status")), end="")
-        _step(6, "the POS app appends a sale; edged answers after fdatasync, with the next receipt number")
+        await _print_steps(client, path, paper)
+        _step(8, "the POS app appends a sale; edged answers after fdatasync, with the next receipt number")
         sale = {"kind": "sale", "body": {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]]},
                 "tx_id": "pos-7f3a-0001", "number": "receipt"}
         print(f"  append -> {await client.request('append', records=[sale])}")
         print(f"  the same tx_id again (a retry after a lost answer) -> {await client.request('append', records=[sale])}")
-        await client.request("append", records=[{"kind": "drawer.opened", "body": {"reason": "sale"}}])
     async with await Client.connect(path, client="demo-sync") as sync:
-        _step(7, "the sync layer subscribes from its last ack, receives records, acks them")
+        _step(9, "the sync layer subscribes from its last ack, receives records, acks them")
         print(f"  subscribe -> {await sync.request('subscribe', consumer='head-office', window=100, **{'from': 'acked'})}")
-        for _ in range(2):
+        last = await sync.request("consumers")
+        while True:
             ev = await asyncio.wait_for(sync.events.get(), 5)
-            print(f"  record seq {ev['seq']} {ev['kind']} number={ev['number']} chain={ev['chain'].hex()[:16]}...")
-            print(f"  ack -> {await sync.request('ack', consumer='head-office', seq=ev['seq'])}")
-        _step(8, "status now shows the journal, the consumer and who is connected")
+            print(f"  record seq {ev['seq']} {ev['kind']:<12} number={ev['number']} chain={ev['chain'].hex()[:16]}...")
+            if ev["seq"] == last["last_seq"]:
+                break
+        print(f"  ack -> {await sync.request('ack', consumer='head-office', seq=ev['seq'])}")
+        _step(10, "status now shows the journal, the consumer and who is connected")
         status = await sync.request("status")
         print(f"  journal {status['journal']}\n  consumers {status['consumers']}, lag {status['consumer_lag']}")
         print(format_status(status).split("\n\n")[-1], end="")
         print("  privileged ops (consumer_remove, drawer_open, day_close, export) need root, edged's user, or a")
         print("  user/group from daemon.privileged_users / privileged_groups; others get not_permitted.")
+
+
+SAMPLE = {"blocks": [
+    {"text": "Bäckerei Müller", "align": "center", "size": "double", "bold": True},
+    {"text": "Hauptstraße 1 · 12345 Musterstadt", "align": "center"},
+    {"rule": "-"},
+    {"row": ["Roggenbrot 750 g", "4,50 €"]}, {"row": ["Smørrebrød (æ ø å)", "3,20 €"]},
+    {"row": ["Käsekuchen, ein Stück mit Sahne und Früchten der Saison", "3,80 €"]},
+    {"rule": "="}, {"row": ["SUMME", "11,50 €"]}, {"text": "bar 20,00 €  zurück 8,50 €", "align": "right"},
+    {"barcode": "4006381333931", "type": "EAN13"},
+    {"qr": "https://example.test/r/3000001?sum=11,50", "size": 4},
+    {"text": "Vielen Dank!", "align": "center"}, {"cut": "partial"}],
+    "open_drawer": True}
+
+
+async def _print_steps(client: Client, path: str, paper: Path) -> None:
+    _step(6, "the POS app prints a receipt that opens the drawer: journaled before the answer, "
+             "done once the printer confirms it (GS r)")
+    async with await Client.connect(path, client="demo-watcher") as watcher:
+        await watcher.request("watch", topics=["printer", "drawer"])
+        answer = await client.request("print", job_id="sale-3000001", document=SAMPLE)
+        print(f"  print -> {answer}")
+        while True:
+            ev = await watcher.next_event(10)
+            print(f"  event: {ev}")
+            if ev["event"] == "drawer.state":
+                break
+        again = await client.request("print", job_id="sale-3000001", document=SAMPLE)
+        print(f"  the same job_id again (a retry) -> state {again['state']}, duplicate {again['duplicate']}")
+        print(f"\n  the simulated printer printed ({paper / '00001.txt'}):")
+        for line in (paper / "00001.txt").read_text(encoding="utf-8").rstrip().splitlines():
+            print(f"  | {line}")
+        _step(7, "the cashier shuts the drawer; later a manager opens it (`edged drawer open`: privileged, "
+                 "journaled with the reason and who asked)")
+        await client.request("sim", set={"drawer_open": False})
+        print(f"  event: {await _drawer_event(watcher)}")
+        answer = await client.request("drawer_open", reason="change for the float")
+        print(f"  drawer_open -> {answer}")
+        print(f"  event: {await _drawer_event(watcher)}")
+        await client.request("sim", set={"drawer_open": False})
+        print(f"  event: {await _drawer_event(watcher)}")
+
+
+async def _drawer_event(watcher: Client) -> dict:
+    while True:
+        ev = await watcher.next_event(10)
+        if ev["event"].startswith("drawer."):
+            return ev

@@ -34,6 +34,13 @@ BAD = [
     ("[daemon]\nlog_level = 'verbose'", ["daemon.log_level: must be one of 'debug', 'info', 'warning', 'error'"]),
     ("[printers.receipt]\nhost='h'\nportt = 9100", ["printers.receipt.portt: unknown key", "did you mean 'port'"]),
     ("till_id = ", ["not valid TOML"]),
+    ("[printers.receipt]\nhost='h'\n[drawers.cash]\nprinter = 'kitchen'",
+     ["drawers.cash.printer: no printer 'kitchen' in [printers]"]),
+    ("[printers.a]\nhost='h'\n[printers.b]\nhost='h'\n[drawers.cash]\nsensor = 'open_low'",
+     ["drawers.cash.printer: name its printer (a, b)"]),
+    ("[printers.receipt]\nhost='h'\n[drawers.cash]\nsensor = 'high'", ["drawers.cash.sensor: must be one of 'none'"]),
+    ("[printers.receipt]\nhost='h'\n[drawers.cash]\npin = 3", ["drawers.cash.pin: must be one of 2, 5"]),
+    ("[printers.receipt]\nhost='h'\npaper_width = 76", ["printers.receipt.paper_width: must be one of 58, 80"]),
 ]
 
 
@@ -58,6 +65,14 @@ def test_empty_file_is_valid_and_defaults_live_in_code(tmp_path):
     cfg = config.load(path)
     assert cfg.daemon.socket == "/run/edged/edged.sock"
     assert cfg.printers == {}
+
+
+def test_paper_width_sets_columns_and_image_width():
+    wide = config.PrinterSettings(host="h", profile="TM-T20II")
+    assert (wide.line_columns(), wide.head_dots()) == (48, 576)  # from the profile
+    narrow = config.PrinterSettings(host="h", profile="TM-T20II", paper_width=58)
+    assert (narrow.line_columns(), narrow.head_dots()) == (32, 384)
+    assert config.PrinterSettings(host="h", columns=40).line_columns() == 40
 
 
 def test_printer_settings_are_typed(tmp_path):

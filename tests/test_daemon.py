@@ -157,6 +157,9 @@ def test_demo_runs_end_to_end():
     for step in ("READY=1", "WATCHDOG=1", "till_id", "STOPPING=1; exit code 0"):
         assert step in out
     assert re.search(r"receipt\s+printer\s+error\s+offline, paper_out", out)
+    assert "'state': 'done'" in out and "| Smørrebrød (æ ø å)                  3,20 €" in out
+    assert "the same job_id again (a retry) -> state done, duplicate True" in out
+    assert "'event': 'drawer.state', 'drawer': 'drawer', 'open': True" in out
 
 
 def test_edged_events_prints_device_events_as_they_happen(short_dir):

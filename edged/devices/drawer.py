@@ -126,12 +126,16 @@ class Drawer:
         self.kicks += 1
         log.info("drawer %s kicked (%s) for %s: %s", self.name, "ESC p" if status.printable else "DLE DC4",
                  who.get("client"), reason)
-        # Read the sensor soon rather than at the next poll, so drawer.state follows quickly.
-        task = asyncio.create_task(self._read_soon(), name=f"drawer-{self.name}-read")
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+        self.read_soon()
         return time.time()
 
-    async def _read_soon(self) -> None:
+    def read_soon(self) -> None:
+        """Read the sensor shortly after a kick rather than at the next poll, so drawer.state
+        follows quickly (a drawer takes a moment to spring open)."""
+        task = asyncio.create_task(self._read_later(), name=f"drawer-{self.name}-read")
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_later(self) -> None:
         await asyncio.sleep(0.3)
         await self.printer.refresh()

@@ -15,6 +15,7 @@ from typing import Any
 from ..journal.store import Entry
 from ..relay.protocol import RequestError
 from . import document
+from .drawer import Drawer
 from .jobs import Job, JobBook
 from .printer import Printer
 
@@ -28,10 +29,10 @@ def held_reason(printer: Printer) -> str:
 
 
 class Spooler:
-    def __init__(self, printer: Printer, book: JobBook, drawer: tuple[str, bytes] | None) -> None:
+    def __init__(self, printer: Printer, book: JobBook, drawer: Drawer | None) -> None:
         self.printer = printer
         self.book = book
-        self.drawer = drawer  # (name, ESC p bytes) of the drawer on this printer, for open_drawer
+        self.drawer = drawer  # kicked by documents with open_drawer
         self.current: Job | None = None
         self._wake = asyncio.Event()
         self._status_changed = asyncio.Event()
@@ -52,7 +53,7 @@ class Spooler:
             return job.raw
         doc = dict(job.document or {}, **({"copy": True} if job.copy_of else {}))
         return document.render(doc, profile=s.profile, codepage=s.codepage, columns=s.line_columns(),
-                               dots=s.head_dots(), kick=self.drawer[1] if self.drawer else b"")
+                               dots=s.head_dots(), kick=self.drawer.kick if self.drawer else b"")
 
     async def run(self) -> None:
         s = self.printer.settings
@@ -90,13 +91,19 @@ class Spooler:
             self.current = None
         if outcome == "unsent":
             await self.book.transition(job, "held", held_reason(self.printer), sent=False)
-        else:
-            await self.book.transition(job, outcome, detail if outcome == "unknown" else "")
+            return
+        await self.book.transition(job, outcome, detail if outcome == "unknown" else "")
+        if self.drawer and self._opens_drawer(job):
+            self.drawer.read_soon()
+
+    @staticmethod
+    def _opens_drawer(job: Job) -> bool:
+        return bool(job.document and job.document.get("open_drawer") and not job.copy_of)
 
     def _drawer_records(self, job: Job) -> list[Entry]:
-        if not (self.drawer and job.document and job.document.get("open_drawer") and not job.copy_of):
+        if not (self.drawer and self._opens_drawer(job)):
             return []
-        return [Entry("drawer.open", {"drawer": self.drawer[0], "reason": f"print job {job.job_id}",
+        return [Entry("drawer.open", {"drawer": self.drawer.name, "reason": f"print job {job.job_id}",
                                       "job_id": job.job_id, **job.client})]
 
     async def _sleep(self, seconds: float) -> None:
@@ -128,8 +135,7 @@ class PrintService:
 
     name = "print"
 
-    def __init__(self, book: JobBook, printers: dict[str, Printer],
-                 drawers: dict[str, tuple[str, bytes]]) -> None:
+    def __init__(self, book: JobBook, printers: dict[str, Printer], drawers: dict[str, Drawer]) -> None:
         self.book = book
         self.printers = printers
         self.spoolers = {name: Spooler(p, book, drawers.get(name)) for name, p in printers.items()}

@@ -61,6 +61,7 @@ class PrinterEmulator:
         self.kicks: list[tuple[int, int]] = []  # (pin, on-time in ms)
         self.pty_path: str | None = None
         self._on_receipt = on_receipt
+        self.tap: Callable[[bytes], None] | None = None  # sees every chunk as it arrives (benchmarks)
         self._paper = Paper(self._receipt_done, profile)
         self._held: list[tuple[Command, _Stream]] = []
         self.paper_left: int | None = None  # lines until the roll runs out; None: endless
@@ -68,6 +69,7 @@ class PrinterEmulator:
         self._pty: tuple[int, int] | None = None
         self._pty_stream = _Stream(self._write_pty)
         self._connections: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task] = set()
 
     # --- lifecycle ---
 
@@ -90,6 +92,10 @@ class PrinterEmulator:
             for writer in list(self._connections):  # a printer switched off drops its connections
                 writer.close()
             await self._server.wait_closed()
+            # Let each connection's handler see its end, or asyncio.run() would cancel them
+            # at exit and log the cancellation as an error.
+            if self._handlers:
+                await asyncio.wait(self._handlers, timeout=2.0)
         if self._pty:
             asyncio.get_running_loop().remove_reader(self._pty[0])
             for fd in self._pty:
@@ -125,6 +131,8 @@ class PrinterEmulator:
 
     def feed(self, stream: _Stream, data: bytes) -> bytes:
         """Consume bytes from one connection; return what the printer answers."""
+        if self.tap:
+            self.tap(data)
         stream.buf += data
         replies = bytearray()
         pos = 0
@@ -195,6 +203,10 @@ class PrinterEmulator:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream = _Stream(lambda reply: writer.is_closing() or writer.write(reply))
         self._connections.add(writer)
+        handler = asyncio.current_task()
+        if handler:
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
         try:
             while data := await reader.read(65536):
                 reply = self.feed(stream, data)
