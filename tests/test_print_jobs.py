@@ -138,6 +138,18 @@ def test_a_printer_that_vanishes_holds_jobs_and_prints_them_when_back(short_dir)
     asyncio.run(scenario())
 
 
+def test_paper_near_end_still_prints_and_confirms(short_dir):
+    async def scenario():
+        async with running_till(short_dir) as till:
+            till.emu.set_state(paper_near_end=True)  # GS r then answers 0x03, not 0x00
+            await till.client.request("print", job_id="n-1", document=receipt_doc("n-1"))
+            await till.state_of("n-1", "done")
+            status = await till.client.request("status")
+            assert status["devices"]["receipt"]["state"] == "warn"
+            assert status["devices"]["receipt"]["reasons"] == ["paper_near_end"]
+    asyncio.run(scenario())
+
+
 def test_a_silent_printer_is_unknown_and_so_are_its_jobs(short_dir):
     async def scenario():
         async with running_till(short_dir, printer={"confirm_timeout": 1.0}) as till:
@@ -146,6 +158,12 @@ def test_a_silent_printer_is_unknown_and_so_are_its_jobs(short_dir):
             assert status["devices"]["receipt"]["state"] == "unknown"
             assert status["devices"]["receipt"]["reasons"] == ["no_answer"]
             await till.client.request("print", job_id="m-1", document=receipt_doc("m-1"))
+            await till.state_of("m-1", "printing")
+            # the printer's worker thread now waits for an answer that never comes;
+            # the loop serves everything else meanwhile
+            for n in range(20):
+                await till.client.request("append", records=[{"kind": "sale", "body": n}])
+            assert (await till.job("m-1"))["state"] == "printing"
             job = await till.state_of("m-1", "unknown", timeout=15)
             assert "no confirmation" in job["error"]
             assert len(till.emu.receipts) == 1  # it did print; edged just cannot know
@@ -169,6 +187,8 @@ def test_old_waiting_jobs_expire_journaled_and_announced(short_dir):
             service = till.daemon.till.printing
             expired = await service.book.expire(service.max_age, now=time.time() + 3600)
             assert [j.job_id for j in expired] == ["old-1"]
+            # a spooler that picked it just before must not send it now
+            assert await service.book.transition(expired[0], "printing", sent=True) is False
             job = await till.job("old-1")
             assert job["state"] == "expired" and "job_max_age" in job["reason"]
             till.emu.set_state(cover_open=False)

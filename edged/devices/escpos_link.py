@@ -10,6 +10,7 @@ told apart by bit 4 (status.is_confirmation).
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -102,16 +103,19 @@ class Link:
         assert self.escpos is not None
         dev = self.escpos.device
         if isinstance(dev, socket.socket):
-            dev.setblocking(False)
-            try:
-                while dev.recv(64):
-                    pass
-            except (BlockingIOError, InterruptedError):
-                pass
-            finally:
-                dev.settimeout(self.escpos.timeout)
+            # select, not setblocking(False): a drawer kick may be sending on this socket
+            # from another thread right now and must keep its blocking sendall.
+            while select.select([dev], [], [], 0)[0]:
+                if not dev.recv(64):
+                    raise ConnectionResetError("the printer closed the connection")
         elif hasattr(dev, "reset_input_buffer"):
             dev.reset_input_buffer()
+        elif self.settings.backend == "usb":
+            try:
+                while dev.read(self.escpos.in_ep, 64, 10):
+                    pass
+            except usb.core.USBTimeoutError:
+                pass
 
     def next_byte(self) -> int | None:
         """The next byte from the printer, or None when it stayed silent for `timeout`."""
@@ -170,9 +174,13 @@ class Link:
             report(st.PrinterStatus.unreachable())
             return "unsent", self.detail
         s = self.settings
-        try:
-            if self.can_read:
+        if self.can_read:
+            try:
                 self.drain()
+            except Exception as e:  # a stale connection: nothing of this job went out yet
+                report(self.lost(e))
+                return "unsent", self.detail
+        try:
             self.write(data + (st.CONFIRM if self.can_read else b""))
         except Exception as e:  # how much went out is not known
             report(self.lost(e))
@@ -198,6 +206,9 @@ class Link:
                     # fixed; it must not be sent again. Wait as long as that takes.
                     deadline = time.monotonic() + s.confirm_timeout
                 elif time.monotonic() > deadline:
+                    # Its confirmation may still come; on this connection it would pass
+                    # for the next job's. A new connection starts with nothing owed.
+                    self.close()
                     return "unknown", f"no confirmation within {s.confirm_timeout:g} s"
             return "unknown", "edged stopped while the printer held the job"
         except Exception as e:

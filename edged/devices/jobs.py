@@ -82,7 +82,7 @@ class JobBook:
         self._checkpoint = msgpack.unpackb(data)["from_seq"] if data else 1
         for rec in await self.journal.scan(self._checkpoint, KINDS):
             self._replay(rec.seq, rec.ts, rec.kind, rec.body)
-        cut_off = [j for j in self.jobs.values() if j.state == "printing" or (j.sent and j.state == "held")]
+        cut_off = [j for j in self.jobs.values() if j.state not in FINISHED and (j.state == "printing" or j.sent)]
         for job in cut_off:
             await self.transition(job, "unknown", "edged stopped while the job was printing; not printed again "
                                                   "by itself (reprint it if it is missing)")
@@ -144,9 +144,12 @@ class JobBook:
 
     async def transition(self, job: Job, state: str, reason: str = "", *, sent: bool | None = None,
                          extra: list[Entry] = ()) -> bool:
-        """Journal, then apply, then announce one state change. False when the journal refused
-        (then nothing changed: a job is never sent without its `printing` record)."""
-        if job.state in FINISHED or (job.state == state and job.reason == reason and sent in (None, job.sent)):
+        """Journal, then apply, then announce one state change. False when the journal refused,
+        or the job has finished meanwhile (expired): then nothing changed, and a job is never
+        sent without its `printing` record."""
+        if job.state in FINISHED:
+            return job.state == state
+        if job.state == state and job.reason == reason and sent in (None, job.sent):
             return True
         body: dict[str, Any] = {"job_id": job.job_id, "state": state}
         if reason:

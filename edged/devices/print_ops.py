@@ -107,8 +107,7 @@ class PrintOps:
         if original.printer not in self.service.printers:
             raise p.RequestError(p.NOT_FOUND, f"job {job_id!r} was for printer {original.printer!r}, "
                                               "which is not configured any more")
-        copies = sum(1 for j in self.book.jobs.values() if j.copy_of == job_id)
-        copy_id = _job_id(params, "copy_job_id", required=False) or f"{job_id}.copy{copies + 1}"
+        copy_id = _job_id(params, "copy_job_id", required=False) or await self._next_copy_id(job_id)
         if original.document is not None:  # a copy never opens the drawer again
             doc = {k: v for k, v in original.document.items() if k != "open_drawer"}
         else:
@@ -117,6 +116,14 @@ class PrintOps:
                   client=who(session))
         job, duplicate = await self.book.add(job)
         return self._answer(job, duplicate)
+
+    async def _next_copy_id(self, job_id: str) -> str:
+        """`<job_id>.copy<n>` with the first n not taken, also by copies the journal holds
+        from before the in-memory history."""
+        n = 1 + sum(1 for j in self.book.jobs.values() if j.copy_of == job_id)
+        while await self.book.lookup(f"{job_id}.copy{n}") is not None:
+            n += 1
+        return f"{job_id}.copy{n}"
 
     async def op_drawer_open(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         name = _name(params, "drawer", self.drawers, "drawer")

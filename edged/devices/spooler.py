@@ -16,7 +16,7 @@ from ..journal.store import Entry
 from ..relay.protocol import RequestError
 from . import document
 from .drawer import Drawer
-from .jobs import Job, JobBook
+from .jobs import FINISHED, Job, JobBook
 from .printer import Printer
 
 log = logging.getLogger("edged.jobs")
@@ -81,11 +81,12 @@ class Spooler:
         except RequestError as e:  # e.g. the printer's profile changed since the job was accepted
             await self.book.transition(job, "failed", e.message)
             return
-        if not await self.book.transition(job, "printing", sent=True, extra=self._drawer_records(job)):
-            await self._sleep(1.0)  # the journal refused (disk full?): the job waits, unsent
-            return
-        self.current = job
+        self.current = job  # from here on follow_status leaves it to us
         try:
+            if not await self.book.transition(job, "printing", sent=True, extra=self._drawer_records(job)):
+                if job.state not in FINISHED:  # not expired meanwhile: the journal refused (disk full?)
+                    await self._sleep(1.0)  # the job waits, unsent
+                return
             outcome, detail = await self.printer.print_job(data)
         finally:
             self.current = None
@@ -120,10 +121,12 @@ class Spooler:
             self._status_changed.clear()
             status = self.printer.status
             job = self.current
-            if job is not None:  # the printer has its bytes: held inside the printer, or printing on
+            if job is not None and job.sent:  # the printer has its bytes: held inside it, or printing on
                 state = "printing" if status.printable else "held"
                 await self.book.transition(job, state, "" if status.printable else held_reason(self.printer))
             for waiting in self.book.waiting(self.printer.name):
+                if waiting is self.current:
+                    continue  # being sent right now: run() decides its state
                 if status.printable and waiting.state == "held":
                     await self.book.transition(waiting, "queued")
                 elif not status.printable:

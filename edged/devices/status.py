@@ -40,7 +40,8 @@ CONFIRM = b"\x1dr\x01"
 
 
 def is_confirmation(byte: int) -> bool:
-    return byte & 0x93 == 0x00
+    # Bits 0-3 report the paper sensors (0x03: roll near its end); 4 and 7 are fixed 0.
+    return byte & 0x90 == 0x00
 
 
 @dataclass(frozen=True)
