@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
-DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc
+DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
 
 .PHONY: demo test run clean
 
@@ -19,10 +19,12 @@ run: $(STAMP)
 	$(VENV)/bin/edged run --simulate --state-dir $(VENV)/state --socket $(VENV)/edged.sock
 
 $(STAMP): pyproject.toml
-	@# evdev compiles a C extension: it needs venv/ensurepip, Python.h and a compiler.
+	@# evdev and xkbcommon compile C extensions: they need venv/ensurepip, Python.h, a compiler
+	@# and libxkbcommon's header; scanners need the keyboard layouts (xkb-data).
 	@if ! $(PYTHON) -c 'import ensurepip, sysconfig, os, shutil, sys; \
 	    sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) \
-	    and shutil.which("cc") else 1)' 2>/dev/null; then \
+	    and shutil.which("cc") and os.path.exists("/usr/include/xkbcommon/xkbcommon.h") \
+	    and os.path.isdir("/usr/share/X11/xkb/symbols") else 1)' 2>/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(DEBIAN_BUILD_DEPS); \
 	  elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q $(DEBIAN_BUILD_DEPS); \
 	  else echo "edged: please install: $(DEBIAN_BUILD_DEPS)" >&2; exit 1; fi; \
