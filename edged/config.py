@@ -19,6 +19,7 @@ from typing import Any
 
 from .devices.codepages import codepage_problem, profile_dots, profile_problem
 from .devices.codepages import columns as profile_columns
+from .devices.scanner.keymap import check_layout
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -138,6 +139,34 @@ class DrawerSettings:
 
 
 @dataclass
+class ScannerSettings:
+    backend: str = field(default="evdev", metadata=_choices("evdev", "serial") | _help(
+        "evdev: a USB keyboard-wedge scanner; serial: RS-232 or USB-serial (CDC) scanner"))
+    device: str = field(default="", metadata=_help(
+        "evdev: /dev/input/by-id/... (stable); serial: /dev/ttyACM0 or a /dev/serial/by-id/ path"))
+    layout: str = field(default="us", metadata=_help("evdev: keyboard layout the scanner is programmed for"))
+    variant: str = field(default="", metadata=_help("evdev: layout variant, e.g. nodeadkeys"))
+    suffix: str = field(default="enter", metadata=_choices("enter", "tab", "none", "cr", "lf", "crlf") | _help(
+        "what ends a scan: enter/tab/none (evdev), cr/lf/crlf (serial)"))
+    timeout: float = field(default=0.05, metadata=_range(0.005, 5) | _help(
+        "seconds without a character that end a scan (evdev)"))
+    baudrate: int = field(default=9600, metadata=_choices(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not self.device:
+            return [("device", f"required for backend {self.backend!r}")]
+        serial_suffix = self.suffix in ("cr", "lf", "crlf")
+        if self.backend == "serial" and not serial_suffix:
+            return [("suffix", "a serial scanner ends scans with cr, lf or crlf")]
+        if self.backend == "evdev":
+            if serial_suffix:
+                return [("suffix", "a keyboard-wedge scanner ends scans with enter, tab or none")]
+            if msg := check_layout(self.layout, self.variant):
+                return [("layout", msg)]
+        return []
+
+
+@dataclass
 class JournalSettings:
     segment_size: int = field(default=16 << 20, metadata=_range(64 << 10, 1 << 30) | _help("bytes before a new segment"))
     min_retention_days: float = field(default=30.0, metadata=_range(0, 3650)
@@ -163,6 +192,7 @@ class Config:
     numbering: dict[str, NumberRange] = field(default_factory=dict)
     printers: dict[str, PrinterSettings] = field(default_factory=dict)
     drawers: dict[str, DrawerSettings] = field(default_factory=dict)
+    scanners: dict[str, ScannerSettings] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, str]]:
         if not _NAME.match(self.till_id):

@@ -18,6 +18,7 @@ from .devices.drawer import Drawer
 from .devices.jobs import JobBook
 from .devices.print_ops import PrintOps
 from .devices.printer import Printer
+from .devices.scanner.device import Scanner
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
@@ -52,10 +53,9 @@ class Daemon:
         self._unhealthy: set[str] = set()
         self.server: Server | None = None
 
-    def publish(self, event: dict) -> None:
-        """Device events for watchers; parts started before the socket call this too."""
-        if self.server is not None:
-            self.server.publish(event)
+    def publish(self, event: dict) -> int:
+        """Device events for watchers (how many got it); parts started before the socket call this too."""
+        return self.server.publish(event) if self.server is not None else 0
 
     def _printer_changed(self, printer: Printer) -> None:
         self.publish({"event": "printer.status", "printer": printer.name, **printer.status.as_dict()})
@@ -139,7 +139,10 @@ class Daemon:
             on_printer.setdefault(drawer.printer.name, drawer)
         printing = PrintService(JobBook(journal, set(printers), self.publish), printers, on_printer)
         await self._start("print", printing)
-        self.till = Till(self.cfg, {**printers, **drawers}, self.simulate, journal)
+        scanners = {name: Scanner(name, s, self.publish) for name, s in self.cfg.scanners.items()}
+        for name, scanner in scanners.items():
+            await self._start(f"scanner-{name}", scanner)
+        self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
         self.till.emulators = emulators
         self.till.printing = printing
         handlers = self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()

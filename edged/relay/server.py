@@ -201,8 +201,8 @@ class Server:
         n = len(self.sessions)
         return f"{n} client{'s' if n != 1 else ''}"
 
-    def publish(self, event: dict[str, Any]) -> None:
-        self.watchers.publish(event)
+    def publish(self, event: dict[str, Any]) -> int:
+        return self.watchers.publish(event)
 
     def info(self) -> dict[str, Any]:
         return {"connections": [s.describe() for s in self.sessions], "max_connections": self.max_connections,

@@ -26,21 +26,25 @@ class Watchers:
         self.published = 0
         self.dropped = 0  # watchers dropped for not reading
 
-    def publish(self, event: dict[str, Any]) -> None:
-        """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic."""
+    def publish(self, event: dict[str, Any]) -> int:
+        """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic; how many got it."""
         topic = event["event"].split(".", 1)[0]
         self.published += 1
         frame = None
+        heard = 0
         for session in list(self.sessions):
             if topic not in session.topics:
                 continue
             frame = frame or framing.encode(event)
-            if not session.outbox.offer(frame):
+            if session.outbox.offer(frame):
+                heard += 1
+            else:
                 self.sessions.discard(session)
                 self.dropped += 1
                 log.warning("client %r (%s) dropped: %d events queued and not read",
                              session.client, session.peer, session.outbox.depth)
                 session.drop()
+        return heard
 
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)

@@ -1,0 +1,92 @@
+"""Scanners as daemon parts: serial over a pty, keyboard-wedge through a pipe-backed InputDevice,
+scans as `scanner.scan` events to watchers, counted when nobody listens, removal and return."""
+from __future__ import annotations
+
+import asyncio
+import os
+import tty
+
+import pytest
+
+from edged import config
+from edged.client import Client
+from edged.daemon import Daemon
+from edged.devices.scanner.device import Scanner
+from inputs import packed, pipe_device, typing
+from printing import until
+
+
+@pytest.mark.parametrize("suffix,end", [("cr", b"\r"), ("lf", b"\n"), ("crlf", b"\r\n")])
+def test_serial_scanner_over_a_pty(short_dir, suffix, end):
+    async def scenario():
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        cfg = config.from_dict({"daemon": {"socket": str(short_dir / "s.sock"), "state_dir": str(short_dir / "st")},
+                                "scanners": {"door": {"backend": "serial", "device": os.ttyname(slave),
+                                                      "suffix": suffix}}})
+        try:
+            async with Daemon(cfg).parts():
+                async with await Client.connect(cfg.daemon.socket, "pos") as c:
+                    await c.request("watch", topics=["scanner"])
+                    os.write(master, b"]E04006381333931" + end + b"]E04006381333932" + end
+                             + b"]C1010950600013435217211231\x1d10AB123" + end + "]Q1Grüße €".encode() + end)
+                    got = [await c.next_event(5) for _ in range(4)]
+                    assert [(e["code"], e["symbology"], e["valid"]) for e in got] == [
+                        ("4006381333931", "]E0", True), ("4006381333932", "]E0", False),
+                        ("010950600013435217211231\x1d10AB123", "]C1", True), ("Grüße €", "]Q1", True)]
+                    assert got[2]["gs1"] == {"01": "09506000134352", "17": "211231", "10": "AB123"}
+                    assert all(e["event"] == "scanner.scan" and e["device"] == "door" for e in got)
+                    status = await c.request("status")
+                    assert status["devices"]["door"]["scans"] == 4 and status["devices"]["door"]["invalid"] == 1
+        finally:
+            os.close(master)
+            os.close(slave)
+    asyncio.run(scenario())
+
+
+def test_wedge_scanner_unheard_scans_removal_and_return():
+    async def scenario():
+        events: list[dict] = []
+        listeners = [0]
+
+        def publish(event: dict) -> int:
+            events.append(event)
+            return listeners[0]
+
+        pipes = []
+
+        def opener(path: str):
+            if not pipes:
+                raise FileNotFoundError(2, "No such file or directory", path)
+            return pipes.pop()
+
+        settings = config.ScannerSettings(device="/dev/input/by-id/usb-fake-event-kbd", layout="de")
+        scanner = Scanner("front", settings, publish, opener)
+        await scanner.start()
+        try:
+            assert scanner.state == "offline" and "No such file" in scanner.detail
+            dev, w = pipe_device()
+            pipes.append(dev)
+            assert scanner.open()
+            os.write(w, packed(typing("Zy-#/@ ß", "de")))
+            await until(lambda: any(e["event"] == "scanner.scan" for e in events), what="scan")
+            scan = [e for e in events if e["event"] == "scanner.scan"][0]
+            assert scan["code"] == "Zy-#/@ ß" and scan["ended"] == "suffix"
+            assert scanner.unheard == 1  # nobody was watching: counted
+            listeners[0] = 1
+            os.write(w, packed(typing("4006381333931", "de", suffix=None)))  # no suffix: the timeout ends it
+            await until(lambda: scanner.scans == 2, what="timeout scan")
+            assert events[-1]["code"] == "4006381333931" and events[-1]["ended"] == "timeout"
+            assert scanner.unheard == 1
+            os.close(w)  # unplugged
+            await until(lambda: scanner.state == "offline", what="offline")
+            assert [e["state"] for e in events if e["event"] == "scanner.state"] == ["online", "offline"]
+            dev2, w2 = pipe_device()
+            pipes.append(dev2)  # plugged in again: re-opened by itself
+            await until(lambda: scanner.state == "online", timeout=5, what="online again")
+            os.write(w2, packed(typing("42", "de")))
+            await until(lambda: scanner.scans == 3, what="scan after return")
+            os.close(w2)
+        finally:
+            await scanner.stop()
+    asyncio.run(scenario())
