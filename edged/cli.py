@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
+    scan = sub.add_parser("scan", help="barcode scanners: feed the simulated one")
+    scsub = scan.add_subparsers(dest="scan_command", metavar="SCOMMAND", required=True)
+    send = scsub.add_parser("send", help="let the simulated scanner of `edged run --simulate` scan CODE",
+                            description="The simulated till's scanner scans CODE (prefix an AIM id such as "
+                                        "]E0 to say which symbology it was), e.g. `edged scan send ]E04006381333931`.")
+    send.add_argument("code", metavar="CODE")
+    _socket_arg(send)
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
@@ -317,4 +324,5 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "print": lambda args: cli_print.cmd_print(args, _connected),
              "reprint": lambda args: cli_print.cmd_reprint(args, _connected),
              "jobs": lambda args: cli_print.cmd_jobs(args, _call),
-             "drawer": lambda args: cli_print.cmd_drawer(args, _call)}
+             "drawer": lambda args: cli_print.cmd_drawer(args, _call),
+             "scan": lambda args: print(f"scanned {_call(args, 'sim', scan=args.code)['scanned']!r}") or 0}

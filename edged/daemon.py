@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 from typing import AsyncIterator, Protocol
 
-from .config import Config, DrawerSettings, PrinterSettings
+from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
 from .devices.drawer import Drawer
 from .devices.jobs import JobBook
 from .devices.print_ops import PrintOps
@@ -28,6 +28,7 @@ from .relay.access import Access
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
+from .sim.scanner import SimScanner
 from .systemd import Notifier
 from .till import Till
 
@@ -112,6 +113,7 @@ class Daemon:
         await self._start("journal", journal)
         printers_cfg = dict(self.cfg.printers)
         emulators: dict[str, PrinterEmulator] = {}
+        sim_scanner: SimScanner | None = None
         if self.simulate:
             # Every configured printer (or one called "receipt") is replaced by an emulator,
             # so a site's own config can be tried out without its hardware.
@@ -139,11 +141,17 @@ class Daemon:
             on_printer.setdefault(drawer.printer.name, drawer)
         printing = PrintService(JobBook(journal, set(printers), self.publish), printers, on_printer)
         await self._start("print", printing)
-        scanners = {name: Scanner(name, s, self.publish) for name, s in self.cfg.scanners.items()}
+        scanners_cfg = dict(self.cfg.scanners)
+        if self.simulate and not scanners_cfg:
+            sim_scanner = SimScanner()  # fed by `edged scan send CODE`
+            await self._start("sim-scanner", sim_scanner)
+            scanners_cfg["scanner"] = ScannerSettings(backend="serial", device=sim_scanner.path, suffix="cr")
+        scanners = {name: Scanner(name, s, self.publish) for name, s in scanners_cfg.items()}
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)
         self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
         self.till.emulators = emulators
+        self.till.sim_scanner = sim_scanner
         self.till.printing = printing
         handlers = self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
         d = self.cfg.daemon

@@ -46,12 +46,12 @@ def run_demo() -> int:
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
             asyncio.run(_client_steps(str(sock_path), tmpdir / "state" / "sim" / "receipt"))
-            _step(11, "a technician checks the journal files")
+            _step(12, "a technician checks the journal files")
             print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
             subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
                             str(tmpdir / "state")])
         finally:
-            _step(12, "stop it the way systemd does (SIGTERM)")
+            _step(13, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(15)
@@ -84,13 +84,14 @@ async def _client_steps(path: str, paper: Path) -> None:
             print(f"  event: {await watcher.next_event(5)}")
         print(format_status(await client.request("status")), end="")
         await _print_steps(client, path, paper)
-        _step(8, "the POS app appends a sale; edged answers after fdatasync, with the next receipt number")
+        await _scan_step(path)
+        _step(9, "the POS app appends a sale; edged answers after fdatasync, with the next receipt number")
         sale = {"kind": "sale", "body": {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]]},
                 "tx_id": "pos-7f3a-0001", "number": "receipt"}
         print(f"  append -> {await client.request('append', records=[sale])}")
         print(f"  the same tx_id again (a retry after a lost answer) -> {await client.request('append', records=[sale])}")
     async with await Client.connect(path, client="demo-sync") as sync:
-        _step(9, "the sync layer subscribes from its last ack, receives records, acks them")
+        _step(10, "the sync layer subscribes from its last ack, receives records, acks them")
         print(f"  subscribe -> {await sync.request('subscribe', consumer='head-office', window=100, **{'from': 'acked'})}")
         last = await sync.request("consumers")
         while True:
@@ -99,7 +100,7 @@ async def _client_steps(path: str, paper: Path) -> None:
             if ev["seq"] == last["last_seq"]:
                 break
         print(f"  ack -> {await sync.request('ack', consumer='head-office', seq=ev['seq'])}")
-        _step(10, "status now shows the journal, the consumer and who is connected")
+        _step(11, "status now shows the journal, the consumer and who is connected")
         status = await sync.request("status")
         print(f"  journal {status['journal']}\n  consumers {status['consumers']}, lag {status['consumer_lag']}")
         print(format_status(status).split("\n\n")[-1], end="")
@@ -153,3 +154,14 @@ async def _drawer_event(watcher: Client) -> dict:
         ev = await watcher.next_event(10)
         if ev["event"].startswith("drawer."):
             return ev
+
+
+async def _scan_step(path: str) -> None:
+    _step(8, "the cashier scans two items; the POS app hears them (`edged scan send CODE` feeds the "
+             "simulated scanner)")
+    async with await Client.connect(path, client="demo-pos") as pos:
+        await pos.request("watch", topics=["scanner"])
+        for code in ("]E04006381333931", "]C1010950600013435217211231\x1d10AB123"):
+            await pos.request("sim", scan=code)
+            ev = await pos.next_event(10)
+            print(f"  scanner.scan: code {ev['code']!r} symbology {ev['symbology']} gs1 {ev['gs1']} valid {ev['valid']}")

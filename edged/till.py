@@ -19,6 +19,7 @@ from .relay import protocol as p
 if TYPE_CHECKING:
     from .relay.server import Server, Session
     from .sim.printer import PrinterEmulator
+    from .sim.scanner import SimScanner
 
 
 class Till:
@@ -33,6 +34,7 @@ class Till:
         self.started = time.time()
         self.server: Server | None = None  # set by the daemon once the socket exists
         self.emulators: dict[str, PrinterEmulator] = {}
+        self.sim_scanner: SimScanner | None = None
 
     def handlers(self) -> dict[str, Any]:
         ops = {"status": self.op_status}
@@ -80,7 +82,16 @@ class Till:
         return ("simulated till; " if self.simulated else "") + "; ".join(parts)
 
     async def op_sim(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        """Simulation only: change the simulated printer's state, then re-read its status."""
+        """Simulation only: change the simulated printer's state, then re-read its status;
+        or (`scan`) let the simulated scanner scan a code."""
+        code = p.param(params, "scan", str, required=False)
+        if code is not None:
+            if self.sim_scanner is None:
+                raise p.RequestError(p.NOT_FOUND, "no simulated scanner (scanners are configured)")
+            if not code or "\r" in code or len(code) > 1024:
+                raise p.RequestError(p.BAD_REQUEST, "'scan' must be 1 to 1024 characters without CR")
+            self.sim_scanner.send(code)
+            return {"scanned": code}
         name = p.param(params, "printer", str, required=False) or next(iter(self.emulators), "")
         emulator = self.emulators.get(name)
         if emulator is None:

@@ -50,7 +50,7 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
         changed = cli("sim", "set", "cover_open=on", "--socket", sock)
         assert "edged reads it as error offline, cover_open" in changed.stdout
         notify.collect("STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open)", timeout=5)
-        assert "STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open); drawer drawer: closed; 0 clients" \
+        assert "STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open); drawer drawer: closed; scanner scanner: online; 0 clients" \
             in notify.messages
 
         proc.send_signal(signal.SIGTERM)
@@ -160,6 +160,7 @@ def test_demo_runs_end_to_end():
     assert "'state': 'done'" in out and "| Smørrebrød (æ ø å)                  3,20 €" in out
     assert "the same job_id again (a retry) -> state done, duplicate True" in out
     assert "'event': 'drawer.state', 'drawer': 'drawer', 'open': True" in out
+    assert "scanner.scan: code '4006381333931' symbology ]E0 gs1 None valid True" in out
 
 
 def test_edged_events_prints_device_events_as_they_happen(short_dir):

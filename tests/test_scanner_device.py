@@ -90,3 +90,22 @@ def test_wedge_scanner_unheard_scans_removal_and_return():
         finally:
             await scanner.stop()
     asyncio.run(scenario())
+
+
+def test_simulated_scanner_fed_from_the_cli(short_dir):
+    import sys
+
+    async def scenario():
+        cfg = config.from_dict({"daemon": {"socket": str(short_dir / "s.sock"), "state_dir": str(short_dir / "st")}})
+        async with Daemon(cfg, simulate=True).parts():
+            async with await Client.connect(cfg.daemon.socket, "pos") as c:
+                await c.request("watch", topics=["scanner"])
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edged", "scan", "send", "]E04006381333932",
+                    env=dict(os.environ, EDGED_SOCKET=cfg.daemon.socket), stdout=asyncio.subprocess.PIPE)
+                out, _ = await proc.communicate()
+                assert proc.returncode == 0 and out.decode().strip() == "scanned ']E04006381333932'"
+                ev = await c.next_event(5)
+                assert (ev["device"], ev["code"], ev["valid"]) == ("scanner", "4006381333932", False)
+                assert "check digit" in ev["error"]
+    asyncio.run(scenario())

@@ -119,7 +119,8 @@ class Scanner:
 
     def _set(self, state: str, detail: str) -> None:
         if state != self.state:
-            log.log(logging.INFO if state == "online" else logging.WARNING, "scanner %s: %s%s", self.name, state,
+            log.log(logging.INFO if state == "online" or detail == "stopped" else logging.WARNING,
+                    "scanner %s: %s%s", self.name, state,
                     f" ({detail})" if detail else "")
             self.state, self.since = state, time.time()
             self.publish({"event": "scanner.state", "device": self.name, "state": state, "detail": detail})
