@@ -108,4 +108,15 @@ def test_simulated_scanner_fed_from_the_cli(short_dir):
                 ev = await c.next_event(5)
                 assert (ev["device"], ev["code"], ev["valid"]) == ("scanner", "4006381333932", False)
                 assert "check digit" in ev["error"]
+                listen = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "edged", "scan", "listen",
+                    env=dict(os.environ, EDGED_SOCKET=cfg.daemon.socket), stdout=asyncio.subprocess.PIPE)
+                try:
+                    assert b"scan something" in await asyncio.wait_for(listen.stdout.readline(), 10)
+                    await c.request("sim", scan="]C1010950600013435217211231")
+                    line = (await asyncio.wait_for(listen.stdout.readline(), 10)).decode()
+                    assert line.startswith("scanner: '010950600013435217211231'  symbology ]C1  gs1 {'01'")
+                finally:
+                    listen.kill()
+                    await listen.wait()
     asyncio.run(scenario())
