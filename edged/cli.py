@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(beside the same daemon's append round trip).")
     bp.add_argument("--samples", type=int, default=300, help="renders and print jobs measured (default 300)")
     bp.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
+    bs = bsub.add_parser("scan", help="latency from a scanner's last key event to the scan event at a client",
+                         description="Feeds a keyboard-wedge scanner (a pipe of packed input events) and "
+                                     "measures from its last key event to the scanner.scan event at a socket "
+                                     "client, beside a status round trip on the same socket.")
+    bs.add_argument("--samples", type=int, default=500, help="scans measured (default 500)")
+    bs.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
     return parser
 
 
@@ -318,6 +324,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run
 
+    if args.bench_command == "scan":
+        from . import bench_scan
+
+        return bench_scan.run(args.samples, args.dir)
     if args.bench_command == "print":
         from . import bench_print
 

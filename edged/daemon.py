@@ -11,7 +11,7 @@ import itertools
 import logging
 import signal
 from pathlib import Path
-from typing import AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
 from .devices.drawer import Drawer
@@ -44,8 +44,12 @@ class Part(Protocol):
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, simulate: bool = False, notifier: Notifier | None = None) -> None:
+    def __init__(self, cfg: Config, *, simulate: bool = False, notifier: Notifier | None = None,
+                 input_opener: Callable[[str], Any] | None = None) -> None:
         self.cfg = cfg
+        # How keyboard-wedge scanners' device paths are opened: evdev + grab unless given
+        # (the scan benchmark hands in pipe-backed devices).
+        self.input_opener = input_opener
         self.simulate = simulate
         self.notifier = notifier or Notifier()
         self.state_dir = Path(cfg.daemon.state_dir)
@@ -146,7 +150,8 @@ class Daemon:
             sim_scanner = SimScanner()  # fed by `edged scan send CODE`
             await self._start("sim-scanner", sim_scanner)
             scanners_cfg["scanner"] = ScannerSettings(backend="serial", device=sim_scanner.path, suffix="cr")
-        scanners = {name: Scanner(name, s, self.publish) for name, s in scanners_cfg.items()}
+        scanners = {name: Scanner(name, s, self.publish, self.input_opener if s.backend == "evdev" else None)
+                    for name, s in scanners_cfg.items()}
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)
         self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
