@@ -11,46 +11,33 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import struct
 import tempfile
 import time
 
-import evdev
 from evdev import ecodes
 
 from . import config
 from .bench import pct
 from .client import Client
 from .daemon import Daemon
-
-_EVENT = struct.Struct("llHHi")
+from .sim.wedge import packed, pipe_device
 DIGITS = {str(d): getattr(ecodes, f"KEY_{d}") for d in range(10)}
 
 
 def _keys(code: str) -> tuple[bytes, bytes]:
     """The scan's key events, and its last one (Enter) apart, as the kernel packs them."""
-    def ev(code: int, value: int) -> bytes:
-        now = time.time()
-        sec = int(now)
-        return (_EVENT.pack(sec, int((now - sec) * 1e6), ecodes.EV_KEY, code, value)
-                + _EVENT.pack(sec, int((now - sec) * 1e6), ecodes.EV_SYN, 0, 0))
-    body = b"".join(ev(DIGITS[c], 1) + ev(DIGITS[c], 0) for c in code)
-    return body, ev(ecodes.KEY_ENTER, 1) + ev(ecodes.KEY_ENTER, 0)
+    now = time.time()
+    body = packed([(now, ecodes.EV_KEY, DIGITS[c], v) for c in code for v in (1, 0)])
+    return body, packed([(now, ecodes.EV_KEY, ecodes.KEY_ENTER, v) for v in (1, 0)])
 
 
 async def measure(base: str, samples: int) -> tuple[list[float], list[float]]:
-    r, w = os.pipe()
-    os.set_blocking(r, False)
-
-    def opener(path: str) -> evdev.InputDevice:
-        dev = object.__new__(evdev.InputDevice)  # no ioctls on a pipe: see tests/inputs.py
-        dev.fd, dev.path, dev.name = r, path, "bench scanner"
-        return dev
+    dev, w = pipe_device("bench scanner")
 
     cfg = config.from_dict({"daemon": {"socket": os.path.join(base, "s.sock"), "state_dir": os.path.join(base, "st")},
                             "scanners": {"bench": {"device": "pipe:bench"}}})
     scan_lat, rtt = [], []
-    async with Daemon(cfg, input_opener=opener).parts():
+    async with Daemon(cfg, input_opener=lambda path: dev).parts():
         async with await Client.connect(cfg.daemon.socket, "bench-scan") as client:
             await client.request("watch", topics=["scanner"])
             for i in range(samples):

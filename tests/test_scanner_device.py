@@ -12,7 +12,8 @@ from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
 from edged.devices.scanner.device import Scanner
-from inputs import packed, pipe_device, typing
+from edged.sim.wedge import packed, pipe_device
+from inputs import typing
 from printing import until
 
 

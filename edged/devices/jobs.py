@@ -43,6 +43,13 @@ class Job:
     reason: str = ""  # held: why; failed/unknown/expired: what happened
     sent: bool = False  # the printer has the bytes: never sent again by edged itself
     updated: float = 0.0
+    data: bytes | None = None  # rendered when accepted, so the spooler does not render it again
+
+    def apply(self, body: dict[str, Any], ts_us: int) -> None:
+        """A `print.state` record's change (replayed at startup or read back later)."""
+        self.state, self.reason = body.get("state", self.state), body.get("reason", "")
+        self.sent = bool(body.get("sent", self.sent))
+        self.updated = ts_us / 1e6
 
     @property
     def waiting(self) -> bool:
@@ -102,9 +109,7 @@ class JobBook:
             return
         job = self.jobs.get(body["job_id"])
         if job is not None:
-            job.state, job.reason = body.get("state", job.state), body.get("reason", "")
-            job.sent = bool(body.get("sent", job.sent))
-            job.updated = ts_us / 1e6
+            job.apply(body, ts_us)
 
     async def lookup(self, job_id: str) -> Job | None:
         """A job of this run, or an older one read back from the journal."""
@@ -119,8 +124,7 @@ class JobBook:
             if rec.kind == "print.job":
                 found = job_from_record(rec.seq, rec.ts, rec.body)
             elif found is not None:
-                found.state, found.reason = rec.body.get("state", found.state), rec.body.get("reason", "")
-                found.updated = rec.ts / 1e6
+                found.apply(rec.body, rec.ts)
         return found
 
     # --- changes ---

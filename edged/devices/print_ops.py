@@ -32,9 +32,9 @@ def _name(params: dict[str, Any], key: str, known: dict[str, Any], what: str) ->
     return name
 
 
-def _job_id(params: dict[str, Any], key: str = "job_id", required: bool = True) -> str | None:
-    job_id = p.param(params, key, str, required=required)
-    if job_id is not None and not 0 < len(job_id) <= _ID_MAX:
+def _job_id(params: dict[str, Any], key: str = "job_id") -> str:
+    job_id = p.param(params, key, str)
+    if not 0 < len(job_id) <= _ID_MAX:
         raise p.RequestError(p.BAD_REQUEST, f"{key!r} must be 1 to {_ID_MAX} characters")
     return job_id
 
@@ -52,10 +52,16 @@ class PrintOps:
     def _answer(self, job: Job, duplicate: bool) -> dict[str, Any]:
         return {**job.public(), "duplicate": duplicate}
 
+    async def _existing(self, params: dict[str, Any]) -> Job:
+        job_id = _job_id(params)
+        job = await self.book.lookup(job_id)
+        if job is None:
+            raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
+        return job
+
     async def op_print(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         printer = _name(params, "printer", self.service.printers, "printer")
         job_id = _job_id(params)
-        assert job_id is not None
         if ("document" in params) == ("raw" in params):
             raise p.RequestError(p.BAD_REQUEST, "send either 'document' (a map) or 'raw' (bytes)")
         known = self.book.jobs.get(job_id)
@@ -76,17 +82,12 @@ class PrintOps:
                 if not session.server.access.permits(session.peer, "drawer_open"):
                     raise p.RequestError(p.NOT_PERMITTED, "'open_drawer' needs a privileged user or group "
                                                           "(daemon.privileged_users / privileged_groups)")
-            spooler.render(job)  # what python-escpos refuses is refused now, not at print time
+            job.data = spooler.render(job)  # what python-escpos refuses is refused now, not at print time
         job, duplicate = await self.book.add(job)
         return self._answer(job, duplicate)
 
     async def op_job(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        job_id = _job_id(params)
-        assert job_id is not None
-        job = await self.book.lookup(job_id)
-        if job is None:
-            raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
-        return job.public()
+        return (await self._existing(params)).public()
 
     async def op_jobs(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         printer = p.param(params, "printer", str, required=False)
@@ -96,18 +97,15 @@ class PrintOps:
         return {"jobs": [j.public() for j in self.book.recent(printer, limit)], "counts": self.service.info()}
 
     async def op_reprint(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        job_id = _job_id(params)
-        assert job_id is not None
-        original = await self.book.lookup(job_id)
-        if original is None:
-            raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
+        original = await self._existing(params)
+        job_id = original.job_id
         if original.state not in ("done", "unknown"):
             raise p.RequestError(p.BAD_REQUEST, f"job {job_id!r} is {original.state}; only done or unknown "
                                                 "jobs are reprinted")
         if original.printer not in self.service.printers:
             raise p.RequestError(p.NOT_FOUND, f"job {job_id!r} was for printer {original.printer!r}, "
                                               "which is not configured any more")
-        copy_id = _job_id(params, "copy_job_id", required=False) or await self._next_copy_id(job_id)
+        copy_id = _job_id(params, "copy_job_id") if "copy_job_id" in params else await self._next_copy_id(job_id)
         if original.document is not None:  # a copy never opens the drawer again
             doc = {k: v for k, v in original.document.items() if k != "open_drawer"}
         else:

@@ -46,6 +46,8 @@ class Spooler:
         self._wake.set()
 
     def render(self, job: Job) -> bytes:
+        if job.data is not None:
+            return job.data
         s = self.printer.settings
         if job.raw is not None:
             if job.copy_of:
@@ -78,6 +80,7 @@ class Spooler:
     async def _print(self, job: Job) -> None:
         try:
             data = self.render(job)
+            job.data = None  # bytes not kept for a day of finished jobs
         except RequestError as e:  # e.g. the printer's profile changed since the job was accepted
             await self.book.transition(job, "failed", e.message)
             return

@@ -98,8 +98,7 @@ class Scanner:
         s = self.settings
         self._asm = Assembler(s.layout, s.variant, s.suffix, s.timeout) if s.backend == "evdev" else None
         self._buf.clear()
-        asyncio.get_running_loop().add_reader(self._dev.fd if s.backend == "evdev" else self._dev.fileno(),
-                                              self._readable)
+        asyncio.get_running_loop().add_reader(self._fd(), self._readable)
         self._set("online", "")
         return True
 
@@ -108,14 +107,16 @@ class Scanner:
             self._idle.cancel()
         if self._dev is None:
             return
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._dev.fd if self.settings.backend == "evdev" else self._dev.fileno())
+        asyncio.get_running_loop().remove_reader(self._fd())
         try:
             self._dev.close()
         except OSError:
             pass
         self._dev = None
         self._set("offline", why)
+
+    def _fd(self) -> int:
+        return self._dev.fd if self.settings.backend == "evdev" else self._dev.fileno()
 
     def _set(self, state: str, detail: str) -> None:
         if state != self.state:
