@@ -24,6 +24,7 @@ from .devices.scanner.keymap import check_layout
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # no '.': it would split the key path
+_USB_ID = re.compile(r"^[0-9a-fA-F]{4}$")
 _SOCKET_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -144,6 +145,13 @@ class ScannerSettings:
         "evdev: a USB keyboard-wedge scanner; serial: RS-232 or USB-serial (CDC) scanner"))
     device: str = field(default="", metadata=_help(
         "evdev: /dev/input/by-id/... (stable); serial: /dev/ttyACM0 or a /dev/serial/by-id/ path"))
+    vendor: str = field(default="", metadata=_help(
+        "evdev, instead of device: USB vendor id, 4 hex digits (ID_VENDOR_ID in `udevadm info`)"))
+    product: str = field(default="", metadata=_help("evdev, with vendor: USB product id (ID_MODEL_ID)"))
+    serial: str = field(default="", metadata=_help(
+        "evdev, with vendor: serial number (ID_SERIAL_SHORT); required when two scanners share vendor:product"))
+    keep_unheard: int = field(default=0, metadata=_range(0, 100) | _help(
+        "scans kept while no client watches `scanner`, handed to the next that does (0: none)"))
     layout: str = field(default="us", metadata=_help("evdev: keyboard layout the scanner is programmed for"))
     variant: str = field(default="", metadata=_help("evdev: layout variant, e.g. nodeadkeys"))
     suffix: str = field(default="enter", metadata=_choices("enter", "tab", "none", "cr", "lf", "crlf") | _help(
@@ -153,8 +161,19 @@ class ScannerSettings:
     baudrate: int = field(default=9600, metadata=_choices(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200))
 
     def problems(self) -> list[tuple[str, str]]:
+        by_ids = self.vendor or self.product or self.serial
+        if self.backend == "evdev" and by_ids:
+            if self.device:
+                return [("device", "give either device or vendor/product/serial, not both")]
+            for key in ("vendor", "product"):
+                if not _USB_ID.match(getattr(self, key)):
+                    return [(key, f"4 hex digits, e.g. 05e0 (got {getattr(self, key)!r})")]
+            return []
+        if by_ids:
+            return [("vendor", "vendor/product/serial identify keyboard-wedge (evdev) scanners only")]
         if not self.device:
-            return [("device", f"required for backend {self.backend!r}")]
+            return [("device", f"required for backend {self.backend!r}"
+                               + (" (or vendor and product)" if self.backend == "evdev" else ""))]
         serial_suffix = self.suffix in ("cr", "lf", "crlf")
         if self.backend == "serial" and not serial_suffix:
             return [("suffix", "a serial scanner ends scans with cr, lf or crlf")]
@@ -202,6 +221,24 @@ class Config:
                 return [(f"drawers.{name}.printer", f"name its printer ({', '.join(self.printers) or 'none configured'})")]
             if drawer.printer and drawer.printer not in self.printers:
                 return [(f"drawers.{name}.printer", f"no printer {drawer.printer!r} in [printers]")]
+        return self._shared_scanner_ids()
+
+    def _shared_scanner_ids(self) -> list[tuple[str, str]]:
+        """Two scanners of one model are told apart by serial number, never by vendor:product."""
+        seen: dict[tuple[str, str], str] = {}
+        for name, s in self.scanners.items():
+            if not s.vendor:
+                continue
+            key = (s.vendor.lower(), s.product.lower())
+            if key in seen:
+                other = self.scanners[seen[key]]
+                if not s.serial or not other.serial:
+                    lacking = name if not s.serial else seen[key]
+                    return [(f"scanners.{lacking}.serial", f"scanners {seen[key]} and {name} are both "
+                             f"{key[0]}:{key[1]}; give each its serial (ID_SERIAL_SHORT)")]
+                if s.serial == other.serial:
+                    return [(f"scanners.{name}.serial", f"same as scanners.{seen[key]}.serial")]
+            seen[key] = name
         return []
 
 

@@ -19,6 +19,7 @@ from .devices.jobs import JobBook
 from .devices.print_ops import PrintOps
 from .devices.printer import Printer
 from .devices.scanner.device import Scanner
+from .devices.scanner.hotplug import Hotplug
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
@@ -154,6 +155,9 @@ class Daemon:
                     for name, s in scanners_cfg.items()}
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)
+        wedges = [s for s in scanners.values() if s.settings.backend == "evdev"]
+        if wedges:
+            await self._start("hotplug", Hotplug(wedges))
         self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
         self.till.emulators = emulators
         self.till.sim_scanner = sim_scanner
@@ -165,6 +169,8 @@ class Daemon:
                         client_timeout=d.client_timeout, group=d.socket_group,
                         access=Access(d.privileged_users, d.privileged_groups))
         self.till.server = self.server = server
+        server.watchers.backlogs["scanner"] = lambda: sorted(
+            (e for s in scanners.values() for e in s.take_kept()), key=lambda e: e["at"])
         await self._start("socket", server)
 
     async def _stop_all(self) -> None:

@@ -7,7 +7,7 @@ in `status`), so a client that stops reading cannot slow anybody down.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import framing
 from . import protocol as p
@@ -25,6 +25,9 @@ class Watchers:
         self.sessions: set[Session] = set()
         self.published = 0
         self.dropped = 0  # watchers dropped for not reading
+        # Per topic, events held while nobody watched (scans kept by `keep_unheard`): handed,
+        # once, to the first session that starts watching the topic, right after its answer.
+        self.backlogs: dict[str, Callable[[], list[dict[str, Any]]]] = {}
 
     def publish(self, event: dict[str, Any]) -> int:
         """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic; how many got it."""
@@ -46,6 +49,10 @@ class Watchers:
                 session.drop()
         return heard
 
+    def _hand_over(self, session: Session, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            session.outbox.offer(framing.encode(event))
+
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)
 
@@ -55,6 +62,9 @@ class Watchers:
             if topic not in TOPICS:
                 raise p.RequestError(p.BAD_REQUEST, f"topics[{i}]: unknown topic {topic!r}; "
                                                     f"known: {', '.join(TOPICS)}")
+        for topic in set(topics) - session.topics:
+            if topic in self.backlogs:
+                session.after_response.append(lambda take=self.backlogs[topic]: self._hand_over(session, take()))
         session.topics = set(topics)
         if topics:
             self.sessions.add(session)

@@ -9,7 +9,9 @@ is a removal, not a crash.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import os
 import time
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ from evdev import ecodes
 from ...config import ScannerSettings
 from .assemble import Assembler
 from .decode import decode
+from .identity import Identity
 
 log = logging.getLogger("edged.scanner")
 SERIAL_SUFFIX = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
@@ -47,6 +50,11 @@ class Scanner:
         self.settings = settings
         self.publish = publish  # returns how many watchers heard it
         self.opener = opener or (open_evdev if settings.backend == "evdev" else self._open_serial)
+        self.identity = Identity(settings.device, settings.vendor, settings.product, settings.serial)
+        self.node = ""  # the device node open now (what a udev `remove` names)
+        self.kept: collections.deque[dict] = collections.deque(maxlen=settings.keep_unheard or 1)
+        self.last_keys: list[tuple[int, int, float]] = []  # the last scan's key events, for `scan_layouts`
+        self._keys: list[tuple[int, int, float]] = []
         self.state, self.detail, self.since = "offline", "not opened yet", time.time()
         self.scans = self.unheard = self.invalid = 0
         self._dev: Any = None
@@ -81,20 +89,25 @@ class Scanner:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "backend": self.settings.backend, "state": "ok" if self.state == "online" else "error",
                 "reasons": [] if self.state == "online" else ["offline"], "since": self.since, "detail": self.detail,
-                "device": self.settings.device, "scans": self.scans, "unheard": self.unheard, "invalid": self.invalid}
+                "device": str(self.identity), "node": self.node, "scans": self.scans, "unheard": self.unheard,
+                "invalid": self.invalid, "kept": len(self.kept) if self.settings.keep_unheard else 0}
 
     def summary(self) -> str:
         return f"scanner {self.name}: {self.state}"
 
-    def open(self) -> bool:
-        """Open the device (also on hot-plug); False, with the reason in `detail`, if it is not there."""
+    def open(self, node: str | None = None) -> bool:
+        """Open the device (`node` when hot-plug found it); False, with the reason in `detail`, if it
+        is not there."""
         if self._dev is not None:
             return True
         try:
-            self._dev = self.opener(self.settings.device)
+            path = node or self.identity.resolve()
+            self._dev = self.opener(path)
         except (OSError, serial.SerialException) as e:
-            self._set("offline", str(e))
+            self._set("offline", e.strerror if isinstance(e, OSError) and e.strerror else str(e))
             return False
+        self.node = os.path.realpath(path)
+        self._keys.clear()
         s = self.settings
         self._asm = Assembler(s.layout, s.variant, s.suffix, s.timeout) if s.backend == "evdev" else None
         self._buf.clear()
@@ -113,6 +126,7 @@ class Scanner:
         except OSError:
             pass
         self._dev = None
+        self.node = ""
         self._set("offline", why)
 
     def _fd(self) -> int:
@@ -149,6 +163,7 @@ class Scanner:
             if ev.type == ecodes.EV_KEY:
                 for text, ended in self._asm.key(ev.code, ev.value, ev.timestamp()):
                     self._scan(text, ended)
+                self._keys.append((ev.code, ev.value, ev.timestamp()))
         if self._asm.pending:  # no suffix yet: the timeout may end it
             if self._idle:
                 self._idle.cancel()
@@ -183,7 +198,17 @@ class Scanner:
         fields = decode(text)
         self.scans += 1
         self.invalid += not fields["valid"]
-        heard = self.publish({"event": "scanner.scan", "device": self.name, **fields, "ended": ended})
-        if not heard:
+        if self._keys:  # the key events up to the one that ended this scan
+            self.last_keys, self._keys = self._keys, []
+        event = {"event": "scanner.scan", "device": self.name, **fields, "ended": ended}
+        if not self.publish(event):
             self.unheard += 1
             log.info("scanner %s: scan with nobody watching: %r", self.name, fields["code"])
+            if self.settings.keep_unheard:
+                self.kept.append({**event, "kept": True, "at": time.time()})
+
+    def take_kept(self) -> list[dict]:
+        """Scans kept while nobody watched, oldest first; handed over once."""
+        kept = list(self.kept)
+        self.kept.clear()
+        return kept
