@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from . import __version__, cli_journal, cli_print, config
+from . import __version__, cli_journal, cli_print, cli_scan, config
 
 EXIT_USAGE = 2
 
@@ -92,19 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
-    scan = sub.add_parser("scan", help="barcode scanners: feed the simulated one")
-    scsub = scan.add_subparsers(dest="scan_command", metavar="SCOMMAND", required=True)
-    send = scsub.add_parser("send", help="let the simulated scanner of `edged run --simulate` scan CODE",
-                            description="The simulated till's scanner scans CODE (prefix an AIM id such as "
-                                        "]E0 to say which symbology it was), e.g. `edged scan send ]E04006381333931`.")
-    send.add_argument("code", metavar="CODE")
-    _socket_arg(send)
-    listen = scsub.add_parser("listen", help="print every scan as edged decodes it (an echo test for technicians)",
-                              description="Scan something: each scan is printed with the scanner's name, the "
-                                          "code, its symbology (AIM id), GS1 fields and whether its check digit "
-                                          "is right. Wrong letters or symbols mean the scanner's layout setting "
-                                          "does not match how it is programmed. Ctrl+C stops.")
-    _socket_arg(listen)
+    cli_scan.add_parsers(sub, _socket_arg)
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
@@ -241,26 +229,6 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 
-def cmd_scan(args: argparse.Namespace) -> int:
-    if args.scan_command == "send":
-        print(f"scanned {_call(args, 'sim', scan=args.code)['scanned']!r}")
-        return 0
-    with _connected(args, timeout=None) as client:
-        client.request("watch", topics=["scanner"])
-        print("scan something (Ctrl+C stops)", flush=True)
-        try:
-            for ev in client.iter_events():
-                if ev["event"] == "scanner.state":
-                    print(f"{ev['device']}: {ev['state']} {ev.get('detail', '')}".rstrip(), flush=True)
-                    continue
-                extra = f"  gs1 {ev['gs1']}" if ev.get("gs1") else ""
-                check = "" if ev["valid"] else f"  INVALID: {ev.get('error')}"
-                print(f"{ev['device']}: {ev['code']!r}  symbology {ev['symbology'] or '-'}{extra}{check}", flush=True)
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     result = _call(args, "status")
     if args.json:
@@ -361,4 +329,4 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "reprint": lambda args: cli_print.cmd_reprint(args, _connected),
              "jobs": lambda args: cli_print.cmd_jobs(args, _call),
              "drawer": lambda args: cli_print.cmd_drawer(args, _call),
-             "scan": cmd_scan}
+             "scan": lambda args: cli_scan.cmd_scan(args, _connected)}

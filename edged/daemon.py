@@ -20,6 +20,7 @@ from .devices.print_ops import PrintOps
 from .devices.printer import Printer
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
+from .devices.scanner.ops import ScanOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
@@ -162,7 +163,8 @@ class Daemon:
         self.till.emulators = emulators
         self.till.sim_scanner = sim_scanner
         self.till.printing = printing
-        handlers = self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
+        handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
+                    | ScanOps(scanners).handlers())
         d = self.cfg.daemon
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,

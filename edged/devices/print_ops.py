@@ -20,18 +20,6 @@ def who(session: Session) -> dict[str, Any]:
     return {"client": session.client, "pid": session.peer.pid, "uid": session.peer.uid, "gid": session.peer.gid}
 
 
-def _name(params: dict[str, Any], key: str, known: dict[str, Any], what: str) -> str:
-    name = p.param(params, key, str, required=False)
-    if name is None:
-        if len(known) != 1:
-            raise p.RequestError(p.BAD_REQUEST, f"name the {what} with {key!r} "
-                                                f"({', '.join(known) or f'no {what}s configured'})")
-        return next(iter(known))
-    if name not in known:
-        raise p.RequestError(p.NOT_FOUND, f"no {what} {name!r} (configured: {', '.join(known) or 'none'})")
-    return name
-
-
 def _job_id(params: dict[str, Any], key: str = "job_id") -> str:
     job_id = p.param(params, key, str)
     if not 0 < len(job_id) <= _ID_MAX:
@@ -60,7 +48,7 @@ class PrintOps:
         return job
 
     async def op_print(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        printer = _name(params, "printer", self.service.printers, "printer")
+        printer = p.named(params, "printer", self.service.printers, "printer")
         job_id = _job_id(params)
         if ("document" in params) == ("raw" in params):
             raise p.RequestError(p.BAD_REQUEST, "send either 'document' (a map) or 'raw' (bytes)")
@@ -124,7 +112,7 @@ class PrintOps:
         return f"{job_id}.copy{n}"
 
     async def op_drawer_open(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        name = _name(params, "drawer", self.drawers, "drawer")
+        name = p.named(params, "drawer", self.drawers, "drawer")
         reason = p.param(params, "reason", str)
         if not 0 < len(reason) <= 256:
             raise p.RequestError(p.BAD_REQUEST, "'reason' must be 1 to 256 characters")

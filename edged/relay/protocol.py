@@ -55,3 +55,16 @@ def param(params: dict[str, Any], name: str, kind: type | tuple[type, ...], *,
         names = " or ".join(k.__name__ for k in kinds)
         raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {names}, got {type(value).__name__}")
     return value
+
+
+def named(params: dict[str, Any], key: str, known: dict[str, Any], what: str) -> str:
+    """The configured device a request names by `key`; may be left out when there is just one."""
+    name = param(params, key, str, required=False)
+    if name is None:
+        if len(known) != 1:
+            raise RequestError(BAD_REQUEST, f"name the {what} with {key!r} "
+                                                f"({', '.join(known) or f'no {what}s configured'})")
+        return next(iter(known))
+    if name not in known:
+        raise RequestError(NOT_FOUND, f"no {what} {name!r} (configured: {', '.join(known) or 'none'})")
+    return name

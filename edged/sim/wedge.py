@@ -8,12 +8,11 @@ pipe's read end; only the ioctls of opening (name, capabilities, grab) are skipp
 from __future__ import annotations
 
 import os
-import struct
 
 import evdev
 from evdev import ecodes
 
-EVENT = struct.Struct("llHHi")  # struct input_event on 64-bit Linux: timeval, type, code, value
+from ..devices.scanner.fixture import pack
 
 
 def pipe_device(name: str = "fake scanner") -> tuple[evdev.InputDevice, int]:
@@ -27,9 +26,13 @@ def pipe_device(name: str = "fake scanner") -> tuple[evdev.InputDevice, int]:
 
 def packed(events: list[tuple[float, int, int, int]]) -> bytes:
     """(time, type, code, value) tuples as the kernel writes them, each key followed by SYN."""
-    out = bytearray()
+    return pack(raw(events))
+
+
+def raw(events: list[tuple[float, int, int, int]]) -> list[tuple[int, int, int, int, int]]:
+    """(time, type, code, value) tuples as raw input_event fields, each followed by its SYN_REPORT."""
+    out = []
     for t, etype, code, value in events:
         sec, usec = int(t), int(round((t - int(t)) * 1e6))
-        out += EVENT.pack(sec, usec, etype, code, value)
-        out += EVENT.pack(sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0)
-    return bytes(out)
+        out += [(sec, usec, etype, code, value), (sec, usec, ecodes.EV_SYN, ecodes.SYN_REPORT, 0)]
+    return out

@@ -22,6 +22,7 @@ from evdev import ecodes
 from ...config import ScannerSettings
 from .assemble import Assembler
 from .decode import decode
+from .fixture import RawEvent
 from .identity import Identity
 
 log = logging.getLogger("edged.scanner")
@@ -53,8 +54,8 @@ class Scanner:
         self.identity = Identity(settings.device, settings.vendor, settings.product, settings.serial)
         self.node = ""  # the device node open now (what a udev `remove` names)
         self.kept: collections.deque[dict] = collections.deque(maxlen=settings.keep_unheard or 1)
-        self.last_keys: list[tuple[int, int, float]] = []  # the last scan's key events, for `scan_layouts`
-        self._keys: list[tuple[int, int, float]] = []
+        self.last_keys: list[RawEvent] = []  # the last scan's key events, for `scan_layouts`
+        self._keys: list[RawEvent] = []
         self.state, self.detail, self.since = "offline", "not opened yet", time.time()
         self.scans = self.unheard = self.invalid = 0
         self._dev: Any = None
@@ -163,7 +164,7 @@ class Scanner:
             if ev.type == ecodes.EV_KEY:
                 for text, ended in self._asm.key(ev.code, ev.value, ev.timestamp()):
                     self._scan(text, ended)
-                self._keys.append((ev.code, ev.value, ev.timestamp()))
+                self._keys.append((ev.sec, ev.usec, ev.type, ev.code, ev.value))
         if self._asm.pending:  # no suffix yet: the timeout may end it
             if self._idle:
                 self._idle.cancel()

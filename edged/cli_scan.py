@@ -1,0 +1,195 @@
+"""`edged scan ...`: the simulated scanner, the echo test, recording fixtures, finding the layout."""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import select
+import stat
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .devices.scanner import fixture
+from .devices.scanner.assemble import Assembler
+
+EXIT_FAIL = 1
+
+
+def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+    scan = sub.add_parser("scan", help="barcode scanners: echo test, find the layout, record, simulate",
+                          description="Barcode scanner tools for technicians. Start with `edged scan listen` "
+                                      "and scan something; if letters or symbols come out wrong, "
+                                      "`edged scan layouts` shows which layout setting reads them right.")
+    scsub = scan.add_subparsers(dest="scan_command", metavar="SCOMMAND", required=True)
+    listen = scsub.add_parser("listen", help="print every scan as edged decodes it (an echo test for technicians)",
+                              description="Scan something: each scan is printed with the scanner's name, the "
+                                          "code, its symbology (AIM id), GS1 fields and whether its check digit "
+                                          "is right. Wrong letters or symbols mean the scanner's layout setting "
+                                          "does not match how it is programmed. Ctrl+C stops.")
+    socket_arg(listen)
+    lay = scsub.add_parser("layouts", help="show what one scan reads as under each common keyboard layout",
+                           description="Scan a barcode whose text you know (one with letters and symbols "
+                                       "helps): the scan is shown as it reads under each common layout. "
+                                       "Set the scanner's `layout` in the config to the one that matches. "
+                                       "Works on the running daemon's keyboard-wedge scanner, or offline on "
+                                       "a file from `edged scan record` (--file).")
+    lay.add_argument("scanner", nargs="?", metavar="SCANNER",
+                     help="scanner name from the config (default: the only keyboard-wedge one)")
+    lay.add_argument("--expect", metavar="TEXT", help="what the barcode says: layouts reading it so are marked")
+    lay.add_argument("--file", type=Path, metavar="FIXTURE", help="read a recording instead of a live scan")
+    lay.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the scan (default 60)")
+    socket_arg(lay)
+    rec = scsub.add_parser("record", help="capture a scanner's raw input events into a fixture file",
+                           description="Reads DEVICE (a /dev/input/... node, grabbed so scans do not reach "
+                                       "the console; or a file or FIFO of raw input_event structs) and writes "
+                                       "its raw events to FILE, with the scans they read as under --layout. "
+                                       "Attach FILE to a bug report. Stop edged first if it has the scanner "
+                                       "(systemctl stop edged); Ctrl+C ends the recording.")
+    rec.add_argument("device", metavar="DEVICE", help="e.g. /dev/input/by-id/usb-...-event-kbd")
+    rec.add_argument("file", type=Path, metavar="FILE", help="fixture file to write (JSON)")
+    rec.add_argument("--layout", default="us", help="layout the scanner is programmed for (default us)")
+    rec.add_argument("--variant", default="", help="layout variant, e.g. nodeadkeys")
+    rec.add_argument("--suffix", default="enter", choices=("enter", "tab", "none"),
+                     help="what ends a scan (default enter)")
+    rec.add_argument("--scans", type=int, default=0, metavar="N", help="stop after N scans (default: Ctrl+C)")
+    send = scsub.add_parser("send", help="let the simulated scanner of `edged run --simulate` scan CODE",
+                            description="The simulated till's scanner scans CODE (prefix an AIM id such as "
+                                        "]E0 to say which symbology it was), e.g. `edged scan send ]E04006381333931`.")
+    send.add_argument("code", metavar="CODE")
+    socket_arg(send)
+
+
+def cmd_scan(args: argparse.Namespace, connected: Callable) -> int:
+    if args.scan_command == "record":
+        return cmd_record(args)
+    if args.scan_command == "layouts":
+        return cmd_layouts(args, connected)
+    if args.scan_command == "send":
+        with connected(args) as client:
+            print(f"scanned {client.request('sim', scan=args.code)['scanned']!r}")
+        return 0
+    with connected(args, timeout=None) as client:
+        client.request("watch", topics=["scanner"])
+        print("scan something (Ctrl+C stops)", flush=True)
+        try:
+            for ev in client.iter_events():
+                if ev["event"] == "scanner.state":
+                    print(f"{ev['device']}: {ev['state']} {ev.get('detail', '')}".rstrip(), flush=True)
+                    continue
+                extra = f"  gs1 {ev['gs1']}" if ev.get("gs1") else ""
+                check = "" if ev["valid"] else f"  INVALID: {ev.get('error')}"
+                print(f"{ev['device']}: {ev['code']!r}  symbology {ev['symbology'] or '-'}{extra}{check}", flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_layouts(args: argparse.Namespace, connected: Callable) -> int:
+    if args.file:
+        try:
+            doc = fixture.load(args.file)
+        except ValueError as e:
+            print(f"edged: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"{args.file}: recorded as layout {doc['layout']}")
+        return _show(fixture.under_layouts(doc["events"], doc["suffix"], doc["timeout"]), doc["layout"], args.expect)
+    with connected(args, timeout=args.timeout) as client:
+        params = {"device": args.scanner} if args.scanner else {}
+        client.request("watch", topics=["scanner"])
+        print("scan a barcode now", flush=True)
+        try:
+            while (ev := client.next_event())["event"] != "scanner.scan" or args.scanner not in (None, ev["device"]):
+                pass
+        except TimeoutError:
+            print(f"edged: no scan within {args.timeout:g} s", file=sys.stderr)
+            return EXIT_FAIL
+        answer = client.request("scan_layouts", **params)
+    print(f"scanner {answer['device']} (configured layout: {answer['layout']})")
+    return _show(answer["read_as"], answer["layout"], args.expect)
+
+
+def _show(read_as: dict[str, str], configured: str, expect: str | None) -> int:
+    for layout, text in read_as.items():
+        marks = [m for m, on in (("configured", layout == configured), ("= expected", text == expect)) if on]
+        print(f"  {layout:<4} {text!r:<40} {'  '.join(marks)}".rstrip())
+    if expect is None:
+        return 0
+    right = [layout for layout, text in read_as.items() if text == expect]
+    if not right:
+        print(f"no common layout reads {expect!r}; is the scanner a keyboard wedge with a Latin layout?")
+        return EXIT_FAIL
+    print(f"set layout = \"{right[0]}\"" + (f" (or {', '.join(right[1:])}: same result)" if right[1:] else ""))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    try:
+        Assembler(args.layout, args.variant, args.suffix)  # a bad layout fails before anything is read
+        dev, fd = _open_input(args.device)
+    except (OSError, ValueError) as e:
+        print(f"edged: {args.device}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    events = _record(fd, args)
+    if dev is not None:
+        dev.close()
+    else:
+        os.close(fd)
+    scans = fixture.save(args.file, events, device=args.device, layout=args.layout, variant=args.variant,
+                         suffix=args.suffix)
+    print(f"wrote {len(events)} events, {len(scans)} scans (read as layout {args.layout}) to {args.file}")
+    return 0
+
+
+def _open_input(path: str) -> tuple[Any, int]:
+    """(InputDevice or None, fd): an event node is grabbed; a file or FIFO is read as it is."""
+    if not stat.S_ISCHR(os.stat(path).st_mode):
+        return None, os.open(path, os.O_RDONLY)
+    from .devices.scanner.device import open_evdev
+
+    try:
+        dev = open_evdev(path)
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise OSError(e.errno, "another program has grabbed it (a running edged? systemctl stop edged)")
+        if e.errno == errno.EACCES:
+            raise OSError(e.errno, "permission denied (run as root or as a member of group input)")
+        raise
+    return dev, dev.fd
+
+
+def _record(fd: int, args: argparse.Namespace) -> list[fixture.RawEvent]:
+    """Raw events until EOF, Ctrl+C, or N scans (then until the scanner is quiet)."""
+    asm = Assembler(args.layout, args.variant, args.suffix)
+    events: list[fixture.RawEvent] = []
+    pending, count = b"", 0
+    print(f"recording {args.device}: scan now (Ctrl+C stops)", flush=True)
+    try:
+        while True:
+            done = bool(args.scans) and count >= args.scans
+            ready, _, _ = select.select([fd], [], [], asm.timeout * 2 if done else 0.2)
+            if not ready:
+                if done:
+                    break
+                end = asm.idle(float("inf"))
+                count += _echo([end] if end else [])
+                continue
+            data = os.read(fd, 64 * fixture.EVENT.size)
+            if not data:
+                break
+            pending += data
+            whole = len(pending) - len(pending) % fixture.EVENT.size
+            for ev in fixture.unpack(pending[:whole]):
+                events.append(ev)
+                if ev[2] == 1:  # EV_KEY
+                    count += _echo(asm.key(ev[3], ev[4], ev[0] + ev[1] / 1e6))
+            pending = pending[whole:]
+    except KeyboardInterrupt:
+        pass
+    return events
+
+
+def _echo(scans: list[tuple[str, str]]) -> int:
+    for text, _ in scans:
+        print(f"  scan: {text!r}", flush=True)
+    return len(scans)
