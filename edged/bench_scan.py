@@ -14,21 +14,17 @@ import shutil
 import tempfile
 import time
 
-from evdev import ecodes
-
 from . import config
 from .bench import pct
 from .client import Client
 from .daemon import Daemon
-from .sim.wedge import packed, pipe_device
-DIGITS = {str(d): getattr(ecodes, f"KEY_{d}") for d in range(10)}
+from .sim.wedge import packed, pipe_device, typing
 
 
 def _keys(code: str) -> tuple[bytes, bytes]:
     """The scan's key events, and its last one (Enter) apart, as the kernel packs them."""
-    now = time.time()
-    body = packed([(now, ecodes.EV_KEY, DIGITS[c], v) for c in code for v in (1, 0)])
-    return body, packed([(now, ecodes.EV_KEY, ecodes.KEY_ENTER, v) for v in (1, 0)])
+    events = typing(code, "us", start=time.time(), gap=0.0)
+    return packed(events[:-2]), packed(events[-2:])
 
 
 async def measure(base: str, samples: int) -> tuple[list[float], list[float]]:

@@ -57,6 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
                             description="The simulated till's scanner scans CODE (prefix an AIM id such as "
                                         "]E0 to say which symbology it was), e.g. `edged scan send ]E04006381333931`.")
     send.add_argument("code", metavar="CODE")
+    send.add_argument("--scanner", choices=("scanner", "wedge"), default="scanner",
+                      help="scanner: the serial one (default); wedge: the keyboard-wedge one, programmed German")
     socket_arg(send)
 
 
@@ -67,7 +69,8 @@ def cmd_scan(args: argparse.Namespace, connected: Callable) -> int:
         return cmd_layouts(args, connected)
     if args.scan_command == "send":
         with connected(args) as client:
-            print(f"scanned {client.request('sim', scan=args.code)['scanned']!r}")
+            answer = client.request("sim", scan=args.code, device=args.scanner)
+            print(f"{answer['device']} scanned {answer['scanned']!r}")
         return 0
     with connected(args, timeout=None) as client:
         client.request("watch", topics=["scanner"])

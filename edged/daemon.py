@@ -30,7 +30,7 @@ from .relay.access import Access
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
-from .sim.scanner import SimScanner
+from .sim.scanner import WEDGE_LAYOUT, SimScanner
 from .systemd import Notifier
 from .till import Till
 
@@ -152,7 +152,11 @@ class Daemon:
             sim_scanner = SimScanner()  # fed by `edged scan send CODE`
             await self._start("sim-scanner", sim_scanner)
             scanners_cfg["scanner"] = ScannerSettings(backend="serial", device=sim_scanner.path, suffix="cr")
-        scanners = {name: Scanner(name, s, self.publish, self.input_opener if s.backend == "evdev" else None)
+            scanners_cfg["wedge"] = ScannerSettings(device="/dev/input/by-id/simulated-wedge-event-kbd",
+                                                    layout=WEDGE_LAYOUT)
+        openers = {"wedge": sim_scanner.open_wedge} if sim_scanner else {}
+        scanners = {name: Scanner(name, s, self.publish,
+                                  openers.get(name, self.input_opener) if s.backend == "evdev" else None)
                     for name, s in scanners_cfg.items()}
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)

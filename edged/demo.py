@@ -158,10 +158,19 @@ async def _drawer_event(watcher: Client) -> dict:
 
 async def _scan_step(path: str) -> None:
     _step(8, "the cashier scans two items; the POS app hears them (`edged scan send CODE` feeds the "
-             "simulated scanner)")
+             "simulated scanners)")
     async with await Client.connect(path, client="demo-pos") as pos:
         await pos.request("watch", topics=["scanner"])
         for code in ("]E04006381333931", "]C1010950600013435217211231\x1d10AB123"):
             await pos.request("sim", scan=code)
             ev = await pos.next_event(10)
             print(f"  scanner.scan: code {ev['code']!r} symbology {ev['symbology']} gs1 {ev['gs1']} valid {ev['valid']}")
+        print("  the keyboard-wedge scanner (programmed German, QWERTZ) types key codes; edged reads them "
+              "with libxkbcommon's de layout:")
+        await pos.request("sim", scan="Zoo@Straße-42", device="wedge")
+        ev = await pos.next_event(10)
+        print(f"  scanner.scan: device {ev['device']} code {ev['code']!r}")
+        answer = await pos.request("scan_layouts", device="wedge", layouts=["us", "gb", "de", "fr", "no"])
+        print("  a technician unsure of the setting runs `edged scan layouts`: the same keys under other layouts")
+        for layout, text in answer["read_as"].items():
+            print(f"    {layout:<3} {text!r}" + ("   <- configured" if layout == answer["layout"] else ""))

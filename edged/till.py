@@ -90,8 +90,14 @@ class Till:
                 raise p.RequestError(p.NOT_FOUND, "no simulated scanner (scanners are configured)")
             if not code or "\r" in code or len(code) > 1024:
                 raise p.RequestError(p.BAD_REQUEST, "'scan' must be 1 to 1024 characters without CR")
-            self.sim_scanner.send(code)
-            return {"scanned": code}
+            device = p.param(params, "device", str, required=False, default="scanner")
+            if device not in ("scanner", "wedge"):
+                raise p.RequestError(p.NOT_FOUND, f"no simulated scanner {device!r} (scanner, wedge)")
+            try:
+                self.sim_scanner.send(code, wedge=device == "wedge")
+            except ValueError as e:
+                raise p.RequestError(p.BAD_REQUEST, str(e)) from None
+            return {"scanned": code, "device": device}
         name = p.param(params, "printer", str, required=False) or next(iter(self.emulators), "")
         emulator = self.emulators.get(name)
         if emulator is None:

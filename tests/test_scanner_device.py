@@ -7,14 +7,13 @@ import os
 import tty
 
 import pytest
+from printing import until
 
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
 from edged.devices.scanner.device import Scanner
-from edged.sim.wedge import packed, pipe_device
-from inputs import typing
-from printing import until
+from edged.sim.wedge import packed, pipe_device, typing
 
 
 @pytest.mark.parametrize("suffix,end", [("cr", b"\r"), ("lf", b"\n"), ("crlf", b"\r\n")])
@@ -105,7 +104,7 @@ def test_simulated_scanner_fed_from_the_cli(short_dir):
                     sys.executable, "-m", "edged", "scan", "send", "]E04006381333932",
                     env=dict(os.environ, EDGED_SOCKET=cfg.daemon.socket), stdout=asyncio.subprocess.PIPE)
                 out, _ = await proc.communicate()
-                assert proc.returncode == 0 and out.decode().strip() == "scanned ']E04006381333932'"
+                assert proc.returncode == 0 and out.decode().strip() == "scanner scanned ']E04006381333932'"
                 ev = await c.next_event(5)
                 assert (ev["device"], ev["code"], ev["valid"]) == ("scanner", "4006381333932", False)
                 assert "check digit" in ev["error"]
@@ -117,6 +116,17 @@ def test_simulated_scanner_fed_from_the_cli(short_dir):
                     await c.request("sim", scan="]C1010950600013435217211231")
                     line = (await asyncio.wait_for(listen.stdout.readline(), 10)).decode()
                     assert line.startswith("scanner: '010950600013435217211231'  symbology ]C1  gs1 {'01'")
+                    # The simulated keyboard-wedge scanner types German key codes (Z/Y swapped, @ on AltGr+Q).
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "edged", "scan", "send", "--scanner", "wedge", "Zoé@Straße",
+                        env=dict(os.environ, EDGED_SOCKET=cfg.daemon.socket), stderr=asyncio.subprocess.PIPE)
+                    _, err = await proc.communicate()
+                    assert proc.returncode == 1 and "has no key for 'é'" in err.decode()
+                    await c.request("sim", scan="Zoo@Straße", device="wedge")
+                    line = (await asyncio.wait_for(listen.stdout.readline(), 10)).decode()
+                    assert line.startswith("wedge: 'Zoo@Straße'  symbology -")
+                    read_as = (await c.request("scan_layouts", device="wedge"))["read_as"]
+                    assert read_as["de"] == "Zoo@Straße" and read_as["us"] == "YooqStra-e"
                 finally:
                     listen.kill()
                     await listen.wait()

@@ -11,15 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from printing import until
 
 from edged import config
 from edged.client import Client, ClientError
 from edged.daemon import Daemon
 from edged.devices.scanner import fixture
 from edged.devices.scanner.device import Scanner
-from edged.sim.wedge import packed, pipe_device
-from inputs import typing
-from printing import until
+from edged.sim.wedge import packed, pipe_device, typing
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "scans").glob("*.json"))
 

@@ -10,8 +10,7 @@ from evdev import ecodes
 from edged.devices.scanner.assemble import Assembler
 from edged.devices.scanner.decode import decode
 from edged.devices.scanner.keymap import KeyDecoder, check_layout
-from edged.sim.wedge import packed, pipe_device
-from inputs import typing
+from edged.sim.wedge import packed, pipe_device, typing
 
 
 def scans(events, layout="us", **kw) -> list[tuple[str, str]]:
