@@ -6,6 +6,7 @@ import asyncio
 import os
 import tty
 
+import evdev
 import pytest
 from printing import until
 
@@ -130,4 +131,58 @@ def test_simulated_scanner_fed_from_the_cli(short_dir):
                 finally:
                     listen.kill()
                     await listen.wait()
+    asyncio.run(scenario())
+
+
+def test_two_wedge_scanners_interleaving_keystrokes_keep_their_own_state():
+    """Key by key, alternately into two pipes: Shift held on one never capitalises the other."""
+    async def scenario():
+        scans: list[dict] = []
+        devs = {name: pipe_device(name) for name in ("a", "b")}
+        scanners = [Scanner(name, config.ScannerSettings(device=f"/dev/input/by-id/{name}", layout=layout),
+                            lambda e: scans.append(e) or 1, lambda _, d=devs[name][0]: d)
+                    for name, layout in (("a", "us"), ("b", "de"))]
+        for s in scanners:
+            await s.start()
+        try:
+            a = typing("AB@CD", "us", gap=0.004)  # Shift held around every letter
+            b = typing("zyß@", "de", start=1000.001, gap=0.004)  # AltGr for @
+            for i in range(max(len(a), len(b))):
+                for events, (_, w) in ((a, devs["a"]), (b, devs["b"])):
+                    if i < len(events):
+                        os.write(w, packed(events[i:i + 1]))
+                        await asyncio.sleep(0)  # let the loop read each key before the other scanner's
+            await until(lambda: len([e for e in scans if e["event"] == "scanner.scan"]) == 2, what="two scans")
+            got = {e["device"]: e["code"] for e in scans if e["event"] == "scanner.scan"}
+            assert got == {"a": "AB@CD", "b": "zyß@"}
+        finally:
+            for s in scanners:
+                await s.stop()
+            for _, w in devs.values():
+                os.close(w)
+    asyncio.run(scenario())
+
+
+def test_a_read_error_is_a_removal_not_a_crash():
+    """A real read error from the fd (ECONNRESET from a socket here; ENODEV from an unplugged
+    node) marks the scanner offline with the error, and the daemon loop goes on."""
+    import socket
+
+    async def scenario():
+        events: list[dict] = []
+        ours, other = socket.socketpair()
+        ours.setblocking(False)
+        ours.send(b"unread")  # the other end closing with our bytes unread resets the connection
+        dev = object.__new__(evdev.InputDevice)
+        dev.fd, dev.path, dev.name = ours.detach(), "socket", "socket"
+        scanner = Scanner("front", config.ScannerSettings(device="/dev/input/by-id/x"), events.append, lambda _: dev)
+        await scanner.start()
+        try:
+            other.close()
+            await until(lambda: scanner.state == "offline", what="offline")
+            assert scanner.detail == "read failed: [Errno 104] Connection reset by peer"
+            assert events[-1] == {"event": "scanner.state", "device": "front", "state": "offline",
+                                  "detail": scanner.detail}
+        finally:
+            await scanner.stop()
     asyncio.run(scenario())
