@@ -78,7 +78,7 @@ def test_unplug_and_replug_by_udev_without_restarting(short_dir):
                 assert st["state"] == "error" and st["scans"] == 5 and st["node"] == ""
                 os.close(other)
         for dev, w in nodes.values():
-            os.close(dev.fd)
+            dev.close()  # not os.close: the InputDevice would close the number again when collected
     asyncio.run(scenario())
 
 

@@ -31,7 +31,7 @@ def scans(events, layout="us", **kw) -> list[tuple[str, str]]:
         return out + ([tail] if tail else [])
     finally:
         os.close(w)
-        os.close(dev.fd)
+        dev.close()
 
 
 @pytest.mark.parametrize("layout,text", [

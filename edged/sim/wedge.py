@@ -18,7 +18,8 @@ from ..devices.scanner.fixture import pack
 
 
 def pipe_device(name: str = "fake scanner") -> tuple[evdev.InputDevice, int]:
-    """(an InputDevice reading a pipe, the pipe's write end)."""
+    """(an InputDevice reading a pipe, the pipe's write end). Close it with dev.close(), never
+    os.close(dev.fd): the InputDevice closes its fd number again when collected."""
     r, w = os.pipe()
     os.set_blocking(r, False)
     dev = object.__new__(evdev.InputDevice)
