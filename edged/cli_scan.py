@@ -98,16 +98,24 @@ def cmd_layouts(args: argparse.Namespace, connected: Callable) -> int:
         print(f"{args.file}: recorded as layout {doc['layout']}")
         return _show(fixture.under_layouts(doc["events"], doc["suffix"], doc["timeout"]), doc["layout"], args.expect)
     with connected(args, timeout=args.timeout) as client:
-        params = {"device": args.scanner} if args.scanner else {}
+        devices = client.request("status")["devices"]
+        wedges = [n for n, d in devices.items() if d.get("kind") == "scanner" and d.get("backend") == "evdev"]
+        if args.scanner and args.scanner not in wedges or not wedges:
+            print(f"edged: {'no keyboard-wedge scanner ' + repr(args.scanner) if args.scanner else 'no keyboard-wedge scanner'}"
+                  f" (configured: {', '.join(wedges) or 'none'}); serial scanners send characters, not keys,"
+                  " so their layout does not matter", file=sys.stderr)
+            return EXIT_FAIL
         client.request("watch", topics=["scanner"])
         print("scan a barcode now", flush=True)
         try:
-            while (ev := client.next_event())["event"] != "scanner.scan" or args.scanner not in (None, ev["device"]):
-                pass
+            while True:
+                ev = client.next_event()
+                if ev["event"] == "scanner.scan" and ev["device"] in (args.scanner or wedges):
+                    break
         except TimeoutError:
             print(f"edged: no scan within {args.timeout:g} s", file=sys.stderr)
             return EXIT_FAIL
-        answer = client.request("scan_layouts", **params)
+        answer = client.request("scan_layouts", device=ev["device"])
     print(f"scanner {answer['device']} (configured layout: {answer['layout']})")
     return _show(answer["read_as"], answer["layout"], args.expect)
 
@@ -129,25 +137,41 @@ def _show(read_as: dict[str, str], configured: str, expect: str | None) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     try:
         Assembler(args.layout, args.variant, args.suffix)  # a bad layout fails before anything is read
-        dev, fd = _open_input(args.device)
-    except (OSError, ValueError) as e:
-        print(f"edged: {args.device}: {e}", file=sys.stderr)
+    except ValueError as e:
+        print(f"edged: {e}", file=sys.stderr)
         return EXIT_FAIL
-    events = _record(fd, args)
-    if dev is not None:
-        dev.close()
-    else:
-        os.close(fd)
+    try:
+        args.file.open("w").close()  # a FILE that cannot be written fails now, not after the recording
+    except OSError as e:
+        print(f"edged: {args.file}: cannot write: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        dev, fd = _open_input(args.device)
+    except OSError as e:
+        print(f"edged: {args.device}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        events, error = _record(fd, args)
+    finally:
+        if dev is not None:
+            dev.close()
+        else:
+            os.close(fd)
     scans = fixture.save(args.file, events, device=args.device, layout=args.layout, variant=args.variant,
                          suffix=args.suffix)
+    if error:
+        print(f"edged: {args.device}: reading stopped: {error} (what came before it is saved)", file=sys.stderr)
     print(f"wrote {len(events)} events, {len(scans)} scans (read as layout {args.layout}) to {args.file}")
     return 0
 
 
 def _open_input(path: str) -> tuple[Any, int]:
     """(InputDevice or None, fd): an event node is grabbed; a file or FIFO is read as it is."""
-    if not stat.S_ISCHR(os.stat(path).st_mode):
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode) or stat.S_ISFIFO(mode):
         return None, os.open(path, os.O_RDONLY)
+    if not stat.S_ISCHR(mode):
+        raise OSError(errno.EINVAL, "not an input device, file or FIFO")
     from .devices.scanner.device import open_evdev
 
     try:
@@ -161,8 +185,9 @@ def _open_input(path: str) -> tuple[Any, int]:
     return dev, dev.fd
 
 
-def _record(fd: int, args: argparse.Namespace) -> list[fixture.RawEvent]:
-    """Raw events until EOF, Ctrl+C, or N scans (then until the scanner is quiet)."""
+def _record(fd: int, args: argparse.Namespace) -> tuple[list[fixture.RawEvent], str]:
+    """Raw events until EOF, Ctrl+C, a read error (ENODEV: unplugged; then why), or N scans
+    (then until the scanner is quiet)."""
     asm = Assembler(args.layout, args.variant, args.suffix)
     events: list[fixture.RawEvent] = []
     pending, count = b"", 0
@@ -177,7 +202,10 @@ def _record(fd: int, args: argparse.Namespace) -> list[fixture.RawEvent]:
                 end = asm.idle(float("inf"))
                 count += _echo([end] if end else [])
                 continue
-            data = os.read(fd, 64 * fixture.EVENT.size)
+            try:
+                data = os.read(fd, 64 * fixture.EVENT.size)
+            except OSError as e:
+                return events, e.strerror or str(e)
             if not data:
                 break
             pending += data
@@ -189,7 +217,7 @@ def _record(fd: int, args: argparse.Namespace) -> list[fixture.RawEvent]:
             pending = pending[whole:]
     except KeyboardInterrupt:
         pass
-    return events
+    return events, ""
 
 
 def _echo(scans: list[tuple[str, str]]) -> int:

@@ -151,7 +151,7 @@ class ScannerSettings:
     serial: str = field(default="", metadata=_help(
         "evdev, with vendor: serial number (ID_SERIAL_SHORT); required when two scanners share vendor:product"))
     keep_unheard: int = field(default=0, metadata=_range(0, 100) | _help(
-        "scans kept while no client watches `scanner`, handed to the next that does (0: none)"))
+        "scans kept while no client watches `scanner`, for the next `watch` with kept: true (0: none)"))
     layout: str = field(default="us", metadata=_help("evdev: keyboard layout the scanner is programmed for"))
     variant: str = field(default="", metadata=_help("evdev: layout variant, e.g. nodeadkeys"))
     suffix: str = field(default="enter", metadata=_choices("enter", "tab", "none", "cr", "lf", "crlf") | _help(

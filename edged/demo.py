@@ -160,7 +160,7 @@ async def _scan_step(path: str) -> None:
     _step(8, "the cashier scans two items; the POS app hears them (`edged scan send CODE` feeds the "
              "simulated scanners)")
     async with await Client.connect(path, client="demo-pos") as pos:
-        await pos.request("watch", topics=["scanner"])
+        await pos.request("watch", topics=["scanner"], kept=True)
         for code in ("]E04006381333931", "]C1010950600013435217211231\x1d10AB123"):
             await pos.request("sim", scan=code)
             ev = await pos.next_event(10)

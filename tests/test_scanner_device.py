@@ -11,7 +11,7 @@ import pytest
 from printing import until
 
 from edged import config
-from edged.client import Client
+from edged.client import Client, ClientError
 from edged.daemon import Daemon
 from edged.devices.scanner.device import Scanner
 from edged.sim.wedge import packed, pipe_device, typing
@@ -126,6 +126,9 @@ def test_simulated_scanner_fed_from_the_cli(short_dir):
                     await c.request("sim", scan="Zoo@Straße", device="wedge")
                     line = (await asyncio.wait_for(listen.stdout.readline(), 10)).decode()
                     assert line.startswith("wedge: 'Zoo@Straße'  symbology -")
+                    with pytest.raises(ClientError) as e:  # it would not fit the pipe the daemon reads
+                        await c.request("sim", scan="1" * 1000, device="wedge")
+                    assert e.value.code == "bad_request" and "too many for the simulated wedge" in e.value.message
                     read_as = (await c.request("scan_layouts", device="wedge"))["read_as"]
                     assert read_as["de"] == "Zoo@Straße" and read_as["us"] == "YooqStra-e"
                 finally:

@@ -89,9 +89,30 @@ def test_record_refuses_clearly(tmp_path):
     assert str(tmp_path / "nope") in missing.stderr
     bad = _cli("scan", "record", str(tmp_path / "nope"), str(tmp_path / "f.json"), "--layout", "qq")
     assert bad.returncode == 1 and "unknown keyboard layout 'qq'" in bad.stderr
+    adir = _cli("scan", "record", str(tmp_path), str(tmp_path / "f.json"))
+    assert adir.returncode == 1 and "not an input device, file or FIFO" in adir.stderr
+    nowhere = _cli("scan", "record", str(tmp_path), str(tmp_path / "no" / "f.json"))
+    assert nowhere.returncode == 1 and "no/f.json: cannot write: No such file or directory" in nowhere.stderr
     (tmp_path / "not.json").write_text("{}")
     notfix = _cli("scan", "layouts", "--file", str(tmp_path / "not.json"))
     assert notfix.returncode == 1 and "not a scan fixture" in notfix.stderr
+    (tmp_path / "half.json").write_text('{"format": "edged-scan-fixture/1", "events": [[1, 0, 1, 30, "x"]]}')
+    half = _cli("scan", "layouts", "--file", str(tmp_path / "half.json"))
+    assert half.returncode == 1 and "[sec, usec, type, code, value] integers" in half.stderr
+
+
+def test_scan_layouts_says_at_once_when_there_is_no_wedge_scanner(short_dir):
+    async def scenario():
+        cfg = config.from_dict({"daemon": {"socket": str(short_dir / "s.sock"), "state_dir": str(short_dir / "st")},
+                                "scanners": {"door": {"backend": "serial", "device": "/dev/ttyNONE", "suffix": "cr"}}})
+        async with Daemon(cfg).parts():
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "edged", "scan", "layouts", env=dict(os.environ, EDGED_SOCKET=cfg.daemon.socket),
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(cli.communicate(), 10)
+            assert cli.returncode == 1
+            assert "no keyboard-wedge scanner (configured: none); serial scanners send characters" in err.decode()
+    asyncio.run(scenario())
 
 
 def test_scan_layouts_on_the_running_daemon(short_dir):

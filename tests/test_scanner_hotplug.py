@@ -54,12 +54,16 @@ def test_unplug_and_replug_by_udev_without_restarting(short_dir):
                 os.write(w, packed(typing("Y1", "de") + typing("Z2", "de", start=1001) + typing("Ö3", "de", start=1002)))
                 await until(lambda: front.scans == 3, what="three scans")
                 assert front.unheard == 3
-                await c.request("watch", topics=["scanner"])
+                tech = await Client.connect(cfg.daemon.socket, "edged-cli")
+                await tech.request("watch", topics=["scanner"])  # a plain watcher: not handed kept scans
+                await c.request("watch", topics=["scanner"], kept=True)  # the POS app asks for them
                 kept = [await c.next_event(5) for _ in range(2)]
                 assert [(e["code"], e["kept"]) for e in kept] == [("Z2", True), ("Ö3", True)]
                 os.write(w, packed(typing("4006381333931", "de", start=1003)))
                 live = await c.next_event(5)
                 assert live["code"] == "4006381333931" and "kept" not in live
+                assert (await tech.next_event(5))["code"] == "4006381333931"
+                await tech.close()
 
                 udev.send(udev.input_event("remove", 99))  # unplugged; the pipe is still open
                 ev = await c.next_event(5)

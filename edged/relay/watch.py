@@ -6,6 +6,7 @@ in `status`), so a client that stops reading cannot slow anybody down.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,8 +27,9 @@ class Watchers:
         self.published = 0
         self.dropped = 0  # watchers dropped for not reading
         # Per topic, events held while nobody watched (scans kept by `keep_unheard`): handed,
-        # once, to the first session that starts watching the topic, right after its answer.
+        # once, to the first session whose `watch` asks for them (`kept: true`), after its answer.
         self.backlogs: dict[str, Callable[[], list[dict[str, Any]]]] = {}
+        self._handing: set[asyncio.Task] = set()
 
     def publish(self, event: dict[str, Any]) -> int:
         """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic; how many got it."""
@@ -50,8 +52,11 @@ class Watchers:
         return heard
 
     def _hand_over(self, session: Session, events: list[dict[str, Any]]) -> None:
-        for event in events:
-            session.outbox.offer(framing.encode(event))
+        """Queue the held events as one batch that waits for room: once taken, none may be dropped."""
+        if events:
+            task = asyncio.create_task(session.outbox.put(b"".join(framing.encode(e) for e in events), len(events)))
+            self._handing.add(task)
+            task.add_done_callback(self._handing.discard)
 
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)
@@ -62,8 +67,8 @@ class Watchers:
             if topic not in TOPICS:
                 raise p.RequestError(p.BAD_REQUEST, f"topics[{i}]: unknown topic {topic!r}; "
                                                     f"known: {', '.join(TOPICS)}")
-        for topic in set(topics) - session.topics:
-            if topic in self.backlogs:
+        if p.param(params, "kept", bool, required=False, default=False):
+            for topic in set(topics) & self.backlogs.keys():
                 session.after_response.append(lambda take=self.backlogs[topic]: self._hand_over(session, take()))
         session.topics = set(topics)
         if topics:

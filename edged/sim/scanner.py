@@ -16,6 +16,7 @@ from typing import Any
 from .wedge import packed, pipe_device, typing
 
 WEDGE_LAYOUT = "de"
+PIPE_ROOM = 60_000  # below a pipe's 64 KiB buffer
 
 
 class SimScanner:
@@ -64,4 +65,8 @@ class SimScanner:
             keys = typing(code, WEDGE_LAYOUT, start=time.time(), gap=0.002)
         except KeyError as e:
             raise ValueError(f"the simulated wedge scanner (layout {WEDGE_LAYOUT}) has no key for {e.args[0]!r}")
-        os.write(self._wedge_w, packed(keys))
+        data = packed(keys)
+        if len(data) > PIPE_ROOM:  # the daemon's own loop reads this pipe: a blocked write would hang it
+            raise ValueError(f"{len(code)} characters are too many for the simulated wedge scanner "
+                             f"(at most about {PIPE_ROOM * len(code) // len(data)})")
+        os.write(self._wedge_w, data)

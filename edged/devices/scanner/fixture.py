@@ -68,8 +68,13 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"{path}: not a scan fixture (no \"format\": \"{FORMAT}\")")
     events = doc.get("events")
-    if not isinstance(events, list) or not all(isinstance(e, list) and len(e) == 5 for e in events):
-        raise ValueError(f"{path}: \"events\" must be a list of [sec, usec, type, code, value]")
+    if not isinstance(events, list) or not all(
+            isinstance(e, list) and len(e) == 5 and all(type(v) is int for v in e) for e in events):
+        raise ValueError(f"{path}: \"events\" must be a list of [sec, usec, type, code, value] integers")
+    for key, kind in (("layout", str), ("variant", str), ("suffix", str), ("timeout", (int, float)),
+                      ("scans", list)):
+        if not isinstance(doc.get(key), kind):
+            raise ValueError(f"{path}: {key!r} missing or of the wrong type")
     doc["events"] = [tuple(e) for e in events]
     return doc
 

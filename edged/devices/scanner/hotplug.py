@@ -49,15 +49,21 @@ class Hotplug:
 
     def _readable(self) -> None:
         assert self.monitor is not None
-        while (device := self.monitor.poll(timeout=0)) is not None:
-            self.heard += 1
-            self.handle(device.action or "", dict(device.properties))
+        try:
+            while (device := self.monitor.poll(timeout=0)) is not None:
+                self.heard += 1
+                self.handle(device.action or "", dict(device.properties))
+        except OSError as e:  # ENOBUFS: events were lost; the scanners' own retry finds them
+            log.warning("udev monitor: %s; scanners are re-opened by their retry", e)
 
     def handle(self, action: str, props: dict[str, str]) -> None:
         node = props.get("DEVNAME", "")
         for scanner in self.scanners:
             if action == "add" and scanner.identity.matches(props):
                 log.info("scanner %s: %s plugged in", scanner.name, node)
-                scanner.open(node)
+                ident = scanner.identity
+                # vendor:product without a serial fits any scanner of that model: look at all of
+                # them (resolve refuses to guess between two) instead of taking this one.
+                scanner.open(None if ident.vendor and not ident.serial else node)
             elif action == "remove" and node and scanner.node == node:
                 scanner.close("unplugged")
