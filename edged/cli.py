@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from . import __version__, cli_journal, cli_print, cli_scan, config
+from . import __version__, cli_day, cli_journal, cli_print, cli_scan, config
 
 EXIT_USAGE = 2
 
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
     cli_scan.add_parsers(sub, _socket_arg)
+    cli_day.add_parsers(sub, _socket_arg)
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
@@ -329,4 +330,7 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "reprint": lambda args: cli_print.cmd_reprint(args, _connected),
              "jobs": lambda args: cli_print.cmd_jobs(args, _call),
              "drawer": lambda args: cli_print.cmd_drawer(args, _call),
-             "scan": lambda args: cli_scan.cmd_scan(args, _connected)}
+             "scan": lambda args: cli_scan.cmd_scan(args, _connected),
+             "day": lambda args: cli_day.cmd_day(args, _call),
+             "export": lambda args: cli_day.cmd_export(args, _call),
+             "verify": cli_day.cmd_verify}

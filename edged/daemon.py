@@ -21,6 +21,8 @@ from .devices.printer import Printer
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
+from .day.book import DayBook
+from .day.ops import DayOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
@@ -167,8 +169,10 @@ class Daemon:
         self.till.emulators = emulators
         self.till.sim_scanner = sim_scanner
         self.till.printing = printing
+        days = DayBook(journal, self.cfg.till_id, self.publish)
+        await self._start("days", days)
         handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
-                    | ScanOps(scanners).handlers())
+                    | ScanOps(scanners).handlers() | DayOps(days, journal, self.publish).handlers())
         d = self.cfg.daemon
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,

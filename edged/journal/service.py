@@ -117,6 +117,16 @@ class Journal:
             self._put("append", entries, fut)
         return await fut
 
+    async def append_built(self, build: Callable[[Store], tuple[Entry, Callable[[Store], None] | None]],
+                           ) -> list[Appended]:
+        """Append the entry `build(store)` makes on the journal thread from the durable records,
+        with no other append between its reading and its writing; then run the `after` it returns
+        (e.g. rotate). For records that sum up what came before them: a day close."""
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        self._put("built", build, fut)
+        return await fut
+
     def _may_inline(self) -> bool:
         return (self._busy == 0 and len(self._flush_times) == FAST_STREAK
                 and max(self._flush_times) < FAST_FLUSH and self.store.txi.loaded.is_set())
@@ -150,6 +160,18 @@ class Journal:
             kind, payload, fut = job
             if kind == "stop":
                 return
+            if kind == "built":  # an entry made from the durable state, appended with nothing between
+                t0 = time.perf_counter()
+                try:
+                    entry, after = payload(self.store)
+                except BaseException as e:
+                    self._loop.call_soon_threadsafe(self._called, fut, None, e)
+                    continue
+                results = self._store_append([([entry], fut)])
+                if not isinstance(results[0], JournalError) and after is not None:
+                    after(self.store)
+                self._loop.call_soon_threadsafe(self._flushed, [([entry], fut)], results, time.perf_counter() - t0)
+                continue
             if kind == "call":
                 fn, args = payload
                 try:
@@ -242,6 +264,13 @@ class Journal:
             return [r for r in self.store.records(start)
                     if r.kind in kinds and (match is None or match(r.body))]
         return await self._run(collect)
+
+    async def frames(self, from_seq: int, to_seq: int) -> bytes:
+        """The durable records from_seq..to_seq as their exact frames on disk (for exports)."""
+        return await self._run(lambda: b"".join(self.store.frames(from_seq, to_seq)))
+
+    async def chain_before(self, seq: int) -> bytes:
+        return await self._run(self.store.chain_before, seq)
 
     async def find_tx(self, tx_id: str) -> int | None:
         """The seq of the retained record with this tx_id, if any."""

@@ -282,6 +282,23 @@ class Store:
         """Durable records from from_seq on (up to to_seq), in order."""
         return self._scan(from_seq, to_seq, lambda data, pos: fr.decode(data, pos, None))
 
+    def frames(self, from_seq: int, to_seq: int) -> Iterator[bytes]:
+        """The frames of from_seq..to_seq, byte for byte, CRC checked."""
+        def read(data: memoryview, pos: int) -> _Frame:
+            seq, size, _chain = fr.check(data, pos, None)
+            return _Frame(seq, bytes(data[pos:pos + size]))
+        return (f.raw for f in self._scan(from_seq, to_seq, read))
+
+    def chain_before(self, seq: int) -> bytes:
+        """The chain head just before record `seq` (its segment's head chain, then its links)."""
+        for seg in self.segments:
+            if seg.first_seq <= seq <= max(seg.last_seq, seg.first_seq):
+                _, chain = fr.decode_segment_head(self.disk.read(f"{SEGDIR}/{seg.name}")[:fr.SEG_HEAD_SIZE])
+                for rec in self.records(seg.first_seq, seq - 1):
+                    chain = rec.chain
+                return chain
+        return self.chain
+
     def wired(self, from_seq: int) -> Iterator[fr.Wired]:
         """Durable records from from_seq on, as framed `record` events (a subscriber's backlog)."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
@@ -340,3 +357,8 @@ class Store:
             except FileNotFoundError:
                 pass
 
+
+@dataclass(slots=True)
+class _Frame:
+    seq: int
+    raw: bytes

@@ -1,0 +1,65 @@
+"""`edged day ...`, `edged export`, `edged verify`: closing business days and carrying them away."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from typing import Callable
+
+
+def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+    day = sub.add_parser("day", help="business days: close one, list closed days and their exports")
+    dsub = day.add_subparsers(dest="day_command", metavar="DCOMMAND", required=True)
+    close = dsub.add_parser("close", help="close a business day (privileged)",
+                            description="Writes the day-close record (sequence range, counts per kind, "
+                                        "number ranges used, chain head) after the day's last record and "
+                                        "starts a new journal segment. Closing a day again shows the same "
+                                        "record. Days close in date order.")
+    close.add_argument("date", nargs="?", metavar="DATE", help="YYYY-MM-DD (default: today)")
+    socket_arg(close)
+    lst = dsub.add_parser("list", help="closed days: records, counts, where each was exported")
+    socket_arg(lst)
+    exp = sub.add_parser("export", help="write a closed day to a directory (privileged)",
+                         description="Writes EDGED/<till_id>/<YYYYMMDD>/ (the day's journal records and "
+                                     "a manifest) under DIR: into a temporary name, synced, then renamed, "
+                                     "so a failure never leaves an export that looks complete. The day can "
+                                     "be written again any time by its date.")
+    exp.add_argument("date", metavar="DATE", help="a closed business day, YYYY-MM-DD")
+    exp.add_argument("--to", required=True, metavar="DIR", help="absolute directory, e.g. a mounted stick")
+    socket_arg(exp)
+    ver = sub.add_parser("verify", help="check exports: checksums, records, chain, gaps (no daemon needed)",
+                         description="Checks every export under the PATHs (an export directory, a stick's "
+                                     "root, an EDGED folder): manifest, file checksums, each record's "
+                                     "checksum and chain link, contiguous sequence numbers, the day-close "
+                                     "record, and between the exports of one till: gaps, overlaps, chain "
+                                     "breaks. Exit 1 on any problem.")
+    ver.add_argument("paths", nargs="+", metavar="PATH")
+
+
+def cmd_day(args: argparse.Namespace, call: Callable) -> int:
+    if args.day_command == "close":
+        day = args.date or datetime.date.today().isoformat()
+        c = call(args, "day_close", business_day=day)
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(c["counts"].items())) or "no records"
+        print(f"{day} {'was already closed' if c['duplicate'] else 'closed'}: records "
+              f"{c['first_seq']}..{c['last_seq']} ({counts}); day-close record {c['seq']}")
+        return 0
+    days = call(args, "days")["days"]
+    if not days:
+        print("no closed days")
+    for d in days:
+        where = d["exported"]["path"] if d["exported"] else "not exported"
+        print(f"{d['business_day']}  records {d['first_seq']}..{d['last_seq']}  close {d['seq']}  {where}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, call: Callable) -> int:
+    r = call(args, "export", business_day=args.date, target=args.to)
+    print(f"{r['business_day']} exported to {r['path']} (records {r['first_seq']}..{r['last_seq']})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .day.verify import run
+
+    return run(args.paths)

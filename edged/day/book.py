@@ -1,0 +1,130 @@
+"""Business days: closing one, and which closed days have been exported (docs/JOURNAL.md).
+
+A day is the records from the one after the previous day close up to its own
+`day.close` record. The close is built on the journal thread from the durable
+records with no append between (Journal.append_built), then the segment is
+rotated, so every day starts a segment. The `day.close` body sums the day up:
+sequence range, counts per kind, number ranges used, and the chain head,
+which exports and audits check against. Closing a day again answers the same
+record (tx_id `day.close:<date>`).
+
+What is closed and exported is kept in memory and in the state file `days`,
+rebuilt at startup from it plus the `day.close` / `day.exported` records after
+it, so retention deleting old records never forgets a day.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import logging
+import time
+from typing import Any, Callable
+
+import msgpack
+
+from ..journal.service import Journal
+from ..journal.store import Entry, Store
+from ..relay import protocol as p
+
+log = logging.getLogger("edged.day")
+STATE = "days"
+
+
+def business_day(value: Any, what: str = "business_day") -> str:
+    """A YYYY-MM-DD string that is a real date, or bad_request naming it."""
+    try:
+        if isinstance(value, str) and len(value) == 10:
+            return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise p.RequestError(p.BAD_REQUEST, f"{what}: a date as YYYY-MM-DD, got {value!r}")
+
+
+class DayBook:
+    name = "days"
+
+    def __init__(self, journal: Journal, till_id: str, publish: Callable[[dict], int]) -> None:
+        self.journal = journal
+        self.till_id = till_id
+        self.publish = publish
+        self.closed: dict[str, dict[str, Any]] = {}  # date -> day.close body + its seq
+        self.exported: dict[str, dict[str, Any]] = {}  # date -> day.exported body of the last export
+        self._from_seq = 1  # records from here on are not in the state file yet
+        self._closing = asyncio.Lock()  # one close at a time: each starts where the last ended
+
+    async def start(self) -> None:
+        raw = await self.journal.load_state(STATE)
+        if raw:
+            state = msgpack.unpackb(raw, raw=False)
+            self.closed, self.exported, self._from_seq = state["closed"], state["exported"], state["from_seq"]
+        for rec in await self.journal.scan(self._from_seq, ("day.close", "day.exported")):
+            self._apply(rec.kind, rec.body, rec.seq)
+        self._from_seq = self.journal.last_seq + 1
+
+    async def stop(self) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        return True
+
+    def _apply(self, kind: str, body: dict[str, Any], seq: int) -> None:
+        if kind == "day.close":
+            self.closed[body["business_day"]] = {**body, "seq": seq}
+        else:
+            self.exported[body["business_day"]] = {**body, "seq": seq}
+
+    async def _save(self) -> None:
+        self._from_seq = self.journal.last_seq + 1
+        await self.journal.save_state(STATE, msgpack.packb(
+            {"closed": self.closed, "exported": self.exported, "from_seq": self._from_seq}, use_bin_type=True))
+
+    def last_closed(self) -> dict[str, Any] | None:
+        return self.closed[max(self.closed)] if self.closed else None
+
+    async def close(self, day: str, who: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """(the day's close record, whether it existed already)."""
+        async with self._closing:
+            return await self._close(day, who)
+
+    async def _close(self, day: str, who: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        if day in self.closed:
+            return self.closed[day], True
+        last = self.last_closed()
+        if last is not None and day < last["business_day"]:
+            raise p.RequestError(p.BAD_REQUEST, f"business_day {day} is before the last closed day "
+                                                f"{last['business_day']}; days close in order")
+        start = last["seq"] + 1 if last else 1
+
+        def build(store: Store) -> tuple[Entry, Callable[[Store], None]]:
+            if start < store.first_seq:
+                raise p.RequestError(p.BAD_REQUEST, f"records {start}..{store.first_seq - 1} of this day are no "
+                                                    "longer retained; the day cannot be closed whole")
+            counts: collections.Counter[str] = collections.Counter()
+            numbers: dict[str, list[int]] = {}
+            chain, end = store.chain_before(start), start - 1
+            for rec in store.records(start):
+                counts[rec.kind] += 1
+                if rec.number is not None:
+                    lo, hi = numbers.get(rec.counter or "", [rec.number, rec.number])
+                    numbers[rec.counter or ""] = [min(lo, rec.number), max(hi, rec.number)]
+                chain, end = rec.chain, rec.seq
+            body = {"business_day": day, "till_id": self.till_id, "first_seq": start, "last_seq": end,
+                    "counts": dict(counts), "numbers": numbers, "chain": chain, "closed_at": time.time(), **who}
+            return Entry("day.close", body, tx_id=f"day.close:{day}"), Store.rotate
+
+        appended = (await self.journal.append_built(build))[0]
+        rec = (await self.journal.scan(appended.seq, ("day.close",)))[0]
+        self._apply(rec.kind, rec.body, rec.seq)
+        await self._save()
+        log.info("business day %s closed: records %d..%d, %s", day, rec.body["first_seq"], rec.body["last_seq"],
+                 ", ".join(f"{k} {n}" for k, n in sorted(rec.body["counts"].items())) or "no records")
+        self.publish({"event": "day.closed", "business_day": day, "seq": rec.seq,
+                      "first_seq": rec.body["first_seq"], "last_seq": rec.body["last_seq"]})
+        return self.closed[day], False
+
+    async def mark_exported(self, day: str, body: dict[str, Any]) -> dict[str, Any]:
+        appended = (await self.journal.append([Entry("day.exported", {"business_day": day, **body})]))[0]
+        self._apply("day.exported", {"business_day": day, **body}, appended.seq)
+        await self._save()
+        return self.exported[day]

@@ -1,0 +1,153 @@
+"""Writing a closed day to a directory (a mounted USB stick, or `--to DIR`).
+
+Layout: `EDGED/<till_id>/<YYYYMMDD>/` holding `journal.seg` (a segment of the
+day's records, frames byte for byte as in the journal, header = first seq and
+the chain before it) and `manifest.json` (docs/JOURNAL.md, "Exports").
+
+Nothing that looks complete exists before everything is durable: the files
+are written into `.<YYYYMMDD>.partial`, each fsynced, the directory fsynced,
+then renamed to `<YYYYMMDD>` and the parent fsynced. A stick pulled on the way
+leaves at most a `.partial` directory, which the next export removes. Every
+path is opened relative to its parent's fd with O_NOFOLLOW: a symlink
+anywhere on the stick is refused, never followed. Nothing on the stick is run
+or loaded. This runs in a worker thread: stick writes can take seconds.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+import time
+from typing import Any, Callable
+
+from .. import __version__
+from ..journal import frame as fr
+
+FORMAT = "edged-export/1"
+TOP = "EDGED"
+CHUNK = 256 << 10
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class ExportError(Exception):
+    """The export did not complete; str() says why (disk full, read-only, I/O error, a link)."""
+
+
+def day_dir(business_day: str) -> str:
+    return business_day.replace("-", "")
+
+
+def build(closed: dict[str, Any], frames: bytes, chain_before: bytes, chain_after: bytes,
+          counts: dict[str, int]) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """(files, manifest) for one closed day; `frames` runs from its first record to its day.close."""
+    seg = fr.encode_segment_head(closed["first_seq"], chain_before) + frames
+    files = {"journal.seg": seg}
+    manifest = {
+        "format": FORMAT, "till_id": closed["till_id"], "business_day": closed["business_day"],
+        "first_seq": closed["first_seq"], "last_seq": closed["seq"], "day_close_seq": closed["seq"],
+        "chain_before": chain_before.hex(), "chain_after": chain_after.hex(), "counts": counts,
+        "numbers": closed["numbers"], "exported_at": time.time(), "edged_version": __version__,
+        "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                  for name, data in files.items()},
+    }
+    return files, manifest
+
+
+def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], manifest: dict[str, Any],
+          progress: Callable[[int, int], None] = lambda done, total: None) -> str:
+    """Write the export under root; its final path. ExportError (nothing final written) on failure."""
+    name = day_dir(business_day)
+    doc = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    total, done = sum(map(len, files.values())) + len(doc), 0
+    fds: list[int] = []
+    try:
+        root_fd = _opendir(None, root, fds, create=False)
+        top = _opendir(root_fd, TOP, fds, create=True)
+        till = _opendir(top, till_id, fds, create=True)
+        partial = f".{name}.partial"
+        _remove_tree(till, partial)  # left by a stick pulled last time
+        os.mkdir(partial, 0o755, dir_fd=till)
+        tmp = _opendir(till, partial, fds, create=False)
+        for fname, data in [*files.items(), ("manifest.json", doc)]:  # the manifest last
+            fd = os.open(fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=tmp)
+            try:
+                for i in range(0, len(data), CHUNK):
+                    done += os.write(fd, data[i:i + CHUNK])
+                    progress(done, total)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.fsync(tmp)
+        old = None
+        if _exists(till, name):  # written before (a re-export by date): replaced as a whole
+            old = f".{name}.replaced-{int(time.time())}"
+            os.rename(name, old, src_dir_fd=till, dst_dir_fd=till)
+        os.rename(partial, name, src_dir_fd=till, dst_dir_fd=till)
+        os.fsync(till)
+        if old:
+            _remove_tree(till, old)
+            os.fsync(till)
+        os.fsync(top)
+        return os.path.join(root, TOP, till_id, name)
+    except OSError as e:
+        raise ExportError(_why(e)) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return f"{e.filename or 'a path'} on the stick is a symbolic link; refused"
+    if e.errno == errno.ENOSPC:
+        return "the stick is full"
+    if e.errno == errno.EROFS:
+        return "the stick is read-only"
+    return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+
+
+def _opendir(parent: int | None, name: str, fds: list[int], create: bool) -> int:
+    if create:
+        try:
+            os.mkdir(name, 0o755, dir_fd=parent)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(errno.ELOOP, "a symbolic link or not a directory", name) from None
+        raise
+    fds.append(fd)
+    return fd
+
+
+def _exists(parent: int, name: str) -> bool:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        raise OSError(errno.ELOOP, "a symbolic link or not a directory", name)
+    return True
+
+
+def _remove_tree(parent: int, name: str) -> None:
+    """Remove parent/name without following any link in it."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent)
+        return
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+    try:
+        for entry in os.listdir(fd):
+            _remove_tree(fd, entry)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)

@@ -1,0 +1,147 @@
+"""Day close and export to a directory, checked by `edged verify`; every kind of tampering caught."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edged import config
+from edged.client import Client, ClientError
+from edged.daemon import Daemon
+from edged.day.verify import check
+from edged.journal import frame as fr
+
+
+def _cfg(d: Path) -> config.Config:
+    return config.from_dict({"till_id": "till-7", "numbering": {"receipt": {"first": 500, "last": 999}},
+                             "daemon": {"socket": str(d / "s.sock"), "state_dir": str(d / "st")}})
+
+
+async def _sales(c: Client, day: str, n: int) -> None:
+    for i in range(n):
+        await c.request("append", records=[{"kind": "sale", "body": {"day": day, "i": i, "total": "9,99 €"},
+                                            "tx_id": f"{day}-{i}", "number": "receipt"}])
+
+
+def _verify(*paths) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edged", "verify", *map(str, paths)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _export_days(short_dir: Path, stick: Path, days: dict[str, int]) -> list[dict]:
+    async def scenario():
+        out = []
+        async with Daemon(_cfg(short_dir)).parts() as daemon:
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                for day, n in days.items():
+                    await _sales(c, day, n)
+                    segments = daemon.till.journal.store.segments
+                    before = len(segments)
+                    closed = await c.request("day_close", business_day=day)
+                    assert len(segments) == before + 1  # the next day starts a new segment
+                    out.append({"close": closed, "export": await c.request("export", business_day=day,
+                                                                            target=str(stick))})
+        return out
+    return asyncio.run(scenario())
+
+
+def test_close_export_verify(short_dir, tmp_path):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    got = _export_days(short_dir, stick, {"2026-11-19": 3, "2026-11-20": 0, "2026-11-21": 5})
+    first = got[0]["close"]
+    assert (first["first_seq"], first["last_seq"], first["counts"]) == (1, 3, {"sale": 3})
+    assert first["numbers"] == {"receipt": [500, 502]} and first["till_id"] == "till-7" and not first["duplicate"]
+    quiet = got[1]["close"]  # no sales: only the record of the day before's export
+    assert (quiet["first_seq"], quiet["last_seq"], quiet["counts"]) == (5, 5, {"day.exported": 1})
+    third = got[2]["close"]
+    assert third["counts"] == {"sale": 5, "day.exported": 1}
+    assert got[2]["export"]["path"] == str(stick / "EDGED" / "till-7" / "20261121")
+    assert sorted(os.listdir(stick / "EDGED" / "till-7")) == ["20261119", "20261120", "20261121"]
+
+    out = _verify(stick)
+    assert out.returncode == 0, out.stdout
+    assert "ok   till-7 2026-11-19: records 1..4, 4 records" in out.stdout
+
+    async def again():  # after a restart: closing again answers the same record; days close in order
+        async with Daemon(_cfg(short_dir)).parts():
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                same = await c.request("day_close", business_day="2026-11-19")
+                assert same["duplicate"] and same["seq"] == first["seq"]
+                with pytest.raises(ClientError) as e:
+                    await c.request("day_close", business_day="2026-11-18")
+                assert "before the last closed day 2026-11-21" in e.value.message
+                with pytest.raises(ClientError) as e:
+                    await c.request("day_close", business_day="2026-02-30")
+                assert e.value.code == "bad_request" and "YYYY-MM-DD" in e.value.message
+                days = (await c.request("days"))["days"]
+                assert [d["exported"]["path"][-8:] for d in days] == ["20261119", "20261120", "20261121"]
+                with pytest.raises(ClientError) as e:
+                    await c.request("export", business_day="2026-11-22", target=str(stick))
+                assert e.value.code == "not_found" and "not closed" in e.value.message
+    asyncio.run(again())
+
+
+def _rewrite(export: Path, frames_edit) -> None:
+    """Re-frame journal.seg after `frames_edit(list of frame bytes)` and fix the manifest's checksums,
+    as a careful forger would."""
+    import hashlib
+
+    seg = (export / "journal.seg").read_bytes()
+    head, pos, frames = seg[:fr.SEG_HEAD_SIZE], fr.SEG_HEAD_SIZE, []
+    while pos < len(seg):
+        rec = fr.decode(seg, pos, None)
+        frames.append(seg[pos:pos + rec.size])
+        pos += rec.size
+    data = head + b"".join(frames_edit(frames))
+    (export / "journal.seg").write_bytes(data)
+    m = json.loads((export / "manifest.json").read_text())
+    m["files"]["journal.seg"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (export / "manifest.json").write_text(json.dumps(m))
+
+
+def test_verify_catches_every_tampering(short_dir, tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    _export_days(short_dir, clean, {"2026-11-19": 3, "2026-11-20": 4, "2026-11-21": 2})
+    day = Path("EDGED/till-7/20261120")
+
+    def tampered(name: str, how) -> subprocess.CompletedProcess:
+        copy = tmp_path / name
+        shutil.copytree(clean, copy)
+        how(copy / day)
+        return _verify(copy)
+
+    def flip(export: Path) -> None:
+        data = bytearray((export / "journal.seg").read_bytes())
+        data[200] ^= 0x01
+        (export / "journal.seg").write_bytes(bytes(data))
+
+    def forge_sale(frames):  # a record inserted with a correct CRC but no place in the chain
+        rec = fr.decode(frames[1], 0, None)
+        raw, _ = fr.encode(rec.seq, rec.ts, fr.payload_of("sale", {"forged": True}, None, None, None),
+                           rec.seq, rec.seq, bytes(32))
+        return frames[:1] + [raw] + frames[1:]
+
+    cases = {
+        "file removed": (lambda e: (e / "journal.seg").unlink(), "journal.seg: missing"),
+        "byte flipped": (flip, "journal.seg: size or SHA-256 differs from the manifest"),
+        "record removed": (lambda e: _rewrite(e, lambda f: f[:1] + f[2:]), "journal.seg: records 6..6 missing (seq 7 follows 5)"),
+        "record inserted": (lambda e: _rewrite(e, forge_sale), "journal.seg: record 6: chain link mismatch"),
+        "chain broken": (lambda e: _rewrite(e, lambda f: [fr.encode(*(lambda r: (r.seq, r.ts, fr.payload_of(
+            r.kind, {**r.body, "total": "0,01 €"}, r.tx_id, r.counter, r.number), r.batch_first, r.batch_last,
+            bytes(32)))(fr.decode(f[0], 0, None)))[0]] + f[1:]), "journal.seg: record 5: chain link mismatch"),
+        "day missing": (lambda e: shutil.rmtree(e), "gap: records 5..10 missing between 2026-11-19 (ends at 4) "
+                                                    "and 2026-11-21 (starts at 11)"),
+    }
+    for name, (how, message) in cases.items():
+        out = tampered(name.replace(" ", "-"), how)
+        assert out.returncode == 1, (name, out.stdout)
+        assert message in out.stdout, (name, out.stdout.splitlines())
+    assert check(clean / day).problems == []
