@@ -145,3 +145,54 @@ def test_verify_catches_every_tampering(short_dir, tmp_path):
         assert out.returncode == 1, (name, out.stdout)
         assert message in out.stdout, (name, out.stdout.splitlines())
     assert check(clean / day).problems == []
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (CI runs as root)")
+    where.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "edged-test", str(where)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {out.stderr.decode().strip()}")
+
+
+def test_a_full_or_read_only_target_leaves_the_day_unexported(short_dir, tmp_path):
+    full, ro, good = tmp_path / "full", tmp_path / "ro", tmp_path / "good"
+    _mount_tmpfs(full, "size=12k")
+    try:
+        _mount_tmpfs(ro, "ro,size=1m")
+        good.mkdir()
+
+        async def scenario():
+            async with Daemon(_cfg(short_dir)).parts():
+                async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                    await c.request("watch", topics=["usb"])
+                    await _sales(c, "2026-11-19", 200)
+                    await c.request("day_close", business_day="2026-11-19")
+                    for target, why in ((full, "the stick is full"), (ro, "the stick is read-only")):
+                        with pytest.raises(ClientError) as e:
+                            await c.request("export", business_day="2026-11-19", target=str(target))
+                        assert e.value.code == "device_unavailable" and why in e.value.message
+                        events = []
+                        while not events or events[-1]["state"] != "failed":
+                            events.append(await c.next_event(5))
+                        assert events[-1]["reason"] == why
+                        assert not (target / "EDGED" / "till-7" / "20261119").exists()  # nothing final
+                        assert (await c.request("days"))["days"][0]["exported"] is None
+                    done = await c.request("export", business_day="2026-11-19", target=str(good))  # the retry
+                    assert (await c.request("days"))["days"][0]["exported"]["path"] == done["path"]
+                    writing = [e async for e in _until_done(c)]
+                    assert writing[-1]["state"] == "done" and any(e["state"] == "writing" for e in writing)
+        asyncio.run(scenario())
+        assert _verify(good).returncode == 0
+    finally:
+        for m in (full, ro):
+            subprocess.run(["umount", str(m)], capture_output=True)
+
+
+async def _until_done(c: Client):
+    while True:
+        ev = await c.next_event(5)
+        yield ev
+        if ev["state"] in ("done", "failed"):
+            return
