@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .cli import format_status
@@ -46,12 +47,12 @@ def run_demo() -> int:
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
             asyncio.run(_client_steps(str(sock_path), tmpdir / "state" / "sim" / "receipt"))
-            _step(12, "a technician checks the journal files")
+            _step(13, "a technician checks the journal files")
             print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
             subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
                             str(tmpdir / "state")])
         finally:
-            _step(13, "stop it the way systemd does (SIGTERM)")
+            _step(14, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(15)
@@ -106,6 +107,25 @@ async def _client_steps(path: str, paper: Path) -> None:
         print(format_status(status).split("\n\n")[-1], end="")
         print("  privileged ops (consumer_remove, drawer_open, day_close, export) need root, edged's user, or a")
         print("  user/group from daemon.privileged_users / privileged_groups; others get not_permitted.")
+        await _day_step(sync, paper.parents[2] / "stick")
+
+
+async def _day_step(client: Client, stick: Path) -> None:
+    _step(12, "closing time: the day is closed, written to a USB stick (here a directory) and verified")
+    stick.mkdir()
+    day = time.strftime("%Y-%m-%d")
+    closed = await client.request("day_close", business_day=day)
+    print(f"  day_close -> records {closed['first_seq']}..{closed['last_seq']}, counts {closed['counts']}, "
+          f"numbers {closed['numbers']}, chain {closed['chain'][:16]}...")
+    again = await client.request("day_close", business_day=day)
+    print(f"  closing it again answers the same record: seq {again['seq']}, duplicate {again['duplicate']}")
+    done = await client.request("export", business_day=day, target=str(stick))
+    print(f"  export -> {done['path']} (records {done['first_seq']}..{done['last_seq']})")
+    for dirpath, _dirs, files in sorted(os.walk(stick)):
+        for name in sorted(files):
+            print(f"    {os.path.relpath(os.path.join(dirpath, name), stick)}")
+    print(f"$ edged verify {stick}")
+    subprocess.run([sys.executable, "-m", "edged", "verify", str(stick)])
 
 
 SAMPLE = {"blocks": [
