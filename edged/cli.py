@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _socket_arg(sims)
     cli_scan.add_parsers(sub, _socket_arg)
     cli_day.add_parsers(sub, _socket_arg)
+    cli_day.add_archive_parsers(sub)
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
@@ -333,4 +334,4 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "scan": lambda args: cli_scan.cmd_scan(args, _connected),
              "day": lambda args: cli_day.cmd_day(args, _call),
              "export": lambda args: cli_day.cmd_export(args, _call),
-             "verify": cli_day.cmd_verify}
+             "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive}

@@ -63,3 +63,57 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .day.verify import run
 
     return run(args.paths)
+
+
+def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
+    imp = sub.add_parser("import", help="head office: merge exports into an archive, exactly once",
+                         description="Checks every export under the PATHs like `edged verify`, then adds its "
+                                     "records to the archive in DIR (one SQLite file). Records already there "
+                                     "are skipped, so importing a stick twice adds nothing; the same sequence "
+                                     "number with different contents is a conflict and that export is "
+                                     "refused. Gaps between imported days are listed. Exit 1 when an export "
+                                     "was refused.")
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created if new)")
+    arc = sub.add_parser("archive", help="head office: what an archive holds")
+    asub = arc.add_subparsers(dest="archive_command", metavar="ACOMMAND", required=True)
+    st = asub.add_parser("status", help="per till: days, records, last sequence number, gaps")
+    st.add_argument("archive", metavar="DIR")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .day.archive import gap_lines, import_exports, open_archive
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print(f"edged: {missing[0]}: no such file or directory", file=sys.stderr)
+        return 1
+    db = open_archive(Path(args.archive))
+    out = import_exports(db, [Path(p) for p in args.paths])
+    for line in out.imported:
+        print(f"imported {line}")
+    for line in out.refused:
+        print(f"REFUSED {line}")
+    for line in gap_lines(db):
+        print(line)
+    print(f"{out.added} records added, {out.skipped} already archived, {len(out.refused)} exports refused")
+    return 1 if out.refused else 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .day.archive import open_archive, status
+
+    if not (Path(args.archive) / "archive.sqlite").exists():
+        print(f"edged: {args.archive}: no archive there (edged import creates one)", file=sys.stderr)
+        return 1
+    tills = status(open_archive(Path(args.archive)))
+    for till, st in sorted(tills.items()):
+        gaps = ", ".join(f"{lo}..{hi}" for lo, hi in st["gaps"]) or "none"
+        print(f"{till}: {len(st['days'])} days ({st['days'][0] if st['days'] else '-'} .. "
+              f"{st['days'][-1] if st['days'] else '-'}), {st['records']} records, seq {st['first_seq']}.."
+              f"{st['last_seq']}, gaps: {gaps}")
+    return 0

@@ -1,0 +1,120 @@
+"""Head office: `edged import` merges exports into an archive, `edged archive status` reports it.
+
+The archive is one SQLite file (`DIR/archive.sqlite`): every record of every
+till, keyed by (till, seq), with its chain link and exact frame. An export is
+checked first (the same checks as `edged verify`) and imported in one
+transaction: a record the archive already has with the same chain link is
+skipped (importing a stick twice adds nothing); the same seq with a different
+link is a conflict: that export is refused as a whole and named. The chain is
+also checked where an export meets records already archived. Gaps (seqs
+missing between the first and last archived record of a till) are reported.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import verify
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (till TEXT NOT NULL, seq INTEGER NOT NULL, chain BLOB NOT NULL,
+    ts INTEGER NOT NULL, kind TEXT NOT NULL, business_day TEXT NOT NULL, frame BLOB NOT NULL,
+    PRIMARY KEY (till, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL, first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL, imported_at REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (till, business_day));
+"""
+
+
+@dataclass
+class Outcome:
+    added: int = 0
+    skipped: int = 0
+    refused: list[str] = field(default_factory=list)
+    imported: list[str] = field(default_factory=list)
+
+
+def open_archive(directory: Path) -> sqlite3.Connection:
+    directory.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(directory / "archive.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(SCHEMA)
+    return db
+
+
+def import_exports(db: sqlite3.Connection, paths: list[Path]) -> Outcome:
+    out = Outcome()
+    for ex in sorted((verify.check(p) for p in verify.find(paths)), key=lambda e: e.manifest.get("first_seq", 0)):
+        if ex.problems:
+            out.refused.append(f"{ex.label} ({ex.path}): " + "; ".join(ex.problems))
+            continue
+        _import_one(db, ex, out)
+    return out
+
+
+def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None:
+    m = ex.manifest
+    till, day = m["till_id"], m["business_day"]
+    data = (ex.path / "journal.seg").read_bytes()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        prev = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, m["first_seq"] - 1)).fetchone()
+        if prev is not None and prev[0].hex() != m["chain_before"]:
+            raise _Conflict(f"its chain before seq {m['first_seq']} differs from the archived record "
+                            f"{m['first_seq'] - 1}")
+        added = skipped = 0
+        pos = verify.fr.SEG_HEAD_SIZE
+        for rec in ex.records:
+            have = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, rec.seq)).fetchone()
+            frame = data[pos:pos + rec.size]
+            pos += rec.size
+            if have is not None:
+                if have[0] != rec.chain:
+                    raise _Conflict(f"seq {rec.seq} is archived with another chain link: the same seq twice "
+                                    "with different contents")
+                skipped += 1
+                continue
+            db.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?)",
+                       (till, rec.seq, rec.chain, rec.ts, rec.kind, day, frame))
+            added += 1
+        db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?)",
+                   (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path)))
+        db.execute("COMMIT")
+    except _Conflict as e:
+        db.execute("ROLLBACK")
+        out.refused.append(f"CONFLICT {till} {day} ({ex.path}): {e}")
+        return
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    out.added += added
+    out.skipped += skipped
+    out.imported.append(f"{till} {day}: {added} records added, {skipped} already archived")
+
+
+class _Conflict(Exception):
+    pass
+
+
+def status(db: sqlite3.Connection) -> dict[str, dict]:
+    """Per till: days, records, first and last seq, gaps as (first missing, last missing)."""
+    out = {}
+    for till, n, lo, hi in db.execute("SELECT till, COUNT(*), MIN(seq), MAX(seq) FROM records GROUP BY till"):
+        gaps = db.execute("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt "
+                          "FROM records WHERE till=?) WHERE nxt > seq + 1", (till,)).fetchall()
+        days = [d for (d,) in db.execute("SELECT business_day FROM days WHERE till=? ORDER BY first_seq", (till,))]
+        out[till] = {"records": n, "first_seq": lo, "last_seq": hi, "gaps": gaps, "days": days}
+    return out
+
+
+def gap_lines(db: sqlite3.Connection) -> list[str]:
+    lines = []
+    for till, st in status(db).items():
+        for lo, hi in st["gaps"]:
+            after = db.execute("SELECT business_day FROM records WHERE till=? AND seq=?", (till, lo - 1)).fetchone()
+            before = db.execute("SELECT business_day FROM records WHERE till=? AND seq=?", (till, hi + 1)).fetchone()
+            lines.append(f"{till}: gap: records {lo}..{hi} missing (after {after[0]}, before {before[0]}); "
+                         "re-export the days between by date on the till")
+    return lines
