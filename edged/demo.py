@@ -111,7 +111,8 @@ async def _client_steps(path: str, paper: Path) -> None:
 
 
 async def _day_step(client: Client, stick: Path) -> None:
-    _step(12, "closing time: the day is closed, written to a USB stick (here a directory) and verified")
+    _step(12, "closing time: the day is closed, written to a USB stick (here a directory), verified and "
+             "imported at head office")
     stick.mkdir()
     day = time.strftime("%Y-%m-%d")
     closed = await client.request("day_close", business_day=day)
@@ -124,8 +125,15 @@ async def _day_step(client: Client, stick: Path) -> None:
     for dirpath, _dirs, files in sorted(os.walk(stick)):
         for name in sorted(files):
             print(f"    {os.path.relpath(os.path.join(dirpath, name), stick)}")
-    print(f"$ edged verify {stick}")
+    print(f"$ edged verify {stick}", flush=True)
     subprocess.run([sys.executable, "-m", "edged", "verify", str(stick)])
+    archive = stick.parent / "head-office"
+    for n in (1, 2):
+        print(f"$ edged import {stick} --archive {archive}" + ("   # the same stick again: nothing added" if n == 2 else ""),
+              flush=True)
+        subprocess.run([sys.executable, "-m", "edged", "import", str(stick), "--archive", str(archive)])
+    print(f"$ edged archive status {archive}", flush=True)
+    subprocess.run([sys.executable, "-m", "edged", "archive", "status", str(archive)])
 
 
 SAMPLE = {"blocks": [
