@@ -196,3 +196,31 @@ async def _until_done(c: Client):
         yield ev
         if ev["state"] in ("done", "failed"):
             return
+
+
+def test_day_cli(short_dir, tmp_path):
+    async def scenario():
+        async with Daemon(_cfg(short_dir)).parts():
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                await _sales(c, "2026-11-19", 2)
+            env = dict(os.environ, EDGED_SOCKET=str(short_dir / "s.sock"))
+
+            async def cli(*args):
+                proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edged", *args, env=env,
+                                                            stdout=asyncio.subprocess.PIPE,
+                                                            stderr=asyncio.subprocess.PIPE)
+                out, err = await proc.communicate()
+                return proc.returncode, out.decode(), err.decode()
+
+            assert (await cli("day", "list"))[1] == "no closed days\n"
+            code, out, _ = await cli("day", "close", "2026-11-19")
+            assert code == 0 and out == "2026-11-19 closed: records 1..2 (sale 2); day-close record 3\n"
+            code, out, _ = await cli("day", "close", "2026-11-19")
+            assert out.startswith("2026-11-19 was already closed: records 1..2")
+            code, out, err = await cli("export", "2026-11-19", "--to", "relative/dir")
+            assert code != 0 and "target: an absolute directory path" in err
+            code, out, _ = await cli("export", "2026-11-19", "--to", str(tmp_path))
+            assert code == 0 and f"exported to {tmp_path}/EDGED/till-7/20261119 (records 1..3)" in out
+            code, out, _ = await cli("day", "list")
+            assert out == f"2026-11-19  records 1..2  close 3  {tmp_path}/EDGED/till-7/20261119\n"
+    asyncio.run(scenario())
