@@ -100,10 +100,10 @@ def cmd_layouts(args: argparse.Namespace, connected: Callable) -> int:
     with connected(args, timeout=args.timeout) as client:
         devices = client.request("status")["devices"]
         wedges = [n for n, d in devices.items() if d.get("kind") == "scanner" and d.get("backend") == "evdev"]
-        if args.scanner and args.scanner not in wedges or not wedges:
-            print(f"edged: {'no keyboard-wedge scanner ' + repr(args.scanner) if args.scanner else 'no keyboard-wedge scanner'}"
-                  f" (configured: {', '.join(wedges) or 'none'}); serial scanners send characters, not keys,"
-                  " so their layout does not matter", file=sys.stderr)
+        if not wedges or args.scanner and args.scanner not in wedges:
+            named = f" {args.scanner!r}" if args.scanner else ""
+            print(f"edged: no keyboard-wedge scanner{named} (configured: {', '.join(wedges) or 'none'}); serial "
+                  "scanners send characters, not keys, so their layout does not matter", file=sys.stderr)
             return EXIT_FAIL
         client.request("watch", topics=["scanner"])
         print("scan a barcode now", flush=True)

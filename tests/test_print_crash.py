@@ -3,7 +3,6 @@ the jobs behind it print once each, and job_ids stay taken across the restart.""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys

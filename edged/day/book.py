@@ -60,7 +60,8 @@ class DayBook:
             self.closed, self.exported, self._from_seq = state["closed"], state["exported"], state["from_seq"]
         for rec in await self.journal.scan(self._from_seq, ("day.close", "day.exported")):
             self._apply(rec.kind, rec.body, rec.seq)
-        self._from_seq = self.journal.last_seq + 1
+        if self.journal.last_seq + 1 > self._from_seq:
+            await self._save()  # the next start reads on from here, not the whole journal again
 
     async def stop(self) -> None:
         pass
@@ -95,6 +96,7 @@ class DayBook:
             raise p.RequestError(p.BAD_REQUEST, f"business_day {day} is before the last closed day "
                                                 f"{last['business_day']}; days close in order")
         start = last["seq"] + 1 if last else 1
+        built: dict[str, Any] = {}
 
         def build(store: Store) -> tuple[Entry, Callable[[Store], None]]:
             if start < store.first_seq:
@@ -109,18 +111,19 @@ class DayBook:
                     lo, hi = numbers.get(rec.counter or "", [rec.number, rec.number])
                     numbers[rec.counter or ""] = [min(lo, rec.number), max(hi, rec.number)]
                 chain, end = rec.chain, rec.seq
-            body = {"business_day": day, "till_id": self.till_id, "first_seq": start, "last_seq": end,
-                    "counts": dict(counts), "numbers": numbers, "chain": chain, "closed_at": time.time(), **who}
+            body = built["body"] = {"business_day": day, "till_id": self.till_id, "first_seq": start,
+                                    "last_seq": end, "counts": dict(counts), "numbers": numbers, "chain": chain,
+                                    "closed_at": time.time(), **who}
             return Entry("day.close", body, tx_id=f"day.close:{day}"), Store.rotate
 
-        appended = (await self.journal.append_built(build))[0]
-        rec = (await self.journal.scan(appended.seq, ("day.close",)))[0]
-        self._apply(rec.kind, rec.body, rec.seq)
+        seq = (await self.journal.append_built(build))[0].seq
+        body = built["body"]
+        self._apply("day.close", body, seq)
         await self._save()
-        log.info("business day %s closed: records %d..%d, %s", day, rec.body["first_seq"], rec.body["last_seq"],
-                 ", ".join(f"{k} {n}" for k, n in sorted(rec.body["counts"].items())) or "no records")
-        self.publish({"event": "day.closed", "business_day": day, "seq": rec.seq,
-                      "first_seq": rec.body["first_seq"], "last_seq": rec.body["last_seq"]})
+        log.info("business day %s closed: records %d..%d, %s", day, body["first_seq"], body["last_seq"],
+                 ", ".join(f"{k} {n}" for k, n in sorted(body["counts"].items())) or "no records")
+        self.publish({"event": "day.closed", "business_day": day, "seq": seq,
+                      "first_seq": body["first_seq"], "last_seq": body["last_seq"]})
         return self.closed[day], False
 
     async def mark_exported(self, day: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ or loaded. This runs in a worker thread: stick writes can take seconds.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import json
@@ -39,15 +40,20 @@ def day_dir(business_day: str) -> str:
     return business_day.replace("-", "")
 
 
-def build(closed: dict[str, Any], frames: bytes, chain_before: bytes, chain_after: bytes,
-          counts: dict[str, int]) -> tuple[dict[str, bytes], dict[str, Any]]:
+def build(closed: dict[str, Any], frames: bytes, chain_before: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
     """(files, manifest) for one closed day; `frames` runs from its first record to its day.close."""
+    counts: collections.Counter[str] = collections.Counter()
+    pos, chain_after = 0, chain_before
+    while pos < len(frames):  # the counts and chain head of exactly what is written
+        rec = fr.decode(frames, pos, None)
+        counts[rec.kind] += 1
+        pos, chain_after = pos + rec.size, rec.chain
     seg = fr.encode_segment_head(closed["first_seq"], chain_before) + frames
     files = {"journal.seg": seg}
     manifest = {
         "format": FORMAT, "till_id": closed["till_id"], "business_day": closed["business_day"],
         "first_seq": closed["first_seq"], "last_seq": closed["seq"], "day_close_seq": closed["seq"],
-        "chain_before": chain_before.hex(), "chain_after": chain_after.hex(), "counts": counts,
+        "chain_before": chain_before.hex(), "chain_after": chain_after.hex(), "counts": dict(counts),
         "numbers": closed["numbers"], "exported_at": time.time(), "edged_version": __version__,
         "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                   for name, data in files.items()},

@@ -46,17 +46,15 @@ class DayOps:
             raise p.RequestError(p.BAD_REQUEST, "target: an absolute directory path")
         return await self.export(day, target)
 
-    async def export(self, day: str, root: str, after_write: Callable[[], Any] | None = None) -> dict[str, Any]:
-        """Write closed `day` under root; journal `day.exported` once it is durable (and, for a
-        stick, unmounted by `after_write`). Failure: usb.export failed, the day stays as it was."""
+    async def export(self, day: str, root: str) -> dict[str, Any]:
+        """Write closed `day` under root; journal `day.exported` once it is durable.
+        Failure: usb.export failed, the day stays as it was."""
         self._exports += 1
         export_id = f"{day}.{self._exports}"
         closed = self.book.closed[day]
         frames = await self.journal.frames(closed["first_seq"], closed["seq"])
         chain_before = await self.journal.chain_before(closed["first_seq"])
-        close_rec = (await self.journal.scan(closed["seq"], ("day.close",)))[0]
-        counts = {**closed["counts"], "day.close": closed["counts"].get("day.close", 0) + 1}
-        files, manifest = ex.build(closed, frames, chain_before, close_rec.chain, counts)
+        files, manifest = ex.build(closed, frames, chain_before)
         loop = asyncio.get_running_loop()
         last = [0.0]
 
@@ -70,8 +68,6 @@ class DayOps:
         self.publish({"event": "usb.export", "export_id": export_id, "business_day": day, "state": "started"})
         try:
             path = await asyncio.to_thread(ex.write, root, closed["till_id"], day, files, manifest, progress)
-            if after_write is not None:
-                await after_write()
         except ex.ExportError as e:
             log.warning("export of %s to %s failed: %s", day, root, e)
             self.publish({"event": "usb.export", "export_id": export_id, "business_day": day, "state": "failed",

@@ -14,13 +14,12 @@ import collections
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..journal import frame as fr
-from .export import FORMAT, TOP
+from .export import FORMAT
 
 
 @dataclass

@@ -6,7 +6,6 @@ in `status`), so a client that stops reading cannot slow anybody down.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,7 +28,6 @@ class Watchers:
         # Per topic, events held while nobody watched (scans kept by `keep_unheard`): handed,
         # once, to the first session whose `watch` asks for them (`kept: true`), after its answer.
         self.backlogs: dict[str, Callable[[], list[dict[str, Any]]]] = {}
-        self._handing: set[asyncio.Task] = set()
 
     def publish(self, event: dict[str, Any]) -> int:
         """Send `event` ({"event": "topic.name", ...}) to every watcher of its topic; how many got it."""
@@ -54,9 +52,7 @@ class Watchers:
     def _hand_over(self, session: Session, events: list[dict[str, Any]]) -> None:
         """Queue the held events as one batch that waits for room: once taken, none may be dropped."""
         if events:
-            task = asyncio.create_task(session.outbox.put(b"".join(framing.encode(e) for e in events), len(events)))
-            self._handing.add(task)
-            task.add_done_callback(self._handing.discard)
+            session.spawn(session.outbox.put(b"".join(framing.encode(e) for e in events), len(events)), "kept events")
 
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)

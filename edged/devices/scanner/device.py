@@ -24,6 +24,7 @@ from .assemble import Assembler
 from .decode import decode
 from .fixture import RawEvent
 from .identity import Identity
+from .keymap import REPEAT
 
 log = logging.getLogger("edged.scanner")
 SERIAL_SUFFIX = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
@@ -53,7 +54,7 @@ class Scanner:
         self.opener = opener or (open_evdev if settings.backend == "evdev" else self._open_serial)
         self.identity = Identity(settings.device, settings.vendor, settings.product, settings.serial)
         self.node = ""  # the device node open now (what a udev `remove` names)
-        self.kept: collections.deque[dict] = collections.deque(maxlen=settings.keep_unheard or 1)
+        self.kept: collections.deque[dict] = collections.deque(maxlen=settings.keep_unheard)  # 0: keeps none
         self.last_keys: list[RawEvent] = []  # the last scan's key events, for `scan_layouts`
         self._keys: list[RawEvent] = []
         self.state, self.detail, self.since = "offline", "not opened yet", time.time()
@@ -91,7 +92,7 @@ class Scanner:
         return {"kind": self.kind, "backend": self.settings.backend, "state": "ok" if self.state == "online" else "error",
                 "reasons": [] if self.state == "online" else ["offline"], "since": self.since, "detail": self.detail,
                 "device": str(self.identity), "node": self.node, "scans": self.scans, "unheard": self.unheard,
-                "invalid": self.invalid, "kept": len(self.kept) if self.settings.keep_unheard else 0}
+                "invalid": self.invalid, "kept": len(self.kept)}
 
     def summary(self) -> str:
         return f"scanner {self.name}: {self.state}"
@@ -164,7 +165,8 @@ class Scanner:
             if ev.type == ecodes.EV_KEY:
                 for text, ended in self._asm.key(ev.code, ev.value, ev.timestamp()):
                     self._scan(text, ended)
-                self._keys.append((ev.sec, ev.usec, ev.type, ev.code, ev.value))
+                if ev.value != REPEAT:  # a stuck key repeats forever; they mean nothing
+                    self._keys.append((ev.sec, ev.usec, ev.type, ev.code, ev.value))
         if self._asm.pending:  # no suffix yet: the timeout may end it
             if self._idle:
                 self._idle.cancel()
@@ -205,8 +207,7 @@ class Scanner:
         if not self.publish(event):
             self.unheard += 1
             log.info("scanner %s: scan with nobody watching: %r", self.name, fields["code"])
-            if self.settings.keep_unheard:
-                self.kept.append({**event, "kept": True, "at": time.time()})
+            self.kept.append({**event, "kept": True, "at": time.time()})
 
     def take_kept(self) -> list[dict]:
         """Scans kept while nobody watched, oldest first; handed over once."""

@@ -26,7 +26,6 @@ class Hotplug:
     def __init__(self, scanners: list[Scanner]) -> None:
         self.scanners = scanners
         self.monitor: pyudev.Monitor | None = None
-        self.heard = 0
 
     async def start(self) -> None:
         try:
@@ -51,7 +50,6 @@ class Hotplug:
         assert self.monitor is not None
         try:
             while (device := self.monitor.poll(timeout=0)) is not None:
-                self.heard += 1
                 self.handle(device.action or "", dict(device.properties))
         except OSError as e:  # ENOBUFS: events were lost; the scanners' own retry finds them
             log.warning("udev monitor: %s; scanners are re-opened by their retry", e)
