@@ -203,6 +203,43 @@ class NumberRange:
         return []
 
 
+_FS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+
+@dataclass
+class UsbSettings:
+    mounter: str = field(default="udisks2", metadata=_choices("udisks2", "mount", "directory") | _help(
+        "how sticks are mounted: udisks2 (the package's polkit rule lets edged use it), mount (mount(8), "
+        "needs root or CAP_SYS_ADMIN), directory (the simulated till: a stick is a directory)"))
+    filesystems: list[str] = field(default_factory=lambda: ["vfat", "exfat"], metadata=_help(
+        "filesystem types a stick may have (blkid TYPE / ID_FS_TYPE); others are left alone"))
+    buses: list[str] = field(default_factory=lambda: ["usb"], metadata=_help(
+        "buses a stick may be on (ID_BUS); internal disks are never touched"))
+    mount_dir: str = field(default="/run/edged/usb", metadata=_help(
+        "mounter = \"mount\": sticks are mounted at mount_dir/<device>"))
+    timeout: float = field(default=60.0, metadata=_range(1, 600) | _help(
+        "seconds a mount or unmount may take before the stick counts as failed"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        for key in ("filesystems", "buses"):
+            values = getattr(self, key)
+            if not values:
+                return [(key, "at least one")]
+            for value in values:
+                if not _FS.match(value):
+                    return [(key, f"{value!r} is not a name like vfat or usb")]
+        if not self.mount_dir.startswith("/"):
+            return [("mount_dir", f"must be an absolute path, got {self.mount_dir!r}")]
+        return []
+
+
+@dataclass
+class ExportSettings:
+    usb: str = field(default="manual", metadata=_choices("manual", "on_day_close") | _help(
+        "on_day_close: every closed day not yet exported goes to the next USB stick plugged in; "
+        "manual: only days asked for with `edged export DATE`"))
+
+
 @dataclass
 class Config:
     till_id: str = field(default_factory=lambda: _hostname(), metadata=_help("this till's name; unique per shop"))
@@ -212,6 +249,8 @@ class Config:
     printers: dict[str, PrinterSettings] = field(default_factory=dict)
     drawers: dict[str, DrawerSettings] = field(default_factory=dict)
     scanners: dict[str, ScannerSettings] = field(default_factory=dict)
+    usb: UsbSettings = field(default_factory=UsbSettings)
+    export: ExportSettings = field(default_factory=ExportSettings)
 
     def problems(self) -> list[tuple[str, str]]:
         if not _NAME.match(self.till_id):

@@ -22,6 +22,7 @@ from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
 from .day.book import DayBook
+from .day.carry import Carrier
 from .day.ops import DayOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
@@ -35,6 +36,8 @@ from .sim.printer import PrinterEmulator
 from .sim.scanner import WEDGE_LAYOUT, SimScanner
 from .systemd import Notifier
 from .till import Till
+from .usb.mount import mounter
+from .usb.sticks import Sticks
 
 log = logging.getLogger("edged")
 GC_THRESHOLD = 50_000
@@ -171,8 +174,14 @@ class Daemon:
         self.till.printing = printing
         days = DayBook(journal, self.cfg.till_id, self.publish)
         await self._start("days", days)
+        # The simulated till's sticks are directories plugged in with the `sim` op.
+        usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
+        sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
+        await self._start("usb", sticks)
+        self.till.sticks = sticks
+        carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
         handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
-                    | ScanOps(scanners).handlers() | DayOps(days, journal, self.publish).handlers())
+                    | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
         d = self.cfg.daemon
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,

@@ -6,6 +6,7 @@ registered here as they land; until then the relay answers `unknown_op`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from .relay.server import Server, Session
     from .sim.printer import PrinterEmulator
     from .sim.scanner import SimScanner
+    from .usb.sticks import Sticks
 
 
 class Till:
@@ -35,6 +37,7 @@ class Till:
         self.server: Server | None = None  # set by the daemon once the socket exists
         self.emulators: dict[str, PrinterEmulator] = {}
         self.sim_scanner: SimScanner | None = None
+        self.sticks: Sticks | None = None
 
     def handlers(self) -> dict[str, Any]:
         ops = {"status": self.op_status}
@@ -65,6 +68,7 @@ class Till:
             "uptime": round(time.time() - self.started, 1),
             "devices": {name: dev.describe() for name, dev in self.devices.items()},
             "jobs": self.printing.info() if self.printing else {},
+            "usb": self.sticks.describe() if self.sticks else {},
             "journal": self.journal.info() if self.journal else self.journal_info(),
             "consumers": dict(self.journal.cursors) if self.journal else {},
             "consumer_lag": self.journal.lags() if self.journal else {},
@@ -83,7 +87,10 @@ class Till:
 
     async def op_sim(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         """Simulation only: change the simulated printer's state, then re-read its status;
-        or (`scan`) let the simulated scanner scan a code."""
+        or (`scan`) let the simulated scanner scan a code; or plug a directory in as a USB stick
+        (`stick`), or pull one (`unplug`)."""
+        if "stick" in params or "unplug" in params:
+            return self._sim_stick(params)
         code = p.param(params, "scan", str, required=False)
         if code is not None:
             if self.sim_scanner is None:
@@ -113,3 +120,17 @@ class Till:
         await self.printers[name].refresh()
         return {"printer": name, "state": dataclasses.asdict(state),
                 "status": self.printers[name].status.as_dict()}
+
+    def _sim_stick(self, params: dict[str, Any]) -> dict[str, Any]:
+        assert self.sticks is not None
+        device = p.param(params, "unplug", str, required=False)
+        if device is not None:
+            if device not in self.sticks.present:
+                raise p.RequestError(p.NOT_FOUND, f"no stick {device!r} plugged in "
+                                                  f"({', '.join(self.sticks.present) or 'none'})")
+            self.sticks.removed(device)
+            return {"unplugged": device}
+        path = p.param(params, "stick", str)
+        if not path.startswith("/") or not os.path.isdir(path):
+            raise p.RequestError(p.BAD_REQUEST, f"stick: an existing directory, as an absolute path ({path!r})")
+        return {"plugged": self.sticks.plug_directory(path).describe()}

@@ -218,7 +218,7 @@ def test_day_cli(short_dir, tmp_path):
             code, out, _ = await cli("day", "close", "2026-11-19")
             assert out.startswith("2026-11-19 was already closed: records 1..2")
             code, out, err = await cli("export", "2026-11-19", "--to", "relative/dir")
-            assert code != 0 and "target: an absolute directory path" in err
+            assert code != 0 and "an absolute directory path" in err
             code, out, _ = await cli("export", "2026-11-19", "--to", str(tmp_path))
             assert code == 0 and f"exported to {tmp_path}/EDGED/till-7/20261119 (records 1..3)" in out
             code, out, _ = await cli("day", "list")

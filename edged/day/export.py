@@ -29,6 +29,10 @@ from ..journal import frame as fr
 FORMAT = "edged-export/1"
 TOP = "EDGED"
 CHUNK = 256 << 10
+# Where a stick can be pulled: before creating the temporary directory, before each data file,
+# mid-file, before the manifest, before the directory fsync, the rename and the parent's fsync.
+STEPS = ("mkdir", "file", "write", "manifest", "fsync-dir", "rename", "fsync-parent")
+GONE = (errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ESHUTDOWN)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -62,8 +66,10 @@ def build(closed: dict[str, Any], frames: bytes, chain_before: bytes) -> tuple[d
 
 
 def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], manifest: dict[str, Any],
-          progress: Callable[[int, int], None] = lambda done, total: None) -> str:
-    """Write the export under root; its final path. ExportError (nothing final written) on failure."""
+          progress: Callable[[int, int], None] = lambda done, total: None,
+          step: Callable[[str], None] = lambda name: None) -> str:
+    """Write the export under root; its final path. ExportError (nothing final written) on failure.
+    step(name) is called before each of STEPS ("write": after the first chunk is written)."""
     name = day_dir(business_day)
     doc = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     total, done = sum(map(len, files.values())) + len(doc), 0
@@ -73,25 +79,34 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
         top = _opendir(root_fd, TOP, fds, create=True)
         till = _opendir(top, till_id, fds, create=True)
         partial = f".{name}.partial"
-        _remove_tree(till, partial)  # left by a stick pulled last time
+        for leftover in os.listdir(till):  # left by a stick pulled last time
+            if leftover == partial or leftover.startswith(f".{name}.replaced-"):
+                _remove_tree(till, leftover)
+        step("mkdir")
         os.mkdir(partial, 0o755, dir_fd=till)
         tmp = _opendir(till, partial, fds, create=False)
         for fname, data in [*files.items(), ("manifest.json", doc)]:  # the manifest last
+            step("manifest" if fname == "manifest.json" else "file")
             fd = os.open(fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=tmp)
             try:
                 for i in range(0, len(data), CHUNK):
                     done += os.write(fd, data[i:i + CHUNK])
                     progress(done, total)
+                    if i == 0 and fname != "manifest.json":
+                        step("write")
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        step("fsync-dir")
         os.fsync(tmp)
         old = None
+        step("rename")
         if _exists(till, name):  # written before (a re-export by date): replaced as a whole
             old = f".{name}.replaced-{int(time.time())}"
             os.rename(name, old, src_dir_fd=till, dst_dir_fd=till)
         os.rename(partial, name, src_dir_fd=till, dst_dir_fd=till)
+        step("fsync-parent")
         os.fsync(till)
         if old:
             _remove_tree(till, old)
@@ -112,6 +127,8 @@ def _why(e: OSError) -> str:
         return "the stick is full"
     if e.errno == errno.EROFS:
         return "the stick is read-only"
+    if e.errno in GONE:
+        return f"the stick was removed or failed ({e.strerror})"
     return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
 
 

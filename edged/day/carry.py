@@ -1,0 +1,158 @@
+"""Carrying closed days away: to a directory (`export` with a target), or to
+the next USB stick.
+
+A stick export: mount, write every pending day (export.write: temporary name,
+fsyncs, rename), unmount — and only once the stick is unmounted is
+`usb.safe_to_remove` announced and each day's `day.exported` journaled. Any
+failure (stick pulled, full, read-only, I/O error, cannot unmount) publishes
+`usb.export` failed with the reason and leaves the day pending for the next
+stick. Days pending: those asked for (`export` without a target) and, with
+`export.usb = "on_day_close"`, every closed day not exported yet, so the
+request outlives a restart.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from ..journal.service import Journal
+from ..usb.mount import MountError
+from ..usb.probe import Stick
+from ..usb.sticks import Sticks
+from . import export as ex
+from .book import DayBook
+
+log = logging.getLogger("edged.day")
+PROGRESS_EVERY = 0.25  # seconds between usb.export progress events
+
+
+@dataclasses.dataclass
+class Written:
+    day: str
+    export_id: str
+    path: str
+    manifest: dict[str, Any]
+    device: str | None
+
+
+class Carrier:
+    def __init__(self, book: DayBook, journal: Journal, publish: Callable[[dict], int],
+                 sticks: Sticks | None = None, on_day_close: bool = False) -> None:
+        self.book, self.journal, self.publish = book, journal, publish
+        self.sticks = sticks
+        self.on_day_close = on_day_close
+        self.requested: set[str] = set()
+        # Called in the writer thread before each step (export.STEPS, then "unmount"):
+        # the tests pull the stick here, at an exact point of the export.
+        self.on_step: Callable[[str], None] = lambda step: None
+        self._exports = 0
+        self._serving = False
+        if sticks is not None:
+            sticks.on_insert = self.serve
+
+    def pending(self) -> list[str]:
+        auto = {d for d in self.book.closed if d not in self.book.exported} if self.on_day_close else set()
+        return sorted(self.requested | auto)
+
+    def request(self, day: str) -> list[str]:
+        """Ask for day on the next stick (now, if one is in); the devices it goes to now."""
+        self.requested.add(day)
+        return self.kick(day)
+
+    def kick(self, day: str) -> list[str]:
+        present = list(self.sticks.present.values()) if self.sticks else []
+        if not present:
+            self.publish({"event": "usb.export", "business_day": day, "state": "waiting"})
+        for stick in present[:1]:
+            asyncio.ensure_future(self.serve(stick))
+        return [s.device for s in present[:1]]
+
+    async def serve(self, stick: Stick) -> None:
+        """Write what is pending to this stick; again while more comes in, until a failure."""
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            while (days := self.pending()) and self.sticks and stick.device in self.sticks.present:
+                if not await self._carry(stick, days):
+                    return
+        finally:
+            self._serving = False
+
+    async def _carry(self, stick: Stick, days: list[str]) -> bool:
+        assert self.sticks is not None
+        try:
+            root = await self.sticks.mount(stick)
+        except (MountError, OSError) as e:
+            for day in days:
+                self._failed(self._next_id(day), day, f"cannot mount {stick.device}: {e}", stick.device)
+            return False
+        written = []
+        for day in days:
+            try:
+                written.append(await self.write(day, root, stick.device))
+            except ex.ExportError:
+                break  # the stick is pulled, full or broken: the rest waits for the next one
+        try:
+            await asyncio.to_thread(self.on_step, "unmount")
+            await self.sticks.unmount(stick)
+        except (MountError, OSError) as e:
+            for w in written:
+                self._failed(w.export_id, w.day, f"not unmounted, so not counted as exported: {e}", stick.device)
+            return False
+        for w in written:
+            await self.mark(w)
+        return len(written) == len(days)
+
+    def _next_id(self, day: str) -> str:
+        self._exports += 1
+        return f"{day}.{self._exports}"
+
+    def _failed(self, export_id: str, day: str, reason: str, device: str | None) -> None:
+        log.warning("export of %s failed: %s", day, reason)
+        self.publish({"event": "usb.export", "export_id": export_id, "business_day": day, "state": "failed",
+                      "reason": reason, "device": device})
+
+    async def write(self, day: str, root: str, device: str | None = None) -> Written:
+        """Write closed `day` under root (ExportError after a `failed` event)."""
+        export_id = self._next_id(day)
+        closed = self.book.closed[day]
+        frames = await self.journal.frames(closed["first_seq"], closed["seq"])
+        chain_before = await self.journal.chain_before(closed["first_seq"])
+        files, manifest = ex.build(closed, frames, chain_before)
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+        base = {"event": "usb.export", "export_id": export_id, "business_day": day, "device": device}
+
+        def progress(done: int, total: int) -> None:  # worker thread
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY or done == total:
+                last[0] = now
+                loop.call_soon_threadsafe(self.publish, {**base, "state": "writing", "bytes": done, "total": total})
+        self.publish({**base, "state": "started"})
+        try:
+            path = await asyncio.to_thread(ex.write, root, closed["till_id"], day, files, manifest, progress,
+                                           self.on_step)
+        except ex.ExportError as e:
+            self._failed(export_id, day, str(e), device)
+            raise
+        return Written(day, export_id, path, manifest, device)
+
+    async def mark(self, w: Written) -> dict[str, Any]:
+        """Journal `day.exported` for a written (and, for a stick, unmounted) export."""
+        digest = hashlib.sha256((json.dumps(w.manifest, indent=1, sort_keys=True) + "\n").encode()).hexdigest()
+        done = await self.book.mark_exported(w.day, {"path": w.path, "manifest_sha256": digest,
+                                                     "first_seq": w.manifest["first_seq"],
+                                                     "last_seq": w.manifest["last_seq"], "export_id": w.export_id,
+                                                     "device": w.device})
+        self.requested.discard(w.day)
+        log.info("business day %s exported to %s (records %d..%d)", w.day, w.path, w.manifest["first_seq"],
+                 w.manifest["last_seq"])
+        self.publish({"event": "usb.export", "export_id": w.export_id, "business_day": w.day, "state": "done",
+                      "path": w.path, "device": w.device, "bytes": w.manifest["files"]["journal.seg"]["size"]})
+        return done

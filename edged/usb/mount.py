@@ -1,0 +1,169 @@
+"""Mounting a stick, behind one interface, chosen by `usb.mounter`.
+
+- `udisks2` (production): `udisksctl` asks udisksd over D-Bus; the package's
+  polkit rule lets edged's user mount, unmount and power off removable drives,
+  so edged needs no mount privilege of its own.
+- `mount`: mount(8) and umount(8) directly, at `usb.mount_dir/<device>`, for
+  a daemon that has CAP_SYS_ADMIN (root, or tests).
+- `directory`: the simulated till; a stick is a directory, nothing is mounted.
+
+Every mount gets nosuid,nodev,noexec,noatime (nothing on a stick is ever run
+or trusted), and vfat/exfat, which have no owners of their own, are owned by
+edged's user with umask 077. The flags are read back from
+/proc/self/mountinfo: FUSE helpers (exfat-fuse) do not all apply noexec, so
+edged re-applies the flags with a bind remount, and refuses a mount that
+still lacks one.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+from typing import Protocol
+
+from ..config import UsbSettings
+from .probe import Stick
+
+log = logging.getLogger("edged.usb")
+FLAGS = ("nosuid", "nodev", "noexec", "noatime")
+OWNERLESS = ("vfat", "exfat")  # no owners on disk: uid/gid/umask at mount time
+
+
+class MountError(Exception):
+    """A mount or unmount failed; str() says why."""
+
+
+class Mounter(Protocol):
+    async def mount(self, stick: Stick) -> str: ...
+    async def unmount(self, stick: Stick, path: str) -> None: ...
+
+
+def options(fs_type: str) -> str:
+    extra = f",uid={os.getuid()},gid={os.getgid()},umask=077" if fs_type in OWNERLESS else ""
+    return ",".join(FLAGS) + extra
+
+
+def mount_flags(path: str, mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
+    """The per-mount flags of the mount at path, or None when nothing is mounted there."""
+    real = os.path.realpath(path)
+    with open(mountinfo, encoding="utf-8") as f:
+        for line in reversed(f.read().splitlines()):  # the last mount at a path is the visible one
+            fields = line.split()
+            if _unescape(fields[4]) == real:
+                return set(fields[5].split(","))
+    return None
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+async def run(argv: list[str], timeout: float) -> str:
+    """Run a mount tool; its stdout, or MountError with its own message."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise MountError(f"{argv[0]} {argv[1]} took longer than {timeout:.0f} s") from None
+    if proc.returncode:
+        raise MountError((err or out).decode(errors="replace").strip() or f"{argv[0]} failed ({proc.returncode})")
+    return out.decode(errors="replace")
+
+
+class _Checked:
+    """Shared by the real mounters: the flags are checked after every mount."""
+    timeout: float
+
+    async def enforce(self, stick: Stick, path: str) -> None:
+        missing = [f for f in FLAGS if f not in (mount_flags(path) or set())]
+        if missing:  # e.g. exfat-fuse drops noexec: set the mount's own flags again
+            log.info("%s mounted without %s; remounting with them", stick.device, ",".join(missing))
+            try:
+                await run(["mount", "-o", "remount,bind," + ",".join(FLAGS), path], self.timeout)
+            except MountError as e:
+                log.warning("remount of %s failed: %s", path, e)
+            missing = [f for f in FLAGS if f not in (mount_flags(path) or set())]
+        if missing:
+            await self.unmount(stick, path)
+            raise MountError(f"the mount of {stick.device} lacks {','.join(missing)}; refused")
+
+    async def unmount(self, stick: Stick, path: str) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class MountCommand(_Checked):
+    """mount(8) at mount_dir/<device>."""
+
+    def __init__(self, settings: UsbSettings) -> None:
+        self.dir, self.timeout = settings.mount_dir, settings.timeout
+
+    def fs_type(self, stick: Stick) -> str:
+        # A kernel without exfat (this one, some Debian builds) mounts exfat through FUSE.
+        with open("/proc/filesystems", encoding="ascii") as f:
+            kernel = {line.split()[-1] for line in f if line.strip()}
+        if stick.fs_type == "exfat" and "exfat" not in kernel and shutil.which("mount.exfat-fuse"):
+            return "exfat-fuse"
+        return stick.fs_type
+
+    async def mount(self, stick: Stick) -> str:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        path = os.path.join(self.dir, stick.device)
+        if mount_flags(path) is not None:  # left mounted by a crash: start from a clean mount
+            await self.unmount(stick, path)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        await run(["mount", "-t", self.fs_type(stick), "-o", options(stick.fs_type), stick.node, path],
+                  self.timeout)
+        await self.enforce(stick, path)
+        return path
+
+    async def unmount(self, stick: Stick, path: str) -> None:
+        await run(["umount", path], self.timeout)  # umount writes everything back before it returns
+        try:
+            os.rmdir(path)
+        except OSError as e:
+            log.info("mount point %s left behind: %s", path, e.strerror)
+
+
+class Udisks(_Checked):
+    """udisksctl: udisksd mounts under /media/<user>/, as polkit allows."""
+
+    def __init__(self, settings: UsbSettings) -> None:
+        self.timeout = settings.timeout
+
+    async def mount(self, stick: Stick) -> str:
+        out = await run(["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
+                         "--filesystem-type", stick.fs_type, "--options", options(stick.fs_type)], self.timeout)
+        found = re.search(r" at (/.*?)\.?\s*$", out)  # "Mounted /dev/sdb1 at /media/_edged/STICK."
+        if not found:
+            raise MountError(f"udisksctl said {out.strip()!r}; no mount point in it")
+        await self.enforce(stick, found.group(1))
+        return found.group(1)
+
+    async def unmount(self, stick: Stick, path: str) -> None:
+        await run(["udisksctl", "unmount", "--no-user-interaction", "--block-device", stick.node], self.timeout)
+        try:  # the drive stops; its light tells the cashier too
+            await run(["udisksctl", "power-off", "--no-user-interaction", "--block-device", stick.disk],
+                      self.timeout)
+        except MountError as e:
+            log.info("power-off of %s: %s (unmounted; safe to remove anyway)", stick.disk, e)
+
+
+class Directory:
+    """The simulated till: the stick is its directory; the export fsyncs everything itself."""
+
+    async def mount(self, stick: Stick) -> str:
+        if not os.path.isdir(stick.node):
+            raise MountError(f"{stick.node} is not a directory")
+        return stick.node
+
+    async def unmount(self, stick: Stick, path: str) -> None:
+        pass
+
+
+def mounter(settings: UsbSettings) -> Mounter:
+    return {"udisks2": Udisks, "mount": MountCommand}.get(settings.mounter, lambda s: Directory())(settings)

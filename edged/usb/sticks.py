@@ -1,0 +1,145 @@
+"""USB sticks: which are plugged in, mounting them, and telling clients.
+
+One pyudev monitor on the `block` subsystem, read on the event loop. It
+listens to udevd when udevd runs (its events carry ID_BUS and ID_FS_TYPE),
+else to the kernel (containers, test machines), whose events `probe` completes
+from sysfs and blkid. Devices present at startup are looked at once.
+
+Events: `usb.inserted` when a stick is recognised, `usb.removed` when it goes
+(`safe` says whether edged had unmounted it first), `usb.safe_to_remove` once
+it is unmounted after an export. What is written to a stick, and when, is the
+day exports' business (day/carry.py): they call mount() and unmount().
+On the simulated till (`usb.mounter = "directory"`) there is no monitor: the
+`sim` op plugs a directory in as a stick.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import Any, Awaitable, Callable
+
+import pyudev
+
+from ..config import UsbSettings
+from .mount import Mounter, MountError
+from .probe import Stick, classify
+
+log = logging.getLogger("edged.usb")
+UDEVD_CONTROL = "/run/udev/control"  # exists while systemd-udevd runs
+
+
+class Sticks:
+    def __init__(self, settings: UsbSettings, mounter: Mounter, publish: Callable[[dict], int]) -> None:
+        self.settings = settings
+        self.mounter = mounter
+        self.publish = publish
+        self.present: dict[str, Stick] = {}
+        self.mounted: dict[str, str] = {}  # device -> mount point
+        self.on_insert: Callable[[Stick], Awaitable[None]] | None = None
+        self.monitor: pyudev.Monitor | None = None
+        self.source = ""
+        self._tasks: set[asyncio.Task] = set()
+        self._sim = itertools.count(1)
+
+    async def start(self) -> None:
+        if self.settings.mounter == "directory":
+            return
+        self.source = "udev" if os.path.exists(UDEVD_CONTROL) else "kernel"
+        context = pyudev.Context()
+        try:
+            self.monitor = pyudev.Monitor.from_netlink(context, source=self.source)
+            self.monitor.filter_by("block")
+            self.monitor.start()
+        except OSError as e:
+            log.warning("no block device monitor (%s); USB sticks are not detected", e)
+            self.monitor = None
+            return
+        asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._readable)
+        for device in context.list_devices(subsystem="block"):  # sticks already plugged in
+            self._spawn(self._added(dict(device.properties), _ancestors(device)))
+
+    async def stop(self) -> None:
+        if self.monitor is not None:
+            asyncio.get_running_loop().remove_reader(self.monitor.fileno())
+            self.monitor = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def healthy(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"mounter": self.settings.mounter, "source": self.source or None,
+                "sticks": [{**s.describe(), "mounted": d in self.mounted} for d, s in self.present.items()]}
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _readable(self) -> None:
+        assert self.monitor is not None
+        try:
+            while (device := self.monitor.poll(timeout=0)) is not None:
+                props = dict(device.properties)
+                if device.action in ("add", "change"):
+                    self._spawn(self._added(props, _ancestors(device)))
+                elif device.action == "remove":
+                    self.removed(os.path.basename(props.get("DEVNAME", device.sys_name)))
+        except OSError as e:  # ENOBUFS: events lost; a stick re-plugged is seen again
+            log.warning("block device monitor: %s", e)
+
+    async def _added(self, props: dict[str, str], ancestors: list[tuple[str, str]]) -> None:
+        try:
+            stick = await classify(props, ancestors, self.settings)
+        except OSError as e:  # blkid missing, or the device went while probing
+            log.warning("cannot probe %s: %s", props.get("DEVNAME", "?"), e)
+            return
+        if stick is not None:
+            self.inserted(stick)
+
+    def inserted(self, stick: Stick) -> None:
+        if stick.device in self.present:
+            return
+        self.present[stick.device] = stick
+        log.info("USB stick %s inserted (%s, label %r)", stick.device, stick.fs_type, stick.label)
+        self.publish({"event": "usb.inserted", **stick.describe()})
+        if self.on_insert is not None:
+            self._spawn(self.on_insert(stick))
+
+    def removed(self, device: str) -> None:
+        stick = self.present.pop(device, None)
+        if stick is None:
+            return
+        safe = device not in self.mounted
+        log.log(logging.INFO if safe else logging.WARNING, "USB stick %s removed%s", device,
+                "" if safe else " while mounted")
+        self.publish({"event": "usb.removed", "device": device, "safe": safe})
+
+    def plug_directory(self, path: str) -> Stick:
+        """The simulated till: a directory plugged in as a stick."""
+        stick = Stick(f"sim{next(self._sim)}", path, "directory", "sim", os.path.basename(path.rstrip("/")))
+        self.inserted(stick)
+        return stick
+
+    async def mount(self, stick: Stick) -> str:
+        path = await self.mounter.mount(stick)
+        self.mounted[stick.device] = path
+        return path
+
+    async def unmount(self, stick: Stick) -> None:
+        """Unmount; then the stick is announced as safe to remove. MountError if it could not be."""
+        path = self.mounted[stick.device]
+        await self.mounter.unmount(stick, path)
+        del self.mounted[stick.device]
+        if stick.device not in self.present:  # pulled first: what reached it is not vouched for
+            raise MountError(f"the stick {stick.device} was removed before it was unmounted")
+        log.info("USB stick %s unmounted; safe to remove", stick.device)
+        self.publish({"event": "usb.safe_to_remove", "device": stick.device})
+
+
+def _ancestors(device: pyudev.Device) -> list[tuple[str, str]]:
+    return [(d.subsystem or "", d.sys_name) for d in device.ancestors]
