@@ -179,7 +179,7 @@ class Daemon:
         sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
         await self._start("usb", sticks)
         self.till.sticks = sticks
-        carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
+        self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
         handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
                     | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
         d = self.cfg.daemon
