@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__, cli_day, cli_journal, cli_print, cli_scan, config
@@ -92,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
     sims.add_argument("--printer", help="printer name (default: the first)")
     _socket_arg(sims)
+    stick = simsub.add_parser("stick", help="plug a directory into a simulated till as a USB stick, or pull one",
+                              description="The simulated till's USB sticks are directories: `edged sim stick "
+                                          "DIR` plugs DIR in (usb.inserted; a pending export starts), "
+                                          "`edged sim stick --unplug DEVICE` pulls it (DEVICE as shown: sim1...).")
+    stick.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="an existing directory")
+    stick.add_argument("--unplug", metavar="DEVICE", help="pull this simulated stick instead")
+    _socket_arg(stick)
     cli_scan.add_parsers(sub, _socket_arg)
     cli_day.add_parsers(sub, _socket_arg)
     cli_day.add_archive_parsers(sub)
@@ -255,6 +263,10 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
     if len(rows) == 1:
         lines.append("(no devices configured)")
+    if s.get("usb"):
+        sticks = ", ".join(f"{k['device']} ({k['fs_type']}{', mounted' if k['mounted'] else ''})"
+                           for k in s["usb"]["sticks"]) or "none plugged in"
+        lines.append(f"usb       sticks: {sticks}; mounter {s['usb']['mounter']}")
     conns = s.get("connections", [])
     lines.append("")
     lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
@@ -273,6 +285,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         from .sim.console import run_printer
 
         return run_printer(args.port, args.columns)
+    if args.sim_command == "stick":
+        if args.unplug:
+            print(f"simulated stick {_call(args, 'sim', unplug=args.unplug)['unplugged']} pulled")
+        elif args.dir:
+            plugged = _call(args, "sim", stick=str(args.dir.resolve()))["plugged"]
+            print(f"simulated stick {plugged['device']} plugged in: {plugged['node']}")
+        else:
+            print("edged: give DIR, or --unplug DEVICE", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
     changes = {}
     for item in args.changes:
         key, _, value = item.partition("=")
@@ -333,5 +355,5 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "drawer": lambda args: cli_print.cmd_drawer(args, _call),
              "scan": lambda args: cli_scan.cmd_scan(args, _connected),
              "day": lambda args: cli_day.cmd_day(args, _call),
-             "export": lambda args: cli_day.cmd_export(args, _call),
+             "export": lambda args: cli_day.cmd_export(args, _connected),
              "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive}

@@ -19,13 +19,17 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     socket_arg(close)
     lst = dsub.add_parser("list", help="closed days: records, counts, where each was exported")
     socket_arg(lst)
-    exp = sub.add_parser("export", help="write a closed day to a directory (privileged)",
+    exp = sub.add_parser("export", help="write a closed day to a USB stick or a directory (privileged)",
                          description="Writes EDGED/<till_id>/<YYYYMMDD>/ (the day's journal records and "
-                                     "a manifest) under DIR: into a temporary name, synced, then renamed, "
-                                     "so a failure never leaves an export that looks complete. The day can "
-                                     "be written again any time by its date.")
+                                     "a manifest) onto the USB stick plugged into the till, or the next one "
+                                     "plugged in, with a progress bar; it ends when the stick is unmounted "
+                                     "and safe to remove. With --to, under a directory instead. Files are "
+                                     "written under a temporary name, synced, then renamed, so a failure "
+                                     "(stick pulled, full, read-only) never leaves an export that looks "
+                                     "complete, and the day goes onto the next stick. A day can be written "
+                                     "again any time by its date.")
     exp.add_argument("date", metavar="DATE", help="a closed business day, YYYY-MM-DD")
-    exp.add_argument("--to", required=True, metavar="DIR", help="absolute directory, e.g. a mounted stick")
+    exp.add_argument("--to", metavar="DIR", help="absolute directory instead of a USB stick")
     socket_arg(exp)
     ver = sub.add_parser("verify", help="check exports: checksums, records, chain, gaps (no daemon needed)",
                          description="Checks every export under the PATHs (an export directory, a stick's "
@@ -49,14 +53,46 @@ def cmd_day(args: argparse.Namespace, call: Callable) -> int:
         print("no closed days")
     for d in days:
         where = d["exported"]["path"] if d["exported"] else "not exported"
+        if d.get("pending"):
+            where += ", waiting for a USB stick" if not d["exported"] else "; again on the next USB stick"
         print(f"{d['business_day']}  records {d['first_seq']}..{d['last_seq']}  close {d['seq']}  {where}")
     return 0
 
 
-def cmd_export(args: argparse.Namespace, call: Callable) -> int:
-    r = call(args, "export", business_day=args.date, target=args.to)
-    print(f"{r['business_day']} exported to {r['path']} (records {r['first_seq']}..{r['last_seq']})")
-    return 0
+def cmd_export(args: argparse.Namespace, connected: Callable) -> int:
+    with connected(args, timeout=None) as client:  # a stick may be minutes away
+        if args.to:
+            r = client.request("export", business_day=args.date, target=args.to)
+            print(f"{r['business_day']} exported to {r['path']} (records {r['first_seq']}..{r['last_seq']})")
+            return 0
+        client.request("watch", topics=["usb"])
+        r = client.request("export", business_day=args.date)
+        if not r["stick"]:
+            print("plug a USB stick into the till (Ctrl+C stops waiting; the day still goes onto the next stick)")
+        for ev in client.iter_events():
+            if ev["event"] == "usb.inserted":
+                print(f"USB stick {ev['device']} ({ev['fs_type']}{', ' + ev['label'] if ev['label'] else ''})")
+            elif ev["event"] == "usb.safe_to_remove":
+                print("the stick is unmounted: safe to remove")
+            elif ev["event"] == "usb.export" and ev["business_day"] == args.date:
+                if ev["state"] == "writing":
+                    _bar(ev["bytes"], ev["total"])
+                elif ev["state"] == "failed":
+                    print(f"\nexport of {args.date} failed: {ev['reason']}\n"
+                          "it stays asked for: plug in another stick", file=sys.stderr)
+                    return 1
+                elif ev["state"] == "done":
+                    print(f"{args.date} exported to {ev['path']} on {ev['device']}")
+                    return 0
+    return 1
+
+
+def _bar(done: int, total: int, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total >= 1e6 else f"{done // 1000}/{total // 1000} kB"
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {100 * done // max(total, 1):3d}% {size}"
+                     + ("\n" if done >= total else ""))
+    sys.stderr.flush()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

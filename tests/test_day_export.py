@@ -224,3 +224,49 @@ def test_day_cli(short_dir, tmp_path):
             code, out, _ = await cli("day", "list")
             assert out == f"2026-11-19  records 1..2  close 3  {tmp_path}/EDGED/till-7/20261119\n"
     asyncio.run(scenario())
+
+
+def test_export_cli_to_a_simulated_stick(short_dir, tmp_path):
+    """`edged export DATE` waits for a stick, shows progress, ends once it is safe to remove; a stick
+    with a link where EDGED should be fails with the reason and the day stays asked for."""
+    stick, bad = tmp_path / "stick", tmp_path / "bad"
+    stick.mkdir()
+    bad.mkdir()
+    (bad / "EDGED").symlink_to(tmp_path)
+    env = dict(os.environ, EDGED_SOCKET=str(short_dir / "s.sock"))
+
+    async def cli(*args):
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "edged", *args, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        return proc
+
+    async def scenario():
+        async with Daemon(_cfg(short_dir), simulate=True).parts():
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                await _sales(c, "2026-11-19", 300)
+                await c.request("day_close", business_day="2026-11-19")
+                proc = await cli("export", "2026-11-19")
+                first = await asyncio.wait_for(proc.stdout.readline(), 30)
+                assert first.startswith(b"plug a USB stick into the till"), first
+                plug = await cli("sim", "stick", str(bad))
+                assert (await plug.communicate())[0] == f"simulated stick sim1 plugged in: {bad}\n".encode()
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+                assert proc.returncode == 1
+                assert "export of 2026-11-19 failed: EDGED on the stick is a symbolic link; refused" in err.decode()
+                days = await cli("day", "list")
+                assert b"not exported, waiting for a USB stick" in (await days.communicate())[0]
+                unplug = await cli("sim", "stick", "--unplug", "sim1")
+                assert (await unplug.communicate())[0] == b"simulated stick sim1 pulled\n"
+                plug = await cli("sim", "stick", str(stick))  # the day was still asked for: written at once
+                await plug.communicate()
+                proc = await cli("export", "2026-11-19")  # and written again, by its date
+                out, err = await asyncio.wait_for(proc.communicate(), 30)
+                assert proc.returncode == 0, err
+                lines = out.decode().splitlines()
+                assert lines == ["the stick is unmounted: safe to remove",
+                                 f"2026-11-19 exported to {stick}/EDGED/till-7/20261119 on sim2"], lines
+                assert "100% " in err.decode() and " kB" in err.decode()
+                status = await cli("status")
+                assert b"usb       sticks: sim2 (directory); mounter directory" in (await status.communicate())[0]
+    asyncio.run(scenario())
+    assert _verify(stick).returncode == 0

@@ -133,9 +133,15 @@ class Sticks:
     async def unmount(self, stick: Stick) -> None:
         """Unmount; then the stick is announced as safe to remove. MountError if it could not be."""
         path = self.mounted[stick.device]
-        await self.mounter.unmount(stick, path)
-        del self.mounted[stick.device]
+        try:
+            await self.mounter.unmount(stick, path)
+        except MountError:
+            if stick.device in self.present:
+                raise
+        else:
+            del self.mounted[stick.device]
         if stick.device not in self.present:  # pulled first: what reached it is not vouched for
+            self.mounted.pop(stick.device, None)
             raise MountError(f"the stick {stick.device} was removed before it was unmounted")
         log.info("USB stick %s unmounted; safe to remove", stick.device)
         self.publish({"event": "usb.safe_to_remove", "device": stick.device})
