@@ -107,12 +107,12 @@ async def _client_steps(path: str, paper: Path) -> None:
         print(format_status(status).split("\n\n")[-1], end="")
         print("  privileged ops (consumer_remove, drawer_open, day_close, export) need root, edged's user, or a")
         print("  user/group from daemon.privileged_users / privileged_groups; others get not_permitted.")
-        await _day_step(sync, paper.parents[2] / "stick")
+        await _day_step(sync, path, paper.parents[2] / "stick")
 
 
-async def _day_step(client: Client, stick: Path) -> None:
-    _step(12, "closing time: the day is closed, written to a USB stick (here a directory), verified and "
-             "imported at head office")
+async def _day_step(client: Client, path: str, stick: Path) -> None:
+    _step(12, "closing time: the day is closed, written to a USB stick (here a directory plugged in "
+             "with `edged sim stick DIR`), verified and imported at head office")
     stick.mkdir()
     day = time.strftime("%Y-%m-%d")
     closed = await client.request("day_close", business_day=day)
@@ -120,8 +120,18 @@ async def _day_step(client: Client, stick: Path) -> None:
           f"numbers {closed['numbers']}, chain {closed['chain'][:16]}...")
     again = await client.request("day_close", business_day=day)
     print(f"  closing it again answers the same record: seq {again['seq']}, duplicate {again['duplicate']}")
-    done = await client.request("export", business_day=day, target=str(stick))
-    print(f"  export -> {done['path']} (records {done['first_seq']}..{done['last_seq']})")
+    async with await Client.connect(path, client="demo-cashier-screen") as screen:
+        await screen.request("watch", topics=["usb"])
+        asked = await client.request("export", business_day=day)  # `edged export DATE`: onto a stick
+        print(f"  export {day} -> queued {asked['queued']}, stick now {asked['stick'] or 'none'}")
+        print(f"  event {_brief(await screen.next_event(5))}")
+        plugged = await client.request("sim", stick=str(stick))
+        print(f"  the cashier plugs in a stick: {plugged['plugged']['device']} ({plugged['plugged']['node']})")
+        while True:
+            ev = await screen.next_event(30)
+            print(f"  event {_brief(ev)}")
+            if ev.get("state") in ("done", "failed"):
+                break
     for dirpath, _dirs, files in sorted(os.walk(stick)):
         for name in sorted(files):
             print(f"    {os.path.relpath(os.path.join(dirpath, name), stick)}")
@@ -134,6 +144,11 @@ async def _day_step(client: Client, stick: Path) -> None:
         subprocess.run([sys.executable, "-m", "edged", "import", str(stick), "--archive", str(archive)])
     print(f"$ edged archive status {archive}", flush=True)
     subprocess.run([sys.executable, "-m", "edged", "archive", "status", str(archive)])
+
+
+def _brief(ev: dict) -> str:
+    return ev["event"] + " " + " ".join(f"{k}={v}" for k, v in ev.items()
+                                        if k not in ("event", "export_id") and v not in (None, ""))
 
 
 SAMPLE = {"blocks": [

@@ -161,6 +161,11 @@ def test_demo_runs_end_to_end():
     assert "the same job_id again (a retry) -> state done, duplicate True" in out
     assert "'event': 'drawer.state', 'drawer': 'drawer', 'open': True" in out
     assert "scanner.scan: code '4006381333931' symbology ]E0 gs1 None valid True" in out
+    stick_events = re.findall(r"^  event (usb\.[a-z_]+)(?: .*state=(\w+))?", out, re.M)
+    assert stick_events[0] == ("usb.export", "waiting") and stick_events[1] == ("usb.inserted", "")
+    assert stick_events[-2:] == [("usb.safe_to_remove", ""), ("usb.export", "done")], stick_events
+    assert re.search(r"^ok   demo-till-1 \d{4}-\d\d-\d\d: records 1\.\.7, 7 records$", out, re.M)
+    assert "0 records added, 7 already archived, 0 exports refused" in out
 
 
 def test_edged_events_prints_device_events_as_they_happen(short_dir):
