@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
+# The USB stick tests (root only) partition loop devices and mount exfat through FUSE.
+STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse
 
 .PHONY: demo test run clean
 
@@ -12,6 +14,9 @@ demo: $(STAMP)
 	$(VENV)/bin/edged demo
 
 test: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && ! { command -v sfdisk && command -v mkfs.exfat && command -v mount.exfat-fuse; } >/dev/null; then \
+	  apt-get install -y -q $(STICK_TEST_DEPS) || echo "edged: USB stick tests will be skipped: cannot install $(STICK_TEST_DEPS)" >&2; \
+	fi
 	$(VENV)/bin/python -m pytest
 
 # The simulated till left running in the foreground (Ctrl+C stops it).
