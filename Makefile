@@ -15,7 +15,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@if [ "$$(id -u)" = 0 ] && ! { command -v sfdisk && command -v mkfs.exfat && command -v mount.exfat-fuse; } >/dev/null; then \
-	  apt-get install -y -q $(STICK_TEST_DEPS) || echo "edged: USB stick tests will be skipped: cannot install $(STICK_TEST_DEPS)" >&2; \
+	  apt-get install -y -q $(STICK_TEST_DEPS) || { apt-get update -q && apt-get install -y -q $(STICK_TEST_DEPS); } || echo "edged: USB stick tests will be skipped: cannot install $(STICK_TEST_DEPS)" >&2; \
 	fi
 	$(VENV)/bin/python -m pytest
 
