@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed
 DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
-# The USB stick tests (root only) partition loop devices and mount exfat through FUSE.
-STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse
+# The USB stick tests (root only) partition loop devices, mount exfat through FUSE, and run
+# udevd + udisksd for the udisks2 mounter (the tests start and stop them).
+STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2
 
 .PHONY: demo test run clean
 
@@ -14,7 +15,7 @@ demo: $(STAMP)
 	$(VENV)/bin/edged demo
 
 test: $(STAMP)
-	@if [ "$$(id -u)" = 0 ] && ! { command -v sfdisk && command -v mkfs.exfat && command -v mount.exfat-fuse; } >/dev/null; then \
+	@if [ "$$(id -u)" = 0 ] && ! { command -v sfdisk && command -v mkfs.exfat && command -v mount.exfat-fuse && command -v udisksctl; } >/dev/null; then \
 	  apt-get install -y -q $(STICK_TEST_DEPS) || { apt-get update -q && apt-get install -y -q $(STICK_TEST_DEPS); } || echo "edged: USB stick tests will be skipped: cannot install $(STICK_TEST_DEPS)" >&2; \
 	fi
 	$(VENV)/bin/python -m pytest

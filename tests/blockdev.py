@@ -13,6 +13,7 @@ exactly those exfat-fuse wrote before it died.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -118,3 +120,52 @@ class StickImage:
                 subprocess.run(["umount", "-l", fields[4]], capture_output=True)
         subprocess.run(["partx", "-d", self.loop], capture_output=True)
         subprocess.run(["losetup", "-d", self.loop], capture_output=True)
+
+
+UDISKS_TOOLS = ("udisksctl", "/usr/libexec/udisks2/udisksd", "/lib/systemd/systemd-udevd", "dbus-daemon")
+
+
+@contextlib.contextmanager
+def udisks_running(where: Path) -> Iterator[None]:
+    """udevd, a system bus and udisksd, as a till has them: started here unless already running,
+    and stopped again (with udevd's /run/udev removed, so later tests see a machine without udevd).
+    No bus activation: udisksd would start polkitd, which root does not need."""
+    missing = [t for t in UDISKS_TOOLS if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"udisks2 not installed ({', '.join(missing)}; make test installs udisks2 as root)")
+    started: list[subprocess.Popen] = []
+    made_udev = not os.path.exists("/run/udev/control")
+    bus = Path("/run/dbus/system_bus_socket")
+    try:
+        if not bus.exists():
+            conf = Path("/usr/share/dbus-1/system.conf").read_text()
+            conf = conf.replace("<standard_system_servicedirs/>", "").replace(
+                "<includedir>system.d</includedir>", "<includedir>/usr/share/dbus-1/system.d</includedir>")
+            (where / "bus.conf").write_text(conf)
+            bus.parent.mkdir(exist_ok=True)
+            started.append(subprocess.Popen(["dbus-daemon", "--config-file", str(where / "bus.conf"), "--nofork"]))
+        if made_udev:
+            started.append(subprocess.Popen(["/lib/systemd/systemd-udevd"], stderr=subprocess.DEVNULL))
+        if subprocess.run(["pgrep", "-x", "udisksd"], capture_output=True).returncode:
+            started.append(subprocess.Popen(["/usr/libexec/udisks2/udisksd"], stdout=subprocess.DEVNULL,
+                                            stderr=open(where / "udisksd.log", "wb")))
+        deadline = time.monotonic() + 20
+        while subprocess.run(["udisksctl", "status"], capture_output=True).returncode or \
+                not os.path.exists("/run/udev/control"):
+            assert time.monotonic() < deadline, "udisksd or udevd did not come up"
+            time.sleep(0.05)
+        yield
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if made_udev:
+            shutil.rmtree("/run/udev", ignore_errors=True)
+            shutil.rmtree("/run/udisks2", ignore_errors=True)
+        if started and started[0].args[0] == "dbus-daemon":
+            for name in ("system_bus_socket", "pid"):
+                (bus.parent / name).unlink(missing_ok=True)

@@ -65,11 +65,13 @@ class Carrier:
         return self.kick(day)
 
     def kick(self, day: str) -> list[str]:
-        present = list(self.sticks.present.values()) if self.sticks else []
+        if self.sticks is None:
+            return []
+        present = list(self.sticks.present.values())
         if not present:
             self.publish({"event": "usb.export", "business_day": day, "state": "waiting"})
         for stick in present[:1]:
-            asyncio.ensure_future(self.serve(stick))
+            self.sticks.spawn(self.serve(stick))
         return [s.device for s in present[:1]]
 
     async def serve(self, stick: Stick) -> None:

@@ -74,11 +74,12 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
     doc = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
     total, done = sum(map(len, files.values())) + len(doc), 0
     fds: list[int] = []
+    till: int | None = None
+    partial = f".{name}.partial"
     try:
         root_fd = _opendir(None, root, fds, create=False)
         top = _opendir(root_fd, TOP, fds, create=True)
         till = _opendir(top, till_id, fds, create=True)
-        partial = f".{name}.partial"
         for leftover in os.listdir(till):  # left by a stick pulled last time
             if leftover == partial or leftover.startswith(f".{name}.replaced-"):
                 _remove_tree(till, leftover)
@@ -114,6 +115,11 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
         os.fsync(top)
         return os.path.join(root, TOP, till_id, name)
     except OSError as e:
+        if till is not None:  # a full stick gets its space back; a pulled one keeps it till next time
+            try:
+                _remove_tree(till, partial)
+            except OSError:
+                pass
         raise ExportError(_why(e)) from None
     finally:
         for fd in fds:

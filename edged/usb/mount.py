@@ -29,6 +29,7 @@ from .probe import Stick
 log = logging.getLogger("edged.usb")
 FLAGS = ("nosuid", "nodev", "noexec", "noatime")
 OWNERLESS = ("vfat", "exfat")  # no owners on disk: uid/gid/umask at mount time
+LOOKUP_WAIT = 5.0  # seconds udisksd may take to learn of a stick edged already heard of
 
 
 class MountError(Exception):
@@ -136,8 +137,18 @@ class Udisks(_Checked):
         self.timeout = settings.timeout
 
     async def mount(self, stick: Stick) -> str:
-        out = await run(["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
-                         "--filesystem-type", stick.fs_type, "--options", options(stick.fs_type)], self.timeout)
+        argv = ["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
+                "--filesystem-type", stick.fs_type, "--options", options(stick.fs_type)]
+        deadline = asyncio.get_running_loop().time() + LOOKUP_WAIT
+        while True:
+            try:
+                out = await run(argv, self.timeout)
+                break
+            except MountError as e:
+                # udisksd hears the same udev event as edged and may not have the device yet
+                if "looking up object" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
         found = re.search(r" at (/.*?)\.?\s*$", out)  # "Mounted /dev/sdb1 at /media/_edged/STICK."
         if not found:
             raise MountError(f"udisksctl said {out.strip()!r}; no mount point in it")

@@ -58,7 +58,7 @@ class Sticks:
             return
         asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._readable)
         for device in context.list_devices(subsystem="block"):  # sticks already plugged in
-            self._spawn(self._added(dict(device.properties), _ancestors(device)))
+            self.spawn(self._added(dict(device.properties), _ancestors(device)))
 
     async def stop(self) -> None:
         if self.monitor is not None:
@@ -75,10 +75,16 @@ class Sticks:
         return {"mounter": self.settings.mounter, "source": self.source or None,
                 "sticks": [{**s.describe(), "mounted": d in self.mounted} for d, s in self.present.items()]}
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run coro as a task this part owns: cancelled at stop, its crash logged."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("USB stick task failed", exc_info=task.exception())
 
     def _readable(self) -> None:
         assert self.monitor is not None
@@ -86,7 +92,7 @@ class Sticks:
             while (device := self.monitor.poll(timeout=0)) is not None:
                 props = dict(device.properties)
                 if device.action in ("add", "change"):
-                    self._spawn(self._added(props, _ancestors(device)))
+                    self.spawn(self._added(props, _ancestors(device)))
                 elif device.action == "remove":
                     self.removed(os.path.basename(props.get("DEVNAME", device.sys_name)))
         except OSError as e:  # ENOBUFS: events lost; a stick re-plugged is seen again
@@ -108,7 +114,7 @@ class Sticks:
         log.info("USB stick %s inserted (%s, label %r)", stick.device, stick.fs_type, stick.label)
         self.publish({"event": "usb.inserted", **stick.describe()})
         if self.on_insert is not None:
-            self._spawn(self.on_insert(stick))
+            self.spawn(self.on_insert(stick))
 
     def removed(self, device: str) -> None:
         stick = self.present.pop(device, None)
