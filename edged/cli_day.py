@@ -66,16 +66,17 @@ def cmd_export(args: argparse.Namespace, connected: Callable) -> int:
             print(f"{r['business_day']} exported to {r['path']} (records {r['first_seq']}..{r['last_seq']})")
             return 0
         client.request("watch", topics=["usb"])
-        r = client.request("export", business_day=args.date)
-        if not r["stick"]:
-            print("plug a USB stick into the till (Ctrl+C stops waiting; the day still goes onto the next stick)")
+        client.request("export", business_day=args.date)
         for ev in client.iter_events():
             if ev["event"] == "usb.inserted":
                 print(f"USB stick {ev['device']} ({ev['fs_type']}{', ' + ev['label'] if ev['label'] else ''})")
             elif ev["event"] == "usb.safe_to_remove":
                 print("the stick is unmounted: safe to remove")
             elif ev["event"] == "usb.export" and ev["business_day"] == args.date:
-                if ev["state"] == "writing":
+                if ev["state"] == "waiting":
+                    print("plug a USB stick into the till (Ctrl+C stops waiting; the day still goes onto the "
+                          "next stick)", flush=True)
+                elif ev["state"] == "writing":
                     _bar(ev["bytes"], ev["total"])
                 elif ev["state"] == "failed":
                     print(f"\nexport of {args.date} failed: {ev['reason']}\n"

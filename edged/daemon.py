@@ -176,10 +176,14 @@ class Daemon:
         await self._start("days", days)
         # The simulated till's sticks are directories plugged in with the `sim` op.
         usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
-        sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
-        await self._start("usb", sticks)
-        self.till.sticks = sticks
+        sticks: Sticks | None = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
+        if usb_cfg.mounter == "directory" and not self.simulate:
+            log.warning("usb.mounter = \"directory\" is for the simulated till; USB sticks are not used")
+            sticks = None
         self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
+        if sticks is not None:  # after the carrier: sticks found at startup go straight to it
+            await self._start("usb", sticks)
+        self.till.sticks = sticks
         handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
                     | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
         d = self.cfg.daemon

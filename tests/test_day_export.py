@@ -270,3 +270,28 @@ def test_export_cli_to_a_simulated_stick(short_dir, tmp_path):
                 assert b"usb       sticks: sim2 (directory); mounter directory" in (await status.communicate())[0]
     asyncio.run(scenario())
     assert _verify(stick).returncode == 0
+
+
+def test_a_re_export_cut_between_its_renames_keeps_the_old_export(short_dir, tmp_path):
+    """Pulled after the old export was moved aside but before the new one took its name: the next
+    attempt puts the old one back first, so the stick never ends up with less than before."""
+    import errno
+
+    from edged.day import export as ex
+
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    path = Path(_export_days(short_dir, stick, {"2026-11-19": 3})[0]["export"]["path"])
+    files = {"journal.seg": (path / "journal.seg").read_bytes()}
+    manifest = json.loads((path / "manifest.json").read_text())
+    till = path.parent
+    os.rename(path, till / ".20261119.replaced-1")  # the state a pull between the two renames leaves
+    (till / ".20261119.partial").mkdir()
+
+    def pulled(step: str) -> None:
+        if step == "file":
+            raise OSError(errno.EIO, "Input/output error")
+    with pytest.raises(ex.ExportError, match="removed or failed"):
+        ex.write(str(stick), "till-7", "2026-11-19", files, manifest, step=pulled)
+    assert sorted(os.listdir(till)) == ["20261119"]
+    assert _verify(stick).returncode == 0

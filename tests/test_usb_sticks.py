@@ -228,16 +228,23 @@ def test_full_and_read_only_sticks(short_dir, tmp_path, sticks):
                 await c.request("watch", topics=["usb"])
                 await _sales(c, DAY, 2500)
                 await c.request("day_close", business_day=DAY)
+                await c.request("day_close", business_day="2026-11-20")
                 for stick, why in ((full, "the stick is full"), (ro, "the stick is read-only")):
                     stick.plug()
-                    events = await _until(c, lambda e: e.get("state") in ("done", "failed"))
-                    assert events[-1]["state"] == "failed" and events[-1]["reason"] == why, events[-1]
+                    events = await _until(c, lambda e: e.get("business_day") == "2026-11-20"
+                                          and e.get("state") in ("done", "failed"))
+                    outcomes = [(e["business_day"], e["reason"]) for e in events if e.get("state") == "failed"]
+                    # the second day is not tried on a stick that failed the first, and says so
+                    assert outcomes == [(DAY, why), ("2026-11-20", f"not written: {why}")], outcomes
                     await _until(c, lambda e: e["event"] == "usb.safe_to_remove")  # unmounted all the same
                     stick.unplug()
-                    assert (await c.request("days"))["days"][0]["pending"]
+                    assert all(d["pending"] for d in (await c.request("days"))["days"])
                 good.plug()
-                events = await _until(c, lambda e: e.get("state") in ("done", "failed"))
-                assert events[-1]["state"] == "done" and events[-1]["device"] == good.device
+                events = await _until(c, lambda e: e.get("business_day") == "2026-11-20"
+                                      and e.get("state") in ("done", "failed"))
+                done = [(e["business_day"], e["device"]) for e in events if e.get("state") == "done"]
+                assert done == [(DAY, good.device), ("2026-11-20", good.device)], events
+                assert sum(e["event"] == "usb.safe_to_remove" for e in events) == 1  # one mount for both
     asyncio.run(scenario())
     full.plug()
     look = full.look(tmp_path / "look")

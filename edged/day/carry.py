@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from typing import Any, Callable
@@ -75,41 +74,52 @@ class Carrier:
         return [s.device for s in present[:1]]
 
     async def serve(self, stick: Stick) -> None:
-        """Write what is pending to this stick; again while more comes in, until a failure."""
-        if self._serving:
+        """Write what is pending onto this stick: one mount, one unmount (after `safe_to_remove` the
+        cashier may already be pulling it). Days still pending afterwards wait for the next stick."""
+        if self._serving or self.sticks is None:
             return
         self._serving = True
+        carried: list[str] = []
         try:
-            while (days := self.pending()) and self.sticks and stick.device in self.sticks.present:
-                if not await self._carry(stick, days):
-                    return
+            if (days := self.pending()) and stick.device in self.sticks.present:
+                carried = days
+                await self._carry(stick, days)
         finally:
             self._serving = False
+            for day in self.pending():  # asked for meanwhile, or failed: say so, so nobody waits unknowing
+                if day not in carried:
+                    self.publish({"event": "usb.export", "business_day": day, "state": "waiting"})
 
-    async def _carry(self, stick: Stick, days: list[str]) -> bool:
+    async def _carry(self, stick: Stick, days: list[str]) -> None:
         assert self.sticks is not None
         try:
             root = await self.sticks.mount(stick)
         except (MountError, OSError) as e:
             for day in days:
                 self._failed(self._next_id(day), day, f"cannot mount {stick.device}: {e}", stick.device)
-            return False
-        written = []
-        for day in days:
-            try:
-                written.append(await self.write(day, root, stick.device))
-            except ex.ExportError:
-                break  # the stick is pulled, full or broken: the rest waits for the next one
+            return
+        written: list[Written] = []
         try:
-            await asyncio.to_thread(self.on_step, "unmount")
+            for day in days:
+                try:
+                    written.append(await self.write(day, root, stick.device))
+                except ex.ExportError as e:  # pulled, full or broken: the rest waits for the next stick
+                    for later in days[len(written) + 1:]:
+                        self._failed(self._next_id(later), later, f"not written: {e}", stick.device)
+                    break
+        except Exception as e:  # never leave a stick mounted, nor a day without an outcome
+            log.exception("export to %s failed", stick.device)
+            for day in days[len(written):]:
+                self._failed(self._next_id(day), day, f"internal error: {e}", stick.device)
+        try:
+            self.on_step("unmount")
             await self.sticks.unmount(stick)
         except (MountError, OSError) as e:
             for w in written:
                 self._failed(w.export_id, w.day, f"not unmounted, so not counted as exported: {e}", stick.device)
-            return False
+            return
         for w in written:
             await self.mark(w)
-        return len(written) == len(days)
 
     def _next_id(self, day: str) -> str:
         self._exports += 1
@@ -147,7 +157,7 @@ class Carrier:
 
     async def mark(self, w: Written) -> dict[str, Any]:
         """Journal `day.exported` for a written (and, for a stick, unmounted) export."""
-        digest = hashlib.sha256((json.dumps(w.manifest, indent=1, sort_keys=True) + "\n").encode()).hexdigest()
+        digest = hashlib.sha256(ex.manifest_bytes(w.manifest)).hexdigest()
         done = await self.book.mark_exported(w.day, {"path": w.path, "manifest_sha256": digest,
                                                      "first_seq": w.manifest["first_seq"],
                                                      "last_seq": w.manifest["last_seq"], "export_id": w.export_id,

@@ -7,7 +7,7 @@ the chain before it) and `manifest.json` (docs/JOURNAL.md, "Exports").
 Nothing that looks complete exists before everything is durable: the files
 are written into `.<YYYYMMDD>.partial`, each fsynced, the directory fsynced,
 then renamed to `<YYYYMMDD>` and the parent fsynced. A stick pulled on the way
-leaves at most a `.partial` directory, which the next export removes. Every
+leaves at most a `.partial` directory, which the next export of that day removes. Every
 path is opened relative to its parent's fd with O_NOFOLLOW: a symlink
 anywhere on the stick is refused, never followed. Nothing on the stick is run
 or loaded. This runs in a worker thread: stick writes can take seconds.
@@ -65,13 +65,18 @@ def build(closed: dict[str, Any], frames: bytes, chain_before: bytes) -> tuple[d
     return files, manifest
 
 
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """manifest.json as written (and as `day.exported` records its sha256)."""
+    return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+
+
 def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], manifest: dict[str, Any],
           progress: Callable[[int, int], None] = lambda done, total: None,
           step: Callable[[str], None] = lambda name: None) -> str:
     """Write the export under root; its final path. ExportError (nothing final written) on failure.
     step(name) is called before each of STEPS ("write": after the first chunk is written)."""
     name = day_dir(business_day)
-    doc = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    doc = manifest_bytes(manifest)
     total, done = sum(map(len, files.values())) + len(doc), 0
     fds: list[int] = []
     till: int | None = None
@@ -80,8 +85,10 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
         root_fd = _opendir(None, root, fds, create=False)
         top = _opendir(root_fd, TOP, fds, create=True)
         till = _opendir(top, till_id, fds, create=True)
-        for leftover in os.listdir(till):  # left by a stick pulled last time
-            if leftover == partial or leftover.startswith(f".{name}.replaced-"):
+        for leftover in sorted(os.listdir(till)):  # left by a stick pulled last time
+            if leftover.startswith(f".{name}.replaced-") and not _exists(till, name):
+                os.rename(leftover, name, src_dir_fd=till, dst_dir_fd=till)  # the good old export back
+            elif leftover == partial or leftover.startswith(f".{name}.replaced-"):
                 _remove_tree(till, leftover)
         step("mkdir")
         os.mkdir(partial, 0o755, dir_fd=till)
@@ -113,6 +120,7 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
             _remove_tree(till, old)
             os.fsync(till)
         os.fsync(top)
+        os.fsync(root_fd)  # EDGED itself may be new; a directory target has no unmount to flush it
         return os.path.join(root, TOP, till_id, name)
     except OSError as e:
         if till is not None:  # a full stick gets its space back; a pulled one keeps it till next time

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 from typing import Protocol
 
 from ..config import UsbSettings
@@ -39,6 +40,7 @@ class MountError(Exception):
 class Mounter(Protocol):
     async def mount(self, stick: Stick) -> str: ...
     async def unmount(self, stick: Stick, path: str) -> None: ...
+    async def eject(self, stick: Stick) -> None: ...
 
 
 def options(fs_type: str) -> str:
@@ -55,6 +57,23 @@ def mount_flags(path: str, mountinfo: str = "/proc/self/mountinfo") -> set[str] 
             if _unescape(fields[4]) == real:
                 return set(fields[5].split(","))
     return None
+
+
+def mounted_at(node: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """Where the device node is mounted (the last mount of it), or None."""
+    with open(mountinfo, encoding="utf-8") as f:
+        for line in reversed(f.read().splitlines()):
+            fields = line.split()
+            if _unescape(fields[fields.index("-") + 2]) == node:
+                return _unescape(fields[4])
+    return None
+
+
+def _real_dir(path: str) -> None:
+    """Mount only on a real directory: a symbolic link there would put the stick somewhere else."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"{path} is not a directory (a symbolic link?); refused")
 
 
 def _unescape(field: str) -> str:
@@ -96,6 +115,9 @@ class _Checked:
     async def unmount(self, stick: Stick, path: str) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    async def eject(self, stick: Stick) -> None:
+        pass
+
 
 class MountCommand(_Checked):
     """mount(8) at mount_dir/<device>."""
@@ -113,10 +135,12 @@ class MountCommand(_Checked):
 
     async def mount(self, stick: Stick) -> str:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        _real_dir(self.dir)
         path = os.path.join(self.dir, stick.device)
-        if mount_flags(path) is not None:  # left mounted by a crash: start from a clean mount
-            await self.unmount(stick, path)
+        if (left := mounted_at(stick.node)) is not None:  # left mounted by a crash or a stop mid-export
+            await self.unmount(stick, left)
         os.makedirs(path, mode=0o700, exist_ok=True)
+        _real_dir(path)
         await run(["mount", "-t", self.fs_type(stick), "-o", options(stick.fs_type), stick.node, path],
                   self.timeout)
         await self.enforce(stick, path)
@@ -137,26 +161,30 @@ class Udisks(_Checked):
         self.timeout = settings.timeout
 
     async def mount(self, stick: Stick) -> str:
+        if mounted_at(stick.node) is not None:  # left mounted by a crash or a stop mid-export
+            await self.unmount(stick, "")
         argv = ["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
                 "--filesystem-type", stick.fs_type, "--options", options(stick.fs_type)]
         deadline = asyncio.get_running_loop().time() + LOOKUP_WAIT
         while True:
             try:
-                out = await run(argv, self.timeout)
+                await run(argv, self.timeout)
                 break
             except MountError as e:
                 # udisksd hears the same udev event as edged and may not have the device yet
                 if "looking up object" not in str(e) or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.1)
-        found = re.search(r" at (/.*?)\.?\s*$", out)  # "Mounted /dev/sdb1 at /media/_edged/STICK."
-        if not found:
-            raise MountError(f"udisksctl said {out.strip()!r}; no mount point in it")
-        await self.enforce(stick, found.group(1))
-        return found.group(1)
+        path = mounted_at(stick.node)  # not udisksctl's English text: a label may hold anything
+        if path is None:
+            raise MountError(f"udisksctl mounted {stick.node}, but it is not in /proc/self/mountinfo")
+        await self.enforce(stick, path)
+        return path
 
     async def unmount(self, stick: Stick, path: str) -> None:
         await run(["udisksctl", "unmount", "--no-user-interaction", "--block-device", stick.node], self.timeout)
+
+    async def eject(self, stick: Stick) -> None:
         try:  # the drive stops; its light tells the cashier too
             await run(["udisksctl", "power-off", "--no-user-interaction", "--block-device", stick.disk],
                       self.timeout)
@@ -173,6 +201,9 @@ class Directory:
         return stick.node
 
     async def unmount(self, stick: Stick, path: str) -> None:
+        pass
+
+    async def eject(self, stick: Stick) -> None:
         pass
 
 

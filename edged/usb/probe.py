@@ -91,4 +91,10 @@ async def classify(props: dict[str, str], ancestors: list[tuple[str, str]],
                  ", ".join(settings.filesystems))
         return None
     disk = "" if kind == "disk" else "/dev/" + next((n for sub, n in ancestors if sub == "block"), name)
-    return Stick(name, node, fs["TYPE"], bus, fs.get("LABEL", ""), fs.get("UUID", ""), disk or node)
+    return Stick(name, node, fs["TYPE"], bus, _printable(fs.get("LABEL", "")), _printable(fs.get("UUID", "")),
+                 disk or node)
+
+
+def _printable(text: str) -> str:
+    """A label is the stick's to choose: no control characters reach logs, events or terminals."""
+    return "".join(c for c in text if c.isprintable())[:64]

@@ -67,6 +67,11 @@ class Sticks:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for device, path in list(self.mounted.items()):  # stopped mid-export: leave nothing mounted
+            try:
+                await self.mounter.unmount(self.present[device], path)
+            except (MountError, KeyError) as e:
+                log.warning("USB stick %s left mounted at %s: %s", device, path, e)
 
     def healthy(self) -> bool:
         return True
@@ -137,20 +142,20 @@ class Sticks:
         return path
 
     async def unmount(self, stick: Stick) -> None:
-        """Unmount; then the stick is announced as safe to remove. MountError if it could not be."""
+        """Unmount; then the stick is announced as safe to remove (and udisks2 powers it off, which
+        removes the device). MountError if it could not be unmounted, or was pulled first."""
         path = self.mounted[stick.device]
         try:
             await self.mounter.unmount(stick, path)
         except MountError:
             if stick.device in self.present:
                 raise
-        else:
-            del self.mounted[stick.device]
+        self.mounted.pop(stick.device, None)
         if stick.device not in self.present:  # pulled first: what reached it is not vouched for
-            self.mounted.pop(stick.device, None)
             raise MountError(f"the stick {stick.device} was removed before it was unmounted")
         log.info("USB stick %s unmounted; safe to remove", stick.device)
         self.publish({"event": "usb.safe_to_remove", "device": stick.device})
+        await self.mounter.eject(stick)
 
 
 def _ancestors(device: pyudev.Device) -> list[tuple[str, str]]:
