@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    description="A guided tour on the simulated till: nothing is installed or "
                                "touched outside a temporary directory.")
 
-    sim = sub.add_parser("sim", help="the simulated till: run the printer emulator, or change its state")
+    sim = sub.add_parser("sim", help="the simulated till: run the printer emulator, change its state, plug in a stick")
     simsub = sim.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
     simp = simsub.add_parser("printer", help="run the ESC/POS printer emulator alone (receipts to stdout)",
                              description="Run the ESC/POS printer+drawer emulator on loopback TCP and a pty. "
