@@ -176,10 +176,11 @@ class Daemon:
         await self._start("days", days)
         # The simulated till's sticks are directories plugged in with the `sim` op.
         usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
-        sticks: Sticks | None = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
-        if usb_cfg.mounter == "directory" and not self.simulate:
+        sticks = None
+        if usb_cfg.mounter != "directory" or self.simulate:
+            sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
+        else:
             log.warning("usb.mounter = \"directory\" is for the simulated till; USB sticks are not used")
-            sticks = None
         self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)

@@ -265,7 +265,7 @@ def test_udisks2_mounts_and_unmounts_the_stick(short_dir, tmp_path, sticks):
         async with Daemon(daemon_cfg).parts() as daemon:
             def at_write(step: str) -> None:
                 if step == "write":
-                    path = daemon.till.sticks.mounted[stick.device]
+                    path = daemon.till.sticks.mounted[stick.device][1]
                     seen.append((path, mount_flags(path)))
             daemon.carrier.on_step = at_write
             async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:

@@ -46,7 +46,7 @@ class Carrier:
         self.sticks = sticks
         self.on_day_close = on_day_close
         self.requested: set[str] = set()
-        # Called in the writer thread before each step (export.STEPS, then "unmount"):
+        # Called before each step (export.STEPS in the writer thread, then "unmount" on the loop):
         # the tests pull the stick here, at an exact point of the export.
         self.on_step: Callable[[str], None] = lambda step: None
         self._exports = 0

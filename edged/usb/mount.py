@@ -48,25 +48,26 @@ def options(fs_type: str) -> str:
     return ",".join(FLAGS) + extra
 
 
+def _mounts(mountinfo: str) -> list[tuple[str, str, set[str]]]:
+    """(source, mount point, per-mount flags) of every mount, the newest (the visible one) first."""
+    with open(mountinfo, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in reversed(lines):
+        fields = line.split()
+        out.append((_unescape(fields[fields.index("-") + 2]), _unescape(fields[4]), set(fields[5].split(","))))
+    return out
+
+
 def mount_flags(path: str, mountinfo: str = "/proc/self/mountinfo") -> set[str] | None:
     """The per-mount flags of the mount at path, or None when nothing is mounted there."""
     real = os.path.realpath(path)
-    with open(mountinfo, encoding="utf-8") as f:
-        for line in reversed(f.read().splitlines()):  # the last mount at a path is the visible one
-            fields = line.split()
-            if _unescape(fields[4]) == real:
-                return set(fields[5].split(","))
-    return None
+    return next((flags for _src, point, flags in _mounts(mountinfo) if point == real), None)
 
 
 def mounted_at(node: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
-    """Where the device node is mounted (the last mount of it), or None."""
-    with open(mountinfo, encoding="utf-8") as f:
-        for line in reversed(f.read().splitlines()):
-            fields = line.split()
-            if _unescape(fields[fields.index("-") + 2]) == node:
-                return _unescape(fields[4])
-    return None
+    """Where the device node is mounted (its newest mount), or None."""
+    return next((point for src, point, _flags in _mounts(mountinfo) if src == node), None)
 
 
 def _real_dir(path: str) -> None:

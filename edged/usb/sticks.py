@@ -36,7 +36,7 @@ class Sticks:
         self.mounter = mounter
         self.publish = publish
         self.present: dict[str, Stick] = {}
-        self.mounted: dict[str, str] = {}  # device -> mount point
+        self.mounted: dict[str, tuple[Stick, str]] = {}  # device -> (stick, mount point)
         self.on_insert: Callable[[Stick], Awaitable[None]] | None = None
         self.monitor: pyudev.Monitor | None = None
         self.source = ""
@@ -67,10 +67,10 @@ class Sticks:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for device, path in list(self.mounted.items()):  # stopped mid-export: leave nothing mounted
+        for device, (stick, path) in list(self.mounted.items()):  # stopped mid-export: leave nothing mounted
             try:
-                await self.mounter.unmount(self.present[device], path)
-            except (MountError, KeyError) as e:
+                await self.mounter.unmount(stick, path)
+            except MountError as e:
                 log.warning("USB stick %s left mounted at %s: %s", device, path, e)
 
     def healthy(self) -> bool:
@@ -138,13 +138,13 @@ class Sticks:
 
     async def mount(self, stick: Stick) -> str:
         path = await self.mounter.mount(stick)
-        self.mounted[stick.device] = path
+        self.mounted[stick.device] = (stick, path)
         return path
 
     async def unmount(self, stick: Stick) -> None:
         """Unmount; then the stick is announced as safe to remove (and udisks2 powers it off, which
         removes the device). MountError if it could not be unmounted, or was pulled first."""
-        path = self.mounted[stick.device]
+        _, path = self.mounted[stick.device]
         try:
             await self.mounter.unmount(stick, path)
         except MountError:
