@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__, cli_day, cli_journal, cli_print, cli_scan, config
+from . import __version__, cli_day, cli_install, cli_journal, cli_print, cli_scan, config
 
 EXIT_USAGE = 2
 
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_day.add_archive_parsers(sub)
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
+    cli_install.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
@@ -356,4 +357,5 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "scan": lambda args: cli_scan.cmd_scan(args, _connected),
              "day": lambda args: cli_day.cmd_day(args, _call),
              "export": lambda args: cli_day.cmd_export(args, _connected),
-             "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive}
+             "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive,
+             "udev-rules": cli_install.cmd_udev_rules}
