@@ -34,7 +34,7 @@ from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
 from .sim.scanner import WEDGE_LAYOUT, SimScanner
-from .systemd import Notifier
+from .systemd import Notifier, listen_socket
 from .till import Till
 from .usb.mount import mounter
 from .usb.sticks import Sticks
@@ -188,10 +188,14 @@ class Daemon:
         handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
                     | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
         d = self.cfg.daemon
+        activated = listen_socket()
+        if activated is not None and activated.getsockname() != d.socket:
+            log.warning("systemd's socket is %s but daemon.socket is %s: clients reading the config "
+                        "will not find edged", activated.getsockname(), d.socket)
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,
                         client_timeout=d.client_timeout, group=d.socket_group,
-                        access=Access(d.privileged_users, d.privileged_groups))
+                        access=Access(d.privileged_users, d.privileged_groups), activated=activated)
         self.till.server = self.server = server
         server.watchers.backlogs["scanner"] = lambda: sorted(
             (e for s in scanners.values() for e in s.take_kept()), key=lambda e: e["at"])

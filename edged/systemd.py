@@ -1,4 +1,5 @@
-"""systemd integration through sdnotify: READY, STATUS, WATCHDOG, STOPPING.
+"""systemd integration: sd_notify through sdnotify (READY, STATUS, WATCHDOG, STOPPING) and
+the listening socket handed over by edged.socket.
 
 WATCHDOG=1 is only sent while every part reports healthy (the daemon decides,
 this module only speaks), so a wedged part gets the service restarted.
@@ -43,6 +44,29 @@ class Notifier:
 
     def stopping(self) -> None:
         self._send("STOPPING=1")
+
+
+SD_LISTEN_FDS_START = 3
+
+
+def listen_socket(env: Mapping[str, str] = os.environ) -> socket.socket | None:
+    """The unix stream socket systemd passed us (edged.socket), or None when started without one.
+
+    With socket activation systemd keeps the socket open across restarts, so a client that
+    connects while a hung edged is being replaced waits in the backlog instead of being refused.
+    """
+    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
+        return None
+    count = int(env["LISTEN_FDS"])
+    if count != 1:
+        raise RuntimeError(f"systemd passed {count} sockets; edged.socket must listen on exactly one")
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        raise RuntimeError("the socket systemd passed is not a unix stream socket (see edged.socket)")
+    os.set_inheritable(sock.fileno(), False)  # printers' helper processes must not hold it
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return sock
 
 
 def _connect(address: str) -> sdnotify.SystemdNotifier | None:

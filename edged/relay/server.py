@@ -150,8 +150,12 @@ class Server:
 
     def __init__(self, path: str, handlers: dict[str, Handler], hello_info: Callable[[], dict[str, Any]], *,
                  max_frame: int = framing.DEFAULT_MAX_FRAME, max_connections: int = 64, send_queue: int = 1000,
-                 client_timeout: float = 10.0, access: Access | None = None, group: str = "") -> None:
-        self.path = Path(path)
+                 client_timeout: float = 10.0, access: Access | None = None, group: str = "",
+                 activated: socket.socket | None = None) -> None:
+        # A socket from systemd (edged.socket) is used as it is: its path, owner and mode are
+        # the socket unit's, and it outlives this process.
+        self.activated = activated
+        self.path = Path(activated.getsockname() if activated is not None else path)
         self.watchers = Watchers()
         self.handlers = {"watch": self.watchers.op_watch, **handlers}
         self.hello_info = hello_info
@@ -168,6 +172,11 @@ class Server:
         self._inode = -1
 
     async def start(self) -> None:
+        if self.activated is not None:
+            self._server = await asyncio.start_unix_server(self._serve, sock=self.activated)
+            log.info("listening on %s (from systemd's edged.socket; privileged: %s)", self.path,
+                     self.access.describe())
+            return
         self._clear_stale_socket()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # With the usual umask the socket is not connectable by others until chmod.
@@ -188,6 +197,8 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server:
             await self._server.wait_closed()
+        if self.activated is not None:
+            return  # systemd's socket: it stays for the next edged
         try:
             if self.path.stat().st_ino == self._inode:  # never remove a socket someone else bound since
                 self.path.unlink()
