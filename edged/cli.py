@@ -358,4 +358,5 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "day": lambda args: cli_day.cmd_day(args, _call),
              "export": lambda args: cli_day.cmd_export(args, _connected),
              "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive,
-             "udev-rules": cli_install.cmd_udev_rules}
+             "udev-rules": cli_install.cmd_udev_rules,
+             "doctor": lambda args: cli_install.cmd_doctor(args, socket_path)}

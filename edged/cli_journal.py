@@ -5,12 +5,13 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from . import config
 from .journal.disk import RealDisk
-from .journal.verify import read_all, verify
+from .journal.verify import Report, read_all, verify
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
@@ -47,12 +48,28 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
     socket_arg(tail)
 
 
+def journal_disk(state_dir: str | Path) -> RealDisk:
+    """The journal in state_dir, read-only use; FileNotFoundError when there is none
+    (RealDisk would create it), PermissionError when this user may not read it."""
+    path = Path(state_dir) / "journal"
+    os.listdir(path / "segments")  # raises rather than is_dir(), which hides a permission error
+    return RealDisk(str(path))
+
+
+def describe(report: Report) -> str:
+    """What a verify run covered, e.g. "30 records in 2 segments (seq 1..30)"."""
+    span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    return f"{report.records} records in {report.segments} segments ({span})"
+
+
 def _disk(args: argparse.Namespace) -> RealDisk:
     state = args.state_dir or config.load(args.config).daemon.state_dir
-    path = Path(state) / "journal"
-    if not (path / "segments").is_dir():
-        raise SystemExit(f"edged: no journal in {path}")
-    return RealDisk(str(path))
+    try:
+        return journal_disk(state)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SystemExit(f"edged: no journal in {Path(state) / 'journal'}") from None
+    except PermissionError as e:
+        raise SystemExit(f"edged: {e.filename}: permission denied (run it as root, with sudo)") from None
 
 
 def _json_safe(value: Any) -> Any:
@@ -79,8 +96,7 @@ def cmd_journal(args: argparse.Namespace, call) -> int:
         report = verify(_disk(args), args.from_seq)
         for problem in report.problems:
             print(problem)
-        span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
-        print(f"{report.records} records in {report.segments} segments ({span}), chain head "
+        print(f"{describe(report)}, chain head "
               f"{report.chain_head.hex()[:16]}: {'OK' if report.ok else f'{len(report.problems)} PROBLEM(S)'}")
         return 0 if report.ok else 1
     if args.journal_command == "dump":
