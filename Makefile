@@ -9,7 +9,17 @@ DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
 # udevd + udisksd for the udisks2 mounter (the tests start and stop them).
 STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2
 
-.PHONY: demo test run clean
+# The Debian package: built from a copy of the checkout in PKG_DIR (the .deb lands there), then
+# checked with lintian. PKG_VERSION (optional) builds it as that version, e.g. to test upgrades.
+PKG_DIR ?= /tmp/edged-package
+PKG_VERSION ?=
+PACKAGE_BUILD_DEPS := dpkg-dev debhelper dh-python python3-all python3-cffi python3-dev python3-pip \
+                      python3-setuptools libxkbcommon-dev help2man lintian \
+                      python3-appdirs python3-pil python3-qrcode python3-six python3-yaml
+# `make test-package` boots a debootstrapped Debian 12 with systemd-nspawn and installs the .deb.
+PACKAGE_TEST_DEPS := systemd-container debootstrap
+
+.PHONY: demo test run clean package test-package
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -38,6 +48,28 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
+
+package:
+	@command -v dpkg-buildpackage >/dev/null && command -v lintian >/dev/null && dpkg-checkbuilddeps >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && { apt-get install -y -q $(PACKAGE_BUILD_DEPS) || { apt-get update -q && apt-get install -y -q $(PACKAGE_BUILD_DEPS); }; } ; } || \
+	  { echo "edged: please install: $(PACKAGE_BUILD_DEPS)" >&2; exit 1; }
+	rm -rf $(PKG_DIR)/src $(PKG_DIR)/edged_* && mkdir -p $(PKG_DIR)/src
+	@# What git tracks or would track (a checkout, not .venv or caches), symlinks kept.
+	git ls-files -co --exclude-standard | while read -r f; do [ -e "$$f" ] && echo "$$f"; done \
+	  | tar -cf - -T - | tar -xf - -C $(PKG_DIR)/src
+	@if [ -n "$(PKG_VERSION)" ]; then cd $(PKG_DIR)/src && { \
+	  printf 'edged ($(PKG_VERSION)) bookworm; urgency=medium\n\n  * Rebuilt as $(PKG_VERSION).\n\n -- %s  %s\n\n' \
+	    "$$(sed -n 's/^Maintainer: //p' debian/control)" "$$(date -R)"; cat debian/changelog; } > debian/changelog.new \
+	  && mv debian/changelog.new debian/changelog; fi
+	@# Debian's python3 (the one the package runs on), not one earlier on PATH.
+	cd $(PKG_DIR)/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info $(PKG_DIR)/edged_*.deb
+	@ls $(PKG_DIR)/edged_*.deb
+
+test-package: $(STAMP)
+	@command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || \
+	  { apt-get install -y -q $(PACKAGE_TEST_DEPS) || { apt-get update -q && apt-get install -y -q $(PACKAGE_TEST_DEPS); }; }
+	$(VENV)/bin/python -m pytest --package tests/package -v -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build *.egg-info
