@@ -212,9 +212,20 @@ def _connected(args: argparse.Namespace, timeout: float | None = 30.0) -> Iterat
     except (FileNotFoundError, ConnectionRefusedError):
         raise SystemExit(f"edged: no daemon answers on {path} (is edged running? --socket?)") from None
     except PermissionError:
-        raise SystemExit(f"edged: not allowed to connect to {path} (join edged's group)") from None
+        raise SystemExit(f"edged: not allowed to connect to {path} ({_who_may(path)})") from None
     except ClientError as e:
         raise SystemExit(f"edged: {e}") from None
+
+
+def _who_may(path: str) -> str:
+    """Name the socket's group, so the refusal says what to do about it."""
+    import grp
+
+    try:
+        group = grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return "join the group of edged's socket"
+    return f"members of group {group} may: usermod -aG {group} $USER, then log in again"
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -19,6 +19,16 @@ def short_dir():
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
                      help="run the long variants (ten times the power-loss workloads and fuzz cases, 500 SIGKILLs)")
+    parser.addoption("--package", action="store_true",
+                     help="run tests/package: build the .deb, boot Debian 12 in systemd-nspawn, install it "
+                          "(`make test-package`; root, a few minutes)")
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/package boots a container: only with --package (make test-package)."""
+    if collection_path.name == "package" and collection_path.parent.name == "tests":
+        return not config.getoption("--package")
+    return None
 
 
 def pytest_configure(config):

@@ -1,0 +1,198 @@
+"""The Debian package in a booted Debian 12 (systemd as PID 1, systemd-nspawn, no network).
+
+`make test-package` runs these in file order: each step builds on the till the previous left
+(installed, configured, appended to, upgraded, purged). Every check logs what it saw.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from container import UPGRADE_VERSION, log
+
+# A sim printer inside the container: the emulator on loopback, as `edged sim printer` runs it.
+PRINTER_CONFIG = """
+# Added by the package test: the ESC/POS emulator on loopback.
+till_id = "shop1-till1"
+
+[printers.receipt]
+backend = "network"
+host = "127.0.0.1"
+port = 9100
+"""
+
+APPENDER = r"""
+import sys, time
+sys.path.insert(0, "/usr/lib/edged")
+from edged.client import BlockingClient, ClientError, ConnectionClosed
+
+out, total = open(sys.argv[1], "a", buffering=1), int(sys.argv[2])
+i, client, gave_up = 0, None, time.monotonic() + 120
+while i < total and time.monotonic() < gave_up:
+    try:
+        if client is None:
+            client = BlockingClient.connect("/run/edged/edged.sock", "appender", timeout=10)
+        rec = {"kind": "sale", "body": {"i": i}, "tx_id": f"sale-{i}"}
+        seq = client.request("append", records=[rec])["records"][0]["seq"]
+        out.write(f"{i} {seq}\n")  # acked: edged says it is on disk
+        i += 1
+    except (OSError, ConnectionClosed, ClientError):
+        client = None  # edged went away: the same tx_id again once it is back
+        time.sleep(0.02)
+"""
+
+
+def test_lintian_clean(debs):
+    out = subprocess.run(["lintian", "--fail-on", "error,warning", "-L", ">=info", str(debs[0])],
+                         capture_output=True, text=True)
+    tags = sorted({re.sub(r"\s*\[.*", "", line) for line in out.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")})
+    log("lintian: " + ("; ".join(tags) or "no tags"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not [t for t in tags if t.startswith(("E:", "W:"))]
+
+
+def test_installs_with_no_network_and_the_service_sends_ready(till, debs):
+    assert till.sh("getent hosts deb.debian.org || true").stdout == "", "the container must be offline"
+    till.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y /mnt/packages/{debs[0].name}", timeout=300)
+    till.wait_for("edged active", lambda: till.sh("systemctl is-active edged", check=False).stdout.strip() == "active")
+    props = till.show("edged", "Type", "ActiveState", "SubState", "StatusText", "User", "MainPID", "WatchdogUSec")
+    log(f"service: {props}")
+    # Type=notify: systemd calls it active only after READY=1; STATUS= is edged's own line.
+    assert props["Type"] == "notify" and props["ActiveState"] == "active" and props["SubState"] == "running"
+    assert "journal ok" in props["StatusText"]
+    assert props["User"] == "_edged" and props["WatchdogUSec"] == "20s"
+    assert "edged ready" in till.sh("journalctl -u edged -o cat").stdout
+    sock = till.sh("stat -c '%U:%G %a %F' /run/edged/edged.sock").stdout.strip()
+    assert sock == "root:edged 660 socket", sock
+    assert till.sh("stat -c '%U:%G %a' /var/lib/edged").stdout.strip() == "_edged:_edged 750"
+    assert till.sh("ps -o user= -p $(systemctl show -p MainPID --value edged)").stdout.strip() == "_edged"
+
+
+def test_security_exposure_at_most_3(till):
+    out = till.sh("systemd-analyze security edged.service --no-pager").stdout
+    level = float(re.search(r"Overall exposure level for edged.service: ([\d.]+)", out).group(1))
+    offline = till.sh("systemd-analyze security --offline=yes /lib/systemd/system/edged.service --no-pager").stdout
+    level_offline = float(re.search(r"Overall exposure level for edged.service: ([\d.]+)", offline).group(1))
+    log(f"systemd-analyze security: exposure {level} (running unit), {level_offline} (--offline=yes)")
+    assert level <= 3.0 and level_offline <= 3.0
+
+
+def test_udev_rules_pass_udevadm(till):
+    def problems() -> list[str]:
+        out = till.sh("udevadm test --action=add /sys/class/tty/tty0 2>&1", check=False).stdout
+        return [line for line in out.splitlines() if "edged" in line and
+                re.search(r"invalid|error|unknown|ignor|failed|cannot", line, re.I)]
+
+    # The check itself must catch a broken rule: a misspelt key in a file of ours.
+    till.sh("printf 'SUBSYSTEM==\"tty\", GROUPP=\"_edged\"\\n' > /etc/udev/rules.d/71-edged-broken.rules")
+    caught = problems()
+    till.sh("rm /etc/udev/rules.d/71-edged-broken.rules")
+    assert caught, "udevadm test did not report a misspelt key: the check below would prove nothing"
+    assert till.sh("test -f /lib/udev/rules.d/70-edged.rules && echo yes").stdout.strip() == "yes"
+    found = problems()
+    log(f"udevadm test: {len(found)} problems in edged's rules (a broken rule gave: {caught[0].strip()})")
+    assert found == []
+
+
+def test_socket_group_member_may_connect_and_others_may_not(till):
+    till.sh("id pos >/dev/null 2>&1 || useradd -m -G edged pos; id stranger >/dev/null 2>&1 || useradd -m stranger")
+    member = till.sh("edged status", user="pos", check=False)
+    other = till.sh("edged status", user="stranger", check=False)
+    log(f"socket: pos (group edged) exit {member.returncode}; stranger exit {other.returncode}: {other.stderr.strip()}")
+    assert member.returncode == 0 and "journal" in member.stdout
+    assert other.returncode != 0 and "not allowed to connect to /run/edged/edged.sock" in other.stderr
+    assert "usermod -aG edged" in other.stderr  # says what to do
+
+
+def test_status_and_print_test_with_a_simulated_printer(till):
+    till.sh("systemd-run --unit=simprinter --property=Type=exec /usr/bin/edged sim printer --port 9100")
+    till.wait_for("emulator listening", lambda: "9100" in till.sh("journalctl -u simprinter -o cat").stdout)
+    till.sh("cat >> /etc/edged/edged.toml", input=PRINTER_CONFIG)
+    till.sh("edged check-config >/dev/null && systemctl restart edged")
+    till.wait_for("printer ok", lambda: re.search(r"receipt\s+printer\s+ok",
+                                                   till.sh("edged status", user="pos", check=False).stdout))
+    printed = till.sh("edged print-test", user="pos", timeout=60)
+    log(f"print-test: {printed.stdout.strip().splitlines()[-1]}")
+    paper = till.wait_for("receipt at the emulator", lambda: "ß" in (s := till.sh("journalctl -u simprinter -o cat").stdout) and s)
+    assert "€" in paper and "æ ø å" in paper
+
+
+def test_doctor_on_the_installed_till(till):
+    out = till.sh("edged doctor", check=False)
+    log("edged doctor:\n" + out.stdout)
+    lines = {line.split()[1]: line.split()[0] for line in out.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL")}
+    assert out.returncode == 0, out.stdout
+    for check in ("config", "user", "devices", "udev", "socket", "journal", "printers", "disk"):
+        assert lines.get(check) == "OK", f"{check}: {lines.get(check)}"
+
+
+def test_watchdog_keeps_it_alive_and_restarts_a_hung_daemon(till):
+    before = till.show("edged", "MainPID", "NRestarts")
+    time.sleep(20)  # one whole WatchdogSec: pings must keep it alive
+    during = till.show("edged", "MainPID", "NRestarts", "ActiveState")
+    assert during["MainPID"] == before["MainPID"] and during["NRestarts"] == before["NRestarts"]
+    assert during["ActiveState"] == "active"
+    t0 = time.monotonic()
+    till.sh(f"kill -STOP {before['MainPID']}")
+    after = till.wait_for("restart after the watchdog", lambda: (
+        s := till.show("edged", "MainPID", "NRestarts", "ActiveState"))["NRestarts"] != before["NRestarts"]
+        and s["ActiveState"] == "active" and s, timeout=60)
+    log(f"watchdog: alive 20 s on pid {before['MainPID']}; SIGSTOP -> restarted as pid {after['MainPID']} "
+        f"after {time.monotonic() - t0:.1f} s")
+    assert after["MainPID"] != before["MainPID"]
+    assert "Watchdog timeout" in till.sh("journalctl -u edged -o cat").stdout
+
+
+def test_sigkill_under_appends_keeps_every_acked_record(till):
+    till.sh("cat > /home/pos/appender.py", input=APPENDER)
+    appender = subprocess.Popen(["nsenter", "-t", str(till.pid), "-a", "--", "/usr/bin/env", "-i",
+                                 "PATH=/usr/bin:/bin", "runuser", "-u", "pos", "--", "python3",
+                                 "/home/pos/appender.py", "/home/pos/acked", "600"])
+    try:
+        count = lambda: int(till.sh("cat /home/pos/acked 2>/dev/null | wc -l").stdout)  # noqa: E731
+        till.wait_for("200 acked appends", lambda: count() >= 200, every=0.05)
+        before = till.show("edged", "MainPID", "NRestarts")
+        till.sh("systemctl kill -s KILL --kill-whom=main edged")
+        at_kill = count()
+        assert appender.wait(150) == 0
+    finally:
+        appender.kill()
+    after = till.show("edged", "MainPID", "NRestarts", "ActiveState")
+    assert after["NRestarts"] != before["NRestarts"] and after["ActiveState"] == "active"
+    acked = dict(line.split() for line in till.sh("cat /home/pos/acked").stdout.splitlines())
+    dump = till.sh("edged journal dump --json", timeout=60).stdout
+    stored = {str(r["body"]["i"]): str(r["seq"]) for r in map(json.loads, dump.splitlines()) if r["kind"] == "sale"}
+    missing = [i for i, seq in acked.items() if stored.get(i) != seq]
+    log(f"SIGKILL under appends: killed after ~{at_kill} acks; {len(acked)} acked in all, "
+        f"{len(stored)} sales in the journal, {len(missing)} acked records missing")
+    assert len(acked) == 600 and missing == []
+    assert len(stored) == 600  # retried appends carried their tx_id: no sale twice
+
+
+def test_upgrade_keeps_config_and_journal(till, debs):
+    config_before = till.sh("sha256sum /etc/edged/edged.toml").stdout
+    last_before = till.sh("edged journal dump --json | tail -1").stdout
+    pid_before = till.show("edged", "MainPID")["MainPID"]
+    till.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y /mnt/packages/{debs[1].name}", timeout=300)
+    version = till.sh("dpkg-query -W -f '${Version}' edged").stdout
+    till.wait_for("edged active", lambda: till.sh("systemctl is-active edged", check=False).stdout.strip() == "active")
+    after = till.show("edged", "MainPID")["MainPID"]
+    log(f"upgrade: to {version}; main pid {pid_before} -> {after}; config and last record unchanged")
+    assert version == UPGRADE_VERSION and after != pid_before
+    assert till.sh("sha256sum /etc/edged/edged.toml").stdout == config_before
+    assert "till_id = \"shop1-till1\"" in till.sh("cat /etc/edged/edged.toml").stdout
+    assert till.sh("edged journal dump --json | tail -1").stdout == last_before
+    assert "ok" in till.sh("edged journal verify").stdout.lower()
+
+
+def test_purge_removes_state(till):
+    till.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y edged", timeout=300)
+    left = till.sh("ls -d /var/lib/edged /etc/edged /run/edged/edged.sock /lib/systemd/system/edged.service "
+                   "/lib/udev/rules.d/70-edged.rules 2>/dev/null || true").stdout.split()
+    unit = till.sh("systemctl show -p LoadState --value edged").stdout.strip()
+    log(f"purge: left behind {left or 'nothing'}; unit {unit}; user _edged kept: "
+        f"{bool(till.sh('getent passwd _edged', check=False).stdout)}")
+    assert left == [] and unit == "not-found"
