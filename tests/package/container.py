@@ -34,7 +34,9 @@ class Container:
             stdout=console, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         t0 = time.monotonic()
         self.pid = self._init_pid()
-        state = self.sh("systemctl is-system-running --wait", check=False, timeout=120).stdout.strip()
+        state = self.wait_for("boot", lambda: self.sh("systemctl is-system-running --wait", check=False)
+                              .stdout.strip() in ("running", "degraded") and
+                              self.sh("systemctl is-system-running", check=False).stdout.strip(), timeout=120)
         self.log(f"container: booted in {time.monotonic() - t0:.1f} s (system {state}), init pid {self.pid}")
 
     def _init_pid(self, timeout: float = 30) -> int:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from container import UPGRADE_VERSION, log
+from container import ENV, UPGRADE_VERSION, log
 
 # A sim printer inside the container: the emulator on loopback, as `edged sim printer` runs it.
 PRINTER_CONFIG = """
@@ -64,7 +64,8 @@ def test_installs_with_no_network_and_the_service_sends_ready(till, debs):
     assert props["Type"] == "notify" and props["ActiveState"] == "active" and props["SubState"] == "running"
     assert "journal ok" in props["StatusText"]
     assert props["User"] == "_edged" and props["WatchdogUSec"] == "20s"
-    assert "edged ready" in till.sh("journalctl -u edged -o cat").stdout
+    logged = till.sh("journalctl -u edged -o cat").stdout
+    assert "edged ready" in logged and "listening on /run/edged/edged.sock (from systemd's edged.socket" in logged
     sock = till.sh("stat -c '%U:%G %a %F' /run/edged/edged.sock").stdout.strip()
     assert sock == "root:edged 660 socket", sock
     assert till.sh("stat -c '%U:%G %a' /var/lib/edged").stdout.strip() == "_edged:_edged 750"
@@ -148,12 +149,13 @@ def test_watchdog_keeps_it_alive_and_restarts_a_hung_daemon(till):
 
 def test_sigkill_under_appends_keeps_every_acked_record(till):
     till.sh("cat > /home/pos/appender.py", input=APPENDER)
-    appender = subprocess.Popen(["nsenter", "-t", str(till.pid), "-a", "--", "/usr/bin/env", "-i",
-                                 "PATH=/usr/bin:/bin", "runuser", "-u", "pos", "--", "python3",
-                                 "/home/pos/appender.py", "/home/pos/acked", "600"])
+    appender = subprocess.Popen(["nsenter", "-t", str(till.pid), "-a", "--", "/usr/bin/env", "-i", *ENV,
+                                 "runuser", "-u", "pos", "--", "python3", "/home/pos/appender.py",
+                                 "/home/pos/acked", "600"])
     try:
         count = lambda: int(till.sh("cat /home/pos/acked 2>/dev/null | wc -l").stdout)  # noqa: E731
-        till.wait_for("200 acked appends", lambda: count() >= 200, every=0.05)
+        till.wait_for("200 acked appends", lambda: count() >= 200 or appender.poll() is not None, every=0.05)
+        assert appender.poll() is None, "the appender stopped early"
         before = till.show("edged", "MainPID", "NRestarts")
         till.sh("systemctl kill -s KILL --kill-whom=main edged")
         at_kill = count()
