@@ -21,6 +21,7 @@ sticks) and its crash-safe journal, and serves local clients on a unix socket.
 
 Start here:
   edged demo                      see it work on a simulated till (no hardware)
+  edged doctor                    is this till set up right? one line per check, with what to do
   edged check-config FILE         validate a config file and print the result
   edged status                    what the running daemon sees
   edged print-test                print a test receipt (and see that it printed)

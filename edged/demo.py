@@ -47,10 +47,14 @@ def run_demo() -> int:
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
             asyncio.run(_client_steps(str(sock_path), tmpdir / "state" / "sim" / "receipt"))
-            _step(13, "a technician checks the journal files")
+            _step(13, "a technician checks the journal files, then the whole till (`edged doctor`; "
+                      "outside the Debian package its user and udev rules are missing, and say so)")
             print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
             subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
                             str(tmpdir / "state")])
+            print("$ edged doctor --config edged.toml --socket edged.sock --state-dir state")
+            subprocess.run([sys.executable, "-m", "edged", "doctor", "--config", str(cfg_path), "--socket",
+                            str(sock_path), "--state-dir", str(tmpdir / "state")])
         finally:
             _step(14, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)

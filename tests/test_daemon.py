@@ -166,6 +166,10 @@ def test_demo_runs_end_to_end():
     assert stick_events[-2:] == [("usb.safe_to_remove", ""), ("usb.export", "done")], stick_events
     assert re.search(r"^ok   demo-till-1 \d{4}-\d\d-\d\d: records 1\.\.7, 7 records$", out, re.M)
     assert "0 records added, 7 already archived, 0 exports refused" in out
+    # The doctor step: the till checks out but for what only the Debian package brings.
+    assert re.search(r"^OK +socket +.*edged\.sock: edged [\d.]+ on till demo-till-1", out, re.M)
+    assert re.search(r"^OK +printers +receipt \(network\): ready$", out, re.M)
+    assert re.search(r"^(OK|FAIL) +user +", out, re.M) and re.search(r"^(OK|FAIL) +udev +", out, re.M)
 
 
 def test_edged_events_prints_device_events_as_they_happen(short_dir):

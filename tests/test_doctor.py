@@ -79,7 +79,7 @@ def test_a_running_till_then_paper_out_then_stopped_then_a_damaged_journal(short
         code, lines = run_doctor(cfg, sock, state)
         assert lines["config"] == [f"OK {cfg}; 1 printer, 0 scanners"]
         assert lines["socket"][0].startswith(f"OK {sock}: edged ") and "on till till-7" in lines["socket"][0]
-        assert lines["journal"] == [f"OK {before + 3} records in 1 segments (seq 1..{before + 3}) in {state}"]
+        assert lines["journal"] == [f"OK {before + 3} records in 1 segment (seq 1..{before + 3}) in {state}"]
         assert lines["printers"] == ["OK receipt (network): ready"]
         assert all(x.startswith("OK ") for x in lines["scanners"]) and len(lines["scanners"]) == 2  # simulated
         assert lines["devices"] == ["OK no device nodes configured (network printers are checked below)"]
