@@ -130,6 +130,44 @@ def test_doctor_on_the_installed_till(till):
         assert lines.get(check) == "OK", f"{check}: {lines.get(check)}"
 
 
+UNPLUGGED = """
+# Added by the package test: a USB printer and a scanner that are not plugged in.
+[printers.usb]
+backend = "usb"
+vendor_id = 0x04b8
+product_id = 0x0202
+
+[scanners.front]
+vendor = "05e0"
+product = "1200"
+layout = "de"
+"""
+
+
+def test_devices_not_plugged_in_under_the_hardened_unit(till):
+    """pyusb/libusb, pyudev and libxkbcommon (the scanner's German layout) load inside the sandbox
+    (syscall filter, MemoryDenyWriteExecute, DevicePolicy); absent devices are reported, not fatal."""
+    till.sh("cat >> /etc/edged/edged.toml", input=UNPLUGGED)
+    restarts = till.show("edged", "NRestarts")["NRestarts"]
+    till.sh("edged check-config >/dev/null && systemctl restart edged")
+    status = json.loads(till.wait_for("status with both devices", lambda: (
+        out := till.sh("edged status --json", check=False).stdout) and '"front"' in out and out))
+    usb, front = status["devices"]["usb"], status["devices"]["front"]
+    log(f"not plugged in: printer usb {usb['state']} {usb.get('reasons')}; scanner front {front['state']} "
+        f"({front.get('detail') or front.get('reason')})")
+    assert usb["state"] != "ok" and front["state"] == "offline"
+    assert status["devices"]["receipt"]["state"] == "ok"
+    props = till.show("edged", "NRestarts", "ActiveState")
+    assert props == {"NRestarts": restarts, "ActiveState": "active"}
+    logged = till.sh("journalctl -u edged -o cat --since -1min").stdout
+    assert not re.search(r"Bad system call|SIGSYS|Operation not permitted|Traceback", logged), logged
+    doctor = till.sh("edged doctor", check=False)
+    assert doctor.returncode == 1
+    assert re.search(r"^FAIL +devices +scanner front: ", doctor.stdout, re.M), doctor.stdout
+    assert re.search(r"^WARN +scanners +front: offline", doctor.stdout, re.M), doctor.stdout
+    assert "ls /dev/edged/" in doctor.stdout
+
+
 def test_watchdog_keeps_it_alive_and_restarts_a_hung_daemon(till):
     before = till.show("edged", "MainPID", "NRestarts")
     time.sleep(20)  # one whole WatchdogSec: pings must keep it alive
