@@ -19,7 +19,7 @@ PACKAGE_BUILD_DEPS := dpkg-dev debhelper dh-python python3-all python3-cffi pyth
 # `make test-package` boots a debootstrapped Debian 12 with systemd-nspawn and installs the .deb.
 PACKAGE_TEST_DEPS := systemd-container debootstrap
 
-.PHONY: demo test run clean package test-package
+.PHONY: demo test run clean package bundle test-package
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -65,6 +65,12 @@ package:
 	cd $(PKG_DIR)/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
 	lintian --fail-on error,warning --info $(PKG_DIR)/edged_*.deb
 	@ls $(PKG_DIR)/edged_*.deb
+
+# The .deb and the Debian packages a bare Debian 12 till (systemd, udev, udisks2) lacks for it,
+# for a till with no network: copy PKG_DIR/bundle/ to a stick, `apt install ./bundle/*.deb`.
+bundle: package
+	@command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
+	python3 tests/package/rootfs.py bundle $$(ls $(PKG_DIR)/edged_*.deb) $(PKG_DIR)/bundle
 
 test-package: $(STAMP)
 	@command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || \

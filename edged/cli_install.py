@@ -29,8 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
         "udev-rules", help="print the udev rules that let edged open its devices",
         description="Prints the udev rules edged's package installs as /lib/udev/rules.d/70-edged.rules: "
                     "receipt printers, USB-serial adapters and barcode scanners of the vendors edged knows, "
-                    "each node given to group _edged (the daemon) and named /dev/edged/<kind>-<vendor>-"
-                    "<product>[-<serial>]. With --for-config: rules for the printers and scanners your "
+                    "each node given to group _edged (the daemon) and named /dev/edged/<kind>-<node>-"
+                    "<vendor>-<product>[-<serial>][-if<N>]. With --for-config: rules for the printers and scanners your "
                     "config names by USB id that those rules miss, for /etc/udev/rules.d/69-edged-site.rules; "
                     "then `udevadm control --reload && udevadm trigger` and replug the device.")
     rules.add_argument("--for-config", nargs="?", const=str(config.DEFAULT_PATH), metavar="FILE",

@@ -104,6 +104,7 @@ def check_devices(cfg: Config, config_path: str) -> list[Finding]:
         uid, gids = os.getuid(), set(os.getgroups()) | {os.getgid()}
         judged = f"this process, uid {uid} (no user {DAEMON_USER})"
     out, plug = [], "plugged in and switched on? ls /dev/edged/"
+    uncovered = {m.name for _, m in registry.configured_uncovered(cfg)}
     for what, node, problem in _nodes(cfg):
         if node is None:  # none fits, or several do and the config must say which
             out.append(Finding("FAIL", "devices", f"{what}: {problem}", plug if problem.startswith("no ") else
@@ -111,8 +112,12 @@ def check_devices(cfg: Config, config_path: str) -> list[Finding]:
         elif not os.path.exists(node):
             out.append(Finding("FAIL", "devices", f"{what}: no {node}", plug))
         elif not opens_read_write(node, uid, gids):
-            out.append(Finding("FAIL", "devices", f"{what}: {judged} may not open {node} read-write",
-                               _site_hint(config_path, SITE_RULES_DIR / registry.SITE_RULES_NAME)))
+            # Site rules help only a device the packaged rules miss; for the others the rules
+            # have not been applied to the node yet (installed while it was plugged in, say).
+            hint = (_site_hint(config_path, SITE_RULES_DIR / registry.SITE_RULES_NAME) if what in uncovered else
+                    "apply edged's udev rules to it: sudo udevadm control --reload && sudo udevadm trigger, "
+                    "or replug it; a device of a vendor edged does not know: configure it by USB id")
+            out.append(Finding("FAIL", "devices", f"{what}: {judged} may not open {node} read-write", hint))
         else:
             out.append(Finding("OK", "devices", f"{what}: {node}, {judged} may open it"))
     return out or [Finding("OK", "devices", "no device nodes configured (network printers are checked below)")]

@@ -58,6 +58,8 @@ def listen_socket(env: Mapping[str, str] = os.environ) -> socket.socket | None:
     if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
         return None
     count = int(env["LISTEN_FDS"])
+    if count == 0:
+        return None
     if count != 1:
         raise RuntimeError(f"systemd passed {count} sockets; edged.socket must listen on exactly one")
     sock = socket.socket(fileno=SD_LISTEN_FDS_START)

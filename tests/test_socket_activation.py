@@ -69,3 +69,4 @@ def test_activated_socket_survives_a_killed_daemon(short_dir):
 def test_listen_socket_only_for_this_process(short_dir):
     assert listen_socket({"LISTEN_PID": "1", "LISTEN_FDS": "1"}) is None
     assert listen_socket({}) is None
+    assert listen_socket({"LISTEN_PID": str(os.getpid()), "LISTEN_FDS": "0"}) is None

@@ -35,6 +35,9 @@ def test_every_registry_entry_has_its_rules_and_nothing_else_is_granted():
                     and f'EDGED_KIND}}="{kind.name}"' in line]
             assert len(mine) == len(kind.subsystems), (kind.name, m)
             for line in mine:
+                node = {"usb": "usb", "usbmisc": "lp", "tty": "tty", "input": "event"}[
+                    line.split('SUBSYSTEM=="')[1].split('"')[0]]
+                assert f'ENV{{EDGED_NODE}}="{node}"' in line  # raw USB and usblp nodes get names of their own
                 if m.product:
                     assert f'{{idProduct}}=="{m.product}"' in line
                 if 'SUBSYSTEM=="tty"' in line:  # ModemManager must not send AT commands to it
@@ -50,11 +53,15 @@ def test_every_registry_entry_has_its_rules_and_nothing_else_is_granted():
     assert lines.index('ENV{EDGED_KIND}!="?*", GOTO="edged_end"') < lines.index(grants[0])
     assert not re.search(r'GROUP="(input|dialout|plugdev|lp)"', RULES.read_text())
     assert lines[0] == 'ACTION=="remove", GOTO="edged_end"' and lines[-1] == 'LABEL="edged_end"'
+    assert lines[-2] == 'SYMLINK+="edged/$env{EDGED_ID}"'
 
 
 def test_site_rules_cover_configured_devices_the_registry_lacks(tmp_path):
     cfg = config.from_dict({
         "printers": {"known": {"backend": "usb", "vendor_id": 0x0519, "product_id": 0x0003},
+                     # an Epson TM may be set to a vendor-defined USB class: the packaged rule
+                     # (printer class only) might not grant it, so it gets a site rule
+                     "tm": {"backend": "usb", "vendor_id": 0x04B8, "product_id": 0x0202},
                      "odd": {"backend": "usb", "vendor_id": 0x1234, "product_id": 0xABCD}},
         "scanners": {"front": {"vendor": "05e0", "product": "1200"},
                      "back": {"vendor": "AbCd", "product": "0001"}}})
@@ -63,11 +70,13 @@ def test_site_rules_cover_configured_devices_the_registry_lacks(tmp_path):
     site = registry.site_rules_text(cfg, "edged.toml")
     lines = rule_lines(site)
     # Only the two unknown devices, each on every subsystem its kind uses, marked for 70-edged.rules.
-    assert sorted(re.findall(r'ATTRS?\{idVendor\}=="(\w+)"', site)) == ["1234", "1234", "abcd", "abcd"]
+    assert sorted(re.findall(r'ATTRS?\{idVendor\}=="(\w+)"', site)) == [
+        "04b8", "04b8", "1234", "1234", "abcd", "abcd"]
+    assert "ID_USB_INTERFACES" not in site
     assert 'SUBSYSTEM=="input", KERNEL=="event[0-9]*", ATTRS{idVendor}=="abcd", ATTRS{idProduct}=="0001", ' \
-           'ENV{EDGED_KIND}="scanner", ENV{LIBINPUT_IGNORE_DEVICE}="1"' in lines
+           'ENV{EDGED_KIND}="scanner", ENV{EDGED_NODE}="event", ENV{LIBINPUT_IGNORE_DEVICE}="1"' in lines
     assert 'SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", ATTR{idVendor}=="1234", ATTR{idProduct}=="abcd", ' \
-           'ENV{EDGED_KIND}="printer"' in lines
+           'ENV{EDGED_KIND}="printer", ENV{EDGED_NODE}="usb"' in lines
     assert not any("GROUP=" in line for line in lines)  # the packaged file grants, after these
     assert registry.SITE_RULES_NAME < registry.RULES_NAME
     none = registry.site_rules_text(config.from_dict({}), "edged.toml")

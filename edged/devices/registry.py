@@ -45,6 +45,9 @@ _NODE = {
     "tty": 'SUBSYSTEM=="tty"',                                  # ttyUSB*/ttyACM*: backend "serial"
     "input": 'SUBSYSTEM=="input", KERNEL=="event[0-9]*"',       # keyboard-wedge scanners (evdev)
 }
+# The node's part of its /dev/edged/ name: a printer has a raw USB node and a usblp node,
+# a scanner event nodes and maybe a tty; each needs a name of its own.
+_NODE_NAME = {"usb": "usb", "usbmisc": "lp", "tty": "tty", "input": "event"}
 # Flags other programs read: ModemManager must not probe a printer or scanner with AT
 # commands, and a desktop session must not type a scanner's keys into whatever has focus.
 _FLAGS = {"tty": ', ENV{ID_MM_DEVICE_IGNORE}="1"', "input": ', ENV{LIBINPUT_IGNORE_DEVICE}="1"'}
@@ -83,7 +86,8 @@ def _match_line(kind: Kind, subsystem: str, m: Match) -> str:
         line += f', {parent}{{idProduct}}=="{m.product}"'
     if m.printer_class_only and subsystem == "usb":
         line += ', ENV{ID_USB_INTERFACES}=="*:0701??:*"'
-    return line + f', ENV{{EDGED_KIND}}="{kind.name}"' + _FLAGS.get(subsystem, "")
+    return (line + f', ENV{{EDGED_KIND}}="{kind.name}", ENV{{EDGED_NODE}}="{_NODE_NAME[subsystem]}"'
+            + _FLAGS.get(subsystem, ""))
 
 
 def _marks(kinds: Iterable[Kind]) -> list[str]:
@@ -111,13 +115,16 @@ def rules_text() -> str:
         "",
         *_marks(KINDS),
         "# Every node marked above (here or in site rules): the daemon's group, and a stable name",
-        "# /dev/edged/<kind>-<vendor>-<product>[-<serial>].",
+        "# /dev/edged/<kind>-<node>-<vendor>-<product>[-<serial>][-if<interface>] (tty and event",
+        "# nodes belong to one USB interface of the device).",
         'ENV{EDGED_KIND}!="?*", GOTO="edged_end"',
         f'GROUP="{DAEMON_GROUP}", MODE="0660"',
         'SUBSYSTEMS=="usb", ENV{ID_VENDOR_ID}!="?*", IMPORT{builtin}="usb_id"',
-        'ENV{ID_SERIAL_SHORT}!="?*", SYMLINK+="edged/$env{EDGED_KIND}-$env{ID_VENDOR_ID}-$env{ID_MODEL_ID}"',
-        'ENV{ID_SERIAL_SHORT}=="?*", '
-        'SYMLINK+="edged/$env{EDGED_KIND}-$env{ID_VENDOR_ID}-$env{ID_MODEL_ID}-$env{ID_SERIAL_SHORT}"',
+        'ENV{EDGED_ID}="$env{EDGED_KIND}-$env{EDGED_NODE}-$env{ID_VENDOR_ID}-$env{ID_MODEL_ID}"',
+        'ENV{ID_SERIAL_SHORT}=="?*", ENV{EDGED_ID}="$env{EDGED_ID}-$env{ID_SERIAL_SHORT}"',
+        'ENV{EDGED_NODE}=="tty|event", ENV{ID_USB_INTERFACE_NUM}=="?*", '
+        'ENV{EDGED_ID}="$env{EDGED_ID}-if$env{ID_USB_INTERFACE_NUM}"',
+        'SYMLINK+="edged/$env{EDGED_ID}"',
         "",
         'LABEL="edged_end"',
     ]
@@ -125,11 +132,15 @@ def rules_text() -> str:
 
 
 def covered(subsystem: str, vendor: str, product: str) -> Kind | None:
-    """The kind whose packaged rules grant this node, if any (printer-class checks aside)."""
+    """The kind whose packaged rules surely grant this node, if any.
+
+    A match limited to printer-class devices does not count: the same model may be set to a
+    vendor-defined USB class, so a configured one gets a site rule by vendor and product."""
     for kind in KINDS:
         if subsystem in kind.subsystems:
             for m in kind.matches:
-                if m.vendor == vendor.lower() and m.product in ("", product.lower()):
+                if (m.vendor == vendor.lower() and m.product in ("", product.lower())
+                        and not (m.printer_class_only and subsystem == "usb")):
                     return kind
     return None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from container import UPGRADE_VERSION, Container, log
-from rootfs import base_rootfs, depends_of
+from rootfs import base_rootfs, bundle
 
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("PKG_DIR", "/tmp/edged-package"))
@@ -39,8 +39,9 @@ def debs() -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def till(debs):
-    base = base_rootfs(depends_of(debs[0]), log)
-    box = Container(base, WORK / "till", debs[0].parent, log)
+    # The offline bundle lands beside the debs: /mnt/packages/bundle/ inside the till.
+    bundle(debs[0], debs[0].parent / "bundle", log)
+    box = Container(base_rootfs(log), WORK / "till", debs[0].parent, log)
     box.boot()
     yield box
     box.stop()

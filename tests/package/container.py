@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from rootfs import offline
+
 UPGRADE_VERSION = "0.1.0+upgrade1"  # the rebuilt, newer package the upgrade test installs
 ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "HOME=/root"]
 
@@ -26,6 +28,7 @@ class Container:
     def boot(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(self.base), str(self.root)], check=True)
+        offline(self.root)
         console = open(self.root.with_suffix(".console.log"), "w")
         # --private-network: the till has no network (and port 9100 stays inside).
         self.proc = subprocess.Popen(

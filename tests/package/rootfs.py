@@ -1,7 +1,7 @@
-"""A Debian 12 root filesystem to boot with systemd-nspawn, built once by debootstrap and cached.
+"""A bare Debian 12 till (systemd, udev, udisks2) for systemd-nspawn, debootstrapped once and
+cached, and the offline bundle: the .deb plus every Debian package it needs beyond that till.
 
-It holds what a till box has before edged arrives: systemd, udev, udisks2 and the Debian
-packages the .deb depends on, so `apt install ./edged_*.deb` inside needs no network.
+Usage as a script (make bundle): python3 tests/package/rootfs.py bundle DEB OUTDIR
 """
 from __future__ import annotations
 
@@ -9,22 +9,12 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 CACHE = Path("/var/cache/edged-test")
-BASE = ["systemd", "systemd-sysv", "dbus", "udev", "udisks2", "apt", "procps", "python3"]
-
-
-def depends_of(deb: Path) -> list[str]:
-    """Package names from the .deb's Depends (first of each alternative, no versions)."""
-    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], check=True, capture_output=True,
-                           text=True).stdout
-    names = []
-    for item in field.split(","):
-        name = re.split(r"[\s(|:]", item.strip(), maxsplit=1)[0]
-        if name and name not in names:
-            names.append(name)
-    return names
+# What a till box has before edged arrives. No python3: the bundle must bring it if needed.
+BASE = ["systemd", "systemd-sysv", "libpam-systemd", "dbus", "udev", "udisks2", "polkitd", "apt", "procps"]
 
 
 def host_mirror() -> str:
@@ -42,23 +32,50 @@ def host_mirror() -> str:
     raise RuntimeError("no Debian 12 (bookworm) source in /etc/apt/sources.list*: cannot debootstrap")
 
 
-def base_rootfs(packages: list[str], log) -> Path:
-    """The cached root for these packages, debootstrapped the first time (about two minutes)."""
-    wanted = sorted(set(BASE + packages))
-    key = hashlib.sha256(" ".join(wanted).encode()).hexdigest()[:12]
-    root = CACHE / f"bookworm-{key}"
+def base_rootfs(log) -> Path:
+    """The cached bare till, debootstrapped the first time (a few minutes). Package lists kept:
+    the bundle is computed against it; the booted copies drop them (no network on a till)."""
+    root = CACHE / f"bookworm-{hashlib.sha256(' '.join(BASE).encode()).hexdigest()[:12]}"
     if (root / ".complete").exists():
         log(f"rootfs: cached {root}")
         return root
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
-    mirror = host_mirror()
-    log(f"rootfs: debootstrap Debian 12 minbase + {len(wanted)} packages into {root}")
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(wanted)}", "bookworm",
-                    str(root), mirror], check=True, stdout=subprocess.DEVNULL)
-    # A till installs from the .deb alone: no package lists, so apt cannot reach for a network.
-    for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
-        lists.unlink()
+    log(f"rootfs: debootstrap Debian 12 minbase + {', '.join(BASE)} into {root}")
+    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", "bookworm",
+                    str(root), host_mirror()], check=True, stdout=subprocess.DEVNULL)
     (root / "etc/hostname").write_text("till\n")
     (root / ".complete").touch()
     return root
+
+
+def offline(root: Path) -> None:
+    """A till installs from the bundle alone: no package lists, so apt cannot reach for a network."""
+    for lists in (root / "var/lib/apt/lists").glob("*_Packages"):
+        lists.unlink()
+
+
+def bundle(deb: Path, out: Path, log) -> Path:
+    """OUT/: the .deb and the Debian packages a bare till lacks for it, for `apt install ./OUT/*.deb`."""
+    root = base_rootfs(log)
+    archives = root / "var/cache/apt/archives"
+    for old in archives.glob("*.deb"):
+        old.unlink()
+    shutil.copy(deb, root / "tmp" / deb.name)
+    subprocess.run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--download-only",
+                    f"/tmp/{deb.name}"], check=True, stdout=subprocess.DEVNULL)
+    (root / "tmp" / deb.name).unlink()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    shutil.copy(deb, out)
+    for dep in archives.glob("*.deb"):
+        shutil.move(str(dep), out)
+    log(f"bundle: {out}: {deb.name} and {len(list(out.glob('*.deb'))) - 1} Debian packages, "
+        f"{sum(p.stat().st_size for p in out.glob('*.deb')) / 1e6:.1f} MB")
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "bundle":
+        sys.exit(__doc__.splitlines()[-1].strip())
+    bundle(Path(sys.argv[2]), Path(sys.argv[3]), lambda line: print(line, file=sys.stderr))
