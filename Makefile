@@ -75,7 +75,8 @@ bundle: package
 test-package: $(STAMP)
 	@command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null || \
 	  { apt-get install -y -q $(PACKAGE_TEST_DEPS) || { apt-get update -q && apt-get install -y -q $(PACKAGE_TEST_DEPS); }; }
-	$(VENV)/bin/python -m pytest --package tests/package -v -p no:cacheprovider
+	@# -s: each check logs what it saw ([package] lines: lintian, exposure, timings, counts).
+	$(VENV)/bin/python -m pytest --package tests/package -v -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build *.egg-info
