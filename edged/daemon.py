@@ -189,11 +189,12 @@ class Daemon:
                     | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
         d = self.cfg.daemon
         activated = listen_socket()
-        if activated is not None and activated.getsockname() != d.socket:
-            log.warning("systemd's socket is %s but daemon.socket is %s: clients reading the config "
-                        "will not find edged", activated.getsockname(), d.socket)
-        if activated is not None and d.socket_group:
-            log.warning("daemon.socket_group is ignored: edged.socket's SocketGroup= decides who may connect")
+        if activated is not None:
+            if activated.getsockname() != d.socket:
+                log.warning("systemd's socket is %s but daemon.socket is %s: clients reading the config "
+                            "will not find edged", activated.getsockname(), d.socket)
+            if d.socket_group:
+                log.warning("daemon.socket_group is ignored: edged.socket's SocketGroup= decides who may connect")
         server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,
                         client_timeout=d.client_timeout, group=d.socket_group,

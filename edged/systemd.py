@@ -55,10 +55,8 @@ def listen_socket(env: Mapping[str, str] = os.environ) -> socket.socket | None:
     With socket activation systemd keeps the socket open across restarts, so a client that
     connects while a hung edged is being replaced waits in the backlog instead of being refused.
     """
-    if env.get("LISTEN_PID") != str(os.getpid()) or not env.get("LISTEN_FDS"):
-        return None
-    count = int(env["LISTEN_FDS"])
-    if count == 0:
+    count = int(env.get("LISTEN_FDS") or 0)
+    if env.get("LISTEN_PID") != str(os.getpid()) or count == 0:
         return None
     if count != 1:
         raise RuntimeError(f"systemd passed {count} sockets; edged.socket must listen on exactly one")

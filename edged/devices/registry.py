@@ -32,22 +32,21 @@ class Match:
 
 @dataclass(frozen=True)
 class Kind:
-    name: str                 # the /dev/edged/<name>-<vendor>-<product>[-<serial>] prefix
+    name: str                 # first part of its nodes' names: /dev/edged/<name>-<node>-...
     what: str
     subsystems: tuple[str, ...]
     matches: tuple[Match, ...]
 
 
-# The udev subsystem -> the match that selects the node edged opens.
+# The udev subsystem -> the match that selects the node edged opens, and the node's part of
+# its /dev/edged/ name (a printer has a raw USB node and a usblp node, a scanner event nodes
+# and maybe a tty: each needs a name of its own).
 _NODE = {
-    "usb": 'SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device"',   # /dev/bus/usb/...: python-escpos "usb"
-    "usbmisc": 'SUBSYSTEM=="usbmisc", KERNEL=="lp[0-9]*"',     # /dev/usb/lp*: backend "file"
-    "tty": 'SUBSYSTEM=="tty"',                                  # ttyUSB*/ttyACM*: backend "serial"
-    "input": 'SUBSYSTEM=="input", KERNEL=="event[0-9]*"',       # keyboard-wedge scanners (evdev)
+    "usb": ('SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device"', "usb"),  # /dev/bus/usb/...: python-escpos "usb"
+    "usbmisc": ('SUBSYSTEM=="usbmisc", KERNEL=="lp[0-9]*"', "lp"),     # /dev/usb/lp*: backend "file"
+    "tty": ('SUBSYSTEM=="tty"', "tty"),                                 # ttyUSB*/ttyACM*: backend "serial"
+    "input": ('SUBSYSTEM=="input", KERNEL=="event[0-9]*"', "event"),    # keyboard-wedge scanners (evdev)
 }
-# The node's part of its /dev/edged/ name: a printer has a raw USB node and a usblp node,
-# a scanner event nodes and maybe a tty; each needs a name of its own.
-_NODE_NAME = {"usb": "usb", "usbmisc": "lp", "tty": "tty", "input": "event"}
 # Flags other programs read: ModemManager must not probe a printer or scanner with AT
 # commands, and a desktop session must not type a scanner's keys into whatever has focus.
 _FLAGS = {"tty": ', ENV{ID_MM_DEVICE_IGNORE}="1"', "input": ', ENV{LIBINPUT_IGNORE_DEVICE}="1"'}
@@ -81,12 +80,13 @@ KINDS: tuple[Kind, ...] = (
 
 def _match_line(kind: Kind, subsystem: str, m: Match) -> str:
     parent = "ATTR" if subsystem == "usb" else "ATTRS"  # a usb_device is itself the USB device
-    line = f'{_NODE[subsystem]}, {parent}{{idVendor}}=="{m.vendor}"'
+    node, node_name = _NODE[subsystem]
+    line = f'{node}, {parent}{{idVendor}}=="{m.vendor}"'
     if m.product:
         line += f', {parent}{{idProduct}}=="{m.product}"'
     if m.printer_class_only and subsystem == "usb":
         line += ', ENV{ID_USB_INTERFACES}=="*:0701??:*"'
-    return (line + f', ENV{{EDGED_KIND}}="{kind.name}", ENV{{EDGED_NODE}}="{_NODE_NAME[subsystem]}"'
+    return (line + f', ENV{{EDGED_KIND}}="{kind.name}", ENV{{EDGED_NODE}}="{node_name}"'
             + _FLAGS.get(subsystem, ""))
 
 
@@ -147,17 +147,16 @@ def covered(subsystem: str, vendor: str, product: str) -> Kind | None:
 
 def configured_uncovered(cfg: Config) -> list[tuple[Kind, Match]]:
     """Devices the config names by USB id that the packaged rules do not grant."""
+    kinds = {kind.name: kind for kind in KINDS}
     out = []
     for name, p in cfg.printers.items():
         if p.backend == "usb":
             vendor, product = f"{p.vendor_id:04x}", f"{p.product_id:04x}"
             if covered("usb", vendor, product) is None:
-                out.append((Kind("printer", "", ("usb", "usbmisc"), ()),
-                            Match(vendor, f"printer {name}", product=product)))
+                out.append((kinds["printer"], Match(vendor, f"printer {name}", product=product)))
     for name, s in cfg.scanners.items():
         if s.backend == "evdev" and s.vendor and covered("input", s.vendor, s.product) is None:
-            out.append((Kind("scanner", "", ("input", "tty"), ()),
-                        Match(s.vendor.lower(), f"scanner {name}", product=s.product.lower())))
+            out.append((kinds["scanner"], Match(s.vendor.lower(), f"scanner {name}", product=s.product.lower())))
     return out
 
 
