@@ -150,7 +150,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
     tills = status(open_archive(Path(args.archive)))
     for till, st in sorted(tills.items()):
         gaps = ", ".join(f"{lo}..{hi}" for lo, hi in st["gaps"]) or "none"
+        left_out = (f", {st['left_out']} left out by the till ({', '.join(st['left_out_kinds'])}; not gaps)"
+                    if st["left_out"] else "")
         print(f"{till}: {len(st['days'])} days ({st['days'][0] if st['days'] else '-'} .. "
-              f"{st['days'][-1] if st['days'] else '-'}), {st['records']} records, seq {st['first_seq']}.."
+              f"{st['days'][-1] if st['days'] else '-'}), {st['records']} records{left_out}, seq {st['first_seq']}.."
               f"{st['last_seq']}, gaps: {gaps}")
     return 0

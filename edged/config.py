@@ -24,6 +24,8 @@ from .devices.scanner.keymap import check_layout
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ENTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # no '.': it would split the key path
+# A record kind (e.g. "order.web"): written as a quoted key, [deadlines."order.web"].
+_KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _USB_ID = re.compile(r"^[0-9a-fA-F]{4}$")
 _SOCKET_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 
@@ -238,6 +240,40 @@ class ExportSettings:
     usb: str = field(default="manual", metadata=_choices("manual", "on_day_close") | _help(
         "on_day_close: every closed day not yet exported goes to the next USB stick plugged in; "
         "manual: only days asked for with `edged export DATE`"))
+    exclude_kinds: list[str] = field(default_factory=list, metadata=_help(
+        "record kinds left out of exports (e.g. stock movements head office keeps itself); the manifest "
+        "lists their seqs, so `edged verify` and the archive know they were left out, not lost"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        for kind in self.exclude_kinds:
+            if not _KIND.match(kind):
+                return [("exclude_kinds", f"{kind!r} is not a record kind like stock.move")]
+            if kind.startswith("day."):
+                return [("exclude_kinds", f"{kind!r}: day.* records are what an export is checked against")]
+        return []
+
+
+@dataclass
+class SyncSettings:
+    offline_after: float = field(default=15.0, metadata=_range(0, 86400) | _help(
+        "seconds a consumer may be without a subscription (a sync client reconnecting) before it "
+        "counts as offline"))
+    lag_records: int = field(default=1000, metadata=_range(0, 10**9) | _help(
+        "a consumer this many records behind is 'behind' (a sync.state event); 0: not checked"))
+    lag_age: float = field(default=900.0, metadata=_range(0, 365 * 86400) | _help(
+        "seconds its oldest unacked record may wait before the consumer is 'behind'; 0: not checked"))
+
+
+@dataclass
+class DeadlineSettings:
+    consumer: str = field(default="", metadata=_help("the consumer that must ack records of this kind, e.g. pos"))
+    within: float = field(default=300.0, metadata=_range(1, 30 * 86400) | _help(
+        "seconds it has from the record's append; then journal.overdue is raised, once"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if not self.consumer:
+            return [("consumer", "name the consumer that must ack these records (e.g. \"pos\")")]
+        return []
 
 
 @dataclass
@@ -251,6 +287,8 @@ class Config:
     scanners: dict[str, ScannerSettings] = field(default_factory=dict)
     usb: UsbSettings = field(default_factory=UsbSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    deadlines: dict[str, DeadlineSettings] = field(default_factory=dict, metadata={"entries": _KIND})
 
     def problems(self) -> list[tuple[str, str]]:
         if not _NAME.match(self.till_id):
@@ -326,6 +364,11 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+def _entry(name: str) -> str:
+    """A named entry's key: a record kind with dots is quoted, as it is written in TOML."""
+    return f'"{name}"' if "." in name else name
+
+
 def _build(cls: type, data: Any, path: str, source: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: {path}: must be a table, got {_tname(data)}")
@@ -357,9 +400,12 @@ def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
         if not isinstance(value, dict):
             raise bad(f"must be a table of named entries, got {_tname(value)}")
         for name in value:
-            if not _ENTRY.match(name):
+            if "entries" in meta:
+                if not meta["entries"].match(name):
+                    raise bad(f"{name!r} is not a record kind (letters, digits, '.', '_', '-')")
+            elif not _ENTRY.match(name):
                 raise bad(f"name {name!r}: use letters, digits, '_' or '-' (at most 64)")
-        return {name: _build(item, v, _join(path, name), source) for name, v in value.items()}
+        return {name: _build(item, v, _join(path, _entry(name)), source) for name, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path, source)
     if origin is list:
@@ -407,7 +453,7 @@ def to_toml(cfg: Any, prefix: str = "") -> str:
             tables.append(f"\n[{name}]\n" + to_toml(value, name))
         elif isinstance(value, dict):
             for key, item in value.items():
-                tables.append(f"\n[{_join(name, key)}]\n" + to_toml(item, _join(name, key)))
+                tables.append(f"\n[{_join(name, _entry(key))}]\n" + to_toml(item, _join(name, _entry(key))))
         else:
             comment = f"  # {f.metadata['help']}" if "help" in f.metadata else ""
             scalars.append(f"{f.name} = {_toml_value(value)}{comment}\n")

@@ -34,6 +34,9 @@ from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
 from .sim.scanner import WEDGE_LAYOUT, SimScanner
+from .sync.acklog import AckLog
+from .sync.deadlines import Deadlines
+from .sync.state import Sync
 from .systemd import Notifier, listen_socket
 from .till import Till
 from .usb.mount import mounter
@@ -122,6 +125,11 @@ class Daemon:
                       ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
         journal = Journal(store, min_retention_days=jcfg.min_retention_days, on_event=self.publish)
         await self._start("journal", journal)
+        # Before anything else appends: both read the journal from their cursors, then follow it.
+        sync = Sync(journal, self.cfg.sync, AckLog(self.state_dir / "sync.log"), self.publish)
+        await self._start("sync", sync)
+        deadlines = Deadlines(journal, self.cfg.deadlines, self.publish)
+        await self._start("deadlines", deadlines)
         printers_cfg = dict(self.cfg.printers)
         emulators: dict[str, PrinterEmulator] = {}
         sim_scanner: SimScanner | None = None
@@ -169,6 +177,7 @@ class Daemon:
         if wedges:
             await self._start("hotplug", Hotplug(wedges))
         self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
+        self.till.sync, self.till.deadlines = sync, deadlines
         self.till.emulators = emulators
         self.till.sim_scanner = sim_scanner
         self.till.printing = printing
@@ -181,12 +190,13 @@ class Daemon:
             sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
         else:
             log.warning("usb.mounter = \"directory\" is for the simulated till; USB sticks are not used")
-        self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
+        self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close",
+                                               self.cfg.export.exclude_kinds)
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
         self.till.sticks = sticks
-        handlers = (self.till.handlers() | JournalOps(journal).handlers() | PrintOps(printing, drawers).handlers()
-                    | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers())
+        handlers = (self.till.handlers() | JournalOps(journal, sync).handlers() | PrintOps(printing, drawers).handlers()
+                    | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers() | sync.handlers())
         d = self.cfg.daemon
         activated = listen_socket()
         if activated is not None:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .relay.server import Server, Session
     from .sim.printer import PrinterEmulator
     from .sim.scanner import SimScanner
+    from .sync.deadlines import Deadlines
+    from .sync.state import Sync
     from .usb.sticks import Sticks
 
 
@@ -38,6 +40,8 @@ class Till:
         self.emulators: dict[str, PrinterEmulator] = {}
         self.sim_scanner: SimScanner | None = None
         self.sticks: Sticks | None = None
+        self.sync: Sync | None = None
+        self.deadlines: Deadlines | None = None
 
     def handlers(self) -> dict[str, Any]:
         ops = {"status": self.op_status}
@@ -72,6 +76,8 @@ class Till:
             "journal": self.journal.info() if self.journal else self.journal_info(),
             "consumers": dict(self.journal.cursors) if self.journal else {},
             "consumer_lag": self.journal.lags() if self.journal else {},
+            "sync": self.sync.describe() if self.sync else {},
+            "deadlines": self.deadlines.describe() if self.deadlines else {},
             **(self.server.info() if self.server else {"connections": []}),
         }
 
@@ -81,6 +87,10 @@ class Till:
         if self.journal:
             info = self.journal.info()
             parts.insert(0, f"journal {info['state']}, seq {info['last_seq']}")
+        if self.sync:
+            parts.append(self.sync.summary())
+        if self.deadlines and self.deadlines.summary():
+            parts.append(self.deadlines.summary())
         if self.server:
             parts.append(self.server.summary())
         return ("simulated till; " if self.simulated else "") + "; ".join(parts)

@@ -50,7 +50,7 @@ def test_ready_watchdog_stopping_and_clean_exit(short_dir):
         changed = cli("sim", "set", "cover_open=on", "--socket", sock)
         assert "edged reads it as error offline, cover_open" in changed.stdout
         notify.collect("STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open)", timeout=5)
-        assert "STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open); drawer drawer: closed; scanner scanner: online; scanner wedge: online; 0 clients" \
+        assert "STATUS=simulated till; journal ok, seq 0; printer receipt: error (offline, cover_open); drawer drawer: closed; scanner scanner: online; scanner wedge: online; sync: no consumers; 0 clients" \
             in notify.messages
 
         proc.send_signal(signal.SIGTERM)

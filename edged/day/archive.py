@@ -8,6 +8,12 @@ skipped (importing a stick twice adds nothing); the same seq with a different
 link is a conflict: that export is refused as a whole and named. The chain is
 also checked where an export meets records already archived. Gaps (seqs
 missing between the first and last archived record of a till) are reported.
+
+Records an export left out on purpose (the till's `export.exclude_kinds`) are
+archived as runs: their seq range, the day, the kinds and the chain link after
+them. They are not gaps, and an export meeting a run is chain-checked against
+its link. A later export that does carry those records (the till's config
+changed, the day re-exported) adds them as usual.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ CREATE TABLE IF NOT EXISTS records (till TEXT NOT NULL, seq INTEGER NOT NULL, ch
     PRIMARY KEY (till, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL, first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL, imported_at REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (till, business_day));
+CREATE TABLE IF NOT EXISTS excluded (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    chain BLOB NOT NULL, business_day TEXT NOT NULL, kinds TEXT NOT NULL, PRIMARY KEY (till, first_seq));
 """
 
 
@@ -60,8 +68,8 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None
     data = (ex.path / "journal.seg").read_bytes()
     db.execute("BEGIN IMMEDIATE")
     try:
-        prev = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, m["first_seq"] - 1)).fetchone()
-        if prev is not None and prev[0].hex() != m["chain_before"]:
+        prev = _link(db, till, m["first_seq"] - 1)
+        if prev is not None and prev.hex() != m["chain_before"]:
             raise _Conflict(f"its chain before seq {m['first_seq']} differs from the archived record "
                             f"{m['first_seq'] - 1}")
         added = skipped = 0
@@ -79,6 +87,14 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None
             db.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?)",
                        (till, rec.seq, rec.chain, rec.ts, rec.kind, day, frame))
             added += 1
+        excluded = m.get("excluded") or {}
+        for first, last, link in excluded.get("runs", []):
+            have = _link(db, till, last)
+            if have is not None and have.hex() != link:
+                raise _Conflict(f"left-out records {first}..{last} end in another chain link than the archived "
+                                f"record {last}")
+            db.execute("INSERT OR IGNORE INTO excluded VALUES (?,?,?,?,?,?)",
+                       (till, first, last, bytes.fromhex(link), day, ",".join(excluded["kinds"])))
         db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?)",
                    (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path)))
         db.execute("COMMIT")
@@ -91,7 +107,17 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None
         raise
     out.added += added
     out.skipped += skipped
-    out.imported.append(f"{till} {day}: {added} records added, {skipped} already archived")
+    left_out = sum((m.get("excluded") or {}).get("counts", {}).values())
+    out.imported.append(f"{till} {day}: {added} records added, {skipped} already archived"
+                        + (f", {left_out} left out by the till (export.exclude_kinds)" if left_out else ""))
+
+
+def _link(db: sqlite3.Connection, till: str, seq: int) -> bytes | None:
+    """The chain link after seq: an archived record's, or a left-out run's that ends there."""
+    row = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, seq)).fetchone()
+    if row is None:
+        row = db.execute("SELECT chain FROM excluded WHERE till=? AND last_seq=?", (till, seq)).fetchone()
+    return None if row is None else bytes(row[0])
 
 
 class _Conflict(Exception):
@@ -99,13 +125,24 @@ class _Conflict(Exception):
 
 
 def status(db: sqlite3.Connection) -> dict[str, dict]:
-    """Per till: days, records, first and last seq, gaps as (first missing, last missing)."""
+    """Per till: days, records, first and last seq, records left out on purpose, gaps as
+    (first missing, last missing)."""
     out = {}
     for till, n, lo, hi in db.execute("SELECT till, COUNT(*), MIN(seq), MAX(seq) FROM records GROUP BY till"):
-        gaps = db.execute("SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt "
-                          "FROM records WHERE till=?) WHERE nxt > seq + 1", (till,)).fetchall()
+        spans = db.execute("SELECT seq, seq FROM records WHERE till=? UNION ALL SELECT first_seq, last_seq "
+                           "FROM excluded WHERE till=? ORDER BY 1", (till, till))
+        gaps, covered = [], None
+        for first, last in spans:  # a seq is there when archived or left out on purpose
+            if covered is not None and first > covered + 1:
+                gaps.append((covered + 1, first - 1))
+            covered = last if covered is None else max(covered, last)
+        (left_out,) = db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM excluded WHERE till=?",
+                                 (till,)).fetchone()
+        kinds = sorted({k for (ks,) in db.execute("SELECT DISTINCT kinds FROM excluded WHERE till=?", (till,))
+                        for k in ks.split(",")})
         days = [d for (d,) in db.execute("SELECT business_day FROM days WHERE till=? ORDER BY first_seq", (till,))]
-        out[till] = {"records": n, "first_seq": lo, "last_seq": hi, "gaps": gaps, "days": days}
+        out[till] = {"records": n, "first_seq": lo, "last_seq": hi, "gaps": gaps, "days": days,
+                     "left_out": left_out, "left_out_kinds": kinds}
     return out
 
 
@@ -113,8 +150,14 @@ def gap_lines(db: sqlite3.Connection) -> list[str]:
     lines = []
     for till, st in status(db).items():
         for lo, hi in st["gaps"]:
-            after = db.execute("SELECT business_day FROM records WHERE till=? AND seq=?", (till, lo - 1)).fetchone()
-            before = db.execute("SELECT business_day FROM records WHERE till=? AND seq=?", (till, hi + 1)).fetchone()
-            lines.append(f"{till}: gap: records {lo}..{hi} missing (after {after[0]}, before {before[0]}); "
+            after = _day_of(db, till, lo - 1)
+            before = _day_of(db, till, hi + 1)
+            lines.append(f"{till}: gap: records {lo}..{hi} missing (after {after}, before {before}); "
                          "re-export the days between by date on the till")
     return lines
+
+
+def _day_of(db: sqlite3.Connection, till: str, seq: int) -> str:
+    row = db.execute("SELECT business_day FROM records WHERE till=? AND seq=? UNION ALL SELECT business_day "
+                     "FROM excluded WHERE till=? AND ? BETWEEN first_seq AND last_seq", (till, seq, till, seq)).fetchone()
+    return row[0] if row else "?"

@@ -44,15 +44,31 @@ def day_dir(business_day: str) -> str:
     return business_day.replace("-", "")
 
 
-def build(closed: dict[str, Any], frames: bytes, chain_before: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """(files, manifest) for one closed day; `frames` runs from its first record to its day.close."""
+def build(closed: dict[str, Any], frames: bytes, chain_before: bytes,
+          exclude: frozenset[str] = frozenset()) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """(files, manifest) for one closed day; `frames` runs from its first record to its day.close.
+
+    Records of the `exclude` kinds are left out. Each run of them leaves its seq range and the
+    chain link after it in the manifest, so the records after it still check out, and a reader
+    knows those seqs were left out on purpose, not lost."""
     counts: collections.Counter[str] = collections.Counter()
+    left_out: collections.Counter[str] = collections.Counter()
+    runs: list[list[Any]] = []  # [first seq, last seq, chain link after last (hex)]
+    kept = []
     pos, chain_after = 0, chain_before
     while pos < len(frames):  # the counts and chain head of exactly what is written
         rec = fr.decode(frames, pos, None)
-        counts[rec.kind] += 1
+        if rec.kind in exclude:
+            left_out[rec.kind] += 1
+            if runs and runs[-1][1] == rec.seq - 1:
+                runs[-1][1:] = [rec.seq, rec.chain.hex()]
+            else:
+                runs.append([rec.seq, rec.seq, rec.chain.hex()])
+        else:
+            counts[rec.kind] += 1
+            kept.append(frames[pos:pos + rec.size])
         pos, chain_after = pos + rec.size, rec.chain
-    seg = fr.encode_segment_head(closed["first_seq"], chain_before) + frames
+    seg = fr.encode_segment_head(closed["first_seq"], chain_before) + (b"".join(kept) if exclude else frames)
     files = {"journal.seg": seg}
     manifest = {
         "format": FORMAT, "till_id": closed["till_id"], "business_day": closed["business_day"],
@@ -62,6 +78,8 @@ def build(closed: dict[str, Any], frames: bytes, chain_before: bytes) -> tuple[d
         "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                   for name, data in files.items()},
     }
+    if exclude:
+        manifest["excluded"] = {"kinds": sorted(exclude), "counts": dict(left_out), "runs": runs}
     return files, manifest
 
 

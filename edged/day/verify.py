@@ -28,6 +28,7 @@ class Export:
     manifest: dict[str, Any] = field(default_factory=dict)
     records: list[fr.Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    left_out: int = 0  # records export.exclude_kinds left out (their seqs are in the manifest)
 
     @property
     def label(self) -> str:
@@ -89,13 +90,20 @@ def _check_records(ex: Export, data: bytes) -> None:
         return
     if first != m["first_seq"] or chain.hex() != m["chain_before"]:
         ex.problems.append("journal.seg: header (first seq, chain before) differs from the manifest")
-    pos, expect = fr.SEG_HEAD_SIZE, first
+    excluded = m.get("excluded") or {}
+    runs = _runs(ex, excluded)
+    if runs is None:
+        return
+    pos, expect, before = fr.SEG_HEAD_SIZE, first, chain
     while pos < len(data):
         try:
             rec = fr.decode(data, pos, None)
         except fr.FrameError as e:
             ex.problems.append(f"journal.seg: record after seq {expect - 1}: {e.reason}")
             return
+        if runs and rec.seq > expect and runs[0][0] == expect:  # left out by export.exclude_kinds
+            run_first, run_last, link = runs.pop(0)
+            expect, chain = run_last + 1, link
         if rec.seq != expect:
             ex.problems.append(f"journal.seg: records {expect}..{rec.seq - 1} missing (seq {rec.seq} follows "
                                f"{expect - 1})" if rec.seq > expect else
@@ -105,10 +113,15 @@ def _check_records(ex: Export, data: bytes) -> None:
             fr.check(data, pos, chain)
         except fr.FrameError:
             ex.problems.append(f"journal.seg: record {rec.seq}: chain link mismatch (changed, inserted or "
-                               "reordered after it was journaled)")
+                               "reordered after it was journaled)" + (" or a left-out run's link is wrong"
+                                                                     if excluded else ""))
             return
         ex.records.append(rec)
+        before = chain
         chain, pos, expect = rec.chain, pos + rec.size, expect + 1
+    if runs:
+        ex.problems.append(f"manifest: left-out records {runs[0][0]}..{runs[0][1]} are not where the records say")
+        return
     if not ex.records:
         ex.problems.append("journal.seg: no records")
         return
@@ -123,12 +136,35 @@ def _check_records(ex: Export, data: bytes) -> None:
     if body is None or body.get("business_day") != m["business_day"]:
         ex.problems.append(f"the last record (seq {last.seq}) is not the day.close of {m['business_day']}")
         return
-    before = ex.records[-2].chain if len(ex.records) > 1 else bytes.fromhex(m["chain_before"])
     if body["first_seq"] != first or body["last_seq"] != last.seq - 1 or body["chain"] != before:
         ex.problems.append("the day.close record's range or chain head does not match the records")
     day_counts = collections.Counter(r.kind for r in ex.records[:-1])
-    if dict(day_counts) != body["counts"]:
-        ex.problems.append("the day.close record's counts do not match the records")
+    left_out = collections.Counter(excluded.get("counts", {}))
+    if dict(day_counts + left_out) != body["counts"]:
+        ex.problems.append("the day.close record's counts do not match the records"
+                           + (" and the left-out ones" if excluded else ""))
+    if excluded:
+        ex.left_out = sum(left_out.values())
+
+
+def _runs(ex: Export, excluded: dict[str, Any]) -> list[tuple[int, int, bytes]] | None:
+    """The manifest's left-out runs, checked for shape and order; None (a problem named) if bad."""
+    runs = []
+    try:
+        for first, last, link in excluded.get("runs", []):
+            runs.append((int(first), int(last), bytes.fromhex(link)))
+        counted = sum(int(n) for n in excluded.get("counts", {}).values())
+    except (TypeError, ValueError):
+        ex.problems.append("manifest: 'excluded' is malformed")
+        return None
+    if any(a[1] < a[0] or b[0] <= a[1] + 1 for a, b in zip(runs, runs[1:])) or any(r[1] < r[0] for r in runs):
+        ex.problems.append("manifest: left-out runs overlap, touch or are out of order")
+        return None
+    if counted != sum(last - first + 1 for first, last, _ in runs):
+        ex.problems.append(f"manifest: {counted} records counted as left out, but the runs hold "
+                           f"{sum(last - first + 1 for first, last, _ in runs)}")
+        return None
+    return runs
 
 
 def across(exports: list[Export]) -> list[str]:
@@ -174,7 +210,9 @@ def run(paths: list[str]) -> int:
                 print(f"  {problem}")
         else:
             m = ex.manifest
-            print(f"ok   {ex.label}: records {m['first_seq']}..{m['last_seq']}, {len(ex.records)} records")
+            kinds = ", ".join(m["excluded"]["kinds"]) if ex.left_out else ""
+            print(f"ok   {ex.label}: records {m['first_seq']}..{m['last_seq']}, {len(ex.records)} records"
+                  + (f" and {ex.left_out} left out on purpose ({kinds})" if ex.left_out else ""))
     between = across([e for e in exports if not e.problems])
     for problem in between:
         print(f"FAIL {problem}")

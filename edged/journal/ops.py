@@ -15,6 +15,7 @@ from .store import Entry
 
 if TYPE_CHECKING:
     from ..relay.server import Session
+    from ..sync.state import Sync
 
 log = logging.getLogger("edged.journal")
 MAX_WINDOW = 100_000
@@ -57,8 +58,9 @@ def _consumer(params: dict[str, Any]) -> str:
 
 
 class JournalOps:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, sync: Sync | None = None) -> None:
         self.journal = journal
+        self.sync = sync  # told of subscriptions: a consumer's kinds, and whether it is connected
 
     def handlers(self) -> dict[str, Any]:
         return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack,
@@ -98,7 +100,10 @@ class JournalOps:
         if not 1 <= window <= MAX_WINDOW:
             raise p.RequestError(p.BAD_REQUEST, f"'window' must be between 1 and {MAX_WINDOW}")
         await self.journal.register(consumer, start)
-        sub = Subscription(self.journal, session, consumer, start, set(kinds) if kinds else None, window)
+        if self.sync is not None:
+            await self.sync.subscribed(consumer, kinds)
+        sub = Subscription(self.journal, session, consumer, start, set(kinds) if kinds else None, window,
+                           self.sync)
         session.after_response.append(lambda: session.spawn(sub.run(), f"subscription {consumer}"))
         session.subscriptions[consumer] = sub
         return {"from_seq": start}
@@ -119,8 +124,8 @@ class Subscription:
     """Backlog, then live records, never more than `window` beyond the last ack."""
 
     def __init__(self, journal: Journal, session: Session, consumer: str, start: int,
-                 kinds: set[str] | None, window: int) -> None:
-        self.journal, self.session, self.consumer = journal, session, consumer
+                 kinds: set[str] | None, window: int, sync: Sync | None = None) -> None:
+        self.journal, self.session, self.consumer, self.sync = journal, session, consumer, sync
         self.next_seq, self.kinds, self.window = start, kinds, window
         self.in_flight: collections.deque[int] = collections.deque()
         self._room = asyncio.Event()
@@ -135,6 +140,15 @@ class Subscription:
         self._room.set()
 
     async def run(self) -> None:
+        if self.sync is None:
+            return await self._deliver()
+        self.sync.connected(self.consumer)
+        try:
+            await self._deliver()
+        finally:  # the connection closed (this task is cancelled with it)
+            self.sync.disconnected(self.consumer)
+
+    async def _deliver(self) -> None:
         backlog: list = []
         while True:
             if len(self.in_flight) >= self.window:

@@ -58,6 +58,10 @@ class Journal:
         self._busy = 0  # jobs handed to the thread and not settled yet: the Store is the thread's
         self._pending: list[tuple[list[Entry], asyncio.Future]] = []  # for the next inline flush
         self._flush_times: collections.deque[float] = collections.deque(maxlen=FAST_STREAK)
+        # Parts that follow the journal (sync state, deadlines): told of every durable record, and of
+        # every cursor change as (consumer, old, new); old None: registered, new None: removed.
+        self.on_records: list[Callable[[list[fr.Record]], None]] = []
+        self.on_cursor: list[Callable[[str, int | None, int | None], None]] = []
 
     def _put(self, kind: str, payload: Any, fut: asyncio.Future) -> None:
         self._busy += 1
@@ -220,6 +224,8 @@ class Journal:
             new, self._new = self._new, asyncio.Event()
             new.set()
             self._check_ranges(fresh)
+            for listener in self.on_records:
+                listener(fresh)
 
     def _check_ranges(self, records: list[fr.Record]) -> None:
         for rec in records:
@@ -272,6 +278,14 @@ class Journal:
     async def chain_before(self, seq: int) -> bytes:
         return await self._run(self.store.chain_before, seq)
 
+    async def ts_at(self, seq: int) -> int | None:
+        """The append time (unix us) of record `seq`, None when it is not retained or not durable."""
+        if self._cache and self._cache[0].seq <= seq <= self._cache[-1].seq:
+            return self._cache[seq - self._cache[0].seq].ts
+        if not self.first_seq <= seq <= self.last_seq:
+            return None
+        return await self._run(lambda: next((r.ts for r in self.store.records(seq, seq)), None))
+
     async def find_tx(self, tx_id: str) -> int | None:
         """The seq of the retained record with this tx_id, if any."""
         found = await self._run(self.store.txi.get, tx_id, self.store._confirm)
@@ -296,23 +310,32 @@ class Journal:
             self.cursors[consumer] = max(from_seq - 1, 0)
             await self._run(self.store.save_cursors, dict(self.cursors))
             log.info("consumer %r registered at seq %d", consumer, from_seq)
+            self._cursor_moved(consumer, None, self.cursors[consumer])
 
     async def ack(self, consumer: str, seq: int) -> int:
         if seq > self.last_seq:
             raise JournalError("bad_request", f"seq {seq} is beyond the journal's last seq {self.last_seq}")
-        if seq > self.cursors.get(consumer, -1):
+        old = self.cursors.get(consumer)
+        if seq > (-1 if old is None else old):
             self.cursors[consumer] = seq
             await self._run(self.store.save_cursors, dict(self.cursors))
+            self._cursor_moved(consumer, old, seq)
         return self.cursors[consumer]
+
+    def _cursor_moved(self, consumer: str, old: int | None, new: int | None) -> None:
+        for listener in self.on_cursor:
+            listener(consumer, old, new)
 
     def lags(self) -> dict[str, int]:
         """Per consumer: durable records it has not acked yet."""
         return {name: max(self.last_seq - seq, 0) for name, seq in self.cursors.items()}
 
     async def remove_consumer(self, consumer: str) -> None:
-        if self.cursors.pop(consumer, None) is None:
+        old = self.cursors.pop(consumer, None)
+        if old is None:
             raise JournalError("not_found", f"no consumer {consumer!r}")
         await self._run(self.store.save_cursors, dict(self.cursors))
+        self._cursor_moved(consumer, old, None)
         log.warning("consumer %r removed; retention no longer waits for it", consumer)
 
     async def retain(self) -> list[str]:

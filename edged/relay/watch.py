@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edged.relay")
 
-TOPICS = ("scanner", "printer", "drawer", "usb", "day", "journal")
+TOPICS = ("scanner", "printer", "drawer", "usb", "day", "journal", "sync")
 
 
 class Watchers:

@@ -1,0 +1,1 @@
+"""Sync health: consumer state, the sync log, pickup deadlines."""
