@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__, cli_day, cli_install, cli_journal, cli_print, cli_scan, config
+from . import __version__, cli_day, cli_install, cli_journal, cli_print, cli_scan, cli_sync, config
 
 EXIT_USAGE = 2
 
@@ -28,6 +28,7 @@ Start here:
   edged jobs                      recent print jobs and why any is held
   edged drawer calibrate          set up the cash drawer's sensor
   edged journal verify            check every journal record (exit 1 on any problem)
+  edged sync log                  has head office got this till's data? who acked what, and when
 """
 
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_journal.add_parsers(sub, _socket_arg)
     cli_print.add_parsers(sub, _socket_arg)
     cli_install.add_parsers(sub, _socket_arg)
+    cli_sync.add_parsers(sub, _socket_arg)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
@@ -276,6 +278,16 @@ def format_status(s: dict[str, Any]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
     if len(rows) == 1:
         lines.append("(no devices configured)")
+    for name, c in (s.get("sync") or {}).items():
+        age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
+        last = time.strftime(" last ack %Y-%m-%d %H:%M:%S", time.localtime(c["last_ack"])) if c.get("last_ack") else \
+            " never acked"
+        kinds = f" (kinds {', '.join(c['kinds'])})" if c.get("kinds") else ""
+        lines.append(f"sync      {name}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
+                     f"{last}")
+    for kind, d in (s.get("deadlines") or {}).items():
+        overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
+        lines.append(f"deadline  {kind} within {d['within']:g} s by {d['consumer']}: {d['waiting']} waiting{overdue}")
     if s.get("usb"):
         sticks = ", ".join(f"{k['device']} ({k['fs_type']}{', mounted' if k['mounted'] else ''})"
                            for k in s["usb"]["sticks"]) or "none plugged in"
@@ -371,4 +383,5 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "export": lambda args: cli_day.cmd_export(args, _connected),
              "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive,
              "udev-rules": cli_install.cmd_udev_rules,
+             "sync": lambda args: cli_sync.cmd_sync(args, _call),
              "doctor": lambda args: cli_install.cmd_doctor(args, socket_path)}

@@ -15,6 +15,7 @@ from pathlib import Path
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
+from edged.day.verify import check
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
@@ -104,3 +105,61 @@ def test_a_conflicting_export_is_refused_loudly(short_dir, tmp_path):
         in out.stdout
     assert "0 records added" in out.stdout
     shutil.rmtree(tmp_path / "b")
+
+
+def test_excluded_kinds_verify_and_are_archived_as_left_out(short_dir, tmp_path):
+    """export.exclude_kinds: stock movements stay on the till. The export verifies, names the left-out
+    seqs, and the archive counts them as left out, not as gaps; a real gap is still one."""
+    days = ["2026-11-16", "2026-11-17", "2026-11-18"]
+    sticks = tmp_path / "sticks"
+    cfg = _cfg(short_dir)
+    cfg.export.exclude_kinds = ["stock.move"]
+    pattern = ["stock.move", "sale", "stock.move", "stock.move", "sale", "stock.move"]  # runs of 1 and 2, one first
+
+    async def till() -> dict[str, dict]:
+        out = {}
+        async with Daemon(cfg).parts():
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                for day in days:
+                    for i, kind in enumerate(pattern):
+                        await c.request("append", records=[{"kind": kind, "body": {"day": day, "i": i}}])
+                    out[day] = await c.request("day_close", business_day=day)
+                    if day != "2026-11-17":  # the middle day is not exported: a real gap
+                        (sticks / day).mkdir(parents=True)
+                        await c.request("export", business_day=day, target=str(sticks / day))
+        return out
+    closed = asyncio.run(till())
+
+    ok = _cli("verify", sticks / days[0])
+    assert ok.returncode == 0, ok.stdout
+    assert "till-3 2026-11-16: records 1..7, 3 records and 4 left out on purpose (stock.move)" in ok.stdout
+    export = sticks / "2026-11-16" / "EDGED" / "till-3" / "20261116"
+    manifest = __import__("json").loads((export / "manifest.json").read_text())
+    assert manifest["excluded"] == {"kinds": ["stock.move"], "counts": {"stock.move": 4},
+                                    "runs": [[1, 1, manifest["excluded"]["runs"][0][2]],
+                                             [3, 4, manifest["excluded"]["runs"][1][2]],
+                                             [6, 6, manifest["excluded"]["runs"][2][2]]]}
+    assert manifest["counts"] == {"sale": 2, "day.close": 1}
+    assert closed[days[0]]["counts"] == {"sale": 2, "stock.move": 4}  # the day itself is whole
+    assert [r.kind for r in check(export).records] == ["sale", "sale", "day.close"]
+
+    archive = tmp_path / "archive"
+    out = _cli("import", sticks, "--archive", archive)
+    assert out.returncode == 0, out.stdout
+    assert "till-3 2026-11-16: 3 records added, 0 already archived, 4 left out by the till" in out.stdout
+    assert "till-3: gap: records 8..15 missing (after 2026-11-16, before 2026-11-18)" in out.stdout
+    status = _cli("archive", "status", archive).stdout
+    assert "6 records, 8 left out by the till (stock.move; not gaps), seq 1..22, gaps: 8..15" in status, status
+    again = _cli("import", sticks, "--archive", archive)
+    assert "0 records added, 6 already archived" in again.stdout
+
+    # Tampering with what was left out is caught: a run dropped, a link changed.
+    for change, fragment in [(lambda m: m["excluded"]["runs"].pop(1), "left out, but the runs hold"),
+                             (lambda m: m["excluded"]["runs"][1].__setitem__(2, "00" * 32), "chain link mismatch")]:
+        bad = tmp_path / f"bad-{fragment[:4]}"
+        shutil.copytree(export, bad)
+        m = __import__("json").loads((bad / "manifest.json").read_text())
+        change(m)
+        (bad / "manifest.json").write_text(__import__("json").dumps(m))
+        out = _cli("verify", bad)
+        assert out.returncode == 1 and fragment in out.stdout, out.stdout

@@ -133,9 +133,12 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
                            "FROM excluded WHERE till=? ORDER BY 1", (till, till))
         gaps, covered = [], None
         for first, last in spans:  # a seq is there when archived or left out on purpose
-            if covered is not None and first > covered + 1:
+            if covered is None:
+                lo = first
+            elif first > covered + 1:
                 gaps.append((covered + 1, first - 1))
             covered = last if covered is None else max(covered, last)
+        hi = max(hi, covered or hi)
         (left_out,) = db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM excluded WHERE till=?",
                                  (till,)).fetchone()
         kinds = sorted({k for (ks,) in db.execute("SELECT DISTINCT kinds FROM excluded WHERE till=?", (till,))
