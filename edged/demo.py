@@ -20,6 +20,25 @@ from .client import Client
 from .systemd import NotifyListener
 
 
+DEMO_CONFIG = """\
+till_id = "demo-till-1"
+
+[numbering.receipt]
+first = 3000000
+last = 3999999
+
+[sync]
+offline_after = 1      # seconds without the sync layer before it counts as offline
+
+[deadlines."order.web"]
+consumer = "pos"       # a web order must be picked up by the POS app
+within = 2             # seconds (in a shop: minutes)
+
+[export]
+exclude_kinds = ["stock.move"]   # stock is managed at head office
+"""
+
+
 def _step(n: int, title: str) -> None:
     print(f"\n== {n}. {title}", flush=True)
 
@@ -29,9 +48,10 @@ def run_demo() -> int:
         tmpdir = Path(tmp)
         sock_path = tmpdir / "edged.sock"
         notify = NotifyListener(tmpdir / "notify.sock")
+        notify.read_always()
         log_path = tmpdir / "edged.log"
         cfg_path = tmpdir / "edged.toml"
-        cfg_path.write_text('till_id = "demo-till-1"\n\n[numbering.receipt]\nfirst = 3000000\nlast = 3999999\n')
+        cfg_path.write_text(DEMO_CONFIG)
         cmd = [sys.executable, "-m", "edged", "run", "--simulate", "--config", str(cfg_path),
                "--state-dir", str(tmpdir / "state"), "--socket", str(sock_path)]
         _step(1, "start the daemon on the simulated till")
@@ -47,7 +67,7 @@ def run_demo() -> int:
             print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
             print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
             asyncio.run(_client_steps(str(sock_path), tmpdir / "state" / "sim" / "receipt"))
-            _step(13, "a technician checks the journal files, then the whole till (`edged doctor`; "
+            _step(14, "a technician checks the journal files, then the whole till (`edged doctor`; "
                       "outside the Debian package its user and udev rules are missing, and say so)")
             print(f"$ edged journal verify --state-dir {tmpdir / 'state'}")
             subprocess.run([sys.executable, "-m", "edged", "journal", "verify", "--state-dir",
@@ -56,7 +76,7 @@ def run_demo() -> int:
             subprocess.run([sys.executable, "-m", "edged", "doctor", "--config", str(cfg_path), "--socket",
                             str(sock_path), "--state-dir", str(tmpdir / "state")])
         finally:
-            _step(14, "stop it the way systemd does (SIGTERM)")
+            _step(15, "stop it the way systemd does (SIGTERM)")
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(15)
@@ -111,11 +131,65 @@ async def _client_steps(path: str, paper: Path) -> None:
         print(format_status(status).split("\n\n")[-1], end="")
         print("  privileged ops (consumer_remove, drawer_open, day_close, export) need root, edged's user, or a")
         print("  user/group from daemon.privileged_users / privileged_groups; others get not_permitted.")
-        await _day_step(sync, path, paper.parents[2] / "stick")
+    await _sync_step(path)
+    async with await Client.connect(path, client="demo-manager") as manager:
+        await _day_step(manager, path, paper.parents[2] / "stick")
+
+
+async def _sync_step(path: str) -> None:
+    _step(12, "head office talks back: the network drops, a web order comes down to the POS app, one is "
+              "picked up late (journal.overdue, then cleared), the sync layer catches up (`edged sync log`)")
+    async with await Client.connect(path, client="demo-screen") as screen, \
+            await Client.connect(path, client="demo-pos") as pos:
+        await screen.request("watch", topics=["sync", "journal"])
+        print(f"  the sync layer disconnected: event {_brief(await _next(screen, 'sync.state'))}")
+        await pos.request("append", records=[{"kind": "stock.move", "body": {"item": "Brot", "qty": -1}},
+                                             {"kind": "stock.move", "body": {"item": "Käse", "qty": -1}}])
+        print("  the POS app journals two stock movements (stock.move: left out of exports, see step 13)")
+        await pos.request("subscribe", consumer="pos", kinds=["order.web"], **{"from": "acked"})
+        async with await Client.connect(path, client="demo-sync") as relay:
+            for order in ("W-1001", "W-1002"):
+                await relay.request("append", records=[{"kind": "order.web", "tx_id": f"web:{order}",
+                                                        "body": {"order": order, "pickup": "16:30"}}])
+            print("  the sync layer (back for a moment) appends web orders W-1001 and W-1002 (kind order.web)")
+        first = await _next(pos, "record")
+        print(f"  the POS app hears {first['body']['order']} (seq {first['seq']}) and acks it at once")
+        await pos.request("ack", consumer="pos", seq=first["seq"])
+        second = await _next(pos, "record")
+        print(f"  it hears {second['body']['order']} (seq {second['seq']}) but the cashier is busy...")
+        print(f"  event {_brief(await _next(screen, 'journal.overdue', 10))}")
+        await pos.request("ack", consumer="pos", seq=second["seq"])
+        print(f"  picked up: event {_brief(await _next(screen, 'journal.overdue_cleared'))}")
+        _sync_lines(await pos.request("status"))
+        async with await Client.connect(path, client="demo-sync") as relay:
+            await relay.request("subscribe", consumer="head-office", **{"from": "acked"})
+            print(f"  the sync layer is back: event {_brief(await _next(screen, 'sync.state'))}")
+            last = (await relay.request("consumers"))["last_seq"]
+            while (rec := await _next(relay, "record"))["seq"] < last:
+                pass
+            await relay.request("ack", consumer="head-office", seq=last)
+            print(f"  relayed and acked up to seq {last}:")
+            _sync_lines(await relay.request("status"))
+    print("$ edged sync log", flush=True)
+    subprocess.run([sys.executable, "-m", "edged", "sync", "log", "--socket", path])
+
+
+def _sync_lines(status: dict) -> None:
+    """`edged status`'s sync and deadline lines (systemd's STATUS= says the same in short)."""
+    for line in format_status(status).splitlines():
+        if line.startswith(("sync", "deadline")):
+            print(f"  {line}")
+
+
+async def _next(client: Client, name: str, timeout: float = 5) -> dict:
+    while True:
+        ev = await client.next_event(timeout)
+        if ev["event"] == name:
+            return ev
 
 
 async def _day_step(client: Client, path: str, stick: Path) -> None:
-    _step(12, "closing time: the day is closed, written to a USB stick (here a directory plugged in "
+    _step(13, "closing time: the day is closed, written to a USB stick (here a directory plugged in "
              "with `edged sim stick DIR`), verified and imported at head office")
     stick.mkdir()
     day = time.strftime("%Y-%m-%d")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Mapping
@@ -109,11 +110,29 @@ class NotifyListener:
         self.sock.bind(self.path)
         self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    def read_always(self) -> None:
+        """Read in a background thread from now on, as systemd does. Unread, the kernel queues only
+        a few datagrams (net.unix.max_dgram_qlen, 10 here) and edged drops what does not fit."""
+        def loop() -> None:
+            while True:
+                try:
+                    self.messages.extend(self.sock.recv(4096).decode().split("\n"))
+                except socket.timeout:
+                    pass
+                except OSError:
+                    return
+        self._reader = threading.Thread(target=loop, name="notify-listener", daemon=True)
+        self._reader.start()
 
     def collect(self, until: str, timeout: float = 20) -> list[str]:
         """Gather messages until one starts with `until` or the time is up."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not any(m.startswith(until) for m in self.messages):
+            if self._reader is not None:
+                time.sleep(0.05)
+                continue
             try:
                 self.messages.extend(self.sock.recv(4096).decode().split("\n"))
             except socket.timeout:

@@ -228,11 +228,10 @@ class Sync:
         """For systemd's STATUS= line, e.g. "sync head-office: online, lag 0"."""
         if not self.consumers:
             return "sync: no consumers"
-        parts = []
-        for name, d in self.describe().items():
-            age = f" ({_ago(d['lag_age'])})" if d["lag_age"] else ""
-            parts.append(f"sync {name}: {d['state']}, lag {d['lag']}{age}{', behind' if d['behind'] else ''}")
-        return "; ".join(parts)
+        # No ticking age here: STATUS= is sent on every change, and a clock in it would send it every
+        # second. Past lag_age the consumer is "behind", which says enough; `edged status` has the age.
+        return "; ".join(f"sync {name}: {d['state']}, lag {d['lag']}{', behind' if d['behind'] else ''}"
+                         for name, d in self.describe().items())
 
     # ---------- the socket op ----------
 
@@ -248,11 +247,3 @@ class Sync:
         written = await asyncio.to_thread(self.acklog.read_written)
         entries = select(written + self.acklog.unwritten(), consumer, since)
         return {"entries": entries[-limit:], "more": len(entries) > limit, "consumers": self.describe()}
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
