@@ -66,11 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     _socket_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw status result as JSON")
 
-    events = sub.add_parser("events", help="print live device events (printer, drawer, scanner, usb, day, journal)",
+    events = sub.add_parser("events", help="print live events (printer, drawer, scanner, usb, day, journal, sync)",
                             description="Watch the running daemon's device events as they happen, one per "
                                         "line, e.g. `edged events printer drawer`. Ctrl+C stops.")
     events.add_argument("topics", nargs="*", metavar="TOPIC",
-                        help="scanner, printer, drawer, usb, day or journal (default: all)")
+                        help="scanner, printer, drawer, usb, day, journal or sync (default: all)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     _socket_arg(events)
 
