@@ -293,6 +293,9 @@ class Config:
     def problems(self) -> list[tuple[str, str]]:
         if not _NAME.match(self.till_id):
             return [("till_id", "use letters, digits, '.', '_' or '-' (at most 64)")]
+        for kind in self.deadlines:
+            if kind.startswith("journal."):
+                return [(f'deadlines."{kind}"', "journal.* records are edged's own; name a kind clients append")]
         for name, drawer in self.drawers.items():
             if not drawer.printer and len(self.printers) != 1:
                 return [(f"drawers.{name}.printer", f"name its printer ({', '.join(self.printers) or 'none configured'})")]

@@ -181,7 +181,7 @@ class Daemon:
         self.till.emulators = emulators
         self.till.sim_scanner = sim_scanner
         self.till.printing = printing
-        days = DayBook(journal, self.cfg.till_id, self.publish)
+        days = DayBook(journal, self.cfg.till_id, self.publish, self.cfg.export.exclude_kinds)
         await self._start("days", days)
         # The simulated till's sticks are directories plugged in with the `sim` op.
         usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
@@ -190,8 +190,7 @@ class Daemon:
             sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
         else:
             log.warning("usb.mounter = \"directory\" is for the simulated till; USB sticks are not used")
-        self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close",
-                                               self.cfg.export.exclude_kinds)
+        self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
         self.till.sticks = sticks

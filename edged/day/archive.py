@@ -139,8 +139,10 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
                 gaps.append((covered + 1, first - 1))
             covered = last if covered is None else max(covered, last)
         hi = max(hi, covered or hi)
-        (left_out,) = db.execute("SELECT COALESCE(SUM(last_seq - first_seq + 1), 0) FROM excluded WHERE till=?",
-                                 (till,)).fetchone()
+        # Seqs left out and not archived since (a later export may have carried them after all).
+        (left_out,) = db.execute("SELECT COALESCE(SUM(e.last_seq - e.first_seq + 1 - (SELECT COUNT(*) FROM records r "
+                                 "WHERE r.till = e.till AND r.seq BETWEEN e.first_seq AND e.last_seq)), 0) "
+                                 "FROM excluded e WHERE e.till=?", (till,)).fetchone()
         kinds = sorted({k for (ks,) in db.execute("SELECT DISTINCT kinds FROM excluded WHERE till=?", (till,))
                         for k in ks.split(",")})
         days = [d for (d,) in db.execute("SELECT business_day FROM days WHERE till=? ORDER BY first_seq", (till,))]

@@ -44,9 +44,13 @@ def business_day(value: Any, what: str = "business_day") -> str:
 class DayBook:
     name = "days"
 
-    def __init__(self, journal: Journal, till_id: str, publish: Callable[[dict], int]) -> None:
+    def __init__(self, journal: Journal, till_id: str, publish: Callable[[dict], int],
+                 exclude_kinds: list[str] | tuple[str, ...] = ()) -> None:
         self.journal = journal
         self.till_id = till_id
+        # export.exclude_kinds as the day is closed: its exports leave out these kinds and no
+        # others, checkably (the record is in the chain), however the config changes later.
+        self.exclude_kinds = sorted(exclude_kinds)
         self.publish = publish
         self.closed: dict[str, dict[str, Any]] = {}  # date -> day.close body + its seq
         self.exported: dict[str, dict[str, Any]] = {}  # date -> day.exported body of the last export
@@ -114,6 +118,8 @@ class DayBook:
             body = built["body"] = {"business_day": day, "till_id": self.till_id, "first_seq": start,
                                     "last_seq": end, "counts": dict(counts), "numbers": numbers, "chain": chain,
                                     "closed_at": time.time(), **who}
+            if self.exclude_kinds:
+                body["excluded_kinds"] = self.exclude_kinds
             return Entry("day.close", body, tx_id=f"day.close:{day}"), Store.rotate
 
         seq = (await self.journal.append_built(build))[0].seq

@@ -41,10 +41,8 @@ class Written:
 
 class Carrier:
     def __init__(self, book: DayBook, journal: Journal, publish: Callable[[dict], int],
-                 sticks: Sticks | None = None, on_day_close: bool = False,
-                 exclude_kinds: list[str] | tuple[str, ...] = ()) -> None:
+                 sticks: Sticks | None = None, on_day_close: bool = False) -> None:
         self.book, self.journal, self.publish = book, journal, publish
-        self.exclude_kinds = frozenset(exclude_kinds)
         self.sticks = sticks
         self.on_day_close = on_day_close
         self.requested: set[str] = set()
@@ -138,7 +136,7 @@ class Carrier:
         closed = self.book.closed[day]
         frames = await self.journal.frames(closed["first_seq"], closed["seq"])
         chain_before = await self.journal.chain_before(closed["first_seq"])
-        files, manifest = ex.build(closed, frames, chain_before, self.exclude_kinds)
+        files, manifest = ex.build(closed, frames, chain_before, frozenset(closed.get("excluded_kinds", ())))
         loop = asyncio.get_running_loop()
         last = [0.0]
         base = {"event": "usb.export", "export_id": export_id, "business_day": day, "device": device}

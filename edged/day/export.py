@@ -27,6 +27,7 @@ from .. import __version__
 from ..journal import frame as fr
 
 FORMAT = "edged-export/1"
+FORMAT_EXCLUDED = "edged-export/2"  # records left out (`excluded`): an older reader refuses it by name
 TOP = "EDGED"
 CHUNK = 256 << 10
 # Where a stick can be pulled: before creating the temporary directory, before each data file,
@@ -79,6 +80,7 @@ def build(closed: dict[str, Any], frames: bytes, chain_before: bytes,
                   for name, data in files.items()},
     }
     if exclude:
+        manifest["format"] = FORMAT_EXCLUDED
         manifest["excluded"] = {"kinds": sorted(exclude), "counts": dict(left_out), "runs": runs}
     return files, manifest
 

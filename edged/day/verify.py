@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import frame as fr
-from .export import FORMAT
+from .export import FORMAT, FORMAT_EXCLUDED
+
+FORMATS = (FORMAT, FORMAT_EXCLUDED)
 
 
 @dataclass
@@ -59,8 +61,11 @@ def check(path: Path) -> Export:
         ex.problems.append(f"manifest.json unreadable: {e}")
         return ex
     m = ex.manifest
-    if m.get("format") != FORMAT:
-        ex.problems.append(f"manifest.json: format is {m.get('format')!r}, not {FORMAT!r}")
+    if m.get("format") not in FORMATS:
+        ex.problems.append(f"manifest.json: format is {m.get('format')!r}, not one of {', '.join(FORMATS)}")
+        return ex
+    if (m["format"] == FORMAT_EXCLUDED) != isinstance(m.get("excluded"), dict):
+        ex.problems.append(f"manifest.json: format {m['format']} and 'excluded' do not go together")
         return ex
     present = {p.name for p in path.iterdir()} - {"manifest.json"}
     for name in sorted(present - set(m["files"])):
@@ -138,6 +143,11 @@ def _check_records(ex: Export, data: bytes) -> None:
         return
     if body["first_seq"] != first or body["last_seq"] != last.seq - 1 or body["chain"] != before:
         ex.problems.append("the day.close record's range or chain head does not match the records")
+    allowed = set(body.get("excluded_kinds") or ())
+    if excluded and (set(excluded.get("kinds", ())) != allowed or not set(excluded.get("counts", {})) <= allowed):
+        ex.problems.append(f"left out: {sorted(excluded.get('counts', {}))}, but the day.close record allows "
+                           f"leaving out only {sorted(allowed) or 'nothing'}")
+        return
     day_counts = collections.Counter(r.kind for r in ex.records[:-1])
     left_out = collections.Counter(excluded.get("counts", {}))
     if dict(day_counts + left_out) != body["counts"]:
@@ -151,6 +161,9 @@ def _runs(ex: Export, excluded: dict[str, Any]) -> list[tuple[int, int, bytes]] 
     """The manifest's left-out runs, checked for shape and order; None (a problem named) if bad."""
     runs = []
     try:
+        kinds, counts = excluded.get("kinds", []), excluded.get("counts", {})
+        if not isinstance(counts, dict) or not all(isinstance(k, str) for k in kinds):
+            raise TypeError
         for first, last, link in excluded.get("runs", []):
             runs.append((int(first), int(last), bytes.fromhex(link)))
         counted = sum(int(n) for n in excluded.get("counts", {}).values())
@@ -172,7 +185,7 @@ def across(exports: list[Export]) -> list[str]:
     problems = []
     by_till: dict[str, list[Export]] = collections.defaultdict(list)
     for ex in exports:
-        if ex.manifest.get("format") == FORMAT:
+        if ex.manifest.get("format") in FORMATS:
             by_till[ex.manifest["till_id"]].append(ex)
     for till, group in sorted(by_till.items()):
         group.sort(key=lambda e: e.manifest["first_seq"])
@@ -210,7 +223,7 @@ def run(paths: list[str]) -> int:
                 print(f"  {problem}")
         else:
             m = ex.manifest
-            kinds = ", ".join(m["excluded"]["kinds"]) if ex.left_out else ""
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(m["excluded"]["counts"].items())) if ex.left_out else ""
             print(f"ok   {ex.label}: records {m['first_seq']}..{m['last_seq']}, {len(ex.records)} records"
                   + (f" and {ex.left_out} left out on purpose ({kinds})" if ex.left_out else ""))
     between = across([e for e in exports if not e.problems])

@@ -23,6 +23,7 @@ MAX_WINDOW = 100_000
 _PACK = msgpack.Packer(use_bin_type=True).pack
 _HEAD = framing.HEADER.pack
 _NAME_MAX = 128
+RESERVED = "journal."
 
 
 def _entries(params: dict[str, Any]) -> list[Entry]:
@@ -39,6 +40,9 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
         kind = rec.get("kind")
         if not isinstance(kind, str) or not 0 < len(kind) <= _NAME_MAX:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must be a non-empty string")
+        if kind.startswith(RESERVED):  # edged's own records (overdue reports): never a client's
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {kind!r}: kinds starting with {RESERVED!r} "
+                                                "are written by edged only")
         if "body" not in rec:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].body is missing")
         tx_id, counter = rec.get("tx_id"), rec.get("number")

@@ -262,12 +262,12 @@ class Journal:
         return records
 
     async def scan(self, from_seq: int, kinds: tuple[str, ...], match: Callable[[Any], bool] | None = None,
-                   ) -> list[fr.Record]:
-        """Durable records of these kinds from from_seq on (whose body `match`es), read on
-        the journal thread: for parts that rebuild their state at startup (print jobs)."""
+                   to_seq: int | None = None) -> list[fr.Record]:
+        """Durable records of these kinds from from_seq on (up to to_seq; whose body `match`es), read
+        on the journal thread: for parts that rebuild their state at startup (print jobs)."""
         def collect() -> list[fr.Record]:
             start = max(from_seq, self.store.first_seq)
-            return [r for r in self.store.records(start)
+            return [r for r in self.store.records(start, to_seq)
                     if r.kind in kinds and (match is None or match(r.body))]
         return await self._run(collect)
 
@@ -278,13 +278,19 @@ class Journal:
     async def chain_before(self, seq: int) -> bytes:
         return await self._run(self.store.chain_before, seq)
 
-    async def ts_at(self, seq: int) -> int | None:
-        """The append time (unix us) of record `seq`, None when it is not retained or not durable."""
+    def cached_ts(self, seq: int) -> int | None:
+        """The append time (unix us) of record `seq` if it is among the recent ones in memory."""
         if self._cache and self._cache[0].seq <= seq <= self._cache[-1].seq:
             return self._cache[seq - self._cache[0].seq].ts
-        if not self.first_seq <= seq <= self.last_seq:
-            return None
-        return await self._run(lambda: next((r.ts for r in self.store.records(seq, seq)), None))
+        return None
+
+    async def ts_at(self, seq: int) -> int | None:
+        """The append time (unix us) of record `seq`, None when it is not retained or not durable.
+        Off the cache it walks frame headers of one segment on the journal thread (~ms)."""
+        cached = self.cached_ts(seq)
+        if cached is not None or not self.first_seq <= seq <= self.last_seq:
+            return cached
+        return await self._run(self.store.ts_of, seq)
 
     async def find_tx(self, tx_id: str) -> int | None:
         """The seq of the retained record with this tx_id, if any."""

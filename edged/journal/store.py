@@ -299,6 +299,13 @@ class Store:
                 return chain
         return self.chain
 
+    def ts_of(self, seq: int) -> int | None:
+        """Record seq's append time from its frame header alone (no CRC, no payload): for lag figures."""
+        def stamp(data: memoryview, pos: int) -> _Stamp:
+            _len, at_seq, ts = fr.HEAD.unpack_from(data, pos)[:3]
+            return _Stamp(at_seq, ts)
+        return next((s.ts for s in self._scan(seq, seq, stamp)), None)
+
     def wired(self, from_seq: int) -> Iterator[fr.Wired]:
         """Durable records from from_seq on, as framed `record` events (a subscriber's backlog)."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
@@ -362,3 +369,9 @@ class Store:
 class _Frame:
     seq: int
     raw: bytes
+
+
+@dataclass(slots=True)
+class _Stamp:
+    seq: int
+    ts: int

@@ -44,8 +44,12 @@ class Deadlines:
         self.pending = {kind: Pending([kind]) for kind in rules}
         self.reported: dict[int, dict[str, Any]] = {}  # overdue record's seq -> its journal.overdue body + seq
         self._to_clear: set[int] = set()
+        # A deadline consumer removed with consumer_remove: its last cursor, so that what it had
+        # picked up is not reported overdue after a restart (a never-registered one has none).
+        self.floors: dict[str, int] = {}
         self._retry_at: dict[int, float] = {}
         self._wake = asyncio.Event()
+        self._dirty = False  # the state file is behind (a floor changed)
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -54,12 +58,15 @@ class Deadlines:
         saved = await self.journal.load_state(STATE_FILE)
         state = msgpack.unpackb(saved, raw=False, strict_map_key=False) if saved else {"seq": 0, "reported": {}}
         self.reported = {int(k): v for k, v in state["reported"].items()}
+        self.floors = state.get("floors", {})
         cursors = {kind: self._cursor(rule.consumer) for kind, rule in self.rules.items()}
         start = min([*cursors.values(), state["seq"]]) + 1
         for rec in await self.journal.scan(start, (*self.rules, OVERDUE, CLEARED)):
-            if rec.kind == OVERDUE and isinstance(rec.body, dict):
+            if rec.kind in (OVERDUE, CLEARED) and not _ours(rec.body, rec.kind == OVERDUE):
+                log.error("record %d (%s) is not one edged wrote; ignored", rec.seq, rec.kind)
+            elif rec.kind == OVERDUE:
                 self.reported[rec.body["seq"]] = {**rec.body, "overdue_seq": rec.seq}
-            elif rec.kind == CLEARED and isinstance(rec.body, dict):
+            elif rec.kind == CLEARED:
                 self.reported.pop(rec.body["seq"], None)
             elif rec.kind in self.rules and rec.seq > cursors[rec.kind]:
                 self.pending[rec.kind].add([rec])
@@ -83,8 +90,8 @@ class Deadlines:
         return self._task is None or not self._task.done()
 
     def _cursor(self, consumer: str) -> int:
-        """A consumer not registered yet has picked up nothing."""
-        return self.journal.cursors.get(consumer, self.journal.first_seq - 1)
+        """A consumer not registered yet has picked up nothing; a removed one what it had acked."""
+        return self.journal.cursors.get(consumer, self.floors.get(consumer, self.journal.first_seq - 1))
 
     def _records(self, records: list[fr.Record]) -> None:
         for pending in self.pending.values():
@@ -92,6 +99,10 @@ class Deadlines:
 
     def _cursor_moved(self, consumer: str, old: int | None, new: int | None) -> None:
         if new is None:
+            if old is not None and any(r.consumer == consumer for r in self.rules.values()):
+                self.floors[consumer] = old
+                self._dirty = True
+                self._wake.set()
             return
         for kind, rule in self.rules.items():
             if rule.consumer == consumer:
@@ -101,19 +112,28 @@ class Deadlines:
 
     async def _run(self) -> None:
         while True:
-            for seq in sorted(self._to_clear):
-                await self._clear(seq)
-            now = time.time()
-            due = [(kind, seq, ts) for kind, pending in self.pending.items() for seq, ts in pending.items
-                   if seq not in self.reported and ts / 1e6 + self.rules[kind].within <= now
-                   and self._retry_at.get(seq, 0) <= now]
-            for kind, seq, ts in due:
-                await self._report(kind, seq, ts)
+            try:
+                await self._check()
+            except Exception:  # e.g. the state file cannot be written: try again, do not die
+                log.exception("deadlines: check failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+
+    async def _check(self) -> None:
+        now = time.time()
+        for seq in sorted(self._to_clear):
+            if self._retry_at.get(seq, 0) <= now:
+                await self._clear(seq)
+        due = [(kind, seq, ts) for kind, pending in self.pending.items() for seq, ts in pending.items
+               if seq not in self.reported and ts / 1e6 + self.rules[kind].within <= now
+               and self._retry_at.get(seq, 0) <= now]
+        for kind, seq, ts in due:
+            await self._report(kind, seq, ts)
+        if self._dirty:
+            await self._save()
 
     async def _report(self, kind: str, seq: int, ts: int) -> None:
         rule = self.rules[kind]
@@ -143,9 +163,10 @@ class Deadlines:
         try:
             (written,) = await self.journal.append([Entry(CLEARED, body)])
         except JournalError as e:
+            self._retry_at[seq] = time.time() + RETRY
             log.error("cannot journal that overdue record %d was picked up: %s", seq, e)
-            await asyncio.sleep(RETRY)
             return
+        self._retry_at.pop(seq, None)
         self._to_clear.discard(seq)
         del self.reported[seq]
         log.info("overdue record %d (%s) picked up by %s, %.0f s late", seq, info["kind"], info["consumer"],
@@ -155,7 +176,8 @@ class Deadlines:
 
     async def _save(self) -> None:
         await self.journal.save_state(STATE_FILE, msgpack.packb(
-            {"seq": self.journal.last_seq, "reported": self.reported}, use_bin_type=True))
+            {"seq": self.journal.last_seq, "reported": self.reported, "floors": self.floors}, use_bin_type=True))
+        self._dirty = False
 
     def describe(self) -> dict[str, Any]:
         """For `status`: per kind, records waiting for pickup and the overdue ones."""
@@ -166,3 +188,11 @@ class Deadlines:
     def summary(self) -> str:
         overdue = len(self.reported)
         return f"{overdue} overdue" if overdue else ""
+
+
+def _ours(body: Any, overdue: bool) -> bool:
+    """The shape of a journal.overdue / journal.overdue_cleared body edged writes (clients cannot
+    append journal.* kinds; an older journal might hold anything)."""
+    return (isinstance(body, dict) and isinstance(body.get("seq"), int) and isinstance(body.get("kind"), str)
+            and isinstance(body.get("consumer"), str)
+            and (not overdue or isinstance(body.get("due_at"), (int, float))))

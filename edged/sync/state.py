@@ -32,6 +32,8 @@ from .acklog import AckLog, last_acks, select
 
 log = logging.getLogger("edged.sync")
 TICK = 1.0
+FILL_CHUNK = 20_000  # records per journal-thread read while filling a consumer's pending list
+AGE_EVERY = 10.0  # seconds between disk reads of one consumer's oldest unacked record's time
 KINDS_FILE = "consumer-kinds"  # beside the cursors: consumer -> kinds of its latest subscribe
 
 
@@ -67,6 +69,8 @@ class Consumer:
     last_ack: float | None = None
     behind: bool = False
     oldest: tuple[int, int | None] = (0, None)  # without kinds: (seq, ts) of the record after its cursor
+    oldest_read: float = 0.0  # when `oldest` was last read from disk
+    filling: bool = False  # its pending list is being read from the journal: no verdicts meanwhile
 
 
 class Sync:
@@ -100,10 +104,24 @@ class Sync:
         return self._task is None or not self._task.done()
 
     async def _fill(self, c: Consumer, kinds: Iterable[str]) -> None:
+        """Read the records of its kinds past its cursor, a chunk per journal-thread call so appends
+        go on meanwhile. Live records go to the new list from the start; the two are merged."""
         c.kinds = frozenset(kinds)
-        pending = Pending(c.kinds)
-        pending.add(await self.journal.scan(self.journal.cursors.get(c.name, 0) + 1, tuple(c.kinds)))
-        c.pending = pending
+        live = c.pending = Pending(c.kinds)
+        c.filling = True
+        try:
+            found: list[fr.Record] = []
+            seq, end = self.journal.cursors.get(c.name, 0) + 1, self.journal.last_seq
+            while seq <= end:
+                found += await self.journal.scan(seq, tuple(c.kinds), to_seq=min(seq + FILL_CHUNK - 1, end))
+                seq += FILL_CHUNK
+            merged = Pending(c.kinds)
+            merged.items.extend(sorted({(r.seq, r.ts) for r in found} | set(live.items)))
+            merged.drop_to(self.journal.cursors.get(c.name, 0))  # acks that came meanwhile
+            if c.pending is live:  # not replaced by a newer subscribe meanwhile
+                c.pending = merged
+        finally:
+            c.filling = False
 
     # ---------- what the journal and the subscriptions tell us ----------
 
@@ -114,8 +132,10 @@ class Sync:
 
     def _cursor(self, name: str, old: int | None, new: int | None) -> None:
         if new is None:
-            self.consumers.pop(name, None)
+            gone = self.consumers.pop(name, None)
             self.acklog.note(name, "removed", acked=old)
+            if gone is not None and gone.kinds:
+                asyncio.get_running_loop().create_task(self._save_kinds())
             return
         c = self._consumer(name)
         if old is None:
@@ -141,8 +161,14 @@ class Sync:
             c.kinds = c.pending = None
         else:
             await self._fill(c, wanted)
-        await self.journal.save_state(KINDS_FILE, msgpack.packb(
-            {n: sorted(x.kinds) for n, x in self.consumers.items() if x.kinds}, use_bin_type=True))
+        await self._save_kinds()
+
+    async def _save_kinds(self) -> None:
+        try:
+            await self.journal.save_state(KINDS_FILE, msgpack.packb(
+                {n: sorted(x.kinds) for n, x in self.consumers.items() if x.kinds}, use_bin_type=True))
+        except OSError as e:  # only lag figures after a restart depend on it
+            log.error("cannot save the consumers' kinds: %s", e)
 
     def connected(self, name: str) -> None:
         c = self._consumer(name)
@@ -170,16 +196,24 @@ class Sync:
         n = max(self.journal.last_seq - max(acked, self.journal.first_seq - 1), 0)
         if not n:
             return 0, None
-        seq, ts = c.oldest
-        # A stale memo (the cursor moved since the last tick) is an older record: never too young.
+        nxt = acked + 1
+        ts = self.journal.cached_ts(nxt)
+        if ts is None and c.oldest[0] == nxt:
+            ts = c.oldest[1]
         return n, (max(now - ts / 1e6, 0.0) if ts is not None else None)
 
     def _evaluate(self, c: Consumer, now: float) -> None:
+        if c.filling:
+            return
         s = self.settings
         online = c.connections > 0 or (c.online and c.disconnected_at is not None
                                        and now - c.disconnected_at < s.offline_after)
         lag, age = self.lag(c, now)
-        behind = bool((s.lag_records and lag >= s.lag_records) or (s.lag_age and age is not None and age >= s.lag_age))
+        if s.lag_age and age is None and lag:
+            by_age = c.behind  # the age is being read from disk: keep the verdict, do not flap
+        else:
+            by_age = bool(s.lag_age and age is not None and age >= s.lag_age)
+        behind = bool(s.lag_records and lag >= s.lag_records) or by_age
         changes = []
         if online != c.online:
             c.online, c.since = online, now
@@ -197,20 +231,28 @@ class Sync:
 
     async def _ticker(self) -> None:
         while True:
-            now = time.time()
-            for c in list(self.consumers.values()):
-                if c.pending is None:
-                    nxt = self.journal.cursors.get(c.name, 0) + 1
-                    if nxt <= self.journal.last_seq and c.oldest[0] != nxt:
-                        c.oldest = (nxt, await self.journal.ts_at(nxt))
-                self._evaluate(c, now)
-            lines = self.acklog.take(now=now)
-            if lines:
-                try:
-                    await asyncio.to_thread(self.acklog.write, lines)
-                except OSError as e:
-                    log.error("cannot write the sync log %s: %s", self.acklog.path, e)
+            try:
+                await self._tick()
+            except Exception:  # a damaged segment, say: the figures wait, the daemon goes on
+                log.exception("sync state: tick failed")
             await asyncio.sleep(TICK)
+
+    async def _tick(self) -> None:
+        now = time.time()
+        for c in list(self.consumers.values()):
+            nxt = self.journal.cursors.get(c.name, 0) + 1
+            # Off the cache, the time of its oldest unacked record is read from disk, but not every
+            # second: catching up after an outage moves the cursor on every tick.
+            if (c.pending is None and nxt <= self.journal.last_seq and c.oldest[0] != nxt
+                    and self.journal.cached_ts(nxt) is None and now - c.oldest_read >= AGE_EVERY):
+                c.oldest, c.oldest_read = (nxt, await self.journal.ts_at(nxt)), now
+            self._evaluate(c, now)
+        lines = self.acklog.take(now=now)
+        if lines:
+            try:
+                await asyncio.to_thread(self.acklog.write, lines)
+            except OSError as e:
+                log.error("cannot write the sync log %s: %s", self.acklog.path, e)
 
     def describe_one(self, c: Consumer, now: float) -> dict[str, Any]:
         lag, age = self.lag(c, now)
