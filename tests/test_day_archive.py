@@ -132,15 +132,16 @@ def test_excluded_kinds_verify_and_are_archived_as_left_out(short_dir, tmp_path)
 
     ok = _cli("verify", sticks / days[0])
     assert ok.returncode == 0, ok.stdout
-    assert "till-3 2026-11-16: records 1..7, 3 records and 4 left out on purpose (stock.move)" in ok.stdout
+    assert "till-3 2026-11-16: records 1..7, 3 records and 4 left out on purpose (stock.move 4)" in ok.stdout
     export = sticks / "2026-11-16" / "EDGED" / "till-3" / "20261116"
     manifest = __import__("json").loads((export / "manifest.json").read_text())
     assert manifest["excluded"] == {"kinds": ["stock.move"], "counts": {"stock.move": 4},
                                     "runs": [[1, 1, manifest["excluded"]["runs"][0][2]],
                                              [3, 4, manifest["excluded"]["runs"][1][2]],
                                              [6, 6, manifest["excluded"]["runs"][2][2]]]}
-    assert manifest["counts"] == {"sale": 2, "day.close": 1}
+    assert manifest["counts"] == {"sale": 2, "day.close": 1} and manifest["format"] == "edged-export/2"
     assert closed[days[0]]["counts"] == {"sale": 2, "stock.move": 4}  # the day itself is whole
+    assert closed[days[0]]["excluded_kinds"] == ["stock.move"]  # pinned in the chain at day close
     assert [r.kind for r in check(export).records] == ["sale", "sale", "day.close"]
 
     archive = tmp_path / "archive"
@@ -153,13 +154,32 @@ def test_excluded_kinds_verify_and_are_archived_as_left_out(short_dir, tmp_path)
     again = _cli("import", sticks, "--archive", archive)
     assert "0 records added, 6 already archived" in again.stdout
 
-    # Tampering with what was left out is caught: a run dropped, a link changed.
-    for change, fragment in [(lambda m: m["excluded"]["runs"].pop(1), "left out, but the runs hold"),
-                             (lambda m: m["excluded"]["runs"][1].__setitem__(2, "00" * 32), "chain link mismatch")]:
+    # Tampering with what was left out is caught: a run dropped, a link changed, and sales removed
+    # and declared "left out" (the day.close record allows leaving out stock.move only).
+    def forge_sales_left_out(m: dict, seg: Path) -> None:
+        from edged.journal import frame as fr
+        data = seg.read_bytes()
+        kept, pos, runs = [], fr.SEG_HEAD_SIZE, m["excluded"]["runs"]
+        runs[:] = [[1, 6, runs[2][2]]]  # the sales (seqs 2 and 5) join the stock moves around them
+        while pos < len(data):
+            rec = fr.decode(data, pos, None)
+            if rec.kind != "sale":
+                kept.append(data[pos:pos + rec.size])
+            pos += rec.size
+        seg.write_bytes(data[:fr.SEG_HEAD_SIZE] + b"".join(kept))
+        m["excluded"]["counts"] = {"stock.move": 4, "sale": 2}
+        m["excluded"]["kinds"] = ["sale", "stock.move"]
+        m["counts"] = {"day.close": 1}
+        blob = seg.read_bytes()
+        m["files"]["journal.seg"] = {"size": len(blob), "sha256": __import__("hashlib").sha256(blob).hexdigest()}
+
+    for change, fragment in [(lambda m, seg: m["excluded"]["runs"].pop(1), "left out, but the runs hold"),
+                             (lambda m, seg: m["excluded"]["runs"][1].__setitem__(2, "00" * 32), "chain link mismatch"),
+                             (forge_sales_left_out, "the day.close record allows leaving out only ['stock.move']")]:
         bad = tmp_path / f"bad-{fragment[:4]}"
         shutil.copytree(export, bad)
         m = __import__("json").loads((bad / "manifest.json").read_text())
-        change(m)
+        change(m, bad / "journal.seg")
         (bad / "manifest.json").write_text(__import__("json").dumps(m))
         out = _cli("verify", bad)
         assert out.returncode == 1 and fragment in out.stdout, out.stdout
