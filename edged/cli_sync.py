@@ -23,7 +23,6 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
                     "gathered per minute), registered, was removed, went online or offline. Then, per "
                     "closed business day, whether each consumer has all of it and since when: e.g. "
                     "`edged sync log --consumer head-office --since 2026-11-17`.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="TIME is a date (2026-11-17), a date and time (\"2026-11-17 14:00\"), or how long ago "
                "(30m, 2h, 3d).")
     log.add_argument("--consumer", metavar="NAME", help="only this consumer (see `edged status`)")
