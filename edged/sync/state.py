@@ -81,6 +81,7 @@ class Sync:
         self.journal, self.settings, self.acklog, self.publish = journal, settings, acklog, publish
         self.consumers: dict[str, Consumer] = {}
         self._task: asyncio.Task | None = None
+        self._saving: asyncio.Task | None = None
 
     async def start(self) -> None:
         saved = await self.journal.load_state(KINDS_FILE)
@@ -111,7 +112,8 @@ class Sync:
         c.filling = True
         try:
             found: list[fr.Record] = []
-            seq, end = self.journal.cursors.get(c.name, 0) + 1, self.journal.last_seq
+            seq = max(self.journal.cursors.get(c.name, 0) + 1, self.journal.first_seq)
+            end = self.journal.last_seq
             while seq <= end:
                 found += await self.journal.scan(seq, tuple(c.kinds), to_seq=min(seq + FILL_CHUNK - 1, end))
                 seq += FILL_CHUNK
@@ -134,8 +136,8 @@ class Sync:
         if new is None:
             gone = self.consumers.pop(name, None)
             self.acklog.note(name, "removed", acked=old)
-            if gone is not None and gone.kinds:
-                asyncio.get_running_loop().create_task(self._save_kinds())
+            if gone is not None and gone.kinds:  # held, or the loop may drop the task half-way
+                self._saving = asyncio.get_running_loop().create_task(self._save_kinds())
             return
         c = self._consumer(name)
         if old is None:
