@@ -241,8 +241,9 @@ class ExportSettings:
         "on_day_close: every closed day not yet exported goes to the next USB stick plugged in; "
         "manual: only days asked for with `edged export DATE`"))
     exclude_kinds: list[str] = field(default_factory=list, metadata=_help(
-        "record kinds left out of exports (e.g. stock movements head office keeps itself); the manifest "
-        "lists their seqs, so `edged verify` and the archive know they were left out, not lost"))
+        "record kinds left out of exports (e.g. stock movements head office keeps itself); fixed for a day "
+        "when it is closed; the manifest lists their seqs, so `edged verify` and the archive know they "
+        "were left out, not lost"))
 
     def problems(self) -> list[tuple[str, str]]:
         for kind in self.exclude_kinds:

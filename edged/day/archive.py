@@ -12,8 +12,9 @@ missing between the first and last archived record of a till) are reported.
 Records an export left out on purpose (the till's `export.exclude_kinds`) are
 archived as runs: their seq range, the day, the kinds and the chain link after
 them. They are not gaps, and an export meeting a run is chain-checked against
-its link. A later export that does carry those records (the till's config
-changed, the day re-exported) adds them as usual.
+its link. An export that does carry those records (from another till image
+that kept them) adds them as usual; `archive status` then no longer counts
+them as left out.
 """
 from __future__ import annotations
 

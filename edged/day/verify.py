@@ -159,23 +159,21 @@ def _check_records(ex: Export, data: bytes) -> None:
 
 def _runs(ex: Export, excluded: dict[str, Any]) -> list[tuple[int, int, bytes]] | None:
     """The manifest's left-out runs, checked for shape and order; None (a problem named) if bad."""
-    runs = []
     try:
         kinds, counts = excluded.get("kinds", []), excluded.get("counts", {})
         if not isinstance(counts, dict) or not all(isinstance(k, str) for k in kinds):
             raise TypeError
-        for first, last, link in excluded.get("runs", []):
-            runs.append((int(first), int(last), bytes.fromhex(link)))
-        counted = sum(int(n) for n in excluded.get("counts", {}).values())
+        runs = [(int(first), int(last), bytes.fromhex(link)) for first, last, link in excluded.get("runs", [])]
+        counted = sum(int(n) for n in counts.values())
     except (TypeError, ValueError):
         ex.problems.append("manifest: 'excluded' is malformed")
         return None
-    if any(a[1] < a[0] or b[0] <= a[1] + 1 for a, b in zip(runs, runs[1:])) or any(r[1] < r[0] for r in runs):
+    if any(r[1] < r[0] for r in runs) or any(b[0] <= a[1] + 1 for a, b in zip(runs, runs[1:])):
         ex.problems.append("manifest: left-out runs overlap, touch or are out of order")
         return None
-    if counted != sum(last - first + 1 for first, last, _ in runs):
-        ex.problems.append(f"manifest: {counted} records counted as left out, but the runs hold "
-                           f"{sum(last - first + 1 for first, last, _ in runs)}")
+    held = sum(last - first + 1 for first, last, _ in runs)
+    if counted != held:
+        ex.problems.append(f"manifest: {counted} records counted as left out, but the runs hold {held}")
         return None
     return runs
 
