@@ -21,11 +21,11 @@ import tempfile
 import time
 from typing import Any
 
-from escpos.printer import Dummy
-
 from .bench import pct
 from .client import Client
-from .devices import document
+from .devices import document  # first: loads python-escpos (devices/escpos_cache.py)
+
+from escpos.printer import Dummy
 from .sim.printer import PrinterEmulator
 
 

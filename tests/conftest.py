@@ -1,11 +1,18 @@
-"""Shared fixtures: short socket paths and an event loop runner."""
+"""Shared fixtures (short socket paths) and CI's rule on skips (tests/ci_skips.py)."""
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ci_skips import CI_MAY_SKIP, allowed  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture
@@ -32,9 +39,43 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_configure(config):
-    import os
 
     if config.getoption("--long"):
         os.environ["EDGED_LONG_TESTS"] = "1"
         os.environ.setdefault("EDGED_KILLS", "500")
         os.environ.setdefault("EDGED_FUZZ_SCALE", "10")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI, a skip not listed in tests/ci_skips.py is a failure that names what is missing."""
+    outcome = yield
+    report = outcome.get_result()
+    if not (IN_CI and report.skipped and isinstance(report.longrepr, tuple)) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2].removeprefix("Skipped: ")
+    if allowed(reason) is None:
+        report.outcome = "failed"
+        report.longrepr = (f"skipped in CI, which must provide what this test needs: {reason}\n"
+                           f"(make test installs the test tools; tests/ci_skips.py lists the only skips "
+                           f"CI accepts)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not IN_CI:
+        return
+    seen: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        if isinstance(report.longrepr, tuple):
+            reason = report.longrepr[2].removeprefix("Skipped: ")
+            why = allowed(reason)
+            if why:
+                seen[why] = seen.get(why, 0) + 1
+    terminalreporter.section("skips CI accepts (tests/ci_skips.py)")
+    if not seen:
+        terminalreporter.write_line("none")
+    for why, count in seen.items():
+        terminalreporter.write_line(f"{count} skipped: {why}")
+    missing = set(CI_MAY_SKIP.values()) - set(seen)
+    for why in sorted(missing):
+        terminalreporter.write_line(f"(listed, not skipped this run: {why})")

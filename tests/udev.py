@@ -4,6 +4,7 @@ exactly as it would from udevd (there is no udevd on the test machines, FACTS.md
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import struct
 
@@ -58,4 +59,5 @@ def require_netlink() -> None:
     try:
         send({"ACTION": "change", "SUBSYSTEM": "edged-test", "DEVPATH": "/devices/virtual/edged-test"})
     except OSError as e:
-        pytest.skip(f"cannot multicast a udev event on netlink here ({e}); needs root (CI runs as root)")
+        who = "as root" if os.geteuid() == 0 else f"as uid {os.geteuid()}: sending needs root (CI runs as root)"
+        pytest.skip(f"sending a uevent to netlink group {UDEV_GROUP} (NETLINK_KOBJECT_UEVENT) failed {who}: {e}")

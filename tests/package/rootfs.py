@@ -39,14 +39,19 @@ def base_rootfs(log) -> Path:
     if (root / ".complete").exists():
         log(f"rootfs: cached {root}")
         return root
-    shutil.rmtree(root, ignore_errors=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
     log(f"rootfs: debootstrap Debian 12 minbase + {', '.join(BASE)} into {root}")
-    subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE)}", "bookworm",
-                    str(root), host_mirror()], check=True, stdout=subprocess.DEVNULL)
+    debootstrap(root, "minbase", BASE)
     (root / "etc/hostname").write_text("till\n")
     (root / ".complete").touch()
     return root
+
+
+def debootstrap(root: Path, variant: str, include: list[str]) -> None:
+    """A Debian 12 tree at ROOT (replacing a half-made one), from this machine's mirror."""
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["debootstrap", f"--variant={variant}", *([f"--include={','.join(include)}"] if include else []),
+                    "bookworm", str(root), host_mirror()], check=True, stdout=subprocess.DEVNULL)
 
 
 def offline(root: Path) -> None:

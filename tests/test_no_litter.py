@@ -1,0 +1,67 @@
+"""edged commands leave /tmp as they found it: python-escpos's printer database cache goes to a
+directory edged owns (edged/devices/escpos_cache.py), never to a fresh mkdtemp() per process."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+PICKLE = f"{platform.python_version()}.capabilities.pickle"
+
+
+def edged(*args: str, env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=60,
+                          env={**env, "TMPDIR": str(tmp)})
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XDG_CACHE_HOME", "CACHE_DIRECTORY", "ESCPOS_CAPABILITIES_PICKLE_DIR")}
+    return {**env, **extra}
+
+
+def test_cli_runs_leave_tmp_empty_and_cache_the_printer_database_once(tmp_path):
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    config = tmp_path / "edged.toml"
+    config.write_text('till_id = "t1"\n')
+    env = clean_env(XDG_CACHE_HOME=str(cache))
+    for args in (["--version"], ["--help"], ["check-config", str(config)], ["demo", "--help"], ["--version"]):
+        done = edged(*args, env=env, tmp=tmp)
+        assert done.returncode == 0, (args, done.stderr)
+        assert list(tmp.iterdir()) == [], args
+    assert sorted(p.name for p in (cache / "edged").iterdir()) == [PICKLE]
+
+
+def test_the_daemon_uses_systemds_cache_directory(tmp_path):
+    tmp, cache = tmp_path / "tmp", tmp_path / "var-cache-edged"
+    tmp.mkdir()
+    cache.mkdir()
+    done = edged("--version", env=clean_env(CACHE_DIRECTORY=str(cache)), tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in cache.iterdir()] == [PICKLE] and list(tmp.iterdir()) == []
+
+
+def test_no_writable_cache_dir_still_leaves_nothing(tmp_path):
+    """As while the package is built: HOME=/nonexistent, no XDG_CACHE_HOME."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = edged("--help", env=clean_env(HOME="/nonexistent"), tmp=tmp)
+    assert done.returncode == 0 and "usage: edged" in done.stdout, done.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_processes_starting_together_share_one_cache_without_reading_half_a_file(tmp_path):
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    env = {**clean_env(XDG_CACHE_HOME=str(cache)), "TMPDIR": str(tmp)}
+    script = "import edged.devices.codepages as c, escpos.capabilities as e; print(len(e.CAPABILITIES['profiles']))"
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
+    assert len({out for out, _ in outs}) == 1 and int(outs[0][0]) > 10
+    assert sorted(p.name for p in (cache / "edged").iterdir()) == [PICKLE]
+    assert list(tmp.iterdir()) == []
