@@ -23,9 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 BARE = ["make", "git"]
 # The README's two commands, then the package build, each as its own step.
 STEPS = [("make demo", "make demo"), ("make test", "make test"), ("make package", "make package")]
-# This machine reaches package registries through its own certificate authority and pip settings:
-# a fresh machine of this kind has them too, so the clone sees them (read-only).
-HOST_SETTINGS = ["/etc/ssl/certs", "/etc/xdg/pip", "/etc/pip.conf", "/usr/local/share/ca-certificates"]
+# This machine reaches package registries through its own certificate authorities (the Debian way:
+# /usr/local/share/ca-certificates, taken in when ca-certificates is installed) and pip settings; a
+# fresh machine of this kind has them too, so they are copied into the bare Debian.
+HOST_SETTINGS = ["/usr/local/share/ca-certificates", "/etc/pip.conf", "/etc/xdg/pip"]
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
        "LANG": "C.UTF-8", "TERM": "dumb", "CI": "true"}
 
@@ -47,6 +48,11 @@ def run(work: Path, log) -> int:
     root.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
     (root / "repo").mkdir()
+    for path in map(Path, HOST_SETTINGS):
+        if path.is_dir():
+            shutil.copytree(path, root / str(path).lstrip("/"), dirs_exist_ok=True)
+        elif path.exists():
+            shutil.copy(path, root / str(path).lstrip("/"))
     failed = 0
     for name, command in [("git clone", "git clone -q /repo /root/edged"), *STEPS]:
         t0 = time.monotonic()
@@ -71,15 +77,6 @@ def in_bare(root: Path, command: str, out: Path) -> int:
     binds = [f"mount --rbind /dev {root}/dev", f"mount --rbind /sys {root}/sys",
              f"mount -t proc proc {root}/proc", f"mount -t tmpfs tmpfs {root}/run",
              f"mount -t tmpfs tmpfs {root}/tmp", f"mount --bind -o ro {REPO} {root}/repo"]
-    for path in HOST_SETTINGS:
-        if Path(path).exists():
-            target = root / path.lstrip("/")
-            if Path(path).is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch()
-            binds.append(f"mount --bind -o ro {path} {target}")
     env = " ".join(f"{k}='{v}'" for k, v in ENV.items())
     script = " && ".join(binds) + f" && exec chroot {root} /usr/bin/env -i {env} /bin/sh -c '{command} 2>&1'"
     with open(out, "w") as sink:
