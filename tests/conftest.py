@@ -39,11 +39,23 @@ def pytest_ignore_collect(collection_path, config):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "long: runs only with --long (ten times the workloads; not in CI)")
 
     if config.getoption("--long"):
         os.environ["EDGED_LONG_TESTS"] = "1"
         os.environ.setdefault("EDGED_KILLS", "500")
         os.environ.setdefault("EDGED_FUZZ_SCALE", "10")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked long run only with --long: without it they are deselected (counted in the
+    summary as deselected), not skipped."""
+    if config.getoption("--long"):
+        return
+    long = [item for item in items if item.get_closest_marker("long")]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if not item.get_closest_marker("long")]
 
 
 @pytest.hookimpl(hookwrapper=True)

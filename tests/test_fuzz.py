@@ -234,7 +234,7 @@ def test_wrong_types_for_every_param_of_every_op(daemon, op, data):
         _still_served(s)
 
 
-@pytest.mark.skipif(not os.environ.get("EDGED_LONG_TESTS"), reason="long mode only (pytest --long)")
+@pytest.mark.long
 def test_coverage_guided_fuzzing_with_atheris():
     pytest.importorskip("atheris", reason="atheris not installed: pip install -e '.[fuzz]'")
     script = os.path.join(os.path.dirname(__file__), "atheris_frames.py")
