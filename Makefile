@@ -46,7 +46,7 @@ define apt_install
 	  echo "edged: installing $$missing failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 endef
 
-.PHONY: demo test run clean package bundle test-package
+.PHONY: demo test run clean package bundle test-package test-fresh
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -94,6 +94,11 @@ test-package: $(STAMP)
 	$(call apt_install,the package test tools,$(PACKAGE_TEST_DEPS) $(PACKAGE_TOOLS))
 	@# -s: each check logs what it saw ([package] lines: lintian, exposure, timings, counts).
 	$(VENV)/bin/python -m pytest --package tests/package -v -s -p no:cacheprovider
+
+# A first-time user on a bare Debian 12 (minbase + make + git): the README's two commands and
+# `make package` in a fresh clone of HEAD (root; ~10 minutes; logs in /var/tmp/edged-fresh).
+test-fresh:
+	python3 tests/package/fresh.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
