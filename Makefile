@@ -14,8 +14,8 @@ DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
 # `make test`: duktape's `duk` runs the package's polkit rule (the engine Debian 12's polkitd uses).
 TEST_DEPS := duktape
 # The USB stick tests (root only) partition loop devices, mount exfat through FUSE, and run
-# udevd + udisksd for the udisks2 mounter (the tests start and stop them).
-STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2
+# udevd + udisksd for the udisks2 mounter (the tests start and stop them; pgrep finds them).
+STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2 procps
 
 # The Debian package, built in a clean Debian 12 root (tests/package/build.py) from a copy of the
 # checkout in PKG_DIR (the .deb lands there), then checked with lintian. PKG_VERSION (optional)
