@@ -132,7 +132,7 @@ def udisks_running(where: Path) -> Iterator[None]:
     No bus activation: udisksd would start polkitd, which root does not need."""
     missing = [t for t in UDISKS_TOOLS if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"udisks2 not installed ({', '.join(missing)}; make test installs udisks2 and procps as root)")
+        pytest.skip(f"missing {', '.join(missing)} (make test installs udisks2 and procps as root)")
     started: list[subprocess.Popen] = []
     made_udev = not os.path.exists("/run/udev/control")
     bus = Path("/run/dbus/system_bus_socket")

@@ -75,7 +75,8 @@ def run(work: Path, log) -> int:
 def in_bare(root: Path, command: str, out: Path) -> int:
     """COMMAND as root in the bare Debian, in a private mount namespace: its mounts of /proc, /sys,
     /dev and the repository go away with it."""
-    binds = [f"mount --rbind /dev {root}/dev", f"mount --rbind /sys {root}/sys",
+    # The root a mount point of its own: systemd-nspawn (make package) remounts / inside.
+    binds = [f"mount --bind {root} {root}", f"mount --rbind /dev {root}/dev", f"mount --rbind /sys {root}/sys",
              f"mount -t proc proc {root}/proc", f"mount -t tmpfs tmpfs {root}/run",
              f"mount -t tmpfs tmpfs {root}/tmp", f"mount --bind -o ro {REPO} {root}/repo"]
     env = " ".join(f"{k}='{v}'" for k, v in ENV.items())
