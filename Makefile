@@ -28,21 +28,22 @@ PACKAGE_TOOLS := debootstrap systemd-container lintian git python3-pip
 PACKAGE_TEST_DEPS := systemd-container debootstrap
 
 # $(call apt_install,WHAT,PACKAGES[,root]): install the PACKAGES not yet installed, quietly.
-# Root installs; others go through sudo, or are told the exact line to run as root. With a
+# Root installs; others go through sudo (when it can ask for a password, or needs none), or are
+# told the exact line to run as root. With a
 # third argument, only root installs (a non-root run goes on; the tests that need them say so).
 define apt_install
 @missing=$$(for p in $(2); do dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; done | xargs); \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif [ -n "$(3)" ]; then echo "edged: not root: $(1) cannot be installed ($$missing); tests needing them are skipped" >&2; exit 0; \
-	elif command -v sudo >/dev/null; then sudo="sudo"; \
+	elif command -v sudo >/dev/null && { [ -t 0 ] || sudo -n true 2>/dev/null; }; then sudo="sudo"; \
 	else echo "edged: $(1) need these Debian packages. As root, run:" >&2; \
 	     echo "  apt-get update && apt-get install -y $$missing" >&2; exit 1; fi; \
 	echo "edged: installing $(1) (first run only, ~1 min): $$missing"; \
-	echo "== $$(date '+%F %T') apt-get install $$missing" >> $(SETUP_LOG); \
-	{ $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || \
-	  { $$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; \
-	} >> $(SETUP_LOG) 2>&1 || { tail -n 15 $(SETUP_LOG) >&2; \
+	echo "== $$(date '+%F %T') apt-get install $$missing" >> "$(SETUP_LOG)"; \
+	apt="env DEBIAN_FRONTEND=noninteractive apt-get -y -q -o DPkg::Lock::Timeout=300"; \
+	{ $$sudo $$apt install $$missing || { $$sudo $$apt update && $$sudo $$apt install $$missing; }; \
+	} >> "$(SETUP_LOG)" 2>&1 || { tail -n 15 "$(SETUP_LOG)" >&2; \
 	  echo "edged: installing $$missing failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 endef
 
@@ -55,8 +56,8 @@ test: $(STAMP)
 	$(call apt_install,the test tools,$(TEST_DEPS))
 	$(call apt_install,the USB stick test tools,$(STICK_TEST_DEPS),root)
 	@# Every temporary file of the run in one directory, removed after it: /tmp is left as found.
-	@t=$$(mktemp -d /tmp/edged-test.XXXXXX) && TMPDIR=$$t $(VENV)/bin/python -m pytest $(PYTEST_ARGS); \
-	  rc=$$?; rm -rf "$$t"; exit $$rc
+	@t=$$(mktemp -d /tmp/edged-test.XXXXXX) && trap 'rm -rf "$$t"' EXIT && trap 'exit 130' INT TERM HUP && \
+	  TMPDIR=$$t $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The simulated till left running in the foreground (Ctrl+C stops it).
 run: $(STAMP)
@@ -66,16 +67,19 @@ $(STAMP): pyproject.toml
 	$(call apt_install,the packages a virtualenv with C extensions needs,$(DEBIAN_BUILD_DEPS))
 	@echo "edged: setting up $(VENV) (first run only, ~1 min)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]' >> $(SETUP_LOG) 2>&1 || \
-	  { tail -n 15 $(SETUP_LOG) >&2; echo "edged: pip install failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]' >> "$(SETUP_LOG)" 2>&1 || \
+	  { tail -n 15 "$(SETUP_LOG)" >&2; echo "edged: pip install failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 	@touch $@
 
 package:
+	@[ "$$(id -u)" = 0 ] || { echo "edged: make package needs root (debootstrap and systemd-nspawn make the clean build root)" >&2; exit 1; }
 	$(call apt_install,the package build tools,$(PACKAGE_TOOLS))
 	rm -rf $(PKG_DIR)/src $(PKG_DIR)/edged_* && mkdir -p $(PKG_DIR)/src
-	@# What git tracks or would track (a checkout, not .venv or caches), symlinks kept.
-	git ls-files -co --exclude-standard | while read -r f; do [ -e "$$f" ] && echo "$$f"; done \
-	  | tar -cf - -T - | tar -xf - -C $(PKG_DIR)/src
+	@# What git tracks or would track (a checkout, not .venv or caches), symlinks kept; the
+	@# checkout may belong to another user than root (sudo make package).
+	git -c safe.directory='*' ls-files -co --exclude-standard > $(PKG_DIR)/files
+	while read -r f; do [ -e "$$f" ] && echo "$$f"; done < $(PKG_DIR)/files | tar -cf - -T - | tar -xf - -C $(PKG_DIR)/src
+	@[ -f $(PKG_DIR)/src/debian/control ] || { echo "edged: copying the checkout to $(PKG_DIR)/src failed" >&2; exit 1; }
 	@if [ -n "$(PKG_VERSION)" ]; then cd $(PKG_DIR)/src && { \
 	  printf 'edged ($(PKG_VERSION)) bookworm; urgency=medium\n\n  * Rebuilt as $(PKG_VERSION).\n\n -- %s  %s\n\n' \
 	    "$$(sed -n 's/^Maintainer: //p' debian/control)" "$$(date -R)"; cat debian/changelog; } > debian/changelog.new \

@@ -11,6 +11,11 @@ from pathlib import Path
 PICKLE = f"{platform.python_version()}.capabilities.pickle"
 
 
+def cached(cache: Path) -> list[str]:
+    """What the cache holds: SHELF/PICKLE paths (a shelf per printer database content)."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file())
+
+
 def edged(*args: str, env: dict[str, str], tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=60,
                           env={**env, "TMPDIR": str(tmp)})
@@ -32,7 +37,8 @@ def test_cli_runs_leave_tmp_empty_and_cache_the_printer_database_once(tmp_path):
         done = edged(*args, env=env, tmp=tmp)
         assert done.returncode == 0, (args, done.stderr)
         assert list(tmp.iterdir()) == [], args
-    assert sorted(p.name for p in (cache / "edged").iterdir()) == [PICKLE]
+    [only] = cached(cache / "edged")
+    assert only.startswith("escpos-") and only.endswith("/" + PICKLE)
 
 
 def test_the_daemon_uses_systemds_cache_directory(tmp_path):
@@ -41,7 +47,30 @@ def test_the_daemon_uses_systemds_cache_directory(tmp_path):
     cache.mkdir()
     done = edged("--version", env=clean_env(CACHE_DIRECTORY=str(cache)), tmp=tmp)
     assert done.returncode == 0, done.stderr
-    assert [p.name for p in cache.iterdir()] == [PICKLE] and list(tmp.iterdir()) == []
+    assert cached(cache) == [] and list(tmp.iterdir()) == []  # another unit's cache: not edged's
+    cache = tmp_path / "var-cache" / "edged"
+    cache.mkdir(parents=True)
+    done = edged("--version", env=clean_env(CACHE_DIRECTORY=str(cache), XDG_CACHE_HOME=str(tmp_path / "x")),
+                 tmp=tmp)
+    assert done.returncode == 0, done.stderr
+    assert [p.endswith(PICKLE) for p in cached(cache)] == [True] and list(tmp.iterdir()) == []
+
+
+def test_a_broken_or_foreign_cache_never_stops_edged(tmp_path):
+    """Half-written after a power cut, or made from another python-escpos database: read again."""
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    env = clean_env(XDG_CACHE_HOME=str(cache))
+    assert edged("--version", env=env, tmp=tmp).returncode == 0
+    [good] = cached(cache / "edged")
+    (cache / "edged" / good).write_bytes(b"")
+    stale = cache / "edged" / "escpos-0000000000000000"
+    stale.mkdir()
+    (stale / PICKLE).write_bytes(b"not a pickle")
+    done = edged("--version", env=env, tmp=tmp)
+    assert done.returncode == 0 and done.stdout.strip().startswith("edged "), done.stderr
+    assert cached(cache / "edged") == [good] and (cache / "edged" / good).stat().st_size > 1000
+    assert list(tmp.iterdir()) == []
 
 
 def test_no_writable_cache_dir_still_leaves_nothing(tmp_path):
@@ -63,5 +92,5 @@ def test_processes_starting_together_share_one_cache_without_reading_half_a_file
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
     assert len({out for out, _ in outs}) == 1 and int(outs[0][0]) > 10
-    assert sorted(p.name for p in (cache / "edged").iterdir()) == [PICKLE]
+    assert [p.endswith(PICKLE) for p in cached(cache / "edged")] == [True]
     assert list(tmp.iterdir()) == []

@@ -3,23 +3,31 @@
 python-escpos pickles its capabilities database at import into ESCPOS_CAPABILITIES_PICKLE_DIR,
 and calls mkdtemp() at import even when that is set, so a plain import leaves a /tmp/tmpXXXXXXXX
 behind in every process. load() runs that import once, before anything else imports escpos.
+A cache is only a cache: whatever is wrong with it (half-written after a power cut, disk full,
+unwritable), edged starts, reading the database from the package instead.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import logging
 import os
-import platform
+import pickle
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+log = logging.getLogger("edged.escpos")
 
 
 def cache_dir() -> Path | None:
-    """systemd's CacheDirectory= for the daemon, else the XDG cache dir of the user running edged;
-    None when neither can be written (HOME=/nonexistent while a package is built)."""
-    if os.environ.get("CACHE_DIRECTORY"):
-        candidates = [Path(os.environ["CACHE_DIRECTORY"].split(":")[0])]
+    """systemd's CacheDirectory=edged for the daemon, else the XDG cache dir of the user running
+    edged; None when neither can be written (HOME=/nonexistent while a package is built)."""
+    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    if systemd and Path(systemd).name == "edged":  # not another unit's cache, inherited
+        candidates = [Path(systemd)]
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         candidates = [Path(xdg) / "edged"] if os.path.isabs(xdg) else []
@@ -40,21 +48,38 @@ def load() -> None:
     if os.environ.get("ESCPOS_CAPABILITIES_PICKLE_DIR"):
         _import_in(None, None)  # someone chose the directory: only keep mkdtemp() out of /tmp
         return
+    source = _database()
     cache = cache_dir()
-    name = f"{platform.python_version()}.capabilities.pickle"
-    if cache is not None and _fresh(cache / name):
-        _import_in(cache, cache)
-        return
-    # No usable pickle: escpos writes a new one in place, which a second edged process starting
-    # at the same moment could read half-written. So it writes into a scratch directory, and
-    # the finished file is renamed into the cache (atomic) for the processes after this one.
-    scratch = Path(tempfile.mkdtemp(prefix=".escpos-", dir=cache))
-    try:
-        _import_in(scratch, scratch)
-        if cache is not None and (scratch / name).exists():
-            os.replace(scratch / name, cache / name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # One directory per database content: a new python-escpos (or a downgrade) never meets a
+    # pickle made from another database, whatever the files' dates say.
+    shelf = cache / f"escpos-{_digest(source)}" if cache is not None and source is not None else None
+    if shelf is not None and shelf.is_dir() and any(shelf.glob("*.capabilities.pickle")):
+        try:
+            _import_in(shelf, shelf)
+            return
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError, AttributeError) as e:
+            log.warning("printer database cache %s unreadable (%s); reading the database again", shelf, e)
+            shutil.rmtree(shelf, ignore_errors=True)
+    # escpos writes a new pickle in place, which a second edged process starting at the same
+    # moment could read half-written. So it writes into a scratch directory; the finished,
+    # flushed file is renamed into the cache for the processes after this one.
+    for where in ([cache] if cache is not None else []) + [None, Path("/dev/shm")]:
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix=".escpos-", dir=where))
+        except OSError:
+            continue
+        try:
+            _import_in(scratch, scratch)
+        except OSError as e:  # full or failing disk: try the next place
+            log.warning("cannot write python-escpos's printer database cache in %s: %s", scratch.parent, e)
+            continue
+        else:
+            if shelf is not None and source is not None:
+                _keep(scratch, shelf, source)
+            return
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    raise OSError("python-escpos cannot load its printer database: no writable directory for its cache")
 
 
 def _import_in(pickle_dir: Path | None, scratch: Path | None) -> None:
@@ -73,13 +98,37 @@ def _import_in(pickle_dir: Path | None, scratch: Path | None) -> None:
             os.environ.pop("ESCPOS_CAPABILITIES_PICKLE_DIR", None)
 
 
-def _fresh(pickle: Path) -> bool:
-    """The pickle exists and is newer than the database it was made from (escpos's own rule)."""
+def _keep(scratch: Path, shelf: Path, source: Path) -> None:
+    """The pickle escpos just wrote, flushed and renamed into SHELF; older shelves removed."""
+    try:
+        made = next(scratch.glob("*.capabilities.pickle"))
+        with open(made, "rb") as f:
+            os.fsync(f.fileno())
+        # escpos re-reads its database when that looks newer than the pickle (package files
+        # carry the changelog's date; clocks jump): the pickle never looks older.
+        stamp = max(time.time(), source.stat().st_mtime + 1)
+        os.utime(made, (stamp, stamp))
+        shelf.mkdir(exist_ok=True)
+        os.replace(made, shelf / made.name)
+        fd = os.open(shelf, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for old in shelf.parent.glob("escpos-*"):
+            if old != shelf:
+                shutil.rmtree(old, ignore_errors=True)
+    except (OSError, StopIteration) as e:
+        log.warning("cannot keep python-escpos's printer database cache in %s: %s", shelf, e)
+
+
+def _database() -> Path | None:
     spec = importlib.util.find_spec("escpos")
     if spec is None or not spec.submodule_search_locations:
-        return False
-    source = Path(list(spec.submodule_search_locations)[0]) / "capabilities.json"
-    try:
-        return pickle.stat().st_mtime >= source.stat().st_mtime
-    except OSError:
-        return False
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "capabilities.json"
+    return path if path.is_file() else None
+
+
+def _digest(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
