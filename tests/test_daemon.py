@@ -99,6 +99,33 @@ def test_journal_stream_gives_priority_prefixed_lines(short_dir):
     assert any(line.startswith("<6>edged: edged ready") for line in lines)
 
 
+def test_printer_status_is_logged_only_on_a_real_change_without_trailing_spaces(short_dir):
+    """The drawer's sensor is part of the printer's status (for the drawer), not a change of the
+    printer: opening and shutting the drawer logs the drawer, never `printer receipt: ok -> ok`."""
+    notify = NotifyListener(short_dir / "notify")
+    log_path = short_dir / "log"
+    with open(log_path, "w") as log:
+        proc = start_daemon(short_dir, notify, stderr=log)
+    sock = str(short_dir / "edged.sock")
+    try:
+        assert "READY=1" in notify.collect("READY=1")
+        for change in ("drawer_open=on", "drawer_open=off", "paper_out=on", "paper_out=off",
+                       "drawer_open=on", "drawer_open=off"):
+            assert cli("sim", "set", change, "--socket", sock).returncode == 0  # answers after edged re-read it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = log_path.read_text().splitlines()
+    assert [line for line in lines if line != line.rstrip()] == []
+    printer = [line.split("edged.printer: ", 1)[1] for line in lines if " edged.printer: " in line]
+    assert printer == ["printer receipt: unknown -> ok", "printer receipt: ok -> error: offline, paper_out",
+                       "printer receipt: error -> ok"], printer
+    drawer = [line.split("edged.drawer: ", 1)[1] for line in lines if " edged.drawer: " in line]
+    assert drawer == ["drawer drawer: closed"] + ["drawer drawer: open", "drawer drawer: closed"] * 2, drawer
+
+
 def test_watchdog_is_withheld_while_a_part_is_unhealthy(short_dir):
     notify = NotifyListener(short_dir / "notify")
     cfg = config.from_dict({"daemon": {"state_dir": str(short_dir / "state"),
