@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cli import format_status
+from .cli_status import format_status
 from .client import Client
 from .systemd import NotifyListener
 

@@ -213,25 +213,31 @@ def test_edged_events_prints_device_events_as_they_happen(short_dir):
     notify = NotifyListener(short_dir / "notify")
     proc = start_daemon(short_dir, notify, stderr=subprocess.DEVNULL)
     sock = str(short_dir / "edged.sock")
-    events = None
+    events = shown = None
     try:
         assert "READY=1" in notify.collect("READY=1")
         bad = cli("events", "coffee", "--socket", sock)
         assert bad.returncode == 2 and "unknown topic 'coffee'" in bad.stderr
         events = subprocess.Popen([sys.executable, "-m", "edged", "events", "printer", "--json", "--socket", sock],
                                   stdout=subprocess.PIPE, text=True)
-        for _ in range(100):  # until its watch is in place
+        shown = subprocess.Popen([sys.executable, "-m", "edged", "events", "printer", "--socket", sock],
+                                 stdout=subprocess.PIPE, text=True)
+        for _ in range(100):  # until both watches are in place
             conns = json.loads(cli("status", "--json", "--socket", sock).stdout)["connections"]
-            if any(c["topics"] == ["printer"] for c in conns):
+            if sum(c["topics"] == ["printer"] for c in conns) == 2:
                 break
             time.sleep(0.05)
         assert cli("sim", "set", "paper_out=on", "--socket", sock).returncode == 0
         line = events.stdout.readline()
         event = json.loads(line)
         assert event["event"] == "printer.status" and event["state"] == "error" and "paper_out" in event["reasons"]
+        # For people: the time it came, its name, its fields; a list as words, no Python repr.
+        assert re.fullmatch(r"\d\d:\d\d:\d\d  printer\.status +printer=receipt  state=error  "
+                            r"reasons=offline,paper_out  drawer_pin3=no\n", shown.stdout.readline())
     finally:
-        if events:
-            events.terminate()
-            events.wait(10)
+        for watcher in (events, shown):
+            if watcher:
+                watcher.terminate()
+                watcher.wait(10)
         proc.terminate()
         proc.wait(20)
