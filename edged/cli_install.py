@@ -88,15 +88,13 @@ def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_di
     found, status = doctor.check_socket(sock, who)
     simulated = bool(status["simulated"]) if status else simulated
     if simulated:
-        report(doctor.not_simulated("user", "it runs as whoever starts it; user _edged and group edged "
-                                            "come with the edged package"))
+        report(doctor.not_simulated("user", "it runs as whoever starts it, not as the package's user _edged"))
     else:
         report(doctor.check_users(who))
     report(*(check_devices(cfg, shown, simulated) if cfg else
              [doctor.Finding("WARN", "devices", "not checked: the config is invalid", "fix the config first")]))
     if simulated:
-        report(doctor.not_simulated("udev", "it opens its emulated devices itself; the edged package "
-                                            "installs the udev rules for real ones"))
+        report(doctor.not_simulated("udev", "the package's rules give real devices to user _edged"))
     else:
         report(*check_udev(cfg, shown))
     report(found)

@@ -10,15 +10,7 @@ def format_status(s: dict[str, Any]) -> str:
     lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
              f"up {s['uptime']:.0f} s)",
              f"journal   {_journal(s['journal'])}", ""]
-    rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
-    for name, dev in sorted(s["devices"].items()):
-        detail = ", ".join(dev.get("reasons") or []) or "-"
-        if dev.get("detail"):
-            detail += f" ({dev['detail']})"
-        rows.append((name, dev["kind"], dev["state"], detail))
-    lines += cli_format.table(rows)
-    if len(rows) == 1:
-        lines.append("(no devices configured)")
+    lines += device_lines(s)
     for name, c in (s.get("sync") or {}).items():
         age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
         last = f" last ack {cli_format.clock(c['last_ack'])}" if c.get("last_ack") else " never acked"
@@ -36,13 +28,25 @@ def format_status(s: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
                  f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
+    rows = []
     for c in conns:
         subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
                          for n, v in c.get("subscriptions", {}).items())
-        lines.append(f"  {c['client']}  pid {c['pid']} uid {c['uid']}  queue {c.get('queue', 0)}"
-                     + (f"  watching {','.join(c['topics'])}" if c.get("topics") else "")
-                     + (f"  {subs}" if subs else ""))
+        doing = "  ".join(x for x in (f"watching {','.join(c['topics'])}" if c.get("topics") else "", subs) if x)
+        rows.append((c["client"], f"pid {c['pid']}", f"uid {c['uid']}", f"queue {c.get('queue', 0)}", doing))
+    lines += cli_format.table(rows, indent="  ") if rows else []
     return "\n".join(lines) + "\n"
+
+
+def device_lines(s: dict[str, Any]) -> list[str]:
+    """The status's device table: one row per printer, drawer and scanner."""
+    rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
+    for name, dev in sorted(s["devices"].items()):
+        detail = ", ".join(dev.get("reasons") or []) or "-"
+        if dev.get("detail"):
+            detail += f" ({dev['detail']})"
+        rows.append((name, dev["kind"], dev["state"], detail))
+    return cli_format.table(rows) if len(rows) > 1 else ["(no devices configured)"]
 
 
 def _journal(j: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ def check_devices(cfg: Config, config_path: str, simulated: bool = False) -> lis
     uncovered = {m.name for _, m in registry.configured_uncovered(cfg)}
     nodes = [n for n in _nodes(cfg) if not (simulated and n[0].startswith("printer "))]
     if simulated and not nodes:
-        return [not_simulated("devices", "its printer and scanners are emulated, no device nodes opened")]
+        return [not_simulated("devices", "its printer and scanners are emulated, no device nodes")]
     for what, node, problem in nodes:
         if node is None:  # none fits, or several do and the config must say which
             out.append(Finding("FAIL", "devices", f"{what}: {problem}", plug if problem.startswith("no ") else

@@ -187,7 +187,7 @@ def test_device_nodes_missing_and_present_judged_for_this_process(tmp_path):
         f"FAIL  devices   printer b: no {tmp_path / 'ttyUSB9'}\n{'':16}-> plugged in and switched on? ls /dev/edged/"]
     # A simulated till emulates every printer: their nodes are not its business ...
     assert [str(f) for f in doctor_nodes.check_devices(cfg, "/etc/edged/edged.toml", simulated=True)] == [
-        "N/A   devices   not part of a simulated till: its printer and scanners are emulated, no device nodes opened"]
+        "N/A   devices   not part of a simulated till: its printer and scanners are emulated, no device nodes"]
     # ... but a scanner in the config is opened for real, simulated or not.
     with_scanner = config.from_dict({"printers": {"b": {"backend": "serial", "device": "/dev/ttyUSB9"}},
                                      "scanners": {"front": {"backend": "serial", "device": str(tmp_path / "scan"),
