@@ -75,10 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     _socket_arg(events)
 
-    sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
-                                "show what a client sees, stop it",
-                   description="A guided tour on the simulated till: nothing is installed or "
-                               "touched outside a temporary directory.")
+    demo = sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
+                                       "show what a client and the technician's commands see, stop it",
+                          description="A guided tour on the simulated till: edged runs in a temporary "
+                                      "directory, removed at the end; nothing is installed. The daemon's log "
+                                      "is kept in --log FILE, whose path and last warnings the tour prints "
+                                      "at its end.")
+    demo.add_argument("--log", metavar="FILE", type=Path,
+                      help="where to keep the daemon's log, overwritten each run (default: demo.log in "
+                           "the virtualenv edged runs from, e.g. .venv/demo.log in a checkout; else "
+                           "./edged-demo.log)")
 
     sim = sub.add_parser("sim", help="the simulated till: run the printer emulator, change its state, plug in a stick")
     simsub = sim.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
@@ -322,7 +328,7 @@ def _bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo()
+    return run_demo(args.log)
 
 
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
