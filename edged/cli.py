@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import __version__, cli_day, cli_install, cli_journal, cli_print, cli_scan, cli_sync, config
+from . import (__version__, cli_day, cli_format, cli_install, cli_journal, cli_print, cli_scan, cli_status, cli_sync,
+               config)
 
 EXIT_USAGE = 2
 
@@ -74,10 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     _socket_arg(events)
 
-    sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
-                                "show what a client sees, stop it",
-                   description="A guided tour on the simulated till: nothing is installed or "
-                               "touched outside a temporary directory.")
+    demo = sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
+                                       "show what a client and the technician's commands see, stop it",
+                          description="A guided tour on the simulated till: edged runs in a temporary "
+                                      "directory, removed at the end; nothing is installed. The daemon's log "
+                                      "is kept in --log FILE, whose path and last warnings the tour prints "
+                                      "at its end.")
+    demo.add_argument("--log", metavar="FILE", type=Path,
+                      help="where to keep the daemon's log, overwritten each run (default: demo.log in "
+                           "the virtualenv edged runs from, e.g. .venv/demo.log in a checkout; else "
+                           "./edged-demo.log)")
 
     sim = sub.add_parser("sim", help="the simulated till: run the printer emulator, change its state, plug in a stick")
     simsub = sim.add_subparsers(dest="sim_command", metavar="SIMCOMMAND", required=True)
@@ -245,9 +252,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                 if args.json:
                     print(json.dumps(event, default=repr), flush=True)
                 else:
-                    name = event.pop("event")
-                    fields = "  ".join(f"{k}={v}" for k, v in event.items())
-                    print(f"{time.strftime('%H:%M:%S')}  {name:<18} {fields}", flush=True)
+                    print(f"{time.strftime('%H:%M:%S')}  {cli_format.event(event)}", flush=True)
         except KeyboardInterrupt:
             pass
     return 0
@@ -259,50 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=repr))
     else:
-        print(format_status(result), end="")
+        print(cli_status.format_status(result), end="")
     return 0
-
-
-def format_status(s: dict[str, Any]) -> str:
-    lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
-             f"up {s['uptime']:.0f} s)",
-             f"journal   records {s['journal']['first_seq']}..{s['journal']['last_seq']}", ""]
-    rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
-    for name, dev in sorted(s["devices"].items()):
-        detail = ", ".join(dev.get("reasons") or []) or "-"
-        if dev.get("detail"):
-            detail += f" ({dev['detail']})"
-        rows.append((name, dev["kind"], dev["state"], detail))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
-    if len(rows) == 1:
-        lines.append("(no devices configured)")
-    for name, c in (s.get("sync") or {}).items():
-        age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
-        last = time.strftime(" last ack %Y-%m-%d %H:%M:%S", time.localtime(c["last_ack"])) if c.get("last_ack") else \
-            " never acked"
-        kinds = f" (kinds {', '.join(c['kinds'])})" if c.get("kinds") else ""
-        lines.append(f"sync      {name}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
-                     f"{last}")
-    for kind, d in (s.get("deadlines") or {}).items():
-        overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
-        lines.append(f"deadline  {kind} within {d['within']:g} s by {d['consumer']}: {d['waiting']} waiting{overdue}")
-    if s.get("usb"):
-        sticks = ", ".join(f"{k['device']} ({k['fs_type']}{', mounted' if k['mounted'] else ''})"
-                           for k in s["usb"]["sticks"]) or "none plugged in"
-        lines.append(f"usb       sticks: {sticks}; mounter {s['usb']['mounter']}")
-    conns = s.get("connections", [])
-    lines.append("")
-    lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
-                 f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
-    for c in conns:
-        subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
-                         for n, v in c.get("subscriptions", {}).items())
-        lines.append(f"  {c['client']}  pid {c['pid']} uid {c['uid']}  queue {c.get('queue', 0)}"
-                     + (f"  watching {','.join(c['topics'])}" if c.get("topics") else "")
-                     + (f"  {subs}" if subs else ""))
-    return "\n".join(lines) + "\n"
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -365,7 +328,7 @@ def _bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo()
+    return run_demo(args.log)
 
 
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,

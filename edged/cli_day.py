@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 from typing import Callable
+
+from .cli_format import plural, seq_range
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
@@ -44,9 +47,10 @@ def cmd_day(args: argparse.Namespace, call: Callable) -> int:
     if args.day_command == "close":
         day = args.date or datetime.date.today().isoformat()
         c = call(args, "day_close", business_day=day)
-        counts = ", ".join(f"{k} {n}" for k, n in sorted(c["counts"].items())) or "no records"
-        print(f"{day} {'was already closed' if c['duplicate'] else 'closed'}: records "
-              f"{c['first_seq']}..{c['last_seq']} ({counts}); day-close record {c['seq']}")
+        counts = ", ".join(f"{k} {n}" for k, n in sorted(c["counts"].items()))
+        print(f"{day} {'was already closed' if c['duplicate'] else 'closed'}: "
+              f"{_records(c['first_seq'], c['last_seq'])}{f' ({counts})' if counts else ''}; "
+              f"day-close record {c['seq']}")
         return 0
     days = call(args, "days")["days"]
     if not days:
@@ -55,8 +59,14 @@ def cmd_day(args: argparse.Namespace, call: Callable) -> int:
         where = d["exported"]["path"] if d["exported"] else "not exported"
         if d.get("pending"):
             where += ", waiting for a USB stick" if not d["exported"] else "; again on the next USB stick"
-        print(f"{d['business_day']}  records {d['first_seq']}..{d['last_seq']}  close {d['seq']}  {where}")
+        print(f"{d['business_day']}  {_records(d['first_seq'], d['last_seq'])}  close {d['seq']}  {where}")
     return 0
+
+
+def _records(first: int, last: int) -> str:
+    """ "records 1..12", or "no records" for a day closed with nothing in it."""
+    span = seq_range(first, last)
+    return "no records" if span == "empty" else f"records {span}"
 
 
 def cmd_export(args: argparse.Namespace, connected: Callable) -> int:
@@ -116,6 +126,7 @@ def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
     asub = arc.add_subparsers(dest="archive_command", metavar="ACOMMAND", required=True)
     st = asub.add_parser("status", help="per till: days, records, last sequence number, gaps")
     st.add_argument("archive", metavar="DIR")
+    st.add_argument("--json", action="store_true", help="per till, as JSON: days, records, seq range, gaps")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -135,7 +146,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"REFUSED {line}")
     for line in gap_lines(db):
         print(line)
-    print(f"{out.added} records added, {out.skipped} already archived, {len(out.refused)} exports refused")
+    print(f"{plural(out.added, 'record')} added, {out.skipped} already archived, "
+          f"{plural(len(out.refused), 'export')} refused")
     return 1 if out.refused else 0
 
 
@@ -148,11 +160,15 @@ def cmd_archive(args: argparse.Namespace) -> int:
         print(f"edged: {args.archive}: no archive there (edged import creates one)", file=sys.stderr)
         return 1
     tills = status(open_archive(Path(args.archive)))
+    if args.json:
+        print(json.dumps(tills, indent=2))
+        return 0
     for till, st in sorted(tills.items()):
+        days = st["days"]
+        span = "" if not days else f" ({days[0]})" if len(days) == 1 else f" ({days[0]} .. {days[-1]})"
         gaps = ", ".join(f"{lo}..{hi}" for lo, hi in st["gaps"]) or "none"
         left_out = (f", {st['left_out']} left out by the till ({', '.join(st['left_out_kinds'])}; not gaps)"
                     if st["left_out"] else "")
-        print(f"{till}: {len(st['days'])} days ({st['days'][0] if st['days'] else '-'} .. "
-              f"{st['days'][-1] if st['days'] else '-'}), {st['records']} records{left_out}, seq {st['first_seq']}.."
-              f"{st['last_seq']}, gaps: {gaps}")
+        print(f"{till}: {plural(len(days), 'day')}{span}, {plural(st['records'], 'record')}{left_out}, "
+              f"seq {seq_range(st['first_seq'], st['last_seq'])}, gaps: {gaps}")
     return 0

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import re
 import sys
 import time
 from typing import Any, Callable
+
+from .cli_format import when
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}
@@ -27,6 +30,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
                "(30m, 2h, 3d).")
     log.add_argument("--consumer", metavar="NAME", help="only this consumer (see `edged status`)")
     log.add_argument("--since", metavar="TIME", help="only from this time on (default: everything kept)")
+    log.add_argument("--json", action="store_true", help="the log entries, consumers and closed days as JSON "
+                                                         "(times as unix times)")
     socket_arg(log)
 
 
@@ -41,10 +46,6 @@ def parse_time(text: str, now: float | None = None) -> float:
     except ValueError:
         raise ValueError(f"--since {text!r}: write a date (2026-11-17), a date and time "
                          "(\"2026-11-17 14:00\") or an age (30m, 2h, 3d)") from None
-
-
-def _when(t: float) -> str:
-    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_sync(args: argparse.Namespace, call: Callable[..., dict[str, Any]]) -> int:
@@ -63,6 +64,9 @@ def cmd_sync(args: argparse.Namespace, call: Callable[..., dict[str, Any]]) -> i
         print(f"edged: no consumer {args.consumer!r} (consumers: {', '.join(consumers) or 'none'})", file=sys.stderr)
         return 1
     days = call(args, "days")["days"]
+    if args.json:
+        print(json.dumps({**result, "days": days}, indent=2))
+        return 0
     print(format_log(result["entries"], days, consumers, args.consumer), end="")
     if result["more"]:
         print("(older entries left out: use --since)")
@@ -77,7 +81,7 @@ def format_log(entries: list[dict[str, Any]], days: list[dict[str, Any]], consum
         what = e["event"]
         if what == "ack":
             what = f"acked {e['from']}..{e['to']} ({e['acks']} ack{'s' if e['acks'] != 1 else ''}"
-            what += f" since {_when(e['first_at'])[11:]})" if e["acks"] > 1 else ")"
+            what += f" since {when(e['first_at'])[11:]})" if e["acks"] > 1 else ")"
             done = [day for seq, day in closes.items() if e["from"] <= seq <= e["to"]]
             if done and not (consumers.get(e["consumer"]) or {}).get("kinds"):
                 what += f": has business day{'s' if len(done) > 1 else ''} {', '.join(sorted(done))} complete"
@@ -87,10 +91,11 @@ def format_log(entries: list[dict[str, Any]], days: list[dict[str, Any]], consum
             what = f"removed (had acked up to {e.get('acked')})"
         elif what in ("online", "offline"):
             what = f"{what} (lag {e.get('lag')})"
-        lines.append(f"{_when(e['at'])}  {e['consumer']:<14} {what}")
+        lines.append(f"{when(e['at'])}  {e['consumer']:<14} {what}")
     if not lines:
         lines.append("(no sync log entries" + (f" for {only}" if only else "") + ")")
-    lines += ["", *_days(entries, days, consumers, only)]
+    table = _days(entries, days, consumers, only)
+    lines += ["", *table] if table else []
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +115,7 @@ def _days(entries: list[dict[str, Any]], days: list[dict[str, Any]], consumers: 
                 continue
             at = next((e["at"] for e in entries if e["consumer"] == name and e["event"] == "ack"
                        and e["from"] <= day["seq"] <= e["to"]), None)
-            cells.append(f"complete {_when(at)}" if at else "complete (acked before these entries)")
+            cells.append(f"complete {when(at)}" if at else "complete (acked before these entries)")
         out.append(f"{day['business_day']}   {day['first_seq']}..{day['seq']:<8}".ljust(26)
                    + " " + "  ".join(f"{c:<28}" for c in cells).rstrip())
     return out

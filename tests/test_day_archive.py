@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import random
 import shutil
 import sqlite3
@@ -103,7 +104,11 @@ def test_a_conflicting_export_is_refused_loudly(short_dir, tmp_path):
     assert out.returncode == 1
     assert "REFUSED CONFLICT till-3 2026-10-01" in out.stdout and "seq 1 is archived with another chain link" \
         in out.stdout
-    assert "0 records added" in out.stdout
+    assert "0 records added" in out.stdout and "1 export refused" in out.stdout
+    status = _cli("archive", "status", archive)
+    assert status.stdout.startswith("till-3: 1 day (2026-10-01), "), status.stdout
+    as_json = json.loads(_cli("archive", "status", archive, "--json").stdout)
+    assert as_json["till-3"]["days"] == ["2026-10-01"] and as_json["till-3"]["gaps"] == []
     shutil.rmtree(tmp_path / "b")
 
 

@@ -190,6 +190,35 @@ def test_a_full_or_read_only_target_leaves_the_day_unexported(short_dir, tmp_pat
             subprocess.run(["umount", str(m)], capture_output=True)
 
 
+def test_export_progress_ends_at_the_bytes_reported_done(short_dir, tmp_path):
+    """Progress counts every byte written, manifest.json too, and `done` reports the same figure:
+    the size of what is on the stick."""
+    stick = tmp_path / "stick"
+    stick.mkdir()
+
+    async def scenario():
+        async with Daemon(_cfg(short_dir), simulate=True).parts():
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                await c.request("watch", topics=["usb"])
+                await _sales(c, "2026-11-19", 300)
+                await c.request("day_close", business_day="2026-11-19")
+                await c.request("export", business_day="2026-11-19")
+                assert (await c.next_event(5))["state"] == "waiting"
+                await c.request("sim", stick=str(stick))
+                events = []
+                while not events or events[-1].get("state") not in ("done", "failed"):
+                    events.append(await c.next_event(30))
+                return events
+    events = asyncio.run(scenario())
+    done = events[-1]
+    assert done["state"] == "done", done
+    writing = [e for e in events if e.get("state") == "writing"]
+    assert writing and all(e["total"] == writing[0]["total"] for e in writing)
+    assert [e["bytes"] for e in writing] == sorted(e["bytes"] for e in writing)
+    on_stick = sum(f.stat().st_size for f in Path(done["path"]).iterdir())
+    assert writing[-1]["bytes"] == writing[-1]["total"] == done["bytes"] == on_stick
+
+
 async def _until_done(c: Client):
     while True:
         ev = await c.next_event(5)

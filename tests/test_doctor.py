@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edged import config, doctor
+from edged import config, doctor, doctor_nodes
 from edged.client import BlockingClient
 from edged.devices import registry
 from edged.journal import frame as fr
@@ -35,14 +35,14 @@ def edged(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edged", *args], capture_output=True, text=True, timeout=60)
 
 
-def run_doctor(cfg: Path, sock: Path, state: Path) -> tuple[int, dict[str, list[str]]]:
+def run_doctor(cfg: Path, sock: Path, state: Path, *extra: str) -> tuple[int, dict[str, list[str]]]:
     """Exit code, and each check's lines (status line, then its hint if any)."""
-    done = edged("doctor", "--config", str(cfg), "--socket", str(sock), "--state-dir", str(state))
+    done = edged("doctor", "--config", str(cfg), "--socket", str(sock), "--state-dir", str(state), *extra)
     assert done.stderr == ""
     lines: dict[str, list[str]] = {}
     last = ""
     for line in done.stdout.splitlines():
-        m = re.match(r"^(OK|WARN|FAIL)\s+(\S+)\s+(.*)$", line)
+        m = re.match(r"^(OK|WARN|FAIL|N/A)\s+(\S+)\s+(.*)$", line)
         if m:
             lines.setdefault(m.group(2), []).append(f"{m.group(1)} {m.group(3)}")
         else:
@@ -77,26 +77,29 @@ def test_a_running_till_then_paper_out_then_stopped_then_a_damaged_journal(short
             before = c.request("status")["journal"]["last_seq"]
             c.request("append", records=[{"kind": "sale", "body": {"i": i}} for i in range(3)])
         code, lines = run_doctor(cfg, sock, state)
-        assert lines["config"] == [f"OK {cfg}; 1 printer, 0 scanners"]
-        assert lines["socket"][0].startswith(f"OK {sock}: edged ") and "on till till-7" in lines["socket"][0]
+        assert lines["config"] == [f"OK {cfg} (till till-7)"]
+        assert lines["socket"][0].startswith(f"OK {sock}: edged ") and "on till till-7 (simulated), up " in \
+            lines["socket"][0]
+        # The count and the lists below come from the same status: the config names one printer,
+        # the simulated till emulates it and adds two scanners.
+        assert lines["socket"][0].endswith("; 1 printer, 2 scanners")
         assert lines["journal"] == [f"OK {before + 3} records in 1 segment (seq 1..{before + 3}) in {state}"]
-        assert lines["printers"] == ["OK receipt (network): ready"]
+        assert lines["printers"] == ["OK receipt (simulated): ready"]
         assert all(x.startswith("OK ") for x in lines["scanners"]) and len(lines["scanners"]) == 2  # simulated
-        assert lines["devices"] == ["OK no device nodes configured (network printers are checked below)"]
         assert re.fullmatch(rf"(OK|WARN|FAIL) [\d.]+ [GM]B free of [\d.]+ [GM]B \(\d+ %\) on {state}",
                             lines["disk"][0])
         assert list(lines) == ["config", "user", "devices", "udev", "socket", "journal", "printers",
                                "scanners", "disk"]
-        assert failing(lines) <= {"user", "udev"}  # this machine has no edged package installed
-        if not HAS_EDGED_USERS:
-            assert lines["user"] == ["FAIL no user _edged, no group edged",
-                                     "-> the edged package creates them: sudo apt install --reinstall edged"]
-        assert code == (1 if failing(lines) else 0)
+        # What only the Debian package brings does not apply to a simulated till: N/A, never FAIL.
+        for check in ("user", "devices", "udev"):
+            assert lines[check][0].startswith("N/A not part of a simulated till: "), lines[check]
+            assert len(lines[check]) == 1  # no hint to install anything
+        assert failing(lines) <= {"disk"} and code == (1 if failing(lines) else 0)
 
         assert "paper_out" in edged("sim", "set", "paper_out=on", "--socket", str(sock)).stdout
         code, lines = run_doctor(cfg, sock, state)
         printer = lines["printers"][0]
-        assert printer.startswith("FAIL receipt (network): error: ") and "paper_out" in printer
+        assert printer.startswith("FAIL receipt (simulated): error: ") and "paper_out" in printer
         assert lines["printers"][1] == "-> load a new paper roll and close the cover"
         assert "printers" in failing(lines) and code == 1
 
@@ -108,6 +111,16 @@ def test_a_running_till_then_paper_out_then_stopped_then_a_damaged_journal(short
         assert lines["printers"][0] == "WARN not checked: daemon not reachable"
         assert lines["journal"][0].startswith(f"OK {before + 3} records")  # readable with the daemon stopped
         assert code == 1
+        # Nothing says the till is simulated now: the package's parts are judged ...
+        assert lines["devices"] == ["OK no device nodes configured (network printers are checked below)"]
+        assert not any(x.startswith("N/A") for ls in lines.values() for x in ls)
+        if not HAS_EDGED_USERS:
+            assert lines["user"][0] == "FAIL no user _edged, no group edged"
+            assert "--reinstall" not in lines["user"][1]  # this edged runs from a checkout
+        # ... unless the technician says so.
+        code, lines = run_doctor(cfg, sock, state, "--simulated")
+        assert [lines[c][0][:4] for c in ("user", "devices", "udev")] == ["N/A "] * 3
+        assert failing(lines) == {"socket"}
 
         copy = short_dir / "copy"
         shutil.copytree(state, copy)
@@ -155,9 +168,9 @@ def test_read_write_permission_by_owner_group_and_other(tmp_path):
     ]
     for mode, uid, gids, expected in cases:
         node.chmod(mode)
-        assert doctor.opens_read_write(str(node), uid, gids) is expected, (oct(mode), uid, gids)
+        assert doctor_nodes.opens_read_write(str(node), uid, gids) is expected, (oct(mode), uid, gids)
     with pytest.raises(FileNotFoundError):
-        doctor.opens_read_write(str(tmp_path / "gone"), me, set())
+        doctor_nodes.opens_read_write(str(tmp_path / "gone"), me, set())
 
 
 @pytest.mark.skipif(HAS_EDGED_USERS, reason="this machine has edged's users")
@@ -168,17 +181,35 @@ def test_device_nodes_missing_and_present_judged_for_this_process(tmp_path):
     cfg = config.from_dict({"printers": {"a": {"backend": "file", "device": str(lp)},
                                          "b": {"backend": "serial", "device": str(tmp_path / "ttyUSB9")},
                                          "net": {"host": "10.0.0.9"}}})
-    found = doctor.check_devices(cfg, "/etc/edged/edged.toml")
+    found = doctor_nodes.check_devices(cfg, "/etc/edged/edged.toml")
     assert [str(f) for f in found] == [
         f"OK    devices   printer a: {lp}, this process, uid {os.getuid()} (no user _edged) may open it",
         f"FAIL  devices   printer b: no {tmp_path / 'ttyUSB9'}\n{'':16}-> plugged in and switched on? ls /dev/edged/"]
+    # A simulated till emulates every printer: their nodes are not its business ...
+    assert [str(f) for f in doctor_nodes.check_devices(cfg, "/etc/edged/edged.toml", simulated=True)] == [
+        "N/A   devices   not part of a simulated till: its printer and scanners are emulated, no device nodes"]
+    # ... but a scanner in the config is opened for real, simulated or not.
+    with_scanner = config.from_dict({"printers": {"b": {"backend": "serial", "device": "/dev/ttyUSB9"}},
+                                     "scanners": {"front": {"backend": "serial", "device": str(tmp_path / "scan"),
+                                                            "suffix": "cr"}}})
+    found = doctor_nodes.check_devices(with_scanner, "/etc/edged/edged.toml", simulated=True)
+    assert [(f.level, f.found) for f in found] == [("FAIL", f"scanner front: no {tmp_path / 'scan'}")]
+
+
+def test_what_the_package_brings_is_reinstalled_on_a_till_and_installed_from_a_checkout():
+    assert doctor.packaged("/usr/lib/edged/edged/doctor.py")
+    assert not doctor.packaged()  # these tests run from a checkout
+    on_till = doctor.package_hint("installs it", "/usr/lib/edged/edged/doctor.py")
+    assert on_till == "the edged package installs it: sudo apt install --reinstall edged"
+    here = doctor.package_hint("installs it")
+    assert "--reinstall" not in here and "runs from a checkout" in here and "edged demo" in here
 
 
 @pytest.mark.skipif(HAS_EDGED_USERS, reason="this machine has edged's users")
 def test_user_check_fails_without_the_package_and_names_the_group_to_join():
     found = doctor.check_users(None)
     assert found.level == "FAIL" and found.found == "no user _edged, no group edged"
-    assert found.hint == "the edged package creates them: sudo apt install --reinstall edged"
+    assert found.hint.startswith("the edged package creates them; this edged runs from a checkout: install")
     assert doctor.check_users(None, daemon_user="root", client_group="root").level == "OK"
     joined = doctor.check_users("nobody", daemon_user="root", client_group="root")
     assert (joined.level, joined.hint) == ("WARN", "sudo usermod -aG root nobody, then log in again")
@@ -193,7 +224,7 @@ def test_udev_rules_packaged_and_site(tmp_path):
     cfg = config.load(cfg_path)
 
     def check(c=None):
-        return [(f.level, f.found) for f in doctor.check_udev(c, str(cfg_path), [lib], site)]
+        return [(f.level, f.found) for f in doctor_nodes.check_udev(c, str(cfg_path), [lib], site)]
 
     assert check() == [("FAIL", f"no 70-edged.rules in {lib}: edged cannot open its devices")]
     (lib / registry.RULES_NAME).write_text(registry.rules_text())

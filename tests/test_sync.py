@@ -269,9 +269,13 @@ def test_sync_log_says_which_days_reached_head_office(short_dir):
             return [await asyncio.to_thread(_cli, *args, "--socket", path)
                     for args in (("sync", "log", "--consumer", "head-office", "--since", "1h"),
                                  ("sync", "log", "--consumer", "nobody"),
-                                 ("sync", "log", "--since", "last tuesday"))]
-    since, nobody, bad = asyncio.run(again())
+                                 ("sync", "log", "--since", "last tuesday"),
+                                 ("sync", "log", "--json"))]
+    since, nobody, bad, as_json = asyncio.run(again())
     assert f"acked 1..{tuesday['seq']}" in since.stdout
+    scripted = json.loads(as_json.stdout)
+    assert [e["event"] for e in scripted["entries"]] == ["registered", "online", "ack"]
+    assert scripted["entries"][2]["to"] == tuesday["seq"] and scripted["days"][0]["business_day"] == "2026-11-17"
     assert nobody.returncode == 1 and "no consumer 'nobody' (consumers: head-office)" in nobody.stderr
     assert bad.returncode == 2 and "--since 'last tuesday': write a date" in bad.stderr
     assert parse_time("2h", now=10000.0) == 10000.0 - 7200

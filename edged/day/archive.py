@@ -109,7 +109,8 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None
     out.added += added
     out.skipped += skipped
     left_out = sum((m.get("excluded") or {}).get("counts", {}).values())
-    out.imported.append(f"{till} {day}: {added} records added, {skipped} already archived"
+    out.imported.append(f"{till} {day}: {added} record{'' if added == 1 else 's'} added, "
+                        f"{skipped} already archived"
                         + (f", {left_out} left out by the till (export.exclude_kinds)" if left_out else ""))
 
 

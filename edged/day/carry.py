@@ -37,6 +37,7 @@ class Written:
     path: str
     manifest: dict[str, Any]
     device: str | None
+    size: int  # every byte written, manifest.json too: what progress counted up to
 
 
 class Carrier:
@@ -153,7 +154,7 @@ class Carrier:
         except ex.ExportError as e:
             self._failed(export_id, day, str(e), device)
             raise
-        return Written(day, export_id, path, manifest, device)
+        return Written(day, export_id, path, manifest, device, ex.size(files, manifest))
 
     async def mark(self, w: Written) -> dict[str, Any]:
         """Journal `day.exported` for a written (and, for a stick, unmounted) export."""
@@ -166,5 +167,5 @@ class Carrier:
         log.info("business day %s exported to %s (records %d..%d)", w.day, w.path, w.manifest["first_seq"],
                  w.manifest["last_seq"])
         self.publish({"event": "usb.export", "export_id": w.export_id, "business_day": w.day, "state": "done",
-                      "path": w.path, "device": w.device, "bytes": w.manifest["files"]["journal.seg"]["size"]})
+                      "path": w.path, "device": w.device, "bytes": w.size})
         return done

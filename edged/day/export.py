@@ -90,6 +90,12 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
 
 
+def size(files: dict[str, bytes], manifest: dict[str, Any]) -> int:
+    """The bytes an export writes: its files and manifest.json. Progress counts up to this, and the
+    `done` event reports it, so the two figures are one measure."""
+    return sum(map(len, files.values())) + len(manifest_bytes(manifest))
+
+
 def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], manifest: dict[str, Any],
           progress: Callable[[int, int], None] = lambda done, total: None,
           step: Callable[[str], None] = lambda name: None) -> str:
@@ -97,7 +103,7 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
     step(name) is called before each of STEPS ("write": after the first chunk is written)."""
     name = day_dir(business_day)
     doc = manifest_bytes(manifest)
-    total, done = sum(map(len, files.values())) + len(doc), 0
+    total, done = size(files, manifest), 0
     fds: list[int] = []
     till: int | None = None
     partial = f".{name}.partial"

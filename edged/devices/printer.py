@@ -19,6 +19,13 @@ from .escpos_link import Link
 log = logging.getLogger("edged.printer")
 
 
+def _change_line(name: str, old: st.PrinterStatus, new: st.PrinterStatus, detail: str = "") -> str:
+    """The log line of a status change, e.g. "printer receipt: ok -> error: offline, paper_out"."""
+    line = f"printer {name}: {old.state} -> {new.state}"
+    line += f": {', '.join(new.reasons)}" if new.reasons else ""
+    return line + (f" ({detail})" if detail else "")
+
+
 class Printer:
     """One configured printer; its state is the last status verdict."""
 
@@ -104,9 +111,11 @@ class Printer:
     def _apply(self, new: st.PrinterStatus) -> None:
         self._last_tick = time.monotonic()
         if new != self.status:
-            log.log(logging.INFO if new.state in ("ok", "warn") else logging.WARNING,
-                    "printer %s: %s -> %s %s%s", self.name, self.status.state, new.state,
-                    ", ".join(new.reasons), f" ({self.detail})" if self.detail else "")
+            # The drawer's sensor (pin 3) is part of the status, and the listeners need it, but
+            # a drawer opening is no change of the printer: the drawer logs that itself.
+            if (new.state, new.reasons) != (self.status.state, self.status.reasons):
+                log.log(logging.INFO if new.state in ("ok", "warn") else logging.WARNING, "%s",
+                        _change_line(self.name, self.status, new, self.detail))
             self.status, self.changed_at = new, time.time()
             for listener in list(self.listeners):
                 listener(self)

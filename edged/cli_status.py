@@ -1,0 +1,60 @@
+"""`edged status` as people read it (--json gives the daemon's answer as it is)."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import cli_format
+
+
+def format_status(s: dict[str, Any]) -> str:
+    lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
+             f"up {s['uptime']:.0f} s)",
+             f"journal   {_journal(s['journal'])}", ""]
+    lines += device_lines(s)
+    for name, c in (s.get("sync") or {}).items():
+        age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
+        last = f" last ack {cli_format.clock(c['last_ack'])}" if c.get("last_ack") else " never acked"
+        kinds = f" (kinds {', '.join(c['kinds'])})" if c.get("kinds") else ""
+        lines.append(f"sync      {name}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
+                     f"{last}")
+    for kind, d in (s.get("deadlines") or {}).items():
+        overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
+        lines.append(f"deadline  {kind} within {d['within']:g} s by {d['consumer']}: {d['waiting']} waiting{overdue}")
+    if s.get("usb"):
+        sticks = ", ".join(f"{k['device']} ({k['fs_type']}{', mounted' if k['mounted'] else ''})"
+                           for k in s["usb"]["sticks"]) or "none plugged in"
+        lines.append(f"usb       sticks: {sticks}; mounter {s['usb']['mounter']}")
+    conns = s.get("connections", [])
+    lines.append("")
+    lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
+                 f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
+    rows = []
+    for c in conns:
+        subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
+                         for n, v in c.get("subscriptions", {}).items())
+        doing = "  ".join(x for x in (f"watching {','.join(c['topics'])}" if c.get("topics") else "", subs) if x)
+        rows.append((c["client"], f"pid {c['pid']}", f"uid {c['uid']}", f"queue {c.get('queue', 0)}", doing))
+    lines += cli_format.table(rows, indent="  ") if rows else []
+    return "\n".join(lines) + "\n"
+
+
+def device_lines(s: dict[str, Any]) -> list[str]:
+    """The status's device table: one row per printer, drawer and scanner."""
+    rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
+    for name, dev in sorted(s["devices"].items()):
+        detail = ", ".join(dev.get("reasons") or []) or "-"
+        if dev.get("detail"):
+            detail += f" ({dev['detail']})"
+        rows.append((name, dev["kind"], dev["state"], detail))
+    return cli_format.table(rows) if len(rows) > 1 else ["(no devices configured)"]
+
+
+def _journal(j: dict[str, Any]) -> str:
+    """The status's journal line: its range, and its state when not ok."""
+    span = cli_format.seq_range(j["first_seq"], j["last_seq"])
+    out = "empty" if span == "empty" else f"records {span}"
+    if j.get("segments") and span != "empty":
+        out += f" in {cli_format.plural(j['segments'], 'segment')}"
+    if j.get("state", "ok") != "ok":  # degraded or read-only: the technician must see it
+        out += f"; {j['state'].replace('_', '-').upper()}" + (f": {j['problem']}" if j.get("problem") else "")
+    return out
