@@ -58,19 +58,34 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if not item.get_closest_marker("long")]
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """In CI, a skip not listed in tests/ci_skips.py is a failure that names what is missing."""
-    outcome = yield
-    report = outcome.get_result()
-    if not (IN_CI and report.skipped and isinstance(report.longrepr, tuple)) or hasattr(report, "wasxfail"):
+def _refused_in_ci(report) -> None:
+    """A skip (or an expected failure) CI does not accept becomes a failure naming what is missing."""
+    if hasattr(report, "wasxfail"):
+        reason = f"expected to fail: {report.wasxfail}"
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+    else:
         return
-    reason = report.longrepr[2].removeprefix("Skipped: ")
     if allowed(reason) is None:
         report.outcome = "failed"
         report.longrepr = (f"skipped in CI, which must provide what this test needs: {reason}\n"
                            f"(make test installs the test tools; tests/ci_skips.py lists the only skips "
                            f"CI accepts)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if IN_CI:
+        _refused_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """Skips while collecting (a module-level skip or importorskip) count too."""
+    outcome = yield
+    if IN_CI:
+        _refused_in_ci(outcome.get_result())
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def test_demo_runs_end_to_end(tmp_path):
     shown = re.findall(r"^  \d\d:\d\d:\d\d (WARNING|ERROR) +edged[.\w]*: ", out, re.M)
     assert 1 <= len(shown) <= 5 and "printer receipt: ok -> error: offline, paper_out" in out
     tmp = re.search(r"in a temporary directory, removed at the end: (\S+)$", out, re.M)[1]
-    assert tmp.startswith("/tmp/edged-demo-") and not os.path.exists(tmp)
+    assert tmp.startswith(os.path.join(tempfile.gettempdir(), "edged-demo-")) and not os.path.exists(tmp)
 
 
 def test_a_demo_stopped_by_sigterm_stops_its_daemon_and_leaves_no_directory(tmp_path):

@@ -11,6 +11,7 @@ Usage (make test-fresh, root): python3 tests/package/fresh.py [WORK]   (default 
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -54,7 +55,7 @@ def run(work: Path, log) -> int:
         elif path.exists():
             shutil.copy(path, root / str(path).lstrip("/"))
     failed = 0
-    for name, command in [("git clone", "git clone -q /repo /root/edged"), *STEPS]:
+    for name, command in [("git clone", "git -c safe.directory='*' clone -q /repo /root/edged"), *STEPS]:
         t0 = time.monotonic()
         out = work / f"{name.replace(' ', '-')}.log"
         code = in_bare(root, command if name == "git clone" else f"cd /root/edged && {command}", out)
@@ -76,13 +77,16 @@ def in_bare(root: Path, command: str, out: Path) -> int:
     """COMMAND as root in the bare Debian, in a private mount namespace: its mounts of /proc, /sys,
     /dev and the repository go away with it."""
     # The root a mount point of its own: systemd-nspawn (make package) remounts / inside.
-    binds = [f"mount --bind {root} {root}", f"mount --rbind /dev {root}/dev", f"mount --rbind /sys {root}/sys",
-             f"mount -t proc proc {root}/proc", f"mount -t tmpfs tmpfs {root}/run",
-             f"mount -t tmpfs tmpfs {root}/tmp", f"mount --bind -o ro {REPO} {root}/repo"]
-    env = " ".join(f"{k}='{v}'" for k, v in ENV.items())
-    script = " && ".join(binds) + f" && exec chroot {root} /usr/bin/env -i {env} /bin/sh -c '{command} 2>&1'"
+    r, repo = shlex.quote(str(root)), shlex.quote(str(REPO))
+    binds = [f"mount --bind {r} {r}", f"mount --rbind /dev {r}/dev", f"mount --rbind /sys {r}/sys",
+             f"mount -t proc proc {r}/proc", f"mount -t tmpfs tmpfs {r}/run", f"mount -t tmpfs tmpfs {r}/tmp",
+             f"mount --bind -o ro {repo} {r}/repo"]
+    env = " ".join(shlex.quote(f"{k}={v}") for k, v in ENV.items())
+    script = " && ".join(binds) + f" && exec chroot {r} /usr/bin/env -i {env} /bin/sh -c {shlex.quote(command)}"
     with open(out, "w") as sink:
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        # A PID namespace too: whatever a step started (udevd, udisksd, edged) dies with it.
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+                               "sh", "-c", script],
                               stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
 
 

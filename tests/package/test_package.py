@@ -253,8 +253,13 @@ def test_upgrade_keeps_config_and_journal(till, debs):
 
 
 def test_purge_removes_state(till):
+    # The daemon kept python-escpos's cache in its CacheDirectory, not in a /tmp directory.
+    cached = till.sh("ls /var/cache/edged").stdout.split()
+    strays = till.sh("find /tmp /var/tmp -maxdepth 4 -name 'tmp*' -user _edged").stdout.split()
+    log(f"cache: /var/cache/edged holds {cached}; _edged's /tmp entries: {strays or 'none'}")
+    assert [c for c in cached if c.startswith("escpos-")] and strays == []
     till.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y edged", timeout=300)
-    left = till.sh("ls -d /var/lib/edged /etc/edged /run/edged/edged.sock /lib/systemd/system/edged.service "
+    left = till.sh("ls -d /var/lib/edged /var/cache/edged /etc/edged /run/edged/edged.sock /lib/systemd/system/edged.service "
                    "/lib/udev/rules.d/70-edged.rules 2>/dev/null || true").stdout.split()
     unit = till.sh("systemctl show -p LoadState --value edged").stdout.strip()
     log(f"purge: left behind {left or 'nothing'}; unit {unit}; user _edged kept: "
