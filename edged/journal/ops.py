@@ -10,6 +10,7 @@ import msgpack
 
 from ..relay import framing
 from ..relay import protocol as p
+from .highwater import LOST
 from .service import Journal
 from .store import Entry
 
@@ -170,7 +171,7 @@ class Subscription:
             frames = []
             for rec in records:
                 self.next_seq = rec.seq + 1
-                if self.kinds and rec.kind not in self.kinds:
+                if self.kinds and rec.kind not in self.kinds and rec.kind != LOST:  # every consumer sees a gap
                     continue
                 self.in_flight.append(rec.seq)
                 if rec.wire is None:  # encoded once, however many subscribers get it
