@@ -163,3 +163,15 @@ def test_lost_records_with_nothing_left_and_a_crash_before_the_lost_record(short
     third = Store(RealDisk(root))
     third.open()
     assert third.last_seq == top + 1 and third.gaps() == [(1, top)]
+
+
+def test_a_damaged_high_water_mark_stops_startup_with_one_line(short_dir):
+    journal = short_dir / "state" / "journal"
+    journal.mkdir(parents=True)
+    (journal / "highwater").write_bytes(b"\x82\xa8reserved\xa1x\xa7durable\x00")
+    run = subprocess.run([sys.executable, "-m", "edged", "run", "--config", os.devnull, "--state-dir",
+                          str(short_dir / "state"), "--socket", str(short_dir / "edged.sock")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"edged: {journal}/highwater holds reserved='x'") and "remove it" in last

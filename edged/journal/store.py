@@ -284,7 +284,9 @@ class Store:
         self._handle = self.disk.open(f"{SEGDIR}/{self.active.name}", create=False)
 
     def write_index(self, seg: Segment) -> None:
-        write_atomic(self.disk, f"{SEGDIR}/{seg.name}.idx", encode_idx(self.txi.by_segment.get(seg.name, {})))
+        data = encode_idx(self.txi.by_segment.get(seg.name, {}))
+        write_atomic(self.disk, f"{SEGDIR}/{seg.name}.idx", data)
+        self.txi.seal(seg.name, data)
 
     def gaps(self) -> list[tuple[int, int]]:
         """Seq ranges journaled as lost (journal.lost) within the retained journal."""
