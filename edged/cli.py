@@ -267,7 +267,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def format_status(s: dict[str, Any]) -> str:
     lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
              f"up {s['uptime']:.0f} s)",
-             f"journal   records {s['journal']['first_seq']}..{s['journal']['last_seq']}", ""]
+             f"journal   records {s['journal']['first_seq']}..{s['journal']['last_seq']}"
+             + "".join(f"; LOST {r['first_seq']}..{r['last_seq']}" for r in s["journal"].get("lost", [])), ""]
     rows = [("DEVICE", "KIND", "STATE", "DETAIL")]
     for name, dev in sorted(s["devices"].items()):
         detail = ", ".join(dev.get("reasons") or []) or "-"

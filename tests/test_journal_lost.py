@@ -108,6 +108,10 @@ def test_a_lost_acked_tail_is_journaled_never_reused_and_reaches_every_consumer(
         orders.request("subscribe", consumer="orders", **{"from": "acked"}, kinds=["order.web"])
         assert [(r["seq"], r["kind"]) for r in _records(orders, 1)] == [(top + 1, "journal.lost")]
 
+    shown = subprocess.run([sys.executable, "-m", "edged", "status", "--socket", daemon.sock],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert f"; LOST 6..{top}" in shown
+
     daemon.stop()  # a second start neither repeats the record nor forgets the gap
     daemon.start()
     with daemon.client("tech") as tech:
