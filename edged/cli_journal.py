@@ -59,8 +59,9 @@ def journal_disk(state_dir: str | Path) -> RealDisk:
 def describe(report: Report) -> str:
     """What a verify run covered, e.g. "30 records in 2 segments (seq 1..30)"."""
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
+    lost = "".join(f"; seqs {a}..{b} journaled as lost" for a, b in report.lost)
     return (f"{report.records} record{'s' if report.records != 1 else ''} in {report.segments} "
-            f"segment{'s' if report.segments != 1 else ''} ({span})")
+            f"segment{'s' if report.segments != 1 else ''} ({span}{lost})")
 
 
 def _disk(args: argparse.Namespace) -> RealDisk:

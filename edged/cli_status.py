@@ -55,6 +55,8 @@ def _journal(j: dict[str, Any]) -> str:
     out = "empty" if span == "empty" else f"records {span}"
     if j.get("segments") and span != "empty":
         out += f" in {cli_format.plural(j['segments'], 'segment')}"
+    # Records a cursor or an ack proved existed, lost from storage (journal.lost): never hidden.
+    out += "".join(f"; LOST {r['first_seq']}..{r['last_seq']}" for r in j.get("lost", []))
     if j.get("state", "ok") != "ok":  # degraded or read-only: the technician must see it
         out += f"; {j['state'].replace('_', '-').upper()}" + (f": {j['problem']}" if j.get("problem") else "")
     return out

@@ -192,6 +192,9 @@ class JournalSettings:
     segment_size: int = field(default=16 << 20, metadata=_range(64 << 10, 1 << 30) | _help("bytes before a new segment"))
     min_retention_days: float = field(default=30.0, metadata=_range(0, 3650)
                                       | _help("keep acked segments at least this long"))
+    flush_timeout: float = field(default=10.0, metadata=_range(0.5, 300) | _help(
+        "seconds a journal write or fdatasync may take; then the journal turns read-only, waiting appends "
+        "get journal_unavailable and the watchdog is no longer fed (keep it below WatchdogSec, 20 s)"))
 
 
 @dataclass

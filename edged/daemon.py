@@ -123,7 +123,11 @@ class Daemon:
         jcfg = self.cfg.journal
         store = Store(RealDisk(str(self.state_dir / "journal")), segment_size=jcfg.segment_size,
                       ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
-        journal = Journal(store, min_retention_days=jcfg.min_retention_days, on_event=self.publish)
+        journal = Journal(store, min_retention_days=jcfg.min_retention_days, on_event=self.publish,
+                          flush_timeout=jcfg.flush_timeout)
+        wd = self.notifier.watchdog_interval
+        if wd and jcfg.flush_timeout >= 2 * wd:  # a hung flush is then noticed a watchdog period late
+            log.warning("journal.flush_timeout (%g s) is not below WatchdogSec (%g s)", jcfg.flush_timeout, 2 * wd)
         await self._start("journal", journal)
         # Before anything else appends: both read the journal from their cursors, then follow it.
         sync = Sync(journal, self.cfg.sync, AckLog(self.state_dir / "sync.log"), self.publish)

@@ -7,6 +7,7 @@ the journal directory and use "/".
 from __future__ import annotations
 
 import os
+import time
 from typing import Protocol
 
 
@@ -28,6 +29,9 @@ class RealDisk:
     def __init__(self, root: str) -> None:
         self.root = root
         os.makedirs(root, exist_ok=True)
+        # When the call that writes or syncs now started (time.monotonic()), None between calls:
+        # the journal's watchdog check reads it from the loop (docs/JOURNAL.md, "A flush that hangs").
+        self.busy_since: float | None = None
 
     def _p(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
@@ -46,15 +50,23 @@ class RealDisk:
         return os.open(self._p(rel), os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC, 0o640)
 
     def write_at(self, handle: int, offset: int, data: bytes) -> None:
-        done = os.pwrite(handle, data, offset)
-        view = memoryview(data)[done:]
-        while view:  # pwrite may write less than asked
-            offset += done
-            done = os.pwrite(handle, view, offset)
-            view = view[done:]
+        self.busy_since = time.monotonic()
+        try:
+            done = os.pwrite(handle, data, offset)
+            view = memoryview(data)[done:]
+            while view:  # pwrite may write less than asked
+                offset += done
+                done = os.pwrite(handle, view, offset)
+                view = view[done:]
+        finally:
+            self.busy_since = None
 
     def fdatasync(self, handle: int) -> None:
-        os.fdatasync(handle)
+        self.busy_since = time.monotonic()
+        try:
+            os.fdatasync(handle)
+        finally:
+            self.busy_since = None
 
     def truncate(self, handle: int, size: int) -> None:
         os.ftruncate(handle, size)
@@ -70,9 +82,11 @@ class RealDisk:
 
     def fsync_dir(self, rel: str) -> None:
         fd = os.open(self._p(rel), os.O_RDONLY | os.O_DIRECTORY)
+        self.busy_since = time.monotonic()
         try:
             os.fsync(fd)
         finally:
+            self.busy_since = None
             os.close(fd)
 
 

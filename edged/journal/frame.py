@@ -131,6 +131,7 @@ class Wired:
     seq: int
     kind: str
     wire: bytes
+    ts: int = 0  # unix us: sync state reads the age of a consumer's oldest unacked record
 
 
 # The `record` event map, written around slices of the payload: replaying a backlog
@@ -166,7 +167,7 @@ def wired(buf: bytes | memoryview, pos: int, unpacker: msgpack.Unpacker) -> Wire
     raw = bytes(payload)
     body = b"".join((_W1, _W_SEQ_TS.pack(seq, _W2, ts), b"\xa4kind", raw[k0:b0], b"\xa4body", raw[b0:t0],
                      b"\xa5tx_id", raw[t0:c0], b"\xa6number", raw[n0:], b"\xa5chain\xc4\x20", chain))
-    return Wired(seq, kind, _W_LEN.pack(len(body)) + body)
+    return Wired(seq, kind, _W_LEN.pack(len(body)) + body, ts)
 
 
 def encode_segment_head(first_seq: int, prev_chain: bytes) -> bytes:

@@ -10,6 +10,7 @@ import msgpack
 
 from ..relay import framing
 from ..relay import protocol as p
+from .highwater import LOST
 from .service import Journal
 from .store import Entry
 
@@ -23,6 +24,7 @@ MAX_WINDOW = 100_000
 _PACK = msgpack.Packer(use_bin_type=True).pack
 _HEAD = framing.HEADER.pack
 _NAME_MAX = 128
+_TX_MAX = 256
 RESERVED = "journal."
 
 
@@ -46,8 +48,9 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
         if "body" not in rec:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].body is missing")
         tx_id, counter = rec.get("tx_id"), rec.get("number")
-        if tx_id is not None and (not isinstance(tx_id, str) or not tx_id):
-            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].tx_id must be a non-empty string")
+        if tx_id is not None and (not isinstance(tx_id, str) or not 0 < len(tx_id) <= _TX_MAX):
+            # bounded: the tx-id index keeps every tx_id of the active segment in memory
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].tx_id must be a string of 1 to {_TX_MAX} characters")
         if counter is not None and not isinstance(counter, str):
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].number must name a number range")
         out.append(Entry(kind, rec["body"], tx_id, counter))
@@ -170,7 +173,7 @@ class Subscription:
             frames = []
             for rec in records:
                 self.next_seq = rec.seq + 1
-                if self.kinds and rec.kind not in self.kinds:
+                if self.kinds and rec.kind not in self.kinds and rec.kind != LOST:  # every consumer sees a gap
                     continue
                 self.in_flight.append(rec.seq)
                 if rec.wire is None:  # encoded once, however many subscribers get it

@@ -13,6 +13,7 @@ import struct
 import msgpack
 
 from . import frame as fr
+from . import highwater
 from .disk import write_atomic
 from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
 from .txindex import encode_idx
@@ -89,7 +90,13 @@ def _scan(store: Store, name: str, last: bool) -> bool:
             return True
         store.problems.append(f"segment {name} offset 0: {e.reason}")
         return False
-    if first != store.last_seq + 1 or (store.chain and prev != store.chain):
+    jumped = first > store.last_seq + 1 and (not store.chain or prev == store.chain)
+    if jumped and last and len(data) <= fr.SEG_HEAD_SIZE:
+        _remove(store, name)  # made for a lost range and cut before its journal.lost: done again
+        return True
+    if jumped and highwater.declares_gap(data, fr.SEG_HEAD_SIZE, store.last_seq, first):
+        pass  # seqs journaled as lost (highwater.py): the chain runs on across them
+    elif first != store.last_seq + 1 or (store.chain and prev != store.chain):
         store.problems.append(f"segment {name} offset 0: starts at {first} with another chain than "
                               f"the journal's seq {store.last_seq}")
         return False

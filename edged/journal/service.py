@@ -6,13 +6,11 @@ while a flush is in progress and the next flush takes them all (one fdatasync
 for many clients); an idle journal flushes a lone append at once. Results go
 back to the event loop in one call per flush.
 
-One exception, for speed: while the disk has been fast (the last flushes each
-took under FAST_FLUSH) and the thread has nothing in hand, appends are flushed
-on the event loop itself, batched per loop iteration. Handing a flush to a
-thread and back costs two cross-CPU wakeups (~85 us on a VM), as much as
-a fast fdatasync; blocking the loop for under 2 ms costs less. One slow flush
-sends the following ones back to the thread, so a slow SD card or a sick disk
-never stalls the loop twice.
+Disk I/O never runs on the event loop: a disk that hangs in fdatasync (a dying
+SD card, a stuck USB bridge) must leave the loop free to answer the waiting
+appends `journal_unavailable` and to stop feeding systemd's watchdog. A flush
+that has not returned after `flush_timeout` makes the journal unhealthy and
+read-only until restart (see docs/JOURNAL.md, "A flush that hangs").
 """
 from __future__ import annotations
 
@@ -24,55 +22,69 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
+import msgpack
+
 from . import frame as fr
+from ..relay import framing
 from .disk import write_atomic
 from .store import Appended, Entry, JournalError, Store
 
 log = logging.getLogger("edged.journal")
-CACHE = 10_000  # recent records kept in memory for live subscribers
+CACHE = 10_000  # recent records kept in memory for live subscribers, at most this many
+CACHE_BYTES = 16 << 20  # and at most this many bytes of encoded events (docs/PROTOCOL.md, "Limits")
+_ENTRY_COST = 120  # bytes a cached record costs beside its encoded event (the Wired object, the deque)
 RETENTION_EVERY = 3600.0
-FAST_FLUSH = 0.002  # s: below this a flush may run on the event loop
-FAST_STREAK = 8  # this many fast flushes in a row first
+DEFAULT_FLUSH_TIMEOUT = 10.0
+# The loop thread's own packer (a Packer is not thread-safe; reusing one beats packb).
+_PACK = msgpack.Packer(use_bin_type=True).pack
+_HEAD = framing.HEADER.pack
 
 
 class Journal:
     name = "journal"
 
     def __init__(self, store: Store, *, min_retention_days: float = 30.0,
-                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 flush_timeout: float = DEFAULT_FLUSH_TIMEOUT) -> None:
         self.store = store
         self.min_retention_us = int(min_retention_days * 86400e6)
         self.on_event = on_event or (lambda event: None)
+        self.flush_timeout = flush_timeout
+        self.hung: str | None = None  # set once a flush outlived flush_timeout: read-only until restart
         self.cursors: dict[str, int] = {}
         self.last_seq = 0
         self.first_seq = 1
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()  # (kind, payload, future) for the thread
+        self._outstanding: set[asyncio.Future] = set()  # handed to the thread, not settled yet
         self._new = asyncio.Event()
-        self._cache: collections.deque[fr.Record] = collections.deque(maxlen=CACHE)
+        # Recent records as encoded `record` events, not decoded bodies: a body of a million
+        # empty arrays is 1 MiB on the wire and ~70 MiB decoded.
+        self._cache: collections.deque[fr.Wired] = collections.deque()
+        self._cache_bytes = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._warned: set[str] = set()
         self.flushes = 0
-        self.inline_flushes = 0
-        self._busy = 0  # jobs handed to the thread and not settled yet: the Store is the thread's
-        self._pending: list[tuple[list[Entry], asyncio.Future]] = []  # for the next inline flush
-        self._flush_times: collections.deque[float] = collections.deque(maxlen=FAST_STREAK)
         # Parts that follow the journal (sync state, deadlines): told of every durable record, and of
         # every cursor change as (consumer, old, new); old None: registered, new None: removed.
         self.on_records: list[Callable[[list[fr.Record]], None]] = []
         self.on_cursor: list[Callable[[str, int | None, int | None], None]] = []
 
-    def _put(self, kind: str, payload: Any, fut: asyncio.Future) -> None:
-        self._busy += 1
+    def _submit(self, kind: str, payload: Any) -> asyncio.Future:
+        assert self._loop is not None
+        fut = self._loop.create_future()
+        if self.hung:
+            fut.set_exception(JournalError("journal_unavailable", self.hung))
+            return fut
+        self._outstanding.add(fut)
+        fut.add_done_callback(self._outstanding.discard)
         self._jobs.put((kind, payload, fut))
+        return fut
 
     async def _run(self, fn, *args):
         """Run fn(*args) on the journal thread, in queue order with the appends."""
-        assert self._loop is not None
-        fut = self._loop.create_future()
-        self._put("call", (fn, args), fut)
-        return await fut
+        return await self._submit("call", (fn, args))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -83,7 +95,8 @@ class Journal:
         self.last_seq, self.first_seq = self.store.last_seq, self.store.first_seq
         # Lookups are right without it; the set only makes them fast on a large journal.
         threading.Thread(target=self.store.load_tx_index, name="journal-txindex", daemon=True).start()
-        self._tasks = [asyncio.create_task(self._retention_loop(), name="journal-retention")]
+        self._tasks = [asyncio.create_task(self._retention_loop(), name="journal-retention"),
+                       asyncio.create_task(self._flush_watch(), name="journal-flush-watch")]
         log.info("journal open: seq %d..%d in %d segments%s", self.first_seq, self.last_seq,
                  len(self.store.segments), f"; {self.store.read_only}" if self.store.read_only else "")
 
@@ -91,13 +104,40 @@ class Journal:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.hung:  # the thread is stuck in the kernel: waiting for it would never end
+            log.warning("journal: not waiting for the journal thread, stuck in a flush")
+            return
         if self._thread:
             await self._run(self.store.close)
             self._jobs.put(("stop", None, None))  # not counted: nothing settles it
             await asyncio.to_thread(self._thread.join)
 
+    def _stuck_for(self) -> float:
+        """Seconds the journal thread has been inside one write/flush call (0: not in one)."""
+        since = getattr(self.store.disk, "busy_since", None)
+        return time.monotonic() - since if since is not None else 0.0
+
     def healthy(self) -> bool:
+        if self.hung or self._stuck_for() > self.flush_timeout:
+            return False  # no watchdog ping: systemd restarts edged
         return self._thread is not None and self._thread.is_alive() and not any(t.done() for t in self._tasks)
+
+    async def _flush_watch(self) -> None:
+        while not self.hung:
+            await asyncio.sleep(min(1.0, self.flush_timeout / 4))
+            stuck = self._stuck_for()
+            if stuck > self.flush_timeout:
+                self._hang(stuck)
+
+    def _hang(self, stuck: float) -> None:
+        """A flush outlived flush_timeout: whatever it returns later, nobody waiting is acked."""
+        self.hung = (f"journal read-only until restart: a write or flush has not returned for {stuck:.1f} s "
+                     f"(journal.flush_timeout {self.flush_timeout:g} s)")
+        self.store.read_only = self.hung  # the thread is blocked in the kernel; it reads this when it wakes
+        log.critical("journal: %s; waiting appends answered journal_unavailable, watchdog withheld", self.hung)
+        err = JournalError("journal_unavailable", self.hung)
+        for fut in list(self._outstanding):
+            _settle(fut, None, err)
 
     def info(self) -> dict[str, Any]:
         state = "degraded" if self.store.problems else ("read_only" if self.store.read_only else "ok")
@@ -105,47 +145,23 @@ class Journal:
                                 "segments": len(self.store.segments)}
         if self.store.read_only:
             info["problem"] = self.store.read_only
+        lost = self.store.gaps()
+        if lost:
+            info["lost"] = [{"first_seq": a, "last_seq": b} for a, b in lost]
         return info
 
     # ---------- appending ----------
 
     async def append(self, entries: list[Entry]) -> list[Appended]:
         """Durable when this returns: after the fdatasync of the batch holding it."""
-        assert self._loop is not None
-        fut = self._loop.create_future()
-        if self._pending or self._may_inline():
-            self._pending.append((entries, fut))
-            if len(self._pending) == 1:  # appends made in this loop iteration share the flush
-                self._loop.call_soon(self._flush_pending)
-        else:
-            self._put("append", entries, fut)
-        return await fut
+        return await self._submit("append", entries)
 
     async def append_built(self, build: Callable[[Store], tuple[Entry, Callable[[Store], None] | None]],
                            ) -> list[Appended]:
         """Append the entry `build(store)` makes on the journal thread from the durable records,
         with no other append between its reading and its writing; then run the `after` it returns
         (e.g. rotate). For records that sum up what came before them: a day close."""
-        assert self._loop is not None
-        fut = self._loop.create_future()
-        self._put("built", build, fut)
-        return await fut
-
-    def _may_inline(self) -> bool:
-        return (self._busy == 0 and len(self._flush_times) == FAST_STREAK
-                and max(self._flush_times) < FAST_FLUSH and self.store.txi.loaded.is_set())
-
-    def _flush_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        if not self._may_inline():  # the thread got work meanwhile: it owns the Store
-            for entries, fut in batch:
-                self._put("append", entries, fut)
-            return
-        t0 = time.perf_counter()
-        results = self._store_append(batch)
-        self._flush_times.append(time.perf_counter() - t0)
-        self.inline_flushes += 1
-        self._committed(batch, results)
+        return await self._submit("built", build)
 
     def _store_append(self, batch: list) -> list:
         try:
@@ -164,8 +180,9 @@ class Journal:
             kind, payload, fut = job
             if kind == "stop":
                 return
+            if self.hung:  # queued before the hang was seen; already answered, never written
+                continue
             if kind == "built":  # an entry made from the durable state, appended with nothing between
-                t0 = time.perf_counter()
                 try:
                     entry, after = payload(self.store)
                 except BaseException as e:
@@ -174,7 +191,7 @@ class Journal:
                 results = self._store_append([([entry], fut)])
                 if not isinstance(results[0], JournalError) and after is not None:
                     after(self.store)
-                self._loop.call_soon_threadsafe(self._flushed, [([entry], fut)], results, time.perf_counter() - t0)
+                self._loop.call_soon_threadsafe(self._committed, [([entry], fut)], results)
                 continue
             if kind == "call":
                 fn, args = payload
@@ -194,20 +211,13 @@ class Journal:
                     held = nxt
                     break
                 batch.append((nxt[1], nxt[2]))
-            t0 = time.perf_counter()
             results = self._store_append(batch)
-            self._loop.call_soon_threadsafe(self._flushed, batch, results, time.perf_counter() - t0)
+            self._loop.call_soon_threadsafe(self._committed, batch, results)
 
     # --- back on the event loop ---
 
     def _called(self, fut: asyncio.Future, result: Any, error: BaseException | None) -> None:
-        self._busy -= 1
         _settle(fut, result, error)
-
-    def _flushed(self, batch: list, results: list, took: float) -> None:
-        self._busy -= len(batch)
-        self._flush_times.append(took)
-        self._committed(batch, results)
 
     def _committed(self, batch: list, results: list) -> None:
         self.flushes += 1
@@ -219,13 +229,25 @@ class Journal:
             fresh.extend(a.record for a in result if a.record is not None)
             _settle(fut, result, None)
         if fresh:
-            self._cache.extend(fresh)
+            self._remember(fresh)
             self.last_seq = fresh[-1].seq
             new, self._new = self._new, asyncio.Event()
             new.set()
             self._check_ranges(fresh)
             for listener in self.on_records:
                 listener(fresh)
+
+    def _remember(self, records: list[fr.Record]) -> None:
+        """Keep the newest records for live subscribers, bounded by count and bytes."""
+        cache = self._cache
+        for rec in records:
+            if rec.wire is None:  # encoded once, however many subscribers get it
+                event = _PACK(rec.event())
+                rec.wire = _HEAD(len(event)) + event
+            cache.append(fr.Wired(rec.seq, rec.kind, rec.wire, rec.ts))
+            self._cache_bytes += len(rec.wire) + _ENTRY_COST
+        while cache and (len(cache) > CACHE or self._cache_bytes > CACHE_BYTES):
+            self._cache_bytes -= len(cache.popleft().wire) + _ENTRY_COST
 
     def _check_ranges(self, records: list[fr.Record]) -> None:
         for rec in records:
@@ -334,7 +356,7 @@ class Journal:
 
     def lags(self) -> dict[str, int]:
         """Per consumer: durable records it has not acked yet."""
-        return {name: max(self.last_seq - seq, 0) for name, seq in self.cursors.items()}
+        return {name: max(self.last_seq - seq - self.store.lost_after(seq), 0) for name, seq in self.cursors.items()}
 
     async def remove_consumer(self, consumer: str) -> None:
         old = self.cursors.pop(consumer, None)

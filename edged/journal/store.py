@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import msgpack
 
 from . import frame as fr
+from . import highwater
 from ..relay.protocol import RequestError
 from .disk import Disk, write_atomic
 from .txindex import TxIndex, encode_idx
@@ -86,6 +87,8 @@ class Store:
         self.txi = TxIndex()
         self.problems: list[str] = []  # non-empty: degraded
         self.read_only: str | None = None
+        self.reserved = 0  # no seq above it was ever written (highwater.py)
+        self.hw_durable = 0  # the last acknowledged seq when the mark was written
         self._handle: int | None = None
 
     # ---------- opening and recovery ----------
@@ -100,11 +103,15 @@ class Store:
             self.read_only = "journal degraded: " + "; ".join(self.problems)
             log.error("journal degraded, appends refused: %s", "; ".join(self.problems))
         elif not self.segments or self.segments[-1].sealed:
-            self._new_segment()
+            self.new_segment()
         if not self.problems:
-            self._handle = self.disk.open(f"{SEGDIR}/{self.segments[-1].name}", create=False)
+            self.open_active()
+            highwater.continue_above(self)  # acked records missing: number on above them (seqs never reused)
         if load_index and not self.txi.loaded.is_set():
             self.load_tx_index()
+
+    def open_active(self) -> None:
+        self._handle = self.disk.open(f"{SEGDIR}/{self.segments[-1].name}", create=False)
 
     @property
     def active(self) -> Segment:
@@ -185,6 +192,13 @@ class Store:
         blob = b"".join(parts)
         offset = self.active.size
         assert self._handle is not None
+        if last > self.reserved:  # the mark moves ahead before any seq beyond it reaches the disk
+            try:
+                highwater.write(self.disk, last + highwater.STEP, self.last_seq)
+            except OSError as e:
+                disk_full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+                return self._fail_groups(out, f"high-water mark not written: {e}", fatal=not disk_full)
+            self.reserved = last + highwater.STEP
         try:
             self.disk.write_at(self._handle, offset, blob)
         except OSError as e:
@@ -243,7 +257,7 @@ class Store:
 
     # ---------- segments ----------
 
-    def _new_segment(self) -> None:
+    def new_segment(self) -> None:
         first = self.last_seq + 1
         seg = Segment(seg_name(first), first, first - 1, chain_end=self.chain, counters=dict(self.counters))
         handle = self.disk.open(f"{SEGDIR}/{seg.name}", create=True)
@@ -261,13 +275,31 @@ class Store:
         old = self.active
         if old.last_seq < old.first_seq:
             return
-        write_atomic(self.disk, f"{SEGDIR}/{old.name}.idx", encode_idx(self.txi.by_segment.get(old.name, {})))
+        self.write_index(old)
         self.close()
-        self._new_segment()
+        self.new_segment()
         old.sealed = True
         self.sealed_counters = dict(self.counters)
         self.write_checkpoint()
         self._handle = self.disk.open(f"{SEGDIR}/{self.active.name}", create=False)
+
+    def write_index(self, seg: Segment) -> None:
+        data = encode_idx(self.txi.by_segment.get(seg.name, {}))
+        write_atomic(self.disk, f"{SEGDIR}/{seg.name}.idx", data)
+        self.txi.seal(seg.name, data)
+
+    def gaps(self) -> list[tuple[int, int]]:
+        """Seq ranges journaled as lost (journal.lost) within the retained journal."""
+        out, expected = [], self.first_seq
+        for seg in self.segments:
+            if seg.first_seq > expected:
+                out.append((expected, seg.first_seq - 1))
+            expected = seg.last_seq + 1
+        return out
+
+    def lost_after(self, seq: int) -> int:
+        """How many seqs above `seq` are lost (not records: lags leave them out)."""
+        return sum(last - max(first, seq + 1) + 1 for first, last in self.gaps() if last > seq)
 
     def write_checkpoint(self) -> None:
         sealed = [s.meta() for s in self.segments if s.sealed]
@@ -291,8 +323,8 @@ class Store:
 
     def chain_before(self, seq: int) -> bytes:
         """The chain head just before record `seq` (its segment's head chain, then its links)."""
-        for seg in self.segments:
-            if seg.first_seq <= seq <= max(seg.last_seq, seg.first_seq):
+        for seg in self.segments:  # a seq in a lost range: the chain before the segment after it
+            if seq <= max(seg.last_seq, seg.first_seq):
                 _, chain = fr.decode_segment_head(self.disk.read(f"{SEGDIR}/{seg.name}")[:fr.SEG_HEAD_SIZE])
                 for rec in self.records(seg.first_seq, seq - 1):
                     chain = rec.chain

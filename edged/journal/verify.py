@@ -11,6 +11,7 @@ from typing import Iterator
 import msgpack
 
 from . import frame as fr
+from . import highwater
 from .store import CHECKPOINT, SEGDIR
 from .disk import Disk
 
@@ -23,6 +24,7 @@ class Report:
     last_seq: int | None = None
     chain_head: bytes = b""
     problems: list[str] = field(default_factory=list)
+    lost: list[tuple[int, int]] = field(default_factory=list)  # seq ranges journal.lost records declare
 
     @property
     def ok(self) -> bool:
@@ -50,7 +52,10 @@ def verify(disk: Disk, from_seq: int = 0) -> Report:
             report.problems.append(f"{name} offset 0: {e.reason}")
             chain = expected = None
             continue
-        if expected is not None and first != expected:
+        if expected is not None and first > expected and highwater.declares_gap(data, fr.SEG_HEAD_SIZE,
+                                                                               expected - 1, first):
+            report.lost.append((expected, first - 1))  # declared by its journal.lost record
+        elif expected is not None and first != expected:
             report.problems.append(f"{name} offset 0: starts at seq {first}, expected {expected} (records missing)")
         if chain is not None and prev != chain:
             report.problems.append(f"{name} offset 0: chain does not continue the previous segment")

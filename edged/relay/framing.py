@@ -10,6 +10,12 @@ import msgpack
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20
+# msgpack values one frame may decode to (every key, element and scalar counts). Decoding is
+# what costs memory, not the frame: a 1 MiB body of a million empty arrays decodes to ~70 MiB.
+# At this limit a frame decodes to at most ~8 MiB (docs/PROTOCOL.md, "Limits").
+MAX_VALUES = 100_000
+_ARRAYS = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
+_MAPS = frozenset(range(0x80, 0x90)) | {0xDE, 0xDF}
 
 
 class FrameError(Exception):
@@ -30,7 +36,35 @@ def encode(message: dict[str, Any]) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def _check_values(body: bytes) -> None:
+    """Refuse a body holding more than MAX_VALUES values, walking its headers without building
+    anything. A body of at most MAX_VALUES bytes cannot hold more: the common case costs nothing."""
+    if len(body) <= MAX_VALUES:
+        return
+    walker = msgpack.Unpacker(raw=False, max_buffer_size=len(body))
+    walker.feed(body)
+    todo, seen = 1, 0
+    try:
+        while todo:
+            todo -= 1
+            seen += 1
+            if seen > MAX_VALUES:
+                raise FrameError("frame_too_large", f"frame holds more than {MAX_VALUES} msgpack values")
+            head = body[walker.tell()]
+            if head in _ARRAYS:
+                todo += walker.read_array_header()
+            elif head in _MAPS:
+                todo += 2 * walker.read_map_header()
+            else:
+                walker.skip()
+    except FrameError:
+        raise
+    except Exception:
+        return  # not valid msgpack: unpackb says how
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
+    _check_values(body)
     try:
         value = msgpack.unpackb(body, raw=False, strict_map_key=True, ext_hook=_no_ext, timestamp=0)
     except FrameError:
