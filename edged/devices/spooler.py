@@ -116,7 +116,7 @@ class Spooler:
             job.kicks = (await raw_escpos.off_loop(raw_escpos.scan, job.raw)).kicks_drawer
         if job.kicks and self.drawer is None:
             raise RequestError(BAD_REQUEST, f"not printed: its raw bytes kick a drawer, and printer "
-                                              f"{self.printer.name!r} has no drawer configured")
+                                            f"{self.printer.name!r} has no drawer configured")
 
     @staticmethod
     def _opens_drawer(job: Job) -> bool:
