@@ -6,6 +6,12 @@ only once the printer says so. After a job, GS r 1 is sent; the printer
 answers it only once everything before it is on paper (FACTS.md). Status
 replies (DLE EOT) and that confirmation share the return channel and are
 told apart by bit 4 (status.is_confirmation).
+
+Nothing read from the printer is trusted to end by itself: every wait has a
+deadline and every read a byte budget, so a printer (or a wrong port) that
+sends without pause is found out (`flooding`) instead of holding the worker,
+and a stop makes any wait give up within a tenth of a second. Sending a job
+and waiting for its confirmation is escpos_job.py.
 """
 from __future__ import annotations
 
@@ -14,7 +20,6 @@ import select
 import socket
 import threading
 import time
-from typing import Callable
 
 import usb.core
 from escpos import printer as escpos_printer
@@ -24,6 +29,19 @@ from ..config import PrinterSettings
 from . import status as st
 
 log = logging.getLogger("edged.printer")
+
+DRAIN_MAX = 256  # bytes dropped before a request: late replies are a handful
+EXCHANGE_MAX = 64  # bytes one status read (4 replies) and the wait after it may bring
+CHUNK = 64  # bytes read at once
+SLICE = 0.1  # seconds a read waits before it looks at `stopping` again
+
+
+class Flooding(ConnectionError):
+    """The printer sends far more than it was asked for."""
+
+
+class Stopped(Exception):
+    """edged is stopping: the wait in progress gives up."""
 
 
 def open_escpos(s: PrinterSettings) -> Escpos:
@@ -54,8 +72,11 @@ class Link:
         self.settings = settings
         self.escpos: Escpos | None = None
         self.detail = ""  # why the connection failed, for the technician
-        self.stopping = False  # set from the loop: a job wait ends (its outcome: unknown)
+        self.stopping = False  # set from the loop: every wait ends (a job's outcome: unknown)
+        self.replies_ok = False  # the last status read was well-formed, on this connection
+        self.flood = ""  # why it counts as flooding, until a reading is well-formed or quiet again
         self._rx = bytearray()
+        self._budget = EXCHANGE_MAX
         # Writes are whole under this lock, so a drawer kick sent from another thread
         # while a job waits for its confirmation never lands inside the job's bytes.
         self._write_lock = threading.Lock()
@@ -71,11 +92,12 @@ class Link:
             except Exception as e:  # python-escpos raises its own and OS errors
                 self.detail = one_line(e)
                 return False
-            self.detail = ""
+            self.detail = self.flood
             self._rx.clear()
         return True
 
     def close(self) -> None:
+        self.replies_ok = False
         if self.escpos is not None:
             try:
                 self.escpos.close()
@@ -88,6 +110,11 @@ class Link:
         self.close()
         return st.PrinterStatus.unreachable()
 
+    def flooded(self, e: Flooding) -> st.PrinterStatus:
+        self.flood = self.detail = str(e)
+        self.close()  # the next reading opens it again, so a port that calms down comes back
+        return st.PrinterStatus("error", ("flooding",))
+
     def write(self, data: bytes) -> None:
         escpos = self.escpos
         if escpos is None:
@@ -95,63 +122,100 @@ class Link:
         with self._write_lock:
             escpos._raw(data)
 
+    def interrupt(self) -> None:
+        """From the loop thread, on stop: a read or a write blocked in the worker returns now."""
+        dev = getattr(self.escpos, "_device", None)
+        try:
+            if isinstance(dev, socket.socket):
+                dev.shutdown(socket.SHUT_RDWR)
+            elif hasattr(dev, "cancel_write"):  # pyserial: its reads and writes watch a pipe for this
+                dev.cancel_read()
+                dev.cancel_write()
+        except OSError as e:
+            log.debug("printer interrupt: %s", e)
+
     # --- reading ---
+
+    def _read_chunk(self, wait: float) -> bytes:
+        """What the printer sent (at most CHUNK bytes), waiting up to `wait` s; b"" on silence."""
+        assert self.escpos is not None
+        dev = self.escpos.device
+        deadline = time.monotonic() + wait
+        while True:
+            if self.stopping:
+                raise Stopped()
+            left = deadline - time.monotonic()
+            step = max(0.0, min(SLICE, left))
+            if self.settings.backend == "usb":
+                try:
+                    data = bytes(dev.read(self.escpos.in_ep, CHUNK, max(1, int(step * 1000))))
+                except usb.core.USBTimeoutError:
+                    data = b""
+                if data:
+                    return data
+            elif select.select([dev], [], [], step)[0]:
+                # select, not setblocking(False): a drawer kick may be sending on this socket
+                # from another thread right now and must keep its blocking sendall.
+                if isinstance(dev, socket.socket):
+                    data = dev.recv(CHUNK)
+                    if not data:
+                        raise ConnectionResetError("the printer closed the connection")  # EOF, not silence
+                    return data
+                return dev.read(min(max(dev.in_waiting, 1), CHUNK))  # pyserial: what is there, no waiting
+            if left <= 0:
+                return b""
 
     def drain(self) -> None:
         """Drop late replies to an earlier query so they are not read as this one's."""
         self._rx.clear()
-        assert self.escpos is not None
-        dev = self.escpos.device
-        if isinstance(dev, socket.socket):
-            # select, not setblocking(False): a drawer kick may be sending on this socket
-            # from another thread right now and must keep its blocking sendall.
-            while select.select([dev], [], [], 0)[0]:
-                if not dev.recv(64):
-                    raise ConnectionResetError("the printer closed the connection")
-        elif hasattr(dev, "reset_input_buffer"):
-            dev.reset_input_buffer()
-        elif self.settings.backend == "usb":
-            try:
-                while dev.read(self.escpos.in_ep, 64, 10):
-                    pass
-            except usb.core.USBTimeoutError:
-                pass
+        dropped = 0
+        while chunk := self._read_chunk(0):
+            dropped += len(chunk)
+            if dropped > DRAIN_MAX:
+                raise Flooding(f"the printer sends bytes nobody asked for (more than {DRAIN_MAX} before a "
+                               "request): a wrong port or baud rate, or a faulty device; the connection is "
+                               "opened again")
 
     def next_byte(self) -> int | None:
         """The next byte from the printer, or None when it stayed silent for `timeout`."""
         if not self._rx:
-            assert self.escpos is not None
-            dev = self.escpos.device
-            try:
-                if hasattr(dev, "reset_input_buffer"):  # pyserial: read(16) would wait for all 16
-                    data = dev.read(1)
-                else:
-                    data = bytes(self.escpos._read())
-                    if not data and isinstance(dev, socket.socket):
-                        raise ConnectionResetError("the printer closed the connection")  # EOF, not silence
-            except (socket.timeout, TimeoutError, usb.core.USBTimeoutError):
-                return None
+            data = self._read_chunk(self.settings.timeout)
+            self._budget -= len(data)
+            if self._budget < 0:
+                raise Flooding(f"the printer sends bytes nobody asked for (more than {EXCHANGE_MAX} in one "
+                               "exchange): a wrong port or baud rate, or a faulty device; the connection is "
+                               "opened again")
             self._rx += data
         return self._rx.pop(0) if self._rx else None
 
+    def budget(self, limit: int) -> None:
+        """An exchange starts: more than `limit` bytes back before the next one is a flood."""
+        self._budget = limit
+
+    @property
+    def pending(self) -> bool:
+        """Bytes read but not used yet."""
+        return bool(self._rx)
+
     def read_status(self) -> tuple[st.PrinterStatus, bool]:
         """Ask DLE EOT 1..4: the verdict, and whether a job confirmation came in meanwhile."""
+        self.budget(EXCHANGE_MAX)
         replies: dict[int, bytes | None] = {}
         confirmed = False
         for n in st.QUERIES:
             self.write(st.query(n))
-            while True:
+            byte = self.next_byte()
+            if byte is not None and st.is_confirmation(byte) and not confirmed:
+                confirmed = True  # the job's GS r answer came in between; the reply follows it
                 byte = self.next_byte()
-                if byte is not None and st.is_confirmation(byte):
-                    confirmed = True
-                    continue
-                replies[n] = None if byte is None else bytes([byte])
-                break
-            if replies[n] is None:
-                break  # one silent query is enough: the verdict is unknown
-        return st.decode(replies), confirmed
+            replies[n] = None if byte is None else bytes([byte])
+            if byte is None or not st.valid_reply(byte):
+                break  # one silent or garbled reply is enough: the verdict is unknown
+        status = st.decode(replies)
+        self.replies_ok = status.state != "unknown"
+        return status, confirmed
 
-    # --- the two things the worker thread is asked to do ---
+    # --- a status reading, as the worker thread is asked for one ---
 
     def poll(self) -> st.PrinterStatus:
         if not self.ensure_open():
@@ -160,57 +224,15 @@ class Link:
             return st.PrinterStatus.unknown("cannot_read_status")
         try:
             self.drain()
-            return self.read_status()[0]
+            status = self.read_status()[0]
+        except Flooding as e:
+            return self.flooded(e)
+        except Stopped:
+            return st.PrinterStatus.unknown("not_checked")
         except Exception as e:  # connection reset, device gone, USB error
             return self.lost(e)
-
-    def send_job(self, data: bytes, report: Callable[[st.PrinterStatus], None]) -> tuple[str, str]:
-        """Send one job and wait for the printer to confirm it.
-
-        Returns (outcome, detail): `unsent` (nothing went out: the job may be tried
-        again), `done` (confirmed on paper; for a write-only device: written),
-        or `unknown` (bytes went out, the printer never confirmed them)."""
-        if not self.ensure_open():
-            report(st.PrinterStatus.unreachable())
-            return "unsent", self.detail
-        s = self.settings
-        if self.can_read:
-            try:
-                self.drain()
-            except Exception as e:  # a stale connection: nothing of this job went out yet
-                report(self.lost(e))
-                return "unsent", self.detail
-        try:
-            self.write(data + (st.CONFIRM if self.can_read else b""))
-        except Exception as e:  # how much went out is not known
-            report(self.lost(e))
-            return "unknown", self.detail
-        if not self.can_read:
-            return "done", "written to a device that cannot confirm"
-        deadline = time.monotonic() + s.confirm_timeout
-        next_poll = time.monotonic() + s.status_interval
-        try:
-            while not self.stopping:
-                byte = self.next_byte()
-                if byte is not None and st.is_confirmation(byte):
-                    return "done", ""
-                if byte is not None and time.monotonic() < next_poll:
-                    continue  # a late status reply
-                status, confirmed = self.read_status()
-                next_poll = time.monotonic() + s.status_interval
-                report(status)
-                if confirmed:
-                    return "done", ""
-                if status.state == "error":
-                    # The printer holds the job (paper out, cover open) and prints it once
-                    # fixed; it must not be sent again. Wait as long as that takes.
-                    deadline = time.monotonic() + s.confirm_timeout
-                elif time.monotonic() > deadline:
-                    # Its confirmation may still come; on this connection it would pass
-                    # for the next job's. A new connection starts with nothing owed.
-                    self.close()
-                    return "unknown", f"no confirmation within {s.confirm_timeout:g} s"
-            return "unknown", "edged stopped while the printer held the job"
-        except Exception as e:
-            report(self.lost(e))
-            return "unknown", self.detail
+        if self.flood and "malformed_reply" in status.reasons:
+            # Just re-opened, it has not sent enough yet to be caught: garbage is still the flood.
+            return self.flooded(Flooding(self.flood))
+        self.flood = self.detail = ""
+        return status

@@ -44,6 +44,7 @@ class Job:
     sent: bool = False  # the printer has the bytes: never sent again by edged itself
     updated: float = 0.0
     data: bytes | None = None  # rendered when accepted, so the spooler does not render it again
+    kicks: bool | None = None  # raw bytes that kick the drawer (raw_escpos); None: not checked yet
 
     def apply(self, body: dict[str, Any], ts_us: int) -> None:
         """A `print.state` record's change (replayed at startup or read back later)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..relay import protocol as p
-from . import document
+from . import document, raw_escpos
 from .drawer import Drawer
 from .jobs import Job
 from .spooler import PrintService
@@ -60,6 +60,7 @@ class PrintOps:
             job.raw = p.param(params, "raw", bytes)
             if not job.raw:
                 raise p.RequestError(p.BAD_REQUEST, "'raw' is empty")
+            await self._check_raw(session, job)
         else:
             job.document = document.check(params["document"])
             spooler = self.service.spoolers[printer]
@@ -73,6 +74,26 @@ class PrintOps:
             job.data = spooler.render(job)  # what python-escpos refuses is refused now, not at print time
         job, duplicate = await self.book.add(job)
         return self._answer(job, duplicate)
+
+    async def _check_raw(self, session: Session, job: Job) -> None:
+        """Raw bytes that kick the drawer need the drawer privilege, as `open_drawer` does, and are
+        journaled as its opening when printed; from anyone else they must be ESC/POS that edged
+        can check for a kick (raw_escpos)."""
+        assert job.raw is not None
+        found = await raw_escpos.off_loop(raw_escpos.scan, job.raw)
+        privileged = session.server.access.permits(session.peer, "drawer_open")
+        if found.problem and not privileged:
+            raise p.RequestError(p.BAD_REQUEST, f"raw: {found.problem}; without the drawer privilege, raw "
+                                                "bytes must be ESC/POS edged can check for a drawer kick")
+        if found.kicks_drawer:
+            where = f"raw: byte {found.first_kick()}: a drawer kick (ESC p or DLE DC4 1)"
+            if not privileged:
+                raise p.RequestError(p.NOT_PERMITTED, f"{where} needs a privileged user or group "
+                                                      "(daemon.privileged_users / privileged_groups)")
+            if self.service.spoolers[job.printer].drawer is None:
+                raise p.RequestError(p.BAD_REQUEST, f"{where}, but printer {job.printer!r} has no drawer "
+                                                    "configured ([drawers.NAME] printer = ...)")
+        job.kicks = found.kicks_drawer
 
     async def op_job(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return (await self._existing(params)).public()
@@ -94,12 +115,16 @@ class PrintOps:
             raise p.RequestError(p.NOT_FOUND, f"job {job_id!r} was for printer {original.printer!r}, "
                                               "which is not configured any more")
         copy_id = _job_id(params, "copy_job_id") if "copy_job_id" in params else await self._next_copy_id(job_id)
+        doc, raw = None, original.raw
         if original.document is not None:  # a copy never opens the drawer again
             doc = {k: v for k, v in original.document.items() if k != "open_drawer"}
-        else:
-            doc = None
-        job = Job(copy_id, original.printer, 0, 0.0, document=doc, raw=original.raw, copy_of=job_id,
-                  client=who(session))
+        if raw is not None:
+            try:
+                raw = await raw_escpos.off_loop(raw_escpos.without_kicks, raw)
+            except ValueError as e:
+                raise p.RequestError(p.BAD_REQUEST, f"job {job_id!r} cannot be reprinted: {e}") from None
+        job = Job(copy_id, original.printer, 0, 0.0, document=doc, raw=raw, copy_of=job_id,
+                  client=who(session), kicks=False)
         job, duplicate = await self.book.add(job)
         return self._answer(job, duplicate)
 

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from ..journal.store import Entry
-from ..relay.protocol import RequestError
-from . import document
+from ..relay.protocol import BAD_REQUEST, RequestError
+from . import document, raw_escpos
 from .drawer import Drawer
 from .jobs import FINISHED, Job, JobBook
 from .printer import Printer
@@ -79,6 +79,8 @@ class Spooler:
 
     async def _print(self, job: Job) -> None:
         try:
+            if job.raw is not None:
+                await self._check_raw(job)
             data = self.render(job)
             job.data = None  # bytes not kept for a day of finished jobs
         except RequestError as e:  # e.g. the printer's profile changed since the job was accepted
@@ -100,14 +102,33 @@ class Spooler:
         if self.drawer and self._opens_drawer(job):
             self.drawer.read_soon()
 
+    async def _check_raw(self, job: Job) -> None:
+        """Raw bytes as they will go out: a copy's without its kicks, a job read back from the
+        journal checked again. A kick with no drawer configured (any more) is not sent unjournaled."""
+        assert job.raw is not None
+        if job.copy_of:
+            try:
+                job.raw = await raw_escpos.off_loop(raw_escpos.without_kicks, job.raw)
+            except ValueError as e:
+                raise RequestError(BAD_REQUEST, f"not printed: {e}") from None
+            job.kicks = False
+        elif job.kicks is None:
+            job.kicks = (await raw_escpos.off_loop(raw_escpos.scan, job.raw)).kicks_drawer
+        if job.kicks and self.drawer is None:
+            raise RequestError(BAD_REQUEST, f"not printed: its raw bytes kick a drawer, and printer "
+                                            f"{self.printer.name!r} has no drawer configured")
+
     @staticmethod
     def _opens_drawer(job: Job) -> bool:
-        return bool(job.document and job.document.get("open_drawer") and not job.copy_of)
+        if job.copy_of:
+            return False
+        return bool(job.document and job.document.get("open_drawer")) or bool(job.raw and job.kicks)
 
     def _drawer_records(self, job: Job) -> list[Entry]:
         if not (self.drawer and self._opens_drawer(job)):
             return []
-        return [Entry("drawer.open", {"drawer": self.drawer.name, "reason": f"print job {job.job_id}",
+        reason = f"print job {job.job_id}" + (" (raw ESC/POS with a drawer kick)" if job.raw else "")
+        return [Entry("drawer.open", {"drawer": self.drawer.name, "reason": reason,
                                       "job_id": job.job_id, **job.client})]
 
     async def _sleep(self, seconds: float) -> None:

@@ -8,9 +8,11 @@ skipped whole and never misread as commands.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
+_TEXT = re.compile(rb"[\x20-\xff]+")
 
 
 @dataclass(frozen=True)
@@ -28,24 +30,23 @@ class Command:
 # ESC / GS / FS commands of fixed length: second byte -> number of argument bytes.
 _ESC_FIXED = {
     "@": 0, "2": 0, "L": 0, "S": 0, "i": 0, "m": 0, "<": 0,
-    "t": 1, "E": 1, "-": 1, "!": 1, "a": 1, "M": 1, "{": 1, "r": 1, "d": 1, "J": 1, "e": 1,
+    "t": 1, "?": 1, "E": 1, "-": 1, "!": 1, "a": 1, "M": 1, "{": 1, "r": 1, "d": 1, "J": 1, "e": 1,
     "3": 1, "A": 1, "+": 1, "G": 1, "V": 1, " ": 1, "U": 1, "R": 1, "%": 1, "=": 1, "K": 1,
-    "B": 2, "$": 2, "\\": 2, "p": 3, "?": 2, "c": 2,
+    "B": 2, "$": 2, "\\": 2, "p": 3, "c": 2,
 }
 _GS_FIXED = {
     "!": 1, "B": 1, "b": 1, "h": 1, "w": 1, "f": 1, "H": 1, "|": 1, "a": 1, "r": 1, "I": 1,
     "L": 2, "W": 2, "P": 2, "$": 2, "\\": 2, "^": 3,
 }
 _FS_FIXED = {".": 0, "&": 0, "C": 1, "W": 1, "!": 1, "-": 1, "p": 2, "S": 2}
+FIXED = {"ESC": (ESC, _ESC_FIXED), "GS": (GS, _GS_FIXED), "FS": (FS, _FS_FIXED)}  # for fast scanners
 
 
 def next_command(buf: bytes, pos: int) -> tuple[Command, int] | None:
     """Parse the command starting at buf[pos]; None means "need more bytes"."""
     b = buf[pos]
     if b >= 0x20:
-        end = pos
-        while end < len(buf) and buf[end] >= 0x20:
-            end += 1
+        end = _TEXT.match(buf, pos).end()  # type: ignore[union-attr]
         return Command("text", data=bytes(buf[pos:end])), end
     if b == ESC:
         return _prefixed(buf, pos, "ESC", _ESC_FIXED, _esc_variable)
@@ -130,6 +131,10 @@ def _gs_variable(buf: bytes, pos: int, c: str):
             return None
         return Command(f"GS ( {fn}", (), bytes(buf[pos + 5:end])), end
     if c == "8":  # GS 8 L p1..p4 m fn ... : large graphics data
+        if not _need(buf, pos + 3):
+            return None
+        if buf[pos + 2] != 0x4C:  # not L: a command of unknown length
+            return False
         if not _need(buf, pos + 7):
             return None
         end = pos + 7 + int.from_bytes(buf[pos + 3:pos + 7], "little")
@@ -137,6 +142,10 @@ def _gs_variable(buf: bytes, pos: int, c: str):
             return None
         return Command("GS ( L", (), bytes(buf[pos + 7:end])), end
     if c == "v":  # GS v 0 m xL xH yL yH d1..dk : raster bit image
+        if not _need(buf, pos + 3):
+            return None
+        if buf[pos + 2] != 0x30:  # not GS v 0: a command of unknown length
+            return False
         if not _need(buf, pos + 8):
             return None
         xbytes = buf[pos + 4] + 256 * buf[pos + 5]
