@@ -79,22 +79,28 @@ def test_sigint_also_stops_cleanly_and_no_watchdog_unless_asked(short_dir):
         proc.wait()
 
 
-def test_journal_stream_gives_priority_prefixed_lines(short_dir):
+def _log_of_a_run(short_dir, *sim_changes: str, journal_stream: bool = False) -> list[str]:
+    """The daemon's log lines from start to SIGTERM, with these `edged sim set` changes between."""
     notify = NotifyListener(short_dir / "notify")
     log_path = short_dir / "log"
     with open(log_path, "w") as log:
         st = os.fstat(log.fileno())
         proc = start_daemon(short_dir, notify, stderr=log,
-                            env_extra={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+                            env_extra={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"} if journal_stream else None)
     try:
         assert "READY=1" in notify.collect("READY=1")
-        cli("sim", "set", "paper_out=on", "--socket", str(short_dir / "edged.sock"))
+        for change in sim_changes:  # each answers after edged re-read the printer
+            assert cli("sim", "set", change, "--socket", str(short_dir / "edged.sock")).returncode == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
         proc.kill()
         proc.wait()
-    lines = log_path.read_text().splitlines()
+    return log_path.read_text().splitlines()
+
+
+def test_journal_stream_gives_priority_prefixed_lines(short_dir):
+    lines = _log_of_a_run(short_dir, "paper_out=on", journal_stream=True)
     assert lines and all(re.match(r"^<[0-7]>edged[.\w]*: ", line) for line in lines), lines
     assert any(line.startswith("<4>edged.printer: printer receipt: ok -> error") for line in lines)
     assert any(line.startswith("<6>edged: edged ready") for line in lines)
@@ -103,22 +109,8 @@ def test_journal_stream_gives_priority_prefixed_lines(short_dir):
 def test_printer_status_is_logged_only_on_a_real_change_without_trailing_spaces(short_dir):
     """The drawer's sensor is part of the printer's status (for the drawer), not a change of the
     printer: opening and shutting the drawer logs the drawer, never `printer receipt: ok -> ok`."""
-    notify = NotifyListener(short_dir / "notify")
-    log_path = short_dir / "log"
-    with open(log_path, "w") as log:
-        proc = start_daemon(short_dir, notify, stderr=log)
-    sock = str(short_dir / "edged.sock")
-    try:
-        assert "READY=1" in notify.collect("READY=1")
-        for change in ("drawer_open=on", "drawer_open=off", "paper_out=on", "paper_out=off",
-                       "drawer_open=on", "drawer_open=off"):
-            assert cli("sim", "set", change, "--socket", sock).returncode == 0  # answers after edged re-read it
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-    lines = log_path.read_text().splitlines()
+    lines = _log_of_a_run(short_dir, "drawer_open=on", "drawer_open=off", "paper_out=on", "paper_out=off",
+                          "drawer_open=on", "drawer_open=off")
     assert [line for line in lines if line != line.rstrip()] == []
     printer = [line.split("edged.printer: ", 1)[1] for line in lines if " edged.printer: " in line]
     assert printer == ["printer receipt: unknown -> ok", "printer receipt: ok -> error: offline, paper_out",
