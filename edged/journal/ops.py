@@ -10,6 +10,7 @@ import msgpack
 
 from ..relay import framing
 from ..relay import protocol as p
+from .kinds import RESERVED, reserved
 from .service import Journal
 from .store import Entry
 
@@ -23,7 +24,6 @@ MAX_WINDOW = 100_000
 _PACK = msgpack.Packer(use_bin_type=True).pack
 _HEAD = framing.HEADER.pack
 _NAME_MAX = 128
-RESERVED = "journal."
 
 
 def _entries(params: dict[str, Any]) -> list[Entry]:
@@ -40,9 +40,10 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
         kind = rec.get("kind")
         if not isinstance(kind, str) or not 0 < len(kind) <= _NAME_MAX:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must be a non-empty string")
-        if kind.startswith(RESERVED):  # edged's own records (overdue reports): never a client's
-            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {kind!r}: kinds starting with {RESERVED!r} "
-                                                "are written by edged only")
+        if reserved(kind):  # edged acts on its own records after a restart: never a client's
+            prefix = next(r for r in RESERVED if kind.startswith(r))
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {p.shown(kind)}: kinds starting with {prefix!r} "
+                                                f"are written by edged only (reserved: {', '.join(RESERVED)})")
         if "body" not in rec:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].body is missing")
         tx_id, counter = rec.get("tx_id"), rec.get("number")

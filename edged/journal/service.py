@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 from . import frame as fr
 from .disk import write_atomic
+from .kinds import Skipped
 from .store import Appended, Entry, JournalError, Store
 
 log = logging.getLogger("edged.journal")
@@ -62,6 +63,7 @@ class Journal:
         # every cursor change as (consumer, old, new); old None: registered, new None: removed.
         self.on_records: list[Callable[[list[fr.Record]], None]] = []
         self.on_cursor: list[Callable[[str, int | None, int | None], None]] = []
+        self.skipped = Skipped()  # edged's own records that readers found malformed (status `degraded`)
 
     def _put(self, kind: str, payload: Any, fut: asyncio.Future) -> None:
         self._busy += 1

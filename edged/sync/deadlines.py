@@ -11,7 +11,9 @@ state file with the journal seq it reflects, and at startup the journal is
 read from there (and from each consumer's cursor) for the overdue and
 cleared records written since, so a crash between a journal write and the
 state file neither repeats nor loses a report. A record that fell due while
-edged was down is reported right after the start.
+edged was down is reported right after the start. An overdue or cleared record
+that is not what edged writes (journal/kinds.py) is skipped, logged and
+counted in `status`.
 """
 from __future__ import annotations
 
@@ -62,9 +64,9 @@ class Deadlines:
         cursors = {kind: self._cursor(rule.consumer) for kind, rule in self.rules.items()}
         start = min([*cursors.values(), state["seq"]]) + 1
         for rec in await self.journal.scan(start, (*self.rules, OVERDUE, CLEARED)):
-            if rec.kind in (OVERDUE, CLEARED) and not _ours(rec.body, rec.kind == OVERDUE):
-                log.error("record %d (%s) is not one edged wrote; ignored", rec.seq, rec.kind)
-            elif rec.kind == OVERDUE:
+            if rec.kind in (OVERDUE, CLEARED) and not self.journal.skipped.fits(self.name, rec):
+                continue
+            if rec.kind == OVERDUE:
                 self.reported[rec.body["seq"]] = {**rec.body, "overdue_seq": rec.seq}
             elif rec.kind == CLEARED:
                 self.reported.pop(rec.body["seq"], None)
@@ -189,10 +191,3 @@ class Deadlines:
         overdue = len(self.reported)
         return f"{overdue} overdue" if overdue else ""
 
-
-def _ours(body: Any, overdue: bool) -> bool:
-    """The shape of a journal.overdue / journal.overdue_cleared body edged writes (clients cannot
-    append journal.* kinds; an older journal might hold anything)."""
-    return (isinstance(body, dict) and isinstance(body.get("seq"), int) and isinstance(body.get("kind"), str)
-            and isinstance(body.get("consumer"), str)
-            and (not overdue or isinstance(body.get("due_at"), (int, float))))
