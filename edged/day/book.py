@@ -25,13 +25,23 @@ from typing import Any, Callable
 
 import msgpack
 
+from ..journal import kinds, statefile
 from ..journal.frame import Record
 from ..journal.service import Journal
+from ..journal.shapes import DATE, Int, Map, MapOf
 from ..journal.store import Entry, Store
 from ..relay import protocol as p
 
 log = logging.getLogger("edged.day")
 STATE = "days"
+_SEQ = {"seq": Int(1)}
+_STATE = Map({"closed": MapOf(DATE, Map({**kinds.BODIES["day.close"].required, **_SEQ},
+                                        kinds.BODIES["day.close"].optional)),
+              "exported": MapOf(DATE, Map({**kinds.BODIES["day.exported"].required, **_SEQ},
+                                          kinds.BODIES["day.exported"].optional)),
+              "from_seq": Int(1)})
+STATE_REMEDY = ("remove it: edged rebuilds it from the journal (days whose records retention has deleted are "
+                "then missing from `edged day list`)")
 
 
 def business_day(value: Any, what: str = "business_day") -> str:
@@ -61,9 +71,8 @@ class DayBook:
         self._closing = asyncio.Lock()  # one close at a time: each starts where the last ended
 
     async def start(self) -> None:
-        raw = await self.journal.load_state(STATE)
-        if raw:
-            state = msgpack.unpackb(raw, raw=False)
+        state = await statefile.load(self.journal, STATE, _STATE, STATE_REMEDY)
+        if state:
             self.closed, self.exported, self._from_seq = state["closed"], state["exported"], state["from_seq"]
         for rec in await self.journal.scan(self._from_seq, ("day.close", "day.exported")):
             if self.journal.skipped.fits(self.name, rec):

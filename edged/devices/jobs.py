@@ -19,8 +19,10 @@ from typing import Any, Callable
 
 import msgpack
 
+from ..journal import statefile
 from ..journal.frame import Record
 from ..journal.service import Journal
+from ..journal.shapes import Int, Map
 from ..journal.store import Entry
 from ..relay.protocol import BAD_REQUEST, RequestError
 from . import document
@@ -31,6 +33,7 @@ WAITING = ("queued", "held")
 FINISHED = ("done", "failed", "unknown", "expired")
 KINDS = ("print.job", "print.state")
 CHECKPOINT = "print-jobs"
+CHECKPOINT_REMEDY = "remove it: edged then rebuilds the print jobs from the whole journal (a slower start, once)"
 READER = "print jobs"
 HISTORY = 86400.0  # finished jobs stay in memory this long (older ones are read back on demand)
 
@@ -91,8 +94,8 @@ class JobBook:
 
     async def restore(self) -> list[Job]:
         """Rebuild from the journal; returns the jobs that were cut off by a crash."""
-        data = await self.journal.load_state(CHECKPOINT)
-        self._checkpoint = msgpack.unpackb(data)["from_seq"] if data else 1
+        state = await statefile.load(self.journal, CHECKPOINT, Map({"from_seq": Int(1)}), CHECKPOINT_REMEDY)
+        self._checkpoint = state["from_seq"] if state else 1
         for rec in await self.journal.scan(self._checkpoint, KINDS):
             self._replay(rec)
         cut_off = [j for j in self.jobs.values() if j.state not in FINISHED and (j.state == "printing" or j.sent)]

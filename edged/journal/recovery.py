@@ -10,15 +10,20 @@ from __future__ import annotations
 import logging
 import struct
 
-import msgpack
-
 from . import frame as fr
+from . import statefile
+from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
 from .disk import write_atomic
 from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
 from .txindex import encode_idx
 
 log = logging.getLogger("edged.journal")
 _SEARCH = 64  # sequence numbers looked for at a time past damage
+_CHECKPOINT = Map({"first_seq": Int(1), "counters": MapOf(STR, Int()),
+                   "sealed": ListOf(Map({"name": STR, "first_seq": Int(1), "last_seq": SEQ, "last_ts": Int(),
+                                         "chain_end": CHAIN}))}, {"version": Int()})
+CHECKPOINT_REMEDY = ("restore it from a backup of the state directory (edged does not guess where the journal "
+                     "starts or which numbers were used; the segments are untouched: `edged journal verify`)")
 
 
 def recover(store: Store) -> None:
@@ -29,9 +34,8 @@ def recover(store: Store) -> None:
         for name in disk.listdir(folder):
             if name.endswith(".tmp"):  # an atomic write that never got renamed
                 disk.unlink(f"{folder}/{name}" if folder else name)
-    try:
-        cp = msgpack.unpackb(disk.read(CHECKPOINT), raw=False)
-    except FileNotFoundError:
+    cp = statefile.read(disk, CHECKPOINT, _CHECKPOINT, CHECKPOINT_REMEDY)
+    if cp is None:
         cp = {"first_seq": 1, "sealed": [], "counters": {}}
     store.first_seq = cp["first_seq"]
     store.sealed_counters = dict(cp["counters"])

@@ -13,14 +13,18 @@ from typing import Any, Iterator
 import msgpack
 
 from . import frame as fr
+from . import statefile
 from ..relay.protocol import RequestError
 from .disk import Disk, write_atomic
+from .shapes import SEQ, STR, MapOf
 from .txindex import TxIndex, encode_idx
 
 log = logging.getLogger("edged.journal")
 
 SEGDIR, CHECKPOINT, CURSORS, TORN = "segments", "checkpoint", "cursors", "torn"
 DEFAULT_SEGMENT_SIZE = 16 << 20
+CURSORS_REMEDY = ("restore it from a backup, or remove it: every consumer then counts as new and reads again "
+                  "from the oldest retained record (delivery is at least once)")
 
 
 class JournalError(RequestError):
@@ -329,10 +333,7 @@ class Store:
     # ---------- cursors and retention ----------
 
     def load_cursors(self) -> dict[str, int]:
-        try:
-            return dict(msgpack.unpackb(self.disk.read(CURSORS), raw=False))
-        except FileNotFoundError:
-            return {}
+        return statefile.read(self.disk, CURSORS, MapOf(STR, SEQ), CURSORS_REMEDY) or {}
 
     def save_cursors(self, cursors: dict[str, int]) -> None:
         write_atomic(self.disk, CURSORS, msgpack.packb(cursors, use_bin_type=True))

@@ -26,7 +26,9 @@ import msgpack
 
 from ..config import DeadlineSettings
 from ..journal import frame as fr
+from ..journal import statefile
 from ..journal.service import Journal
+from ..journal.shapes import NUM, SEQ, STR, Int, Map, MapOf
 from ..journal.store import Entry, JournalError
 from .state import Pending
 
@@ -35,6 +37,11 @@ OVERDUE, CLEARED = "journal.overdue", "journal.overdue_cleared"
 STATE_FILE = "deadlines"
 TICK = 1.0
 RETRY = 60.0  # seconds before a report the journal refused is tried again
+_STATE = Map({"seq": SEQ, "reported": MapOf(Int(1), Map({"kind": STR, "seq": Int(1), "consumer": STR,
+                                                         "due_at": NUM, "overdue_seq": Int(1)}))},
+             {"floors": MapOf(STR, SEQ)})
+STATE_REMEDY = ("remove it: the overdue reports are read again from the journal (a deadline consumer removed "
+                "with consumer_remove then counts as never having picked anything up)")
 
 
 class Deadlines:
@@ -57,9 +64,8 @@ class Deadlines:
     async def start(self) -> None:
         if not self.rules:
             return
-        saved = await self.journal.load_state(STATE_FILE)
-        state = msgpack.unpackb(saved, raw=False, strict_map_key=False) if saved else {"seq": 0, "reported": {}}
-        self.reported = {int(k): v for k, v in state["reported"].items()}
+        state = await statefile.load(self.journal, STATE_FILE, _STATE, STATE_REMEDY) or {"seq": 0, "reported": {}}
+        self.reported = dict(state["reported"])
         self.floors = state.get("floors", {})
         cursors = {kind: self._cursor(rule.consumer) for kind, rule in self.rules.items()}
         start = min([*cursors.values(), state["seq"]]) + 1
