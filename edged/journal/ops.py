@@ -26,7 +26,8 @@ _HEAD = framing.HEADER.pack
 _NAME_MAX = 128
 
 
-def _entries(params: dict[str, Any]) -> list[Entry]:
+def _entries(params: dict[str, Any], uid: int) -> list[Entry]:
+    """The records of an `append`; a tx_id is scoped to the appending client's uid."""
     records = p.param(params, "records", list)
     if not records:
         raise p.RequestError(p.BAD_REQUEST, "'records' is empty")
@@ -51,7 +52,7 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].tx_id must be a non-empty string")
         if counter is not None and not isinstance(counter, str):
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].number must name a number range")
-        out.append(Entry(kind, rec["body"], tx_id, counter))
+        out.append(Entry(kind, rec["body"], tx_id, counter, tx_uid=uid))
     return out
 
 
@@ -84,7 +85,7 @@ class JournalOps:
         return {"removed": consumer}
 
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        entries = _entries(params)
+        entries = _entries(params, session.peer.uid)
         results = await self.journal.append(entries)
         return {"records": [{"seq": a.seq, "duplicate": a.duplicate, **({"number": a.number}
                                                                           if a.number is not None else {})}

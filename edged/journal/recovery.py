@@ -15,7 +15,7 @@ from . import statefile
 from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
 from .disk import write_atomic
 from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
-from .txindex import encode_idx
+from .txindex import encode_idx, key_of
 
 log = logging.getLogger("edged.journal")
 _SEARCH = 64  # sequence numbers looked for at a time past damage
@@ -147,8 +147,8 @@ def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
     if rec.counter is not None:
         store.counters[rec.counter] = rec.number
         seg.counters = store.counters  # shared while scanning; copied once the scan is done
-    if rec.tx_id is not None:
-        store.txi.add(seg.name, rec.tx_id, rec.seq, rec.number)
+    if rec.tx_id is not None and (key := key_of(rec)) is not None:
+        store.txi.add(seg.name, key, rec.seq, rec.number)
 
 
 def _later_batch_exists(data: bytes, at: int, batch_first: int) -> bool:

@@ -28,6 +28,7 @@ from . import frame as fr
 from .disk import write_atomic
 from .kinds import Skipped
 from .store import Appended, Entry, JournalError, Store
+from .txindex import EDGED, make_key
 
 log = logging.getLogger("edged.journal")
 CACHE = 10_000  # recent records kept in memory for live subscribers
@@ -295,8 +296,8 @@ class Journal:
         return await self._run(self.store.ts_of, seq)
 
     async def find_tx(self, tx_id: str) -> int | None:
-        """The seq of the retained record with this tx_id, if any."""
-        found = await self._run(self.store.txi.get, tx_id, self.store._confirm)
+        """The seq of the retained record of edged's own with this tx_id (print:<job_id>), if any."""
+        found = await self._run(self.store.txi.get, make_key(EDGED, tx_id), self.store._confirm)
         return None if found is None else found[0]
 
     async def load_state(self, name: str) -> bytes | None:

@@ -196,4 +196,3 @@ class Deadlines:
     def summary(self) -> str:
         overdue = len(self.reported)
         return f"{overdue} overdue" if overdue else ""
-
