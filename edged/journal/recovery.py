@@ -8,6 +8,7 @@ reported (the journal turns degraded), never skipped.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 
 from . import frame as fr
@@ -19,6 +20,7 @@ from .txindex import encode_idx, key_of
 
 log = logging.getLogger("edged.journal")
 _SEARCH = 64  # sequence numbers looked for at a time past damage
+_SEG_NAME = re.compile(r"[0-9]{20}\.seg")
 _CHECKPOINT = Map({"first_seq": Int(1), "counters": MapOf(STR, Int()),
                    "sealed": ListOf(Map({"name": STR, "first_seq": Int(1), "last_seq": SEQ, "last_ts": Int(),
                                          "chain_end": CHAIN}))}, {"version": Int()})
@@ -41,6 +43,11 @@ def recover(store: Store) -> None:
     store.sealed_counters = dict(cp["counters"])
     store.counters = dict(cp["counters"])
     files = [n for n in disk.listdir(SEGDIR) if n.endswith(".seg")]
+    for name in files:  # every *.seg there is taken as journal: one edged did not name is not guessed at
+        if not _SEG_NAME.fullmatch(name):
+            raise statefile.StateFileError(statefile.path_of(disk, f"{SEGDIR}/{name}"),
+                                           "not a segment name edged writes (20 digits, then .seg)",
+                                           "move it out of the journal directory")
     sealed = {m["name"]: m for m in cp["sealed"]}
     for name in files:  # retention that was interrupted after the floor moved
         if name not in sealed and int(name[:20]) < store.first_seq and name != files[-1]:
