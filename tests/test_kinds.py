@@ -23,6 +23,7 @@ from edged.journal import kinds
 from edged.journal.disk import RealDisk
 from edged.journal.store import Entry, Store
 from edged.journal.verify import read_all
+from other_uid import answer, as_user
 
 DEADLINES = {"order.web": {"consumer": "pos", "within": 300}}
 
@@ -50,6 +51,28 @@ def test_a_client_cannot_append_any_of_edgeds_kinds(short_dir):
                     r = await c.request("append", records=[{"kind": kind, "body": "x"}])
                     assert r["records"][0]["duplicate"] is False
                 assert (await c.request("days"))["days"] == []
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
+def test_an_unprivileged_client_cannot_stop_edged_from_starting_again(short_dir):
+    """The review's first finding: one append of day.exported with a non-map body killed every later start."""
+    os.chmod(short_dir, 0o755)
+    cfg = config.from_dict({"till_id": "till-1", "daemon": {"socket": str(short_dir / "s.sock"),
+                                                            "state_dir": str(short_dir / "st"),
+                                                            "socket_group": "nogroup"}})
+
+    def forge(c):
+        return [answer(c, "append", records=[{"kind": kind, "body": "not a map"}]) for kind in FORGED]
+
+    async def scenario():
+        async with Daemon(cfg).parts() as daemon:
+            answers = await as_user(str(short_dir / "s.sock"), forge)
+            assert {a.get("error") for a in answers} == {"bad_request"}
+            assert daemon.till.journal.last_seq == 0
+        async with Daemon(cfg).parts():  # and it starts again
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                assert (await c.request("status"))["degraded"]["skipped_records"] == 0
     asyncio.run(scenario())
 
 
