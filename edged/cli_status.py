@@ -20,6 +20,11 @@ def format_status(s: dict[str, Any]) -> str:
     for kind, d in (s.get("deadlines") or {}).items():
         overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
         lines.append(f"deadline  {kind} within {d['within']:g} s by {d['consumer']}: {d['waiting']} waiting{overdue}")
+    skipped = (s.get("degraded") or {}).get("skipped_records")
+    if skipped:  # edged's own records that did not fit, skipped by their reader: never hidden
+        seqs = ", ".join(str(seq) for seq in sorted(r["seq"] for r in s["degraded"]["records"])[:10])
+        lines.append(f"DEGRADED  {skipped} of edged's own records skipped (malformed; see the log): seq {seqs}"
+                     + (", ..." if skipped > 10 else ""))
     if s.get("usb"):
         sticks = ", ".join(f"{k['device']} ({k['fs_type']}{', mounted' if k['mounted'] else ''})"
                            for k in s["usb"]["sticks"]) or "none plugged in"

@@ -78,6 +78,8 @@ class Till:
             "consumer_lag": self.journal.lags() if self.journal else {},
             "sync": self.sync.describe() if self.sync else {},
             "deadlines": self.deadlines.describe() if self.deadlines else {},
+            # edged's own records a reader skipped since the start (journal/kinds.py)
+            "degraded": self.journal.skipped.describe() if self.journal else {"skipped_records": 0, "records": []},
             **(self.server.info() if self.server else {"connections": []}),
         }
 
@@ -91,6 +93,8 @@ class Till:
             parts.append(self.sync.summary())
         if self.deadlines and self.deadlines.summary():
             parts.append(self.deadlines.summary())
+        if self.journal and self.journal.skipped.count:
+            parts.append(self.journal.skipped.summary())
         if self.server:
             parts.append(self.server.summary())
         return ("simulated till; " if self.simulated else "") + "; ".join(parts)

@@ -57,13 +57,15 @@ def test_tokenizer_consumes_or_waits(data):
 
 @settings(max_examples=300)
 @given(body=values, kind=s.text(min_size=1, max_size=20), tx_id=s.one_of(s.none(), s.text(min_size=1, max_size=20)),
-       number=s.one_of(s.none(), s.integers(0, 2**62)), seq=s.integers(1, 2**63), ts=s.integers(-2**62, 2**62))
-def test_backlog_events_framed_from_disk_bytes_equal_the_decoded_record_event(body, kind, tx_id, number, seq, ts):
+       number=s.one_of(s.none(), s.integers(0, 2**62)), seq=s.integers(1, 2**63), ts=s.integers(-2**62, 2**62),
+       uid=s.one_of(s.none(), s.integers(0, 2**32 - 1)))
+def test_backlog_events_framed_from_disk_bytes_equal_the_decoded_record_event(body, kind, tx_id, number, seq, ts,
+                                                                             uid):
     import msgpack
 
     from edged.journal import frame as fr
 
-    payload = fr.payload_of(kind, body, tx_id, "receipt" if number is not None else None, number)
+    payload = fr.payload_of(kind, body, tx_id, "receipt" if number is not None else None, number, uid)
     data, _ = fr.encode(seq, ts, payload, seq, seq, fr.GENESIS)
     buf = b"pad" + data
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
@@ -71,4 +73,5 @@ def test_backlog_events_framed_from_disk_bytes_equal_the_decoded_record_event(bo
         w = fr.wired(buf, 3, unpacker)
         assert (w.seq, w.kind) == (seq, kind)
         assert framing.HEADER.unpack(w.wire[:4])[0] == len(w.wire) - 4
-        assert framing.decode_body(w.wire[4:]) == fr.decode(buf, 3, None).event()
+        assert framing.decode_body(w.wire[4:]) == fr.decode(buf, 3, None).event()  # the scope is not in it
+    assert fr.decode(buf, 3, None).tx_uid == uid

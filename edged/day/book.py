@@ -10,7 +10,9 @@ record (tx_id `day.close:<date>`).
 
 What is closed and exported is kept in memory and in the state file `days`,
 rebuilt at startup from it plus the `day.close` / `day.exported` records after
-it, so retention deleting old records never forgets a day.
+it, so retention deleting old records never forgets a day. A record that is
+not one edged wrote (journal/kinds.py), or does not follow the days before it,
+is skipped, logged and counted in `status`.
 """
 from __future__ import annotations
 
@@ -23,12 +25,23 @@ from typing import Any, Callable
 
 import msgpack
 
+from ..journal import kinds, statefile
+from ..journal.frame import Record
 from ..journal.service import Journal
+from ..journal.shapes import DATE, Int, Map, MapOf
 from ..journal.store import Entry, Store
 from ..relay import protocol as p
 
 log = logging.getLogger("edged.day")
 STATE = "days"
+_SEQ = {"seq": Int(1)}
+_STATE = Map({"closed": MapOf(DATE, Map({**kinds.BODIES["day.close"].required, **_SEQ},
+                                        kinds.BODIES["day.close"].optional)),
+              "exported": MapOf(DATE, Map({**kinds.BODIES["day.exported"].required, **_SEQ},
+                                          kinds.BODIES["day.exported"].optional)),
+              "from_seq": Int(1)})
+STATE_REMEDY = ("remove it: edged rebuilds it from the journal (days whose records retention has deleted are "
+                "then missing from `edged day list`)")
 
 
 def business_day(value: Any, what: str = "business_day") -> str:
@@ -58,12 +71,16 @@ class DayBook:
         self._closing = asyncio.Lock()  # one close at a time: each starts where the last ended
 
     async def start(self) -> None:
-        raw = await self.journal.load_state(STATE)
-        if raw:
-            state = msgpack.unpackb(raw, raw=False)
+        state = await statefile.load(self.journal, STATE, _STATE, STATE_REMEDY)
+        if state:
             self.closed, self.exported, self._from_seq = state["closed"], state["exported"], state["from_seq"]
         for rec in await self.journal.scan(self._from_seq, ("day.close", "day.exported")):
-            self._apply(rec.kind, rec.body, rec.seq)
+            if self.journal.skipped.fits(self.name, rec):
+                why = self._misfit(rec)
+                if why is None:
+                    self._apply(rec.kind, rec.body, rec.seq)
+                else:
+                    self.journal.skipped.note(self.name, rec.seq, rec.kind, why)
         if self.journal.last_seq + 1 > self._from_seq:
             await self._save()  # the next start reads on from here, not the whole journal again
 
@@ -72,6 +89,18 @@ class DayBook:
 
     def healthy(self) -> bool:
         return True
+
+    def _misfit(self, rec: Record) -> str | None:
+        """Why a well-formed record does not follow the days known before it (None: it does)."""
+        day = rec.body["business_day"]
+        if rec.kind == "day.exported":
+            return None if day in self.closed else f"exports {day}, which is not closed"
+        if day in self.closed:
+            return f"closes {day} again (closed by record {self.closed[day]['seq']})"
+        last = self.last_closed()
+        if last is not None and day < last["business_day"]:  # days close in date order
+            return f"closes {day}, before the last closed day {last['business_day']} (record {last['seq']})"
+        return None
 
     def _apply(self, kind: str, body: dict[str, Any], seq: int) -> None:
         if kind == "day.close":

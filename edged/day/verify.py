@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import frame as fr
+from ..journal import kinds
 from .export import FORMAT, FORMAT_EXCLUDED
 
 FORMATS = (FORMAT, FORMAT_EXCLUDED)
@@ -137,10 +138,12 @@ def _check_records(ex: Export, data: bytes) -> None:
     counts = collections.Counter(r.kind for r in ex.records)
     if dict(counts) != m["counts"]:
         ex.problems.append(f"counts per kind {dict(counts)} differ from the manifest's {m['counts']}")
-    body = last.body if last.kind == "day.close" else None
-    if body is None or body.get("business_day") != m["business_day"]:
-        ex.problems.append(f"the last record (seq {last.seq}) is not the day.close of {m['business_day']}")
+    why = kinds.problem(last) if last.kind == "day.close" else None  # its body is read below: check it
+    if last.kind != "day.close" or why is not None or last.body["business_day"] != m["business_day"]:
+        ex.problems.append(f"the last record (seq {last.seq}) is not the day.close of {m['business_day']}"
+                           + (f" ({why})" if why else ""))
         return
+    body = last.body
     if body["first_seq"] != first or body["last_seq"] != last.seq - 1 or body["chain"] != before:
         ex.problems.append("the day.close record's range or chain head does not match the records")
     allowed = set(body.get("excluded_kinds") or ())

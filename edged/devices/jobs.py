@@ -6,7 +6,9 @@ Each transition is a `print.state` record, then a `printer.job` event. On
 startup the book is rebuilt from those records, starting at a checkpoint
 (`print-jobs`) below which every job is finished; a job that was `printing`
 (or held inside the printer) when edged died becomes `unknown`, never printed
-again by itself. docs/JOURNAL.md lists the records.
+again by itself. docs/JOURNAL.md lists the records. One that is not what edged
+writes (journal/kinds.py), or whose document no longer passes the check a
+`print` gets, is skipped, logged and counted in `status`.
 """
 from __future__ import annotations
 
@@ -17,8 +19,13 @@ from typing import Any, Callable
 
 import msgpack
 
+from ..journal import statefile
+from ..journal.frame import Record
 from ..journal.service import Journal
+from ..journal.shapes import Int, Map
 from ..journal.store import Entry
+from ..relay.protocol import BAD_REQUEST, RequestError
+from . import document
 
 log = logging.getLogger("edged.jobs")
 
@@ -26,6 +33,8 @@ WAITING = ("queued", "held")
 FINISHED = ("done", "failed", "unknown", "expired")
 KINDS = ("print.job", "print.state")
 CHECKPOINT = "print-jobs"
+CHECKPOINT_REMEDY = "remove it: edged then rebuilds the print jobs from the whole journal (a slower start, once)"
+READER = "print jobs"
 HISTORY = 86400.0  # finished jobs stay in memory this long (older ones are read back on demand)
 
 
@@ -86,10 +95,10 @@ class JobBook:
 
     async def restore(self) -> list[Job]:
         """Rebuild from the journal; returns the jobs that were cut off by a crash."""
-        data = await self.journal.load_state(CHECKPOINT)
-        self._checkpoint = msgpack.unpackb(data)["from_seq"] if data else 1
+        state = await statefile.load(self.journal, CHECKPOINT, Map({"from_seq": Int(1)}), CHECKPOINT_REMEDY)
+        self._checkpoint = state["from_seq"] if state else 1
         for rec in await self.journal.scan(self._checkpoint, KINDS):
-            self._replay(rec.seq, rec.ts, rec.kind, rec.body)
+            self._replay(rec)
         cut_off = [j for j in self.jobs.values() if j.state not in FINISHED and (j.state == "printing" or j.sent)]
         for job in cut_off:
             await self.transition(job, "unknown", "edged stopped while the job was printing; not printed again "
@@ -101,16 +110,26 @@ class JobBook:
                  self._checkpoint, waiting, len(cut_off))
         return cut_off
 
-    def _replay(self, seq: int, ts_us: int, kind: str, body: Any) -> None:
-        if not isinstance(body, dict) or not isinstance(body.get("job_id"), str):
-            log.error("journal record %d (%s) is not a print job record; skipped", seq, kind)
+    def _fits(self, rec: Record) -> bool:
+        if not self.journal.skipped.fits(READER, rec):
+            return False
+        if rec.kind == "print.job" and "document" in rec.body:
+            try:
+                document.check(rec.body["document"])
+            except RequestError as e:
+                self.journal.skipped.note(READER, rec.seq, rec.kind, e.message)
+                return False
+        return True
+
+    def _replay(self, rec: Record) -> None:
+        if not self._fits(rec):
             return
-        if kind == "print.job":
-            self.jobs[body["job_id"]] = job_from_record(seq, ts_us, body)
+        if rec.kind == "print.job":
+            self.jobs[rec.body["job_id"]] = job_from_record(rec.seq, rec.ts, rec.body)
             return
-        job = self.jobs.get(body["job_id"])
+        job = self.jobs.get(rec.body["job_id"])
         if job is not None:
-            job.apply(body, ts_us)
+            job.apply(rec.body, rec.ts)
 
     async def lookup(self, job_id: str) -> Job | None:
         """A job of this run, or an older one read back from the journal."""
@@ -121,7 +140,10 @@ class JobBook:
         if seq is None:
             return None
         found: Job | None = None
-        for rec in await self.journal.scan(seq, KINDS, lambda body: body.get("job_id") == job_id):
+        for rec in await self.journal.scan(seq, KINDS, lambda body: isinstance(body, dict)
+                                           and body.get("job_id") == job_id):
+            if not self._fits(rec):
+                continue
             if rec.kind == "print.job":
                 found = job_from_record(rec.seq, rec.ts, rec.body)
             elif found is not None:
@@ -139,7 +161,9 @@ class JobBook:
         results = await self.journal.append([Entry("print.job", body, tx_id=f"print:{job.job_id}")])
         if results[0].duplicate:
             existing = await self.lookup(job.job_id)
-            assert existing is not None, "the journal knows the job_id, so it has its record"
+            if existing is None:  # its print.job is one the reader skips (its document fails the check)
+                raise RequestError(BAD_REQUEST, f"job_id {job.job_id!r} is taken by journal record "
+                                                f"{results[0].seq}, which edged cannot print; use another job_id")
             return existing, True
         job.seq, job.created = results[0].seq, results[0].record.ts / 1e6
         self.jobs[job.job_id] = job

@@ -8,7 +8,8 @@ Record frame, all integers big-endian:
   28 u64  last sequence number of the batch
   36 32B  chain = SHA-256(previous chain || bytes 0..35 || payload)
   68 u32  CRC-32 (zlib) of bytes 0..67 and the payload
-  72 L    payload: msgpack [kind, body, tx_id, counter, number]
+  72 L    payload: msgpack [kind, body, tx_id, counter, number] or, for a record a client
+           appended with a tx_id, [kind, body, tx_id, counter, number, uid]: the tx_id's scope
 
 The batch fields let recovery tell a torn last batch (never acknowledged:
 cut) from damage to a batch that later batches prove was durable (reported).
@@ -49,6 +50,7 @@ class Record:
     batch_first: int = 0
     batch_last: int = 0
     wire: bytes | None = None  # the encoded `record` event, once a subscriber needed it
+    tx_uid: int | None = None  # whose tx_id it is: the appending client's uid; None: edged's or legacy
 
     def event(self) -> dict[str, Any]:
         """The `record` event of PROTOCOL.md."""
@@ -64,8 +66,12 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def payload_of(kind: str, body: Any, tx_id: str | None, counter: str | None, number: int | None) -> bytes:
-    payload = msgpack.packb([kind, body, tx_id, counter, number], use_bin_type=True)
+def payload_of(kind: str, body: Any, tx_id: str | None, counter: str | None, number: int | None,
+               tx_uid: int | None = None) -> bytes:
+    fields = [kind, body, tx_id, counter, number]
+    if tx_uid is not None:
+        fields.append(tx_uid)
+    payload = msgpack.packb(fields, use_bin_type=True)
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     return payload
@@ -116,10 +122,17 @@ def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Recor
     With prev_chain given, the chain link is checked too. Pass a memoryview to avoid copies."""
     seq, ts, batch_first, batch_last, chain, end, payload = _checked(buf, pos, prev_chain)
     try:
-        kind, body, tx_id, counter, number = _unpackb(payload, raw=False, strict_map_key=False)
+        fields = _unpackb(payload, raw=False, strict_map_key=False)
+        if len(fields) == 5:
+            (kind, body, tx_id, counter, number), tx_uid = fields, None
+        else:
+            kind, body, tx_id, counter, number, tx_uid = fields
+            if not isinstance(tx_uid, int):
+                raise ValueError("a record's sixth field is the uid its tx_id belongs to")
     except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
         raise FrameError(f"payload not a record: {e}") from None
-    return Record(seq, ts, kind, body, tx_id, counter, number, chain, end - pos, batch_first, batch_last)
+    return Record(seq, ts, kind, body, tx_id, counter, number, chain, end - pos, batch_first, batch_last, None,
+                  tx_uid)
 
 
 _unpack_head, _crc32, _sha256, _unpackb = HEAD.unpack_from, zlib.crc32, hashlib.sha256, msgpack.unpackb
@@ -148,8 +161,9 @@ def wired(buf: bytes | memoryview, pos: int, unpacker: msgpack.Unpacker) -> Wire
     try:
         base = unpacker.tell()
         unpacker.feed(payload)
-        if unpacker.read_array_header() != 5:
-            raise ValueError("not a 5-element array")
+        fields = unpacker.read_array_header()
+        if fields not in (5, 6):
+            raise ValueError("not a 5 or 6 element array")
         k0 = unpacker.tell() - base
         kind = unpacker.unpack()
         b0 = unpacker.tell() - base
@@ -160,13 +174,16 @@ def wired(buf: bytes | memoryview, pos: int, unpacker: msgpack.Unpacker) -> Wire
         unpacker.skip()  # the counter's name is not part of the event
         n0 = unpacker.tell() - base
         unpacker.skip()
+        n1 = unpacker.tell() - base
+        if fields == 6:
+            unpacker.skip()  # the tx_id's scope (uid) is not part of the event
         if unpacker.tell() - base != len(payload) or not isinstance(kind, str):
             raise ValueError("payload not a record")
     except Exception as e:  # CRC passed, so this is a writer bug, not disk damage
         raise FrameError(f"payload not a record: {e}") from None
     raw = bytes(payload)
     body = b"".join((_W1, _W_SEQ_TS.pack(seq, _W2, ts), b"\xa4kind", raw[k0:b0], b"\xa4body", raw[b0:t0],
-                     b"\xa5tx_id", raw[t0:c0], b"\xa6number", raw[n0:], b"\xa5chain\xc4\x20", chain))
+                     b"\xa5tx_id", raw[t0:c0], b"\xa6number", raw[n0:n1], b"\xa5chain\xc4\x20", chain))
     return Wired(seq, kind, _W_LEN.pack(len(body)) + body, ts)
 
 

@@ -11,6 +11,7 @@ import msgpack
 from ..relay import framing
 from ..relay import protocol as p
 from .highwater import LOST
+from .kinds import RESERVED, reserved
 from .service import Journal
 from .store import Entry
 
@@ -25,10 +26,10 @@ _PACK = msgpack.Packer(use_bin_type=True).pack
 _HEAD = framing.HEADER.pack
 _NAME_MAX = 128
 _TX_MAX = 256
-RESERVED = "journal."
 
 
-def _entries(params: dict[str, Any]) -> list[Entry]:
+def _entries(params: dict[str, Any], uid: int) -> list[Entry]:
+    """The records of an `append`; a tx_id is scoped to the appending client's uid."""
     records = p.param(params, "records", list)
     if not records:
         raise p.RequestError(p.BAD_REQUEST, "'records' is empty")
@@ -42,9 +43,10 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
         kind = rec.get("kind")
         if not isinstance(kind, str) or not 0 < len(kind) <= _NAME_MAX:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must be a non-empty string")
-        if kind.startswith(RESERVED):  # edged's own records (overdue reports): never a client's
-            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {kind!r}: kinds starting with {RESERVED!r} "
-                                                "are written by edged only")
+        if reserved(kind):  # edged acts on its own records after a restart: never a client's
+            prefix = next(r for r in RESERVED if kind.startswith(r))
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {p.shown(kind)}: kinds starting with {prefix!r} "
+                                                f"are written by edged only (reserved: {', '.join(RESERVED)})")
         if "body" not in rec:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].body is missing")
         tx_id, counter = rec.get("tx_id"), rec.get("number")
@@ -53,7 +55,7 @@ def _entries(params: dict[str, Any]) -> list[Entry]:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].tx_id must be a string of 1 to {_TX_MAX} characters")
         if counter is not None and not isinstance(counter, str):
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].number must name a number range")
-        out.append(Entry(kind, rec["body"], tx_id, counter))
+        out.append(Entry(kind, rec["body"], tx_id, counter, tx_uid=uid))
     return out
 
 
@@ -86,7 +88,7 @@ class JournalOps:
         return {"removed": consumer}
 
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
-        entries = _entries(params)
+        entries = _entries(params, session.peer.uid)
         results = await self.journal.append(entries)
         return {"records": [{"seq": a.seq, "duplicate": a.duplicate, **({"number": a.number}
                                                                           if a.number is not None else {})}

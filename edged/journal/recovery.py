@@ -8,18 +8,25 @@ reported (the journal turns degraded), never skipped.
 from __future__ import annotations
 
 import logging
+import re
 import struct
-
-import msgpack
 
 from . import frame as fr
 from . import highwater
+from . import statefile
+from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
 from .disk import write_atomic
 from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
-from .txindex import encode_idx
+from .txindex import encode_idx, key_of
 
 log = logging.getLogger("edged.journal")
 _SEARCH = 64  # sequence numbers looked for at a time past damage
+_SEG_NAME = re.compile(r"[0-9]{20}\.seg")
+_CHECKPOINT = Map({"first_seq": Int(1), "counters": MapOf(STR, Int()),
+                   "sealed": ListOf(Map({"name": STR, "first_seq": Int(1), "last_seq": SEQ, "last_ts": Int(),
+                                         "chain_end": CHAIN}))}, {"version": Int()})
+CHECKPOINT_REMEDY = ("restore it from a backup of the state directory (edged does not guess where the journal "
+                     "starts or which numbers were used; the segments are untouched: `edged journal verify`)")
 
 
 def recover(store: Store) -> None:
@@ -30,14 +37,18 @@ def recover(store: Store) -> None:
         for name in disk.listdir(folder):
             if name.endswith(".tmp"):  # an atomic write that never got renamed
                 disk.unlink(f"{folder}/{name}" if folder else name)
-    try:
-        cp = msgpack.unpackb(disk.read(CHECKPOINT), raw=False)
-    except FileNotFoundError:
+    cp = statefile.read(disk, CHECKPOINT, _CHECKPOINT, CHECKPOINT_REMEDY)
+    if cp is None:
         cp = {"first_seq": 1, "sealed": [], "counters": {}}
     store.first_seq = cp["first_seq"]
     store.sealed_counters = dict(cp["counters"])
     store.counters = dict(cp["counters"])
     files = [n for n in disk.listdir(SEGDIR) if n.endswith(".seg")]
+    for name in files:  # every *.seg there is taken as journal: one edged did not name is not guessed at
+        if not _SEG_NAME.fullmatch(name):
+            raise statefile.StateFileError(statefile.path_of(disk, f"{SEGDIR}/{name}"),
+                                           "not a segment name edged writes (20 digits, then .seg)",
+                                           "move it out of the journal directory")
     sealed = {m["name"]: m for m in cp["sealed"]}
     for name in files:  # retention that was interrupted after the floor moved
         if name not in sealed and int(name[:20]) < store.first_seq and name != files[-1]:
@@ -150,8 +161,8 @@ def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
     if rec.counter is not None:
         store.counters[rec.counter] = rec.number
         seg.counters = store.counters  # shared while scanning; copied once the scan is done
-    if rec.tx_id is not None:
-        store.txi.add(seg.name, rec.tx_id, rec.seq, rec.number)
+    if rec.tx_id is not None and (key := key_of(rec)) is not None:
+        store.txi.add(seg.name, key, rec.seq, rec.number)
 
 
 def _later_batch_exists(data: bytes, at: int, batch_first: int) -> bool:

@@ -27,7 +27,9 @@ import msgpack
 from . import frame as fr
 from ..relay import framing
 from .disk import write_atomic
+from .kinds import Skipped
 from .store import Appended, Entry, JournalError, Store
+from .txindex import EDGED, make_key
 
 log = logging.getLogger("edged.journal")
 CACHE = 10_000  # recent records kept in memory for live subscribers, at most this many
@@ -70,6 +72,7 @@ class Journal:
         # every cursor change as (consumer, old, new); old None: registered, new None: removed.
         self.on_records: list[Callable[[list[fr.Record]], None]] = []
         self.on_cursor: list[Callable[[str, int | None, int | None], None]] = []
+        self.skipped = Skipped()  # edged's own records that readers found malformed (status `degraded`)
 
     def _submit(self, kind: str, payload: Any) -> asyncio.Future:
         assert self._loop is not None
@@ -315,8 +318,8 @@ class Journal:
         return await self._run(self.store.ts_of, seq)
 
     async def find_tx(self, tx_id: str) -> int | None:
-        """The seq of the retained record with this tx_id, if any."""
-        found = await self._run(self.store.txi.get, tx_id, self.store._confirm)
+        """The seq of the retained record of edged's own with this tx_id (print:<job_id>), if any."""
+        found = await self._run(self.store.txi.get, make_key(EDGED, tx_id), self.store._confirm)
         return None if found is None else found[0]
 
     async def load_state(self, name: str) -> bytes | None:

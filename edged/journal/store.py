@@ -14,14 +14,18 @@ import msgpack
 
 from . import frame as fr
 from . import highwater
+from . import statefile
 from ..relay.protocol import RequestError
 from .disk import Disk, write_atomic
-from .txindex import TxIndex, encode_idx
+from .shapes import SEQ, STR, MapOf
+from .txindex import TxIndex, encode_idx, key_of, make_key, scope_of
 
 log = logging.getLogger("edged.journal")
 
 SEGDIR, CHECKPOINT, CURSORS, TORN = "segments", "checkpoint", "cursors", "torn"
 DEFAULT_SEGMENT_SIZE = 16 << 20
+CURSORS_REMEDY = ("restore it from a backup, or remove it: every consumer then counts as new and reads again "
+                  "from the oldest retained record (delivery is at least once)")
 
 
 class JournalError(RequestError):
@@ -34,6 +38,10 @@ class Entry:
     body: Any
     tx_id: str | None = None
     counter: str | None = None
+    tx_uid: int | None = None  # the appending client's uid: its tx_id's scope (None: edged's own)
+
+    def key(self) -> str:
+        return make_key(scope_of(self.kind, self.tx_uid), self.tx_id or "")
 
 
 @dataclass
@@ -145,7 +153,7 @@ class Store:
                 for e in group:
                     known = None
                     if e.tx_id is not None:
-                        known = new_tx.get(e.tx_id) or self.txi.get(e.tx_id, self._confirm)
+                        known = self._known(e, new_tx)
                     if known is not None:
                         results.append(Appended(known[0], known[1], True))
                         continue
@@ -163,14 +171,14 @@ class Store:
                     seq += 1
                     appended = Appended(seq, number, False)
                     if e.tx_id is not None:
-                        new_tx[e.tx_id] = (seq, number)
+                        new_tx[e.key()] = (seq, number)
                     todo.append((seq, e, number, appended))
                     results.append(appended)
                 out.append(results)
             except JournalError as err:
                 seq = seq0
                 for _, e, _, _ in todo[n0:]:
-                    new_tx.pop(e.tx_id, None)
+                    new_tx.pop(e.key(), None)
                 del todo[n0:]
                 for name, value in saved.items():
                     if value is None:
@@ -184,11 +192,12 @@ class Store:
         first, last = todo[0][0], todo[-1][0]
         chain, parts = self.chain, []
         for s, e, number, appended in todo:
-            payload = fr.payload_of(e.kind, e.body, e.tx_id, e.counter, number)
+            tx_uid = e.tx_uid if e.tx_id is not None else None
+            payload = fr.payload_of(e.kind, e.body, e.tx_id, e.counter, number, tx_uid)
             data, chain = fr.encode(s, ts, payload, first, last, chain)
             parts.append(data)
             appended.record = fr.Record(s, ts, e.kind, e.body, e.tx_id, e.counter, number, chain,
-                                        len(data), first, last)
+                                        len(data), first, last, tx_uid=tx_uid)
         blob = b"".join(parts)
         offset = self.active.size
         assert self._handle is not None
@@ -217,24 +226,34 @@ class Store:
         seg.last_seq, seg.last_ts, seg.chain_end = last, ts, chain
         seg.counters = counters
         self.last_seq, self.chain, self.counters = last, chain, counters
-        for tx_id, (s, number) in new_tx.items():
-            self.txi.add(seg.name, tx_id, s, number)
+        for key, (s, number) in new_tx.items():
+            self.txi.add(seg.name, key, s, number)
         return out
+
+    def _known(self, e: Entry, new_tx: dict) -> tuple[int, int | None] | None:
+        """The record already holding e's tx_id in e's scope. A client's tx_id also matches a
+        record from before scopes (it has no uid): what that client may have appended then."""
+        key = e.key()
+        known = new_tx.get(key) or self.txi.get(key, self._confirm)
+        if known is None and e.tx_uid is not None:
+            legacy = make_key(None, e.tx_id or "")
+            known = new_tx.get(legacy) or self.txi.get(legacy, self._confirm)
+        return known
 
     def load_tx_index(self) -> None:
         """Read the sealed segments' tx-id indexes (a background thread runs this after open)."""
         def rebuild(name: str) -> bytes:
             log.warning("journal: transaction index of %s unreadable; rebuilding it from the segment", name)
             seg = next(s for s in self.segments if s.name == name)
-            entries = {r.tx_id: (r.seq, r.number) for r in self.records(seg.first_seq, seg.last_seq)
-                       if r.tx_id is not None}
+            entries = {key: (r.seq, r.number) for r in self.records(seg.first_seq, seg.last_seq)
+                       if (key := key_of(r)) is not None}
             return encode_idx(entries)
 
         self.txi.load_all(lambda name: self.disk.read(f"{SEGDIR}/{name}.idx"), rebuild)
 
-    def _confirm(self, seq: int, tx_id: str) -> bool:
-        """Is record `seq` really the one with this tx_id (not a hash collision)?"""
-        return any(rec.tx_id == tx_id for rec in self.records(seq, seq))
+    def _confirm(self, seq: int, key: str) -> bool:
+        """Is record `seq` really the one with this tx_id in this scope (not a hash collision)?"""
+        return any(key_of(rec) == key for rec in self.records(seq, seq))
 
     def _cut_back(self, offset: int) -> None:
         try:
@@ -361,10 +380,7 @@ class Store:
     # ---------- cursors and retention ----------
 
     def load_cursors(self) -> dict[str, int]:
-        try:
-            return dict(msgpack.unpackb(self.disk.read(CURSORS), raw=False))
-        except FileNotFoundError:
-            return {}
+        return statefile.read(self.disk, CURSORS, MapOf(STR, SEQ), CURSORS_REMEDY) or {}
 
     def save_cursors(self, cursors: dict[str, int]) -> None:
         write_atomic(self.disk, CURSORS, msgpack.packb(cursors, use_bin_type=True))

@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..journal.shapes import NUM, STR, Map
+
 FLUSH_EVERY = 60.0  # seconds an open ack entry collects acks before it is written
 MAX_BYTES = 4 << 20  # ~2 months at one entry per minute per consumer
+_SHAPE = Map({"at": NUM, "consumer": STR, "event": STR})
 
 
 class AckLog:
@@ -91,7 +94,7 @@ class AckLog:
                     entry = json.loads(line)
                 except ValueError:
                     continue  # torn by a power cut
-                if isinstance(entry, dict) and "at" in entry and "consumer" in entry:
+                if _SHAPE.problem(entry, "entry") is None:  # a line of another shape is skipped like a torn one
                     out.append(entry)
         return out
 

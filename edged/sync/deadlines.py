@@ -11,7 +11,9 @@ state file with the journal seq it reflects, and at startup the journal is
 read from there (and from each consumer's cursor) for the overdue and
 cleared records written since, so a crash between a journal write and the
 state file neither repeats nor loses a report. A record that fell due while
-edged was down is reported right after the start.
+edged was down is reported right after the start. An overdue or cleared record
+that is not what edged writes (journal/kinds.py) is skipped, logged and
+counted in `status`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import msgpack
 
 from ..config import DeadlineSettings
 from ..journal import frame as fr
+from ..journal import statefile
 from ..journal.service import Journal
+from ..journal.shapes import NUM, SEQ, STR, Int, Map, MapOf
 from ..journal.store import Entry, JournalError
 from .state import Pending
 
@@ -33,6 +37,11 @@ OVERDUE, CLEARED = "journal.overdue", "journal.overdue_cleared"
 STATE_FILE = "deadlines"
 TICK = 1.0
 RETRY = 60.0  # seconds before a report the journal refused is tried again
+_STATE = Map({"seq": SEQ, "reported": MapOf(Int(1), Map({"kind": STR, "seq": Int(1), "consumer": STR,
+                                                         "due_at": NUM, "overdue_seq": Int(1)}))},
+             {"floors": MapOf(STR, SEQ)})
+STATE_REMEDY = ("remove it: the overdue reports are read again from the journal (a deadline consumer removed "
+                "with consumer_remove then counts as never having picked anything up)")
 
 
 class Deadlines:
@@ -55,16 +64,15 @@ class Deadlines:
     async def start(self) -> None:
         if not self.rules:
             return
-        saved = await self.journal.load_state(STATE_FILE)
-        state = msgpack.unpackb(saved, raw=False, strict_map_key=False) if saved else {"seq": 0, "reported": {}}
-        self.reported = {int(k): v for k, v in state["reported"].items()}
+        state = await statefile.load(self.journal, STATE_FILE, _STATE, STATE_REMEDY) or {"seq": 0, "reported": {}}
+        self.reported = dict(state["reported"])
         self.floors = state.get("floors", {})
         cursors = {kind: self._cursor(rule.consumer) for kind, rule in self.rules.items()}
         start = min([*cursors.values(), state["seq"]]) + 1
         for rec in await self.journal.scan(start, (*self.rules, OVERDUE, CLEARED)):
-            if rec.kind in (OVERDUE, CLEARED) and not _ours(rec.body, rec.kind == OVERDUE):
-                log.error("record %d (%s) is not one edged wrote; ignored", rec.seq, rec.kind)
-            elif rec.kind == OVERDUE:
+            if rec.kind in (OVERDUE, CLEARED) and not self.journal.skipped.fits(self.name, rec):
+                continue
+            if rec.kind == OVERDUE:
                 self.reported[rec.body["seq"]] = {**rec.body, "overdue_seq": rec.seq}
             elif rec.kind == CLEARED:
                 self.reported.pop(rec.body["seq"], None)
@@ -188,11 +196,3 @@ class Deadlines:
     def summary(self) -> str:
         overdue = len(self.reported)
         return f"{overdue} overdue" if overdue else ""
-
-
-def _ours(body: Any, overdue: bool) -> bool:
-    """The shape of a journal.overdue / journal.overdue_cleared body edged writes (clients cannot
-    append journal.* kinds; an older journal might hold anything)."""
-    return (isinstance(body, dict) and isinstance(body.get("seq"), int) and isinstance(body.get("kind"), str)
-            and isinstance(body.get("consumer"), str)
-            and (not overdue or isinstance(body.get("due_at"), (int, float))))

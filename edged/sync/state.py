@@ -26,6 +26,8 @@ import msgpack
 
 from ..config import SyncSettings
 from ..journal import frame as fr
+from ..journal import statefile
+from ..journal.shapes import STR, ListOf, MapOf
 from ..journal.service import Journal
 from ..relay import protocol as p
 from .acklog import AckLog, last_acks, select
@@ -35,6 +37,7 @@ TICK = 1.0
 FILL_CHUNK = 20_000  # records per journal-thread read while filling a consumer's pending list
 AGE_EVERY = 10.0  # seconds between disk reads of one consumer's oldest unacked record's time
 KINDS_FILE = "consumer-kinds"  # beside the cursors: consumer -> kinds of its latest subscribe
+KINDS_REMEDY = "remove it: each consumer's lag then counts every kind until its next subscribe"
 
 
 class Pending:
@@ -84,8 +87,7 @@ class Sync:
         self._saving: asyncio.Task | None = None
 
     async def start(self) -> None:
-        saved = await self.journal.load_state(KINDS_FILE)
-        kinds = msgpack.unpackb(saved, raw=False) if saved else {}
+        kinds = await statefile.load(self.journal, KINDS_FILE, MapOf(STR, ListOf(STR)), KINDS_REMEDY) or {}
         last = last_acks(await asyncio.to_thread(self.acklog.read_written))
         for name in self.journal.cursors:
             c = self.consumers[name] = Consumer(name, last_ack=last.get(name))
