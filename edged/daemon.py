@@ -30,6 +30,7 @@ from .journal.ops import JournalOps
 from .journal.service import Journal
 from .journal.store import Store
 from .relay.access import Access
+from .relay.registry import Registry
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
@@ -194,8 +195,8 @@ class Daemon:
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
         self.till.sticks = sticks
-        handlers = (self.till.handlers() | JournalOps(journal, sync).handlers() | PrintOps(printing, drawers).handlers()
-                    | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers() | sync.handlers())
+        ops = Registry.of(self.till, JournalOps(journal, sync), PrintOps(printing, drawers), ScanOps(scanners),
+                          DayOps(days, carrier), sync)
         d = self.cfg.daemon
         activated = listen_socket()
         if activated is not None:
@@ -204,7 +205,7 @@ class Daemon:
                             "will not find edged", activated.getsockname(), d.socket)
             if d.socket_group:
                 log.warning("daemon.socket_group is ignored: edged.socket's SocketGroup= decides who may connect")
-        server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
+        server = Server(d.socket, ops, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,
                         client_timeout=d.client_timeout, group=d.socket_group,
                         access=Access(d.privileged_users, d.privileged_groups), activated=activated)

@@ -10,6 +10,7 @@ import msgpack
 
 from ..relay import framing
 from ..relay import protocol as p
+from ..relay.registry import Level, may, needs, op
 from .service import Journal
 from .store import Entry
 
@@ -66,22 +67,21 @@ class JournalOps:
         self.journal = journal
         self.sync = sync  # told of subscriptions: a consumer's kinds, and whether it is connected
 
-    def handlers(self) -> dict[str, Any]:
-        return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack,
-                "consumers": self.op_consumers, "consumer_remove": self.op_consumer_remove}
-
+    @op("consumers", Level.ANY)
     async def op_consumers(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         lags = self.journal.lags()
         return {"last_seq": self.journal.last_seq,
                 "consumers": {name: {"acked": seq, "lag": lags[name]}
                               for name, seq in sorted(self.journal.cursors.items())}}
 
+    @op("consumer_remove", Level.PRIVILEGED, consumer=needs(str))
     async def op_consumer_remove(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         await self.journal.remove_consumer(consumer)
         log.warning("consumer %r removed by client %s (%s)", consumer, session.client, session.peer)
         return {"removed": consumer}
 
+    @op("append", Level.ANY, records=needs(list))
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         entries = _entries(params)
         results = await self.journal.append(entries)
@@ -89,6 +89,7 @@ class JournalOps:
                                                                           if a.number is not None else {})}
                             for a in results]}
 
+    @op("subscribe", Level.ANY, consumer=needs(str), from_=needs(int, str), kinds=may(list), window=may(int))
     async def op_subscribe(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         start = p.param(params, "from", (int, str))
@@ -112,6 +113,7 @@ class JournalOps:
         session.subscriptions[consumer] = sub
         return {"from_seq": start}
 
+    @op("ack", Level.ANY, consumer=needs(str), seq=needs(int))
     async def op_ack(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         seq = p.param(params, "seq", int)

@@ -2,7 +2,8 @@
 
 A bad frame is answered and closes its own connection only; a failing op
 handler answers `internal` and the session goes on. Ops not registered
-answer `unknown_op`.
+answer `unknown_op`; each registered one is checked for the caller's access
+level and its parameters (registry.py) before its handler runs.
 """
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import socket
 import grp
 import stat
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from . import framing
 from . import protocol as p
 from .access import Access, Peer, peer_of
 from .outbox import Outbox
+from .registry import Level, Registry, needs, op
 from .watch import Watchers
 
 log = logging.getLogger("edged.relay")
-
-Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Session:
@@ -73,7 +73,7 @@ class Session:
                 msg = await framing.read_frame(self.reader, self.server.max_frame,
                                                None if self.client else timeout, timeout)
             except framing.FrameError as e:
-                log.warning("client %s (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
+                log.warning("client %r (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
                 self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
                 self.refused_frame = True
                 return
@@ -93,26 +93,24 @@ class Session:
             return p.error(req_id, p.BAD_REQUEST, "request needs a string 'op'")
         params = {k: v for k, v in msg.items() if k not in ("op", "id")}
         try:
-            if op == "hello":
-                return p.ok(req_id, self._hello(params))
-            if self.client is None:
+            if self.client is None and op != "hello":
                 return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {p.shown(op)}")
-            handler = self.server.handlers.get(op)
-            if handler is None:
+            entry = self.server.ops.get(op)
+            if entry is None:
                 return p.error(req_id, p.UNKNOWN_OP, f"unknown op {p.shown(op)}")
-            if not self.server.access.permits(self.peer, op):
-                log.warning("refused %r to client %r (%s): not in the privileged users or groups",
-                            op, self.client, self.peer)
-                return p.error(req_id, p.NOT_PERMITTED, f"{op!r} needs a privileged user or group "
-                                                        "(daemon.privileged_users / privileged_groups)")
-            return p.ok(req_id, await handler(self, params))
+            if not self.server.access.allows(self.peer, entry.spec.level):
+                log.warning("refused %r to client %r (%s): not allowed at level %s",
+                            op, self.client, self.peer, entry.spec.level)
+                return p.error(req_id, p.NOT_PERMITTED, self.server.access.refusal(op, entry.spec.level))
+            entry.spec.check(params)
+            return p.ok(req_id, await entry.handler(self, params))
         except p.RequestError as e:
             return p.error(req_id, e.code, e.message)
         except Exception:
-            log.exception("op %r from client %s failed", op, self.client)
+            log.exception("op %r from client %r failed", op, self.client)
             return p.error(req_id, p.INTERNAL, f"op {p.shown(op)} failed inside edged; see its log")
 
-    def _hello(self, params: dict[str, Any]) -> dict[str, Any]:
+    def hello(self, params: dict[str, Any]) -> dict[str, Any]:
         version = p.param(params, "protocol", int)
         client = p.param(params, "client", str)
         if version != p.PROTOCOL_VERSION:
@@ -148,7 +146,7 @@ class Server:
 
     name = "socket"
 
-    def __init__(self, path: str, handlers: dict[str, Handler], hello_info: Callable[[], dict[str, Any]], *,
+    def __init__(self, path: str, ops: Registry, hello_info: Callable[[], dict[str, Any]], *,
                  max_frame: int = framing.DEFAULT_MAX_FRAME, max_connections: int = 64, send_queue: int = 1000,
                  client_timeout: float = 10.0, access: Access | None = None, group: str = "",
                  activated: socket.socket | None = None) -> None:
@@ -157,13 +155,14 @@ class Server:
         self.activated = activated
         self.path = Path(activated.getsockname() if activated is not None else path)
         self.watchers = Watchers()
-        self.handlers = {"watch": self.watchers.op_watch, **handlers}
+        self.ops = Registry.of(self, self.watchers).merge(ops)  # a name declared twice raises here
         self.hello_info = hello_info
         self.max_frame = max_frame
         self.max_connections = max_connections
         self.send_queue = send_queue
         self.client_timeout = client_timeout
         self.access = access or Access()
+        self.access.levels = self.ops.levels()
         self.group = group
         self.sessions: set[Session] = set()
         self.refused_busy = 0
@@ -207,6 +206,10 @@ class Server:
 
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
+
+    @op("hello", Level.ANY, protocol=needs(int), client=needs(str))
+    async def op_hello(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        return session.hello(params)
 
     def summary(self) -> str:
         n = len(self.sessions)
