@@ -207,6 +207,8 @@ class Daemon:
                 log.warning("daemon.socket_group is ignored: edged.socket's SocketGroup= decides who may connect")
         server = Server(d.socket, ops, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,
+                        max_connections_per_uid=d.max_connections_per_uid,
+                        reserved_connections=d.reserved_connections,
                         client_timeout=d.client_timeout, group=d.socket_group,
                         access=Access(d.privileged_users, d.privileged_groups), activated=activated)
         self.till.server = self.server = server
