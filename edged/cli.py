@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
+    from .journal.owners import OwnersFileError
     from .relay.server import SocketBusy
 
     cfg = config.load(args.config)
@@ -174,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(cfg.daemon.log_level)
     try:
         return asyncio.run(Daemon(cfg, simulate=args.simulate).run())
-    except SocketBusy as e:
+    except (SocketBusy, OwnersFileError) as e:
         print(f"edged: {e}", file=sys.stderr)
         return 1
     except PermissionError as e:

@@ -27,6 +27,7 @@ from .day.ops import DayOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
+from .journal.owners import Owners
 from .journal.service import Journal
 from .journal.store import Store
 from .relay.access import Access
@@ -126,6 +127,8 @@ class Daemon:
                       ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
         journal = Journal(store, min_retention_days=jcfg.min_retention_days, on_event=self.publish)
         await self._start("journal", journal)
+        owners = Owners(journal)  # read now: a damaged file stops the start, not the first ack
+        await self._start("consumer-owners", owners)
         # Before anything else appends: both read the journal from their cursors, then follow it.
         sync = Sync(journal, self.cfg.sync, AckLog(self.state_dir / "sync.log"), self.publish)
         await self._start("sync", sync)
@@ -195,8 +198,8 @@ class Daemon:
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
         self.till.sticks = sticks
-        ops = Registry.of(self.till, JournalOps(journal, sync), PrintOps(printing, drawers), ScanOps(scanners),
-                          DayOps(days, carrier), sync)
+        ops = Registry.of(self.till, JournalOps(journal, sync, owners), PrintOps(printing, drawers),
+                          ScanOps(scanners), DayOps(days, carrier), sync)
         d = self.cfg.daemon
         activated = listen_socket()
         if activated is not None:
