@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import __version__, cli_day, cli_install, cli_journal, cli_print, cli_scan, cli_sync, config
+from .printable import printable
 
 EXIT_USAGE = 2
 
@@ -247,7 +248,7 @@ def cmd_events(args: argparse.Namespace) -> int:
                     print(json.dumps(event, default=repr), flush=True)
                 else:
                     name = event.pop("event")
-                    fields = "  ".join(f"{k}={v}" for k, v in event.items())
+                    fields = "  ".join(f"{k}={printable(v)}" for k, v in event.items())
                     print(f"{time.strftime('%H:%M:%S')}  {name:<18} {fields}", flush=True)
         except KeyboardInterrupt:
             pass
@@ -273,7 +274,7 @@ def format_status(s: dict[str, Any]) -> str:
         detail = ", ".join(dev.get("reasons") or []) or "-"
         if dev.get("detail"):
             detail += f" ({dev['detail']})"
-        rows.append((name, dev["kind"], dev["state"], detail))
+        rows.append((printable(name), dev["kind"], dev["state"], printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3])
@@ -283,8 +284,8 @@ def format_status(s: dict[str, Any]) -> str:
         age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
         last = time.strftime(" last ack %Y-%m-%d %H:%M:%S", time.localtime(c["last_ack"])) if c.get("last_ack") else \
             " never acked"
-        kinds = f" (kinds {', '.join(c['kinds'])})" if c.get("kinds") else ""
-        lines.append(f"sync      {name}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
+        kinds = f" (kinds {printable(', '.join(c['kinds']))})" if c.get("kinds") else ""
+        lines.append(f"sync      {printable(name)}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
                      f"{last}")
     for kind, d in (s.get("deadlines") or {}).items():
         overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
@@ -298,9 +299,9 @@ def format_status(s: dict[str, Any]) -> str:
     lines.append(f"clients   {len(conns)} of at most {s.get('max_connections', '?')}; refused busy "
                  f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
     for c in conns:
-        subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
+        subs = "; ".join(f"consumer {printable(n)} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
                          for n, v in c.get("subscriptions", {}).items())
-        lines.append(f"  {c['client']}  pid {c['pid']} uid {c['uid']}  queue {c.get('queue', 0)}"
+        lines.append(f"  {printable(c['client'])}  pid {c['pid']} uid {c['uid']}  queue {c.get('queue', 0)}"
                      + (f"  watching {','.join(c['topics'])}" if c.get("topics") else "")
                      + (f"  {subs}" if subs else ""))
     return "\n".join(lines) + "\n"

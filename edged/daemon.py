@@ -235,7 +235,8 @@ class Daemon:
         def save(receipt: Receipt, text: str) -> None:
             number = next(count)
             (folder / f"{number:05d}.txt").write_text(text, encoding="utf-8")
-            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip())
+            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip(),
+                     extra={"multiline": True})
 
         return save
 
