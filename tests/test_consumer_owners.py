@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import msgpack
 import pytest
 
 from edged import config
@@ -47,6 +48,7 @@ def _attack(sock: str, last_seq: int) -> dict:
             "ack": _answer(c, "ack", consumer="head-office", seq=last_seq),
             "remove": _answer(c, "consumer_remove", consumer="head-office"),
             "own": _answer(c, "subscribe", consumer="evil-reader", **{"from": last_seq + 1}),
+            "ghosts": [_answer(c, "ack", consumer=f"ghost-{i}", seq=last_seq + 1)["code"] for i in range(200)],
         }
 
 
@@ -76,6 +78,9 @@ def test_another_uid_cannot_move_or_take_head_offices_consumer(short_dir):
             assert f"uid {SYNC_UID}" in attack[what]["message"]
         assert attack["remove"]["code"] == "not_permitted"  # a privileged op
         assert attack["own"] == {"ok": {"from_seq": last + 1}}  # reading under its own name is fine
+        assert set(attack["ghosts"]) == {"bad_request"}  # refused acks claim no names
+        owners = msgpack.unpackb((short_dir / "state" / "journal" / OWNERS_FILE).read_bytes())
+        assert owners == {"head-office": SYNC_UID, "evil-reader": ATTACKER_UID}
 
         consumers = pos.request("consumers")["consumers"]
         assert consumers["head-office"] == {"acked": 5, "lag": last - 5, "owner": SYNC_UID}

@@ -136,6 +136,9 @@ class JournalOps:
         seq = p.param(params, "seq", int)
         if seq < 0:
             raise p.RequestError(p.BAD_REQUEST, "'seq' must be >= 0")
+        if seq > self.journal.last_seq:  # before admit: a refused ack never claims a name
+            raise p.RequestError(p.BAD_REQUEST, f"seq {seq} is beyond the journal's last seq "
+                                                f"{self.journal.last_seq}")
         await self.owners.admit(session, consumer)
         acked = await self.journal.ack(consumer, seq)
         sub = session.subscriptions.get(consumer)
