@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from . import (__version__, cli_day, cli_format, cli_install, cli_journal, cli_print, cli_scan, cli_status, cli_sync,
                config)
 from .journal.statefile import StateFileError
+from .printable import printable
 
 EXIT_USAGE = 2
 
@@ -176,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import logs
     from .daemon import Daemon
     from .journal.highwater import HighWaterError
+    from .journal.owners import OwnersFileError
     from .relay.server import SocketBusy
 
     cfg = config.load(args.config)
@@ -186,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.setup(cfg.daemon.log_level)
     try:
         return asyncio.run(Daemon(cfg, simulate=args.simulate).run())
-    except (SocketBusy, HighWaterError) as e:
+    except (SocketBusy, HighWaterError, OwnersFileError) as e:
         print(f"edged: {e}", file=sys.stderr)
         return 1
     except PermissionError as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Sequence
 
+from .printable import printable
+
 # Event and status fields holding unix times (docs/PROTOCOL.md, "Device events").
 TIME_KEYS = frozenset({"at", "since", "created", "updated", "opened_at", "appended_at", "due_at",
                        "acked_at", "last_ack", "first_at", "exported_at"})
@@ -48,7 +50,8 @@ def seconds(v: float) -> str:
 
 def text(s: str) -> str:
     """Scanned or typed text as it reads, control characters named (<GS> between GS1 fields)."""
-    return "".join(_CONTROL.get(ord(c), f"<0x{ord(c):02x}>") if ord(c) < 0x20 or ord(c) == 0x7F else c
+    return "".join(_CONTROL.get(ord(c), f"<0x{ord(c):02x}>") if ord(c) < 0x20 or ord(c) == 0x7F
+                   else c if c.isprintable() else printable(c)  # C1 controls, bidi overrides: escaped
                    for c in s)
 
 
@@ -74,7 +77,7 @@ def value(key: str, v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(value(key, x) for x in v) or "none"
     if isinstance(v, dict):
-        return ",".join(f"{k}:{value(k, x)}" for k, x in v.items()) or "none"
+        return ",".join(f"{printable(k)}:{value(k, x)}" for k, x in v.items()) or "none"
     if isinstance(v, float):
         return f"{v:g}"
     return text(v) if isinstance(v, str) else str(v)
@@ -83,12 +86,12 @@ def value(key: str, v: Any) -> str:
 def fields(ev: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """key=value pairs, two spaces apart; empty values are left out."""
     left_out = {"event", *skip}
-    return "  ".join(f"{k}={value(k, v)}" for k, v in ev.items() if k not in left_out and v not in (None, ""))
+    return "  ".join(f"{printable(k)}={value(k, v)}" for k, v in ev.items() if k not in left_out and v not in (None, ""))
 
 
 def event(ev: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """An event as `edged events` prints it: its name, then its fields."""
-    return f"{ev['event']:<18} {fields(ev, skip)}".rstrip()
+    return f"{printable(ev['event']):<18} {fields(ev, skip)}".rstrip()
 
 
 def table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from . import config
 from .journal.disk import RealDisk
 from .journal.verify import Report, read_all, verify
+from .printable import printable
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
@@ -90,7 +91,7 @@ def format_record(rec: dict[str, Any], as_json: bool) -> str:
     when = datetime.datetime.fromtimestamp(rec["ts"] / 1e6).isoformat(sep=" ", timespec="milliseconds")
     extra = "".join(f" {k}={rec[k]}" for k in ("tx_id", "number") if rec.get(k) is not None)
     body = json.dumps(_json_safe(rec["body"]), ensure_ascii=False)
-    return f"{rec['seq']:>8}  {when}  {rec['kind']}{extra}  {body}"
+    return printable(f"{rec['seq']:>8}  {when}  {rec['kind']}{extra}  {body}")
 
 
 def cmd_journal(args: argparse.Namespace, call) -> int:
@@ -113,7 +114,7 @@ def cmd_journal(args: argparse.Namespace, call) -> int:
     if not result["consumers"]:
         print("no consumers registered")
     for name, c in result["consumers"].items():
-        print(f"{name:20} acked {c['acked']:>10}   lag {c['lag']} record(s)")
+        print(f"{printable(name):20} acked {c['acked']:>10}   lag {c['lag']} record(s)")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .devices.jobs import FINISHED
+from .printable import printable
 
 SPECIALS = "€ ä ö ü ß æ ø å Æ Ø Å"
 _WAIT_HELP = "do not wait for the printer; print the job id and return"
@@ -163,7 +164,8 @@ def cmd_jobs(args: argparse.Namespace, call: Callable) -> int:
     now = time.time()
     for j in result["jobs"]:
         detail = j.get("reason") or j.get("error") or (f"copy of {j['copy_of']}" if j.get("copy_of") else "")
-        rows.append((j["job_id"], j["printer"], j["state"], f"{now - j['created']:.0f} s", detail))
+        rows.append((printable(j["job_id"]), j["printer"], j["state"], f"{now - j['created']:.0f} s",
+                     printable(detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import cli_format
+from .printable import printable
 
 
 def format_status(s: dict[str, Any]) -> str:
@@ -14,8 +15,8 @@ def format_status(s: dict[str, Any]) -> str:
     for name, c in (s.get("sync") or {}).items():
         age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
         last = f" last ack {cli_format.clock(c['last_ack'])}" if c.get("last_ack") else " never acked"
-        kinds = f" (kinds {', '.join(c['kinds'])})" if c.get("kinds") else ""
-        lines.append(f"sync      {name}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
+        kinds = f" (kinds {printable(', '.join(c['kinds']))})" if c.get("kinds") else ""
+        lines.append(f"sync      {printable(name)}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
                      f"{last}")
     for kind, d in (s.get("deadlines") or {}).items():
         overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
@@ -35,10 +36,10 @@ def format_status(s: dict[str, Any]) -> str:
                  f"{s.get('refused_busy', 0)}, dropped for not reading {s.get('dropped_watchers', 0)}")
     rows = []
     for c in conns:
-        subs = "; ".join(f"consumer {n} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
+        subs = "; ".join(f"consumer {printable(n)} lag {v['lag']} in flight {v['in_flight']}/{v['window']}"
                          for n, v in c.get("subscriptions", {}).items())
         doing = "  ".join(x for x in (f"watching {','.join(c['topics'])}" if c.get("topics") else "", subs) if x)
-        rows.append((c["client"], f"pid {c['pid']}", f"uid {c['uid']}", f"queue {c.get('queue', 0)}", doing))
+        rows.append((printable(c["client"]), f"pid {c['pid']}", f"uid {c['uid']}", f"queue {c.get('queue', 0)}", doing))
     lines += cli_format.table(rows, indent="  ") if rows else []
     return "\n".join(lines) + "\n"
 
@@ -50,7 +51,7 @@ def device_lines(s: dict[str, Any]) -> list[str]:
         detail = ", ".join(dev.get("reasons") or []) or "-"
         if dev.get("detail"):
             detail += f" ({dev['detail']})"
-        rows.append((name, dev["kind"], dev["state"], detail))
+        rows.append((printable(name), dev["kind"], dev["state"], printable(detail)))
     return cli_format.table(rows) if len(rows) > 1 else ["(no devices configured)"]
 
 

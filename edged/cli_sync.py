@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable
 
 from .cli_format import when
+from .printable import printable
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}
@@ -91,7 +92,7 @@ def format_log(entries: list[dict[str, Any]], days: list[dict[str, Any]], consum
             what = f"removed (had acked up to {e.get('acked')})"
         elif what in ("online", "offline"):
             what = f"{what} (lag {e.get('lag')})"
-        lines.append(f"{when(e['at'])}  {e['consumer']:<14} {what}")
+        lines.append(f"{when(e['at'])}  {printable(e['consumer']):<14} {what}")
     if not lines:
         lines.append("(no sync log entries" + (f" for {only}" if only else "") + ")")
     table = _days(entries, days, consumers, only)
@@ -105,7 +106,7 @@ def _days(entries: list[dict[str, Any]], days: list[dict[str, Any]], consumers: 
     names = [n for n, c in consumers.items() if not c.get("kinds") and (only is None or n == only)]
     if not days or not names:
         return []
-    out = ["CLOSED DAY   RECORDS      " + "  ".join(f"{n:<28}" for n in names).rstrip()]
+    out = ["CLOSED DAY   RECORDS      " + "  ".join(f"{printable(n):<28}" for n in names).rstrip()]
     for day in days[-14:]:
         cells = []
         for name in names:

@@ -56,6 +56,10 @@ class DaemonSettings:
     privileged_groups: list[str] = field(default_factory=list, metadata=_help("same, by group"))
     max_frame: int = field(default=1 << 20, metadata=_range(4096, 64 << 20) | _help("bytes per message"))
     max_connections: int = field(default=64, metadata=_range(1, 4096))
+    max_connections_per_uid: int = field(default=16, metadata=_range(1, 4096) | _help(
+        "connections one user may hold at once (root and edged's own user: no limit)"))
+    reserved_connections: int = field(default=8, metadata=_range(0, 4095) | _help(
+        "of max_connections, kept for root, edged's own user and the privileged users and groups"))
     send_queue: int = field(default=1000, metadata=_range(16, 1_000_000)
                             | _help("messages queued per client before a watcher is dropped"))
     client_timeout: float = field(default=10.0, metadata=_range(0.1, 3600)
@@ -79,6 +83,14 @@ class DaemonSettings:
             out.append(("socket", f"path too long for a unix socket (at most {_SOCKET_MAX} bytes)"))
         if not self.state_dir.startswith("/"):
             out.append(("state_dir", f"must be an absolute path, got {self.state_dir!r}"))
+        if self.reserved_connections >= self.max_connections:
+            out.append(("reserved_connections", f"must be below max_connections ({self.max_connections}), "
+                                                f"got {self.reserved_connections}"))
+        elif self.max_connections_per_uid >= self.max_connections - self.reserved_connections:
+            out.append(("max_connections_per_uid", f"must be below max_connections - reserved_connections "
+                                                   f"({self.max_connections - self.reserved_connections}), got "
+                                                   f"{self.max_connections_per_uid}: one user could take every "
+                                                   "connection the others may use"))
         return out
 
 

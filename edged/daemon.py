@@ -27,9 +27,11 @@ from .day.ops import DayOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
+from .journal.owners import Owners
 from .journal.service import Journal
 from .journal.store import Store
 from .relay.access import Access
+from .relay.registry import Registry
 from .relay.server import Server
 from .sim.paper import Receipt
 from .sim.printer import PrinterEmulator
@@ -129,6 +131,8 @@ class Daemon:
         if wd and jcfg.flush_timeout >= 2 * wd:  # a hung flush is then noticed a watchdog period late
             log.warning("journal.flush_timeout (%g s) is not below WatchdogSec (%g s)", jcfg.flush_timeout, 2 * wd)
         await self._start("journal", journal)
+        owners = Owners(journal)  # read now: a damaged file stops the start, not the first ack
+        await self._start("consumer-owners", owners)
         # Before anything else appends: both read the journal from their cursors, then follow it.
         sync = Sync(journal, self.cfg.sync, AckLog(self.state_dir / "sync.log"), self.publish)
         await self._start("sync", sync)
@@ -198,8 +202,8 @@ class Daemon:
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
         self.till.sticks = sticks
-        handlers = (self.till.handlers() | JournalOps(journal, sync).handlers() | PrintOps(printing, drawers).handlers()
-                    | ScanOps(scanners).handlers() | DayOps(days, carrier).handlers() | sync.handlers())
+        ops = Registry.of(self.till, JournalOps(journal, sync, owners), PrintOps(printing, drawers),
+                          ScanOps(scanners), DayOps(days, carrier), sync)
         d = self.cfg.daemon
         activated = listen_socket()
         if activated is not None:
@@ -208,8 +212,10 @@ class Daemon:
                             "will not find edged", activated.getsockname(), d.socket)
             if d.socket_group:
                 log.warning("daemon.socket_group is ignored: edged.socket's SocketGroup= decides who may connect")
-        server = Server(d.socket, handlers, self.till.hello_info, max_frame=d.max_frame,
+        server = Server(d.socket, ops, self.till.hello_info, max_frame=d.max_frame,
                         max_connections=d.max_connections, send_queue=d.send_queue,
+                        max_connections_per_uid=d.max_connections_per_uid,
+                        reserved_connections=d.reserved_connections,
                         client_timeout=d.client_timeout, group=d.socket_group,
                         access=Access(d.privileged_users, d.privileged_groups), activated=activated)
         self.till.server = self.server = server
@@ -233,7 +239,8 @@ class Daemon:
         def save(receipt: Receipt, text: str) -> None:
             number = next(count)
             (folder / f"{number:05d}.txt").write_text(text, encoding="utf-8")
-            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip())
+            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip(),
+                     extra={"multiline": True})
 
         return save
 

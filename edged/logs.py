@@ -6,10 +6,22 @@ import os
 import sys
 from typing import Mapping
 
+from .printable import printable, printable_lines
+
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
-class JournalFormatter(logging.Formatter):
+class EscapingFormatter(logging.Formatter):
+    """Control characters in a message (a client's name, say) are written escaped, never raw; so
+    are newlines, unless the call says the message has lines of its own (extra={"multiline": True})."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        multiline = getattr(record, "multiline", False)
+        record.message = printable_lines(record.message) if multiline else printable(record.message)
+        return super().formatMessage(record)
+
+
+class JournalFormatter(EscapingFormatter):
     """One line per message (journald splits on newlines), priority as a `<N>` prefix."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -41,7 +53,7 @@ def setup(level: str = "info", env: Mapping[str, str] = os.environ) -> None:
     if stderr_is_journal(env):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     handler.addFilter(_quiet_escpos)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,7 +1,7 @@
 """The policy in the middle: the socket's ops, answered from the devices' state.
 
-Ops that later parts (journal, print jobs, scanners, USB) bring are
-registered here as they land; until then the relay answers `unknown_op`.
+The other parts (journal, print jobs, scanners, days) declare their own ops
+beside their handlers (relay/registry.py); these are the till-wide ones.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .devices.printer import Printer
 from .devices.spooler import PrintService
 from .journal.service import Journal
 from .relay import protocol as p
+from .relay.registry import Level, may, op
 
 if TYPE_CHECKING:
     from .relay.server import Server, Session
@@ -43,12 +44,6 @@ class Till:
         self.sync: Sync | None = None
         self.deadlines: Deadlines | None = None
 
-    def handlers(self) -> dict[str, Any]:
-        ops = {"status": self.op_status}
-        if self.simulated:
-            ops["sim"] = self.op_sim
-        return ops
-
     def hello_info(self) -> dict[str, Any]:
         return {"server": f"edged {__version__}", "till_id": self.cfg.till_id,
                 "journal": self.journal_info()}
@@ -58,6 +53,7 @@ class Till:
             return {"first_seq": 0, "last_seq": 0}
         return {"first_seq": self.journal.first_seq, "last_seq": self.journal.last_seq}
 
+    @op("status", Level.ANY, refresh=may(bool))
     async def op_status(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         if p.param(params, "refresh", bool, required=False):  # read every printer now, not the last poll
             for printer in self.printers.values():
@@ -99,6 +95,10 @@ class Till:
             parts.append(self.server.summary())
         return ("simulated till; " if self.simulated else "") + "; ".join(parts)
 
+    # The simulated till's controls (a directory plugged in as a stick is written with edged's
+    # rights) belong to whoever runs it.
+    @op("sim", Level.DAEMON, when="simulated", printer=may(str), set=may(dict), scan=may(str), device=may(str),
+        stick=may(str), unplug=may(str))
     async def op_sim(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         """Simulation only: change the simulated printer's state, then re-read its status;
         or (`scan`) let the simulated scanner scan a code; or plug a directory in as a USB stick

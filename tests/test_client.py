@@ -12,6 +12,7 @@ from edged.journal.disk import RealDisk
 from edged.journal.ops import JournalOps
 from edged.journal.service import Journal
 from edged.journal.store import Store
+from edged.relay.registry import Registry
 from edged.relay.server import Server
 from edged.till import Till
 
@@ -20,7 +21,7 @@ async def _start(short_dir):
     journal = Journal(Store(RealDisk(str(short_dir / "j"))))
     await journal.start()
     till = Till(config.from_dict({"till_id": "t1"}), {}, False, journal)
-    server = Server(str(short_dir / "s.sock"), till.handlers() | JournalOps(journal).handlers(), till.hello_info)
+    server = Server(str(short_dir / "s.sock"), Registry.of(till, JournalOps(journal)), till.hello_info)
     till.server = server
     await server.start()
     return server, journal

@@ -11,6 +11,7 @@ from edged.journal.ops import JournalOps
 from edged.journal.service import Journal
 from edged.journal.store import Store
 from edged.client import Client, ClientError
+from edged.relay.registry import Registry
 from edged.relay.server import Server
 from edged.till import Till
 
@@ -28,7 +29,7 @@ def run(short_dir, scenario, ranges=None, segment_size=1 << 20):
                                 ranges=ranges or {}))
         await journal.start()
         till = Till(config.from_dict({"till_id": "t1"}), {}, False, journal)
-        server = Server(str(short_dir / "s.sock"), till.handlers() | JournalOps(journal).handlers(),
+        server = Server(str(short_dir / "s.sock"), Registry.of(till, JournalOps(journal)),
                         till.hello_info)
         till.server = server
         await server.start()

@@ -13,6 +13,7 @@ import pytest
 from edged import config
 from edged.relay import framing
 from edged.client import Client, ClientError
+from edged.relay.registry import Registry
 from edged.relay.server import Server, SocketBusy
 from edged.till import Till
 
@@ -55,7 +56,7 @@ class Harness:
     def __init__(self, path: str, max_frame: int = 4096) -> None:
         cfg = config.from_dict({"till_id": "till-test"})
         self.till = Till(cfg, {}, simulated=False)
-        self.server = Server(path, self.till.handlers(), self.till.hello_info, max_frame=max_frame)
+        self.server = Server(path, Registry.of(self.till), self.till.hello_info, max_frame=max_frame)
         self.till.server = self.server
         self.path = path
 

@@ -16,6 +16,7 @@ from edged.journal.service import Journal
 from edged.journal.store import Store
 from edged.relay import framing
 from edged.relay.access import Access
+from edged.relay.registry import Registry
 from edged.relay.server import Server
 from edged.till import Till
 
@@ -26,7 +27,7 @@ def serve(short_dir, scenario, ranges=None, **server_args):
         journal = Journal(Store(RealDisk(str(short_dir / "j")), ranges=ranges or {}))
         await journal.start()
         till = Till(config.from_dict({"till_id": "t1"}), {}, False, journal)
-        server = Server(str(short_dir / "s.sock"), till.handlers() | JournalOps(journal).handlers(),
+        server = Server(str(short_dir / "s.sock"), Registry.of(till, JournalOps(journal)),
                         till.hello_info, **server_args)
         till.server = server
         journal.on_event = server.publish

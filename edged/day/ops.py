@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..relay import protocol as p
+from ..relay.registry import Level, may, needs, op
 from . import export as ex
 from .book import DayBook, business_day
 from .carry import Carrier
@@ -14,9 +15,7 @@ class DayOps:
         self.book = book
         self.carrier = carrier
 
-    def handlers(self) -> dict[str, Any]:
-        return {"day_close": self.op_day_close, "days": self.op_days, "export": self.op_export}
-
+    @op("day_close", Level.PRIVILEGED, business_day=needs(str))
     async def op_day_close(self, session: Any, params: dict[str, Any]) -> dict[str, Any]:
         day = business_day(p.param(params, "business_day", str))
         who = {"client": session.client, "pid": session.peer.pid, "uid": session.peer.uid}
@@ -25,11 +24,13 @@ class DayOps:
             self.carrier.kick(day)  # onto the stick plugged in, or `waiting` for one
         return {**_public(closed), "duplicate": existed}
 
+    @op("days", Level.ANY)
     async def op_days(self, session: Any, params: dict[str, Any]) -> dict[str, Any]:
         pending = set(self.carrier.pending())
         return {"days": [{**_public(c), "exported": _exported(self.book.exported.get(d)), "pending": d in pending}
                          for d, c in sorted(self.book.closed.items())]}
 
+    @op("export", Level.PRIVILEGED, business_day=needs(str), target=may(str))
     async def op_export(self, session: Any, params: dict[str, Any]) -> dict[str, Any]:
         day = business_day(p.param(params, "business_day", str))
         target = p.param(params, "target", str, required=False, default="usb")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..relay import protocol as p
+from ..relay.registry import Level, may, needs, op
 from . import document, raw_escpos
 from .drawer import Drawer
 from .jobs import Job
@@ -33,10 +34,6 @@ class PrintOps:
         self.book = service.book
         self.drawers = drawers
 
-    def handlers(self) -> dict[str, Any]:
-        return {"print": self.op_print, "job": self.op_job, "jobs": self.op_jobs, "reprint": self.op_reprint,
-                "drawer_open": self.op_drawer_open}
-
     def _answer(self, job: Job, duplicate: bool) -> dict[str, Any]:
         return {**job.public(), "duplicate": duplicate}
 
@@ -47,6 +44,7 @@ class PrintOps:
             raise p.RequestError(p.NOT_FOUND, f"no print job {job_id!r}")
         return job
 
+    @op("print", Level.ANY, printer=may(str), job_id=needs(str), document=may(dict), raw=may(bytes))
     async def op_print(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         printer = p.named(params, "printer", self.service.printers, "printer")
         job_id = _job_id(params)
@@ -95,9 +93,11 @@ class PrintOps:
                                                     "configured ([drawers.NAME] printer = ...)")
         job.kicks = found.kicks_drawer
 
+    @op("job", Level.ANY, job_id=needs(str))
     async def op_job(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return (await self._existing(params)).public()
 
+    @op("jobs", Level.ANY, printer=may(str), limit=may(int))
     async def op_jobs(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         printer = p.param(params, "printer", str, required=False)
         limit = p.param(params, "limit", int, required=False, default=50)
@@ -105,6 +105,7 @@ class PrintOps:
             raise p.RequestError(p.BAD_REQUEST, "'limit' must be between 1 and 1000")
         return {"jobs": [j.public() for j in self.book.recent(printer, limit)], "counts": self.service.info()}
 
+    @op("reprint", Level.ANY, job_id=needs(str), copy_job_id=may(str))
     async def op_reprint(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         original = await self._existing(params)
         job_id = original.job_id
@@ -136,6 +137,7 @@ class PrintOps:
             n += 1
         return f"{job_id}.copy{n}"
 
+    @op("drawer_open", Level.PRIVILEGED, drawer=may(str), reason=needs(str))
     async def op_drawer_open(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         name = p.named(params, "drawer", self.drawers, "drawer")
         reason = p.param(params, "reason", str)

@@ -1,4 +1,10 @@
-"""The journal's socket ops: append, subscribe, ack (PROTOCOL.md)."""
+"""The journal's socket ops: append, subscribe, ack (PROTOCOL.md).
+
+A named consumer belongs to the uid that registered it (owners.py). A
+connection holds one subscription at most: a second `subscribe` ends the
+first (its task is cancelled and awaited) before it is answered, so a client
+repeating `subscribe` never piles up tasks.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +18,8 @@ from ..relay import framing
 from ..relay import protocol as p
 from .highwater import LOST
 from .kinds import RESERVED, reserved
+from ..relay.registry import Level, may, needs, op
+from .owners import Owners
 from .service import Journal
 from .store import Entry
 
@@ -67,26 +75,27 @@ def _consumer(params: dict[str, Any]) -> str:
 
 
 class JournalOps:
-    def __init__(self, journal: Journal, sync: Sync | None = None) -> None:
+    def __init__(self, journal: Journal, sync: Sync | None = None, owners: Owners | None = None) -> None:
         self.journal = journal
         self.sync = sync  # told of subscriptions: a consumer's kinds, and whether it is connected
+        self.owners = owners or Owners(journal)  # the daemon starts its own, so a bad file stops startup
 
-    def handlers(self) -> dict[str, Any]:
-        return {"append": self.op_append, "subscribe": self.op_subscribe, "ack": self.op_ack,
-                "consumers": self.op_consumers, "consumer_remove": self.op_consumer_remove}
-
+    @op("consumers", Level.ANY)
     async def op_consumers(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         lags = self.journal.lags()
         return {"last_seq": self.journal.last_seq,
-                "consumers": {name: {"acked": seq, "lag": lags[name]}
+                "consumers": {name: {"acked": seq, "lag": lags[name], "owner": self.owners.uids.get(name)}
                               for name, seq in sorted(self.journal.cursors.items())}}
 
+    @op("consumer_remove", Level.PRIVILEGED, consumer=needs(str))
     async def op_consumer_remove(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         await self.journal.remove_consumer(consumer)
-        log.warning("consumer %r removed by client %s (%s)", consumer, session.client, session.peer)
+        await self.owners.forget(consumer)
+        log.warning("consumer %r removed by client %r (%s)", consumer, session.client, session.peer)
         return {"removed": consumer}
 
+    @op("append", Level.ANY, records=needs(list))
     async def op_append(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         entries = _entries(params, session.peer.uid)
         results = await self.journal.append(entries)
@@ -94,6 +103,7 @@ class JournalOps:
                                                                           if a.number is not None else {})}
                             for a in results]}
 
+    @op("subscribe", Level.ANY, consumer=needs(str), from_=needs(int, str), kinds=may(list), window=may(int))
     async def op_subscribe(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         start = p.param(params, "from", (int, str))
@@ -101,6 +111,10 @@ class JournalOps:
             if start != "acked":
                 raise p.RequestError(p.BAD_REQUEST, "'from' must be a seq or \"acked\"")
             start = self.journal.cursors.get(consumer, self.journal.first_seq - 1) + 1
+        elif start > self.journal.last_seq + 1:  # a cursor there would skip records not written yet
+            raise p.RequestError(p.BAD_REQUEST, f"'from' {start} is beyond the end of the journal: the last "
+                                                f"durable seq is {self.journal.last_seq}, so at most "
+                                                f"{self.journal.last_seq + 1}")
         start = max(start, self.journal.first_seq)
         kinds = p.param(params, "kinds", list, required=False)
         if kinds is not None and not all(isinstance(k, str) for k in kinds):
@@ -108,20 +122,29 @@ class JournalOps:
         window = p.param(params, "window", int, required=False, default=1000)
         if not 1 <= window <= MAX_WINDOW:
             raise p.RequestError(p.BAD_REQUEST, f"'window' must be between 1 and {MAX_WINDOW}")
+        await self.owners.admit(session, consumer)
+        for old in list(session.subscriptions.values()):  # replaced: ended before the new one starts
+            await old.stop()
+        session.subscriptions.clear()
         await self.journal.register(consumer, start)
         if self.sync is not None:
             await self.sync.subscribed(consumer, kinds)
         sub = Subscription(self.journal, session, consumer, start, set(kinds) if kinds else None, window,
                            self.sync)
-        session.after_response.append(lambda: session.spawn(sub.run(), f"subscription {consumer}"))
+        session.after_response.append(sub.start)
         session.subscriptions[consumer] = sub
         return {"from_seq": start}
 
+    @op("ack", Level.ANY, consumer=needs(str), seq=needs(int))
     async def op_ack(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         seq = p.param(params, "seq", int)
         if seq < 0:
             raise p.RequestError(p.BAD_REQUEST, "'seq' must be >= 0")
+        if seq > self.journal.last_seq:  # before admit: a refused ack never claims a name
+            raise p.RequestError(p.BAD_REQUEST, f"seq {seq} is beyond the journal's last seq "
+                                                f"{self.journal.last_seq}")
+        await self.owners.admit(session, consumer)
         acked = await self.journal.ack(consumer, seq)
         sub = session.subscriptions.get(consumer)
         if sub is not None:
@@ -138,6 +161,15 @@ class Subscription:
         self.next_seq, self.kinds, self.window = start, kinds, window
         self.in_flight: collections.deque[int] = collections.deque()
         self._room = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = self.session.spawn(self.run(), f"subscription {self.consumer}")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
 
     def describe(self) -> dict[str, Any]:
         return {"next_seq": self.next_seq, "in_flight": len(self.in_flight), "window": self.window,

@@ -2,8 +2,9 @@
 
 The kernel tells us (SO_PEERCRED, SO_PEERGROUPS), so a client cannot claim to
 be someone else. Everyone who can open the socket (mode 0660, its group) may
-sell, print and read the journal; the privileged ops need root, the daemon's
-own user, or a user or group from the config's allow-list.
+sell, print and read the journal; each op's level comes from its declaration
+(registry.py): privileged ops need root, the daemon's own user, or a user or
+group from the config's allow-list; daemon ops need root or the daemon's user.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
-PRIVILEGED_OPS = frozenset({"drawer_open", "day_close", "export", "consumer_remove"})
+from .registry import Level
+
 _UCRED = struct.Struct("3i")
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python names it only in 3.12+
 _MAX_GROUPS = 1024
@@ -51,13 +53,30 @@ def peer_of(sock: socket.socket | None) -> Peer:
 class Access:
     def __init__(self, users: Iterable[str] = (), groups: Iterable[str] = ()) -> None:
         # Names were checked by the config; resolved once, as the daemon starts.
-        self.uids = {0, os.getuid()} | {pwd.getpwnam(u).pw_uid for u in users}
+        self.daemon_uids = frozenset({0, os.getuid()})
+        self.uids = set(self.daemon_uids) | {pwd.getpwnam(u).pw_uid for u in users}
         self.gids = {grp.getgrnam(g).gr_gid for g in groups}
+        self.levels: Mapping[str, Level] = {}  # op -> level, from the server's registry
+
+    def privileged(self, peer: Peer) -> bool:
+        return peer.uid in self.uids or bool(peer.groups & self.gids)
+
+    def allows(self, peer: Peer, level: Level) -> bool:
+        if level is Level.ANY:
+            return True
+        if level is Level.DAEMON:
+            return peer.uid in self.daemon_uids
+        return self.privileged(peer)
 
     def permits(self, peer: Peer, op: str) -> bool:
-        if op not in PRIVILEGED_OPS:
-            return True
-        return peer.uid in self.uids or bool(peer.groups & self.gids)
+        """May this peer call `op`? An op the server does not serve needs the daemon's own user."""
+        return self.allows(peer, self.levels.get(op, Level.DAEMON))
+
+    @staticmethod
+    def refusal(op: str, level: Level) -> str:
+        if level is Level.DAEMON:
+            return f"{op!r} is for root and edged's own user only"
+        return f"{op!r} needs a privileged user or group (daemon.privileged_users / privileged_groups)"
 
     def describe(self) -> str:
         return ", ".join([f"uid {u}" for u in sorted(self.uids)] + [f"gid {g}" for g in sorted(self.gids)])

@@ -2,44 +2,51 @@
 
 A bad frame is answered and closes its own connection only; a failing op
 handler answers `internal` and the session goes on. Ops not registered
-answer `unknown_op`.
+answer `unknown_op`; each registered one is checked for the caller's access
+level and its parameters (registry.py) before its handler runs.
+
+Connections are admitted per uid: one uid holds at most
+`max_connections_per_uid` (root and edged's own user excepted), and the last
+`reserved_connections` slots are kept for root, edged's user and the
+privileged users and groups, so no one uid can lock the others out.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
 import grp
 import stat
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from . import framing
 from . import protocol as p
 from .access import Access, Peer, peer_of
 from .outbox import Outbox
+from .registry import Level, Registry, needs, op
 from .watch import Watchers
 
 log = logging.getLogger("edged.relay")
-
-Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class Session:
     """State of one client connection."""
 
-    def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 peer: Peer) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
         self.client: str | None = None  # set by hello
-        self.peer: Peer = peer_of(writer.get_extra_info("socket"))
+        self.peer = peer
         self.outbox = Outbox(writer, server.send_queue, max(server.max_frame, 4 << 20))
         self.topics: set[str] = set()  # watched, see watch.py
         self.after_response: list[Callable[[], None]] = []  # e.g. start streaming once `subscribe` is answered
         self.tasks: set[asyncio.Task] = set()  # per-connection work (subscriptions), cancelled on close
-        self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription
+        self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription (at most one)
         self.dropped = False
         self.refused_frame = False  # closed for a bad frame: linger so the client reads why
 
@@ -73,7 +80,7 @@ class Session:
                 msg = await framing.read_frame(self.reader, self.server.max_frame,
                                                None if self.client else timeout, timeout)
             except framing.FrameError as e:
-                log.warning("client %s (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
+                log.warning("client %r (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
                 self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
                 self.refused_frame = True
                 return
@@ -93,26 +100,24 @@ class Session:
             return p.error(req_id, p.BAD_REQUEST, "request needs a string 'op'")
         params = {k: v for k, v in msg.items() if k not in ("op", "id")}
         try:
-            if op == "hello":
-                return p.ok(req_id, self._hello(params))
-            if self.client is None:
+            if self.client is None and op != "hello":
                 return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {p.shown(op)}")
-            handler = self.server.handlers.get(op)
-            if handler is None:
+            entry = self.server.ops.get(op)
+            if entry is None:
                 return p.error(req_id, p.UNKNOWN_OP, f"unknown op {p.shown(op)}")
-            if not self.server.access.permits(self.peer, op):
-                log.warning("refused %r to client %r (%s): not in the privileged users or groups",
-                            op, self.client, self.peer)
-                return p.error(req_id, p.NOT_PERMITTED, f"{op!r} needs a privileged user or group "
-                                                        "(daemon.privileged_users / privileged_groups)")
-            return p.ok(req_id, await handler(self, params))
+            if not self.server.access.allows(self.peer, entry.spec.level):
+                log.warning("refused %r to client %r (%s): not allowed at level %s",
+                            op, self.client, self.peer, entry.spec.level)
+                return p.error(req_id, p.NOT_PERMITTED, self.server.access.refusal(op, entry.spec.level))
+            entry.spec.check(params)
+            return p.ok(req_id, await entry.handler(self, params))
         except p.RequestError as e:
             return p.error(req_id, e.code, e.message)
         except Exception:
-            log.exception("op %r from client %s failed", op, self.client)
+            log.exception("op %r from client %r failed", op, self.client)
             return p.error(req_id, p.INTERNAL, f"op {p.shown(op)} failed inside edged; see its log")
 
-    def _hello(self, params: dict[str, Any]) -> dict[str, Any]:
+    def hello(self, params: dict[str, Any]) -> dict[str, Any]:
         version = p.param(params, "protocol", int)
         client = p.param(params, "client", str)
         if version != p.PROTOCOL_VERSION:
@@ -148,8 +153,9 @@ class Server:
 
     name = "socket"
 
-    def __init__(self, path: str, handlers: dict[str, Handler], hello_info: Callable[[], dict[str, Any]], *,
+    def __init__(self, path: str, ops: Registry, hello_info: Callable[[], dict[str, Any]], *,
                  max_frame: int = framing.DEFAULT_MAX_FRAME, max_connections: int = 64, send_queue: int = 1000,
+                 max_connections_per_uid: int | None = None, reserved_connections: int = 0,
                  client_timeout: float = 10.0, access: Access | None = None, group: str = "",
                  activated: socket.socket | None = None) -> None:
         # A socket from systemd (edged.socket) is used as it is: its path, owner and mode are
@@ -157,16 +163,21 @@ class Server:
         self.activated = activated
         self.path = Path(activated.getsockname() if activated is not None else path)
         self.watchers = Watchers()
-        self.handlers = {"watch": self.watchers.op_watch, **handlers}
+        self.ops = Registry.of(self, self.watchers).merge(ops)  # a name declared twice raises here
         self.hello_info = hello_info
         self.max_frame = max_frame
         self.max_connections = max_connections
+        self.max_per_uid = max_connections if max_connections_per_uid is None else max_connections_per_uid
+        self.reserved = reserved_connections
         self.send_queue = send_queue
         self.client_timeout = client_timeout
         self.access = access or Access()
+        self.access.levels = self.ops.levels()
         self.group = group
         self.sessions: set[Session] = set()
+        self.per_uid: collections.Counter[int] = collections.Counter()  # connections held, by peer uid
         self.refused_busy = 0
+        self._lingering = 0  # refused connections still being answered
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task] = set()
         self._inode = -1
@@ -208,6 +219,10 @@ class Server:
     def healthy(self) -> bool:
         return self._server is not None and self._server.is_serving()
 
+    @op("hello", Level.ANY, protocol=needs(int), client=needs(str))
+    async def op_hello(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        return session.hello(params)
+
     def summary(self) -> str:
         n = len(self.sessions)
         return f"{n} client{'s' if n != 1 else ''}"
@@ -217,23 +232,49 @@ class Server:
 
     def info(self) -> dict[str, Any]:
         return {"connections": [s.describe() for s in self.sessions], "max_connections": self.max_connections,
+                "max_connections_per_uid": self.max_per_uid, "reserved_connections": self.reserved,
                 "refused_busy": self.refused_busy, "dropped_watchers": self.watchers.dropped,
                 "events_published": self.watchers.published}
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why this peer may not have a connection now (busy), or None."""
+        trusted = peer.uid in self.access.daemon_uids  # could stop edged anyway: no per-uid limit
+        if not trusted and self.per_uid[peer.uid] >= self.max_per_uid:
+            return (f"uid {peer.uid} already holds {self.per_uid[peer.uid]} connections "
+                    f"(daemon.max_connections_per_uid); close one or try again later")
         if len(self.sessions) >= self.max_connections:
-            self.refused_busy += 1
-            log.warning("connection refused: %d clients connected (daemon.max_connections)", len(self.sessions))
-            writer.write(framing.encode(p.error(None, p.BUSY, f"edged serves at most {self.max_connections} "
-                                                              "clients at once; try again later")))
-            await _linger(reader, writer)
-            writer.close()
-            return
+            return f"edged serves at most {self.max_connections} clients at once; try again later"
+        if len(self.sessions) >= self.max_connections - self.reserved and not self.access.privileged(peer):
+            return (f"edged serves at most {self.max_connections - self.reserved} clients at once besides "
+                    f"root and the privileged users (daemon.reserved_connections); try again later")
+        return None
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer,
+                      why: str) -> None:
+        self.refused_busy += 1
+        log.warning("connection refused (%s): %s", peer, why)
+        writer.write(framing.encode(p.error(None, p.BUSY, why)))
+        # A client hammering the socket gets its answer without the linger once many are
+        # lingering: each holds a file descriptor for up to a second.
+        if self._lingering < self.max_connections:
+            self._lingering += 1
+            try:
+                await _linger(reader, writer)
+            finally:
+                self._lingering -= 1
+        writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer.get_extra_info("socket"))
+        why = self._refusal(peer)
+        if why is not None:
+            return await self._refuse(reader, writer, peer, why)
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        session = Session(self, reader, writer)
+        session = Session(self, reader, writer, peer)
         self.sessions.add(session)
+        self.per_uid[peer.uid] += 1
         sender = asyncio.create_task(session.outbox.run(), name="socket-writer")
         try:
             await session.run()
@@ -245,6 +286,9 @@ class Server:
             for sub in list(session.tasks):
                 sub.cancel()
             self.sessions.discard(session)
+            self.per_uid[peer.uid] -= 1
+            if not self.per_uid[peer.uid]:
+                del self.per_uid[peer.uid]
             self.watchers.forget(session)
             self._tasks.discard(task)
             session.outbox.close()

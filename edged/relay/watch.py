@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import framing
 from . import protocol as p
+from .registry import Level, may, needs, op
 
 if TYPE_CHECKING:
     from .server import Session
@@ -57,6 +58,7 @@ class Watchers:
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)
 
+    @op("watch", Level.ANY, topics=needs(list), kept=may(bool))
     async def op_watch(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         topics = p.param(params, "topics", list)
         for i, topic in enumerate(topics):

@@ -30,6 +30,7 @@ from ..journal import statefile
 from ..journal.shapes import STR, ListOf, MapOf
 from ..journal.service import Journal
 from ..relay import protocol as p
+from ..relay.registry import Level, may, op
 from .acklog import AckLog, last_acks, select
 
 log = logging.getLogger("edged.sync")
@@ -281,9 +282,7 @@ class Sync:
 
     # ---------- the socket op ----------
 
-    def handlers(self) -> dict[str, Any]:
-        return {"sync_log": self.op_sync_log}
-
+    @op("sync_log", Level.ANY, consumer=may(str), since=may(int, float), limit=may(int))
     async def op_sync_log(self, session: Any, params: dict[str, Any]) -> dict[str, Any]:
         consumer = p.param(params, "consumer", str, required=False)
         since = p.param(params, "since", (int, float), required=False)

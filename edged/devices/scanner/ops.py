@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...relay import protocol as p
+from ...relay.registry import Level, may, op
 from .device import Scanner
 from .fixture import COMMON_LAYOUTS, under_layouts
 from .keymap import check_layout
@@ -13,9 +14,7 @@ class ScanOps:
     def __init__(self, scanners: dict[str, Scanner]) -> None:
         self.wedges = {name: s for name, s in scanners.items() if s.settings.backend == "evdev"}
 
-    def handlers(self) -> dict[str, Any]:
-        return {"scan_layouts": self.op_scan_layouts}
-
+    @op("scan_layouts", Level.ANY, device=may(str), layouts=may(list))
     async def op_scan_layouts(self, session: Any, params: dict[str, Any]) -> dict[str, Any]:
         """The last scan's key events read under each common layout: the one that shows what the
         barcode says is how the scanner is programmed."""
