@@ -20,6 +20,7 @@ from .cli_format import plural
 from .client import Client
 from .demo_journal import day_steps, journal_steps, sync_steps
 from .demo_steps import DemoTill, device_steps, step
+from .demo_trust import trust_steps
 from .systemd import NotifyListener
 
 DEMO_CONFIG = """\
@@ -91,12 +92,13 @@ def _run(till: DemoTill, log_path: Path) -> int:
         print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
         print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
         asyncio.run(_client_steps(till))
-        step(14, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
+        asyncio.run(trust_steps(till))
+        step(15, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
                  "the Debian package brings, its user and udev rules, does not apply to a simulated till)")
         till.cli("journal", "verify", "--state-dir", "state")
         till.cli("doctor", "--config", "edged.toml", "--socket", "edged.sock", "--state-dir", "state")
     finally:
-        step(15, "stop it the way systemd does (SIGTERM)")
+        step(16, "stop it the way systemd does (SIGTERM)")
         with till.held():  # a second Ctrl+C must not leave it running
             code = _stop(proc)
         print(f"systemd would hear: {notify.wait_for('STOPPING=1', 2)}; exit code {code}")
