@@ -6,6 +6,7 @@ alive, keeping its connections open, until the test releases it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -17,6 +18,8 @@ from typing import Any, Callable
 
 import pytest
 
+from edged.client import BlockingClient, ClientError
+
 SOCKET_GROUP, SOCKET_GID = "nogroup", 65534  # the tests' socket group
 PRIVILEGED_USER, PRIVILEGED_UID = "daemon", 1  # listed in daemon.privileged_users
 POS_UID, SYNC_UID = 4101, 4102  # ordinary members of the socket group
@@ -27,7 +30,8 @@ KEEP: list[Any] = []  # in a holding child: what must stay open (its connections
 
 
 class AsUser:
-    def __init__(self, uid: int, fn: Callable[[], Any], *, hold: bool = False) -> None:
+    def __init__(self, uid: int, fn: Callable[[], Any], *, hold: bool = False, gid: int = SOCKET_GID,
+                 groups: tuple[int, ...] = (SOCKET_GID,)) -> None:
         r, w = os.pipe()
         release_r, release_w = os.pipe()
         pid = os.fork()
@@ -41,8 +45,8 @@ class AsUser:
                         except OSError:
                             pass  # the listing's own fd, gone already
                 try:
-                    os.setgroups([SOCKET_GID])
-                    os.setgid(SOCKET_GID)
+                    os.setgroups(list(groups))
+                    os.setgid(gid)
                     os.setuid(uid)
                     out = {"ok": fn()}
                 except BaseException as e:  # reported to the parent, which fails the test
@@ -86,6 +90,33 @@ def as_user(uid: int, fn: Callable[[], Any]) -> Any:
         return child.result()
     finally:
         child.release()
+
+
+NOBODY = 65534  # nobody:nogroup on Debian
+
+
+def answer(c: BlockingClient, op: str, **params: Any) -> dict[str, Any]:
+    """The result, or {"error": code, "message": ...}: a refusal is an answer to report, not a failure."""
+    try:
+        return c.request(op, **params)
+    except ClientError as e:
+        return {"error": e.code, "message": e.message}
+
+
+async def as_user_async(path: str, body: Callable[[BlockingClient], Any], uid: int = NOBODY,
+                        gid: int = NOBODY, groups: tuple[int, ...] = ()) -> Any:
+    """body(a client connected as uid) in a child, for a daemon running in this test's event loop:
+    the loop keeps serving while the child talks to it."""
+    def connected() -> Any:
+        with BlockingClient.connect(path, f"uid-{uid}", timeout=20) as c:
+            return body(c)
+
+    child = AsUser(uid, connected, gid=gid, groups=groups)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, child.result)
+    finally:
+        await loop.run_in_executor(None, child.release)
 
 
 class Edged:

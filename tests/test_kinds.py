@@ -23,7 +23,8 @@ from edged.journal import kinds
 from edged.journal.disk import RealDisk
 from edged.journal.store import Entry, Store
 from edged.journal.verify import read_all
-from other_uid import answer, as_user
+from other_user import answer
+from other_user import as_user_async as as_user
 
 DEADLINES = {"order.web": {"consumer": "pos", "within": 300}}
 

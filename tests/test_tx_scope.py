@@ -14,7 +14,8 @@ from edged.daemon import Daemon
 from edged.journal.disk import RealDisk
 from edged.journal.store import Entry, Store
 from edged.journal.verify import read_all
-from other_uid import NOBODY, answer, as_user
+from other_user import NOBODY, answer
+from other_user import as_user_async as as_user
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run clients under other uids")
 POS_UID = 1  # `daemon` on Debian: the POS app's own user here; the squatter is nobody
