@@ -178,8 +178,14 @@ def test_demo_runs_end_to_end(tmp_path):
     for step in ("READY=1", "WATCHDOG=1", "till_id", "STOPPING=1; exit code 0"):
         assert step in out
     # It reads like a product: no Python reprs or epoch floats, ranges and plurals in words.
+    # (edged's own refusals quote what they refuse: 'day.exported')
+    shown = "\n".join(line for line in out.splitlines() if "-> bad_request: " not in line)
     for raw in ("{'", "': ", "['", "None", "True", "False", "records 1..0", "1 days"):
-        assert raw not in out, raw
+        assert raw not in shown, raw
+    # Step 14: what no client may do.
+    assert re.search(r"append a day.exported record .* -> bad_request: .*'day.exported'", out)
+    assert re.search(r"subscribe head-office from seq \d+, past the end -> bad_request", out)
+    assert "-> frame_too_large: " in out and "edged goes on: journal ok" in out
     assert not re.search(r"\b1[7-9]\d{8}\.\d", out)
     assert [line for line in out.splitlines() if line != line.rstrip()] == []
     assert re.search(r"^  journal: +empty$", out, re.M)
@@ -228,7 +234,8 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "edged ready (till demo-till-1)" in kept and "edged stopped" in kept and "ok -> ok" not in kept
     assert "edged ready" not in out and "client 'edged-demo' connected" not in out
     shown = re.findall(r"^  \d\d:\d\d:\d\d (WARNING|ERROR) +edged[.\w]*: ", out, re.M)
-    assert 1 <= len(shown) <= 5 and "printer receipt: ok -> error: offline, paper_out" in out
+    assert 1 <= len(shown) <= 5 and "printer receipt: ok -> error: offline, paper_out" in kept
+    assert re.search(r"^  \d\d:\d\d:\d\d WARNING edged.relay: a client before hello .*frame_too_large", out, re.M)
     tmp = re.search(r"in a temporary directory, removed at the end: (\S+)$", out, re.M)[1]
     assert tmp.startswith(os.path.join(tempfile.gettempdir(), "edged-demo-")) and not os.path.exists(tmp)
 

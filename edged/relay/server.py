@@ -80,7 +80,8 @@ class Session:
                 msg = await framing.read_frame(self.reader, self.server.max_frame,
                                                None if self.client else timeout, timeout)
             except framing.FrameError as e:
-                log.warning("client %r (%s): %s: %s; closing", self.client, self.peer, e.code, e.message)
+                who = f"client {self.client!r}" if self.client else "a client before hello"
+                log.warning("%s (%s): %s: %s; closing", who, self.peer, e.code, e.message)
                 self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
                 self.refused_frame = True
                 return
