@@ -3,7 +3,6 @@ as `drawer.open`; a reprint never kicks. The real daemon on the emulator, client
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 
@@ -19,6 +18,7 @@ from edged.daemon import Daemon
 from edged.devices import raw_escpos
 from edged.devices.drawer import kick_bytes, realtime_kick_bytes
 from edged.sim.printer import PrinterEmulator, _Stream
+from other_user import as_user_async as as_user
 from printing import printer_table, receipt_doc, running_till, until
 
 NOBODY = 65534
@@ -99,33 +99,24 @@ def _stripped(raw: bytes) -> list[bytes]:
         return []
 
 
-def _other_user(path: str, uid: int, write_fd: int) -> None:
-    """In a forked child: as `uid`, print raw bytes of every kind; report each answer."""
+def _print_everything(c: BlockingClient) -> dict[str, str]:
+    """As another user: print raw bytes of every kind; each answer."""
     answers: dict[str, str] = {}
-    try:
-        os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(uid)
-        with BlockingClient.connect(path, "other-user", timeout=20) as c:
-            for job_id, raw in [("kick", SALE + KICK + CUT), ("pulse", realtime_kick_bytes(2, 100)),
-                                ("hidden", b"\x1b!\x1bp\x00\x19\x19\n"), ("unknown", b"\x1bT\x01hi\n"),
-                                ("gs-r", b"hi\n\x1dr\x01"), ("logo", LOGO_WITH_KICK_PIXELS + b"thanks\n" + CUT)]:
-                try:
-                    c.request("print", job_id=job_id, raw=raw)
-                    answers[job_id] = "ok"
-                except ClientError as e:
-                    answers[job_id] = f"{e.code}: {e.message}"
-            if answers["kick"] == "ok":  # the privileged user: a copy of its kicking job, once printed
-                for _ in range(500):
-                    if c.request("job", job_id="kick")["state"] == "done":
-                        break
-                    time.sleep(0.02)
-                answers["reprint"] = c.request("reprint", job_id="kick", copy_job_id="kick.copy")["job_id"]
-        os.write(write_fd, json.dumps(answers).encode())
-    except BaseException as e:  # reported to the parent, which asserts
-        os.write(write_fd, json.dumps({"error": repr(e)}).encode())
-    finally:
-        os._exit(0)
+    for job_id, raw in [("kick", SALE + KICK + CUT), ("pulse", realtime_kick_bytes(2, 100)),
+                        ("hidden", b"\x1b!\x1bp\x00\x19\x19\n"), ("unknown", b"\x1bT\x01hi\n"),
+                        ("gs-r", b"hi\n\x1dr\x01"), ("logo", LOGO_WITH_KICK_PIXELS + b"thanks\n" + CUT)]:
+        try:
+            c.request("print", job_id=job_id, raw=raw)
+            answers[job_id] = "ok"
+        except ClientError as e:
+            answers[job_id] = f"{e.code}: {e.message}"
+    if answers["kick"] == "ok":  # the privileged user: a copy of its kicking job, once printed
+        for _ in range(500):
+            if c.request("job", job_id="kick")["state"] == "done":
+                break
+            time.sleep(0.02)
+        answers["reprint"] = c.request("reprint", job_id="kick", copy_job_id="kick.copy")["job_id"]
+    return answers
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client under another uid")
@@ -143,14 +134,7 @@ def test_a_raw_drawer_kick_needs_the_drawer_privilege_and_is_journaled(short_dir
                        "socket_group": "nogroup", "privileged_users": ["nobody"] if privileged else []}})
         try:
             async with Daemon(cfg).parts() as daemon:
-                r, w = os.pipe()
-                pid = os.fork()
-                if pid == 0:
-                    _other_user(cfg.daemon.socket, NOBODY, w)
-                os.close(w)
-                await asyncio.get_running_loop().run_in_executor(None, os.waitpid, pid, 0)
-                answers = json.loads(os.read(r, 65536))
-                os.close(r)
+                answers = await as_user(cfg.daemon.socket, _print_everything, NOBODY, NOBODY)
                 journal = daemon.till.journal
                 book = daemon.till.printing.book
                 await until(lambda: all(j.state in ("done", "failed", "unknown") for j in book.jobs.values()),
