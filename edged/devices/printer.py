@@ -105,8 +105,11 @@ class Printer:
         self._link.stopping = True  # every wait in the worker gives up, a job's too
         self._link.interrupt()
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Python 3.11's wait_for can swallow a cancel that lands as its reading arrives: the
+            # loop also ends on `stopping`, and the cancel is repeated until the task is gone.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait([self._task], timeout=0.5)
         if self._worker:
             closed = asyncio.get_running_loop().run_in_executor(self._worker, self._link.close)
             try:
@@ -203,7 +206,7 @@ class Printer:
                 waiter.set_result(status)
 
     async def _poll_forever(self) -> None:
-        while True:
+        while not self._link.stopping:
             await asyncio.sleep(self.settings.status_interval)
             await self.refresh()
 
