@@ -77,7 +77,7 @@ def _run(till: DemoTill, log_path: Path) -> int:
     print(f"$ cd {till.root}")
     print("$ edged run --simulate --config edged.toml --state-dir state --socket edged.sock")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(till.env, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="2000000")
+    env = dict(till.env, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC="20000000")  # as edged.service: 20 s
     with open(log_path, "w") as log:
         proc = till.spawn([sys.executable, "-m", "edged", "run", "--simulate", "--config", "edged.toml",
                            "--state-dir", "state", "--socket", "edged.sock"],
