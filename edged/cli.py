@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import logs
+    import logging
+
+    from . import cpu, logs
     from .daemon import Daemon
     from .journal.highwater import HighWaterError
     from .journal.owners import OwnersFileError
@@ -186,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.socket:
         cfg.daemon.socket = args.socket
     logs.setup(cfg.daemon.log_level)
+    logging.getLogger("edged").info("%s", cpu.place(cfg.daemon.cpu))
     try:
         return asyncio.run(Daemon(cfg, simulate=args.simulate).run())
     except (SocketBusy, HighWaterError, OwnersFileError) as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cpu import problem as cpu_problem
 from .devices.codepages import codepage_problem, profile_dots, profile_problem
 from .devices.codepages import columns as profile_columns
 from .devices.scanner.keymap import check_layout
@@ -66,9 +67,14 @@ class DaemonSettings:
                                   | _help("seconds to say hello, or to finish a started message"))
     state_dir: str = field(default="/var/lib/edged", metadata=_help("journal and state files"))
     log_level: str = field(default="info", metadata=_choices("debug", "info", "warning", "error"))
+    cpu: str = field(default="auto", metadata=_help(
+        '"auto": all threads on one CPU (cheap hand-offs, fastest appends); "any": the scheduler '
+        "decides; or a CPU number in quotes (\"3\")"))
 
     def problems(self) -> list[tuple[str, str]]:
         out = []
+        if (bad := cpu_problem(self.cpu)) is not None:
+            out.append(("cpu", bad))
         if self.socket_group and _gid(self.socket_group) is None:
             out.append(("socket_group", f"no group {self.socket_group!r} on this system"))
         for user in self.privileged_users:

@@ -31,6 +31,8 @@ BAD = [
     ("[daemon]\nsocket = 'edged.sock'", ["daemon.socket: must be an absolute path"]),
     ("[daemon]\nsocket = '/tmp/" + "x" * 120 + "'", ["daemon.socket: path too long for a unix socket"]),
     ("till_id = 'till 1'", ["till_id: use letters, digits"]),
+    ("[daemon]\ncpu = 'fast'", ["daemon.cpu: must be \"auto\", \"any\" or a CPU number, got 'fast'"]),
+    ("[daemon]\ncpu = '4096'", ["daemon.cpu: CPU 4096 is not one edged may run on here"]),
     ("[daemon]\nlog_level = 'verbose'", ["daemon.log_level: must be one of 'debug', 'info', 'warning', 'error'"]),
     ("[printers.receipt]\nhost='h'\nportt = 9100", ["printers.receipt.portt: unknown key", "did you mean 'port'"]),
     ("till_id = ", ["not valid TOML"]),
