@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("edged.journal")
 
 # Every kind edged journals lives under one of these; `edged.` is kept for kinds to come.
-RESERVED = ("day.", "drawer.", "edged.", "journal.", "print.", "usb.")
+RESERVED = ("day.", "drawer.", "edged.", "identity.", "journal.", "print.", "usb.")
 
 JOB_STATES = ("queued", "printing", "held", "done", "failed", "unknown", "expired")
 _WHO = {"client": Maybe(STR), "pid": Int(), "uid": Int(), "gid": Int()}
@@ -36,7 +36,11 @@ BODIES: dict[str, Shape] = {
     "drawer.open_failed": Map({"drawer": STR, "error": STR}),
     "day.close": Map({"business_day": DATE, "till_id": STR, "first_seq": Int(1), "last_seq": SEQ,
                       "counts": MapOf(STR, SEQ), "numbers": MapOf(STR, ListOf(Int(), 2)), "chain": CHAIN,
-                      "closed_at": NUM}, {"excluded_kinds": ListOf(STR), **_WHO}),
+                      "closed_at": NUM}, {"excluded_kinds": ListOf(STR), **_WHO,
+                                          "signature": Map({"fingerprint": STR, "epoch": Int(1), "ed25519": BYTES})}),
+    # A new key pair (edged/identity.py): the first, or one replacing a lost key (previous names it).
+    "identity.key": Map({"epoch": Int(1), "public_key": STR, "fingerprint": STR, "till_id": STR},
+                        {"previous": Maybe(STR), "reason": STR}),
     "day.exported": Map({"business_day": DATE, "path": STR, "manifest_sha256": STR, "first_seq": Int(1),
                          "last_seq": Int(1), "export_id": STR}, {"device": Maybe(STR)}),
     "journal.overdue": Map({"kind": STR, "seq": Int(1), "consumer": STR, "within": NUM, "appended_at": NUM,
