@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from . import (__version__, cli_day, cli_format, cli_install, cli_journal, cli_print, cli_scan, cli_status, cli_sync,
                config)
+from .identity import IdentityError
 from .journal.statefile import StateFileError
 from .printable import printable
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except StateFileError as e:  # one line, never a traceback: the technician reads it in the journal
+    except (StateFileError, IdentityError) as e:  # one line, never a traceback: the technician reads it in the journal
         print(f"edged: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
 from .day.book import DayBook
 from .day.carry import Carrier
+from .day.tillkey import TillKey
 from .day.ops import DayOps
 from .devices.spooler import PrintService
 from .journal.disk import RealDisk
@@ -191,6 +192,7 @@ class Daemon:
         self.till.printing = printing
         days = DayBook(journal, self.cfg.till_id, self.publish, self.cfg.export.exclude_kinds)
         await self._start("days", days)
+        await self._start("identity", TillKey(journal, days, str(self.state_dir), self.cfg.till_id))
         # The simulated till's sticks are directories plugged in with the `sim` op.
         usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
         sticks = None

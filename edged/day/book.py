@@ -25,12 +25,14 @@ from typing import Any, Callable
 
 import msgpack
 
+from ..identity import Identity
 from ..journal import kinds, statefile
 from ..journal.frame import Record
 from ..journal.service import Journal
 from ..journal.shapes import DATE, Int, Map, MapOf
 from ..journal.store import Entry, Store
 from ..relay import protocol as p
+from .signing import sign_day
 
 log = logging.getLogger("edged.day")
 STATE = "days"
@@ -58,8 +60,9 @@ class DayBook:
     name = "days"
 
     def __init__(self, journal: Journal, till_id: str, publish: Callable[[dict], int],
-                 exclude_kinds: list[str] | tuple[str, ...] = ()) -> None:
+                 exclude_kinds: list[str] | tuple[str, ...] = (), identity: Identity | None = None) -> None:
         self.journal = journal
+        self.identity = identity  # signs each day.close (day/signing.py); None: unsigned, as before
         self.till_id = till_id
         # export.exclude_kinds as the day is closed: its exports leave out these kinds and no
         # others, checkably (the record is in the chain), however the config changes later.
@@ -149,6 +152,8 @@ class DayBook:
                                     "closed_at": time.time(), **who}
             if self.exclude_kinds:
                 body["excluded_kinds"] = self.exclude_kinds
+            if self.identity is not None:
+                sign_day(body, self.identity)
             return Entry("day.close", body, tx_id=f"day.close:{day}"), Store.rotate
 
         seq = (await self.journal.append_built(build))[0].seq

@@ -137,7 +137,8 @@ class Carrier:
         closed = self.book.closed[day]
         frames = await self.journal.frames(closed["first_seq"], closed["seq"])
         chain_before = await self.journal.chain_before(closed["first_seq"])
-        files, manifest = ex.build(closed, frames, chain_before, frozenset(closed.get("excluded_kinds", ())))
+        files, manifest = ex.build(closed, frames, chain_before, frozenset(closed.get("excluded_kinds", ())),
+                                  self.book.identity)
         loop = asyncio.get_running_loop()
         last = [0.0]
         base = {"event": "usb.export", "export_id": export_id, "business_day": day, "device": device}

@@ -24,10 +24,14 @@ import time
 from typing import Any, Callable
 
 from .. import __version__
+from ..identity import Identity
 from ..journal import frame as fr
+from .signing import sign_manifest
 
 FORMAT = "edged-export/1"
 FORMAT_EXCLUDED = "edged-export/2"  # records left out (`excluded`): an older reader refuses it by name
+# Signed by the till's key (day/signing.py), `excluded` or not; /1 and /2 are read only with --allow-unsigned.
+FORMAT_SIGNED = "edged-export/3"
 TOP = "EDGED"
 CHUNK = 256 << 10
 # Where a stick can be pulled: before creating the temporary directory, before each data file,
@@ -46,7 +50,8 @@ def day_dir(business_day: str) -> str:
 
 
 def build(closed: dict[str, Any], frames: bytes, chain_before: bytes,
-          exclude: frozenset[str] = frozenset()) -> tuple[dict[str, bytes], dict[str, Any]]:
+          exclude: frozenset[str] = frozenset(), ident: Identity | None = None,
+          ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """(files, manifest) for one closed day; `frames` runs from its first record to its day.close.
 
     Records of the `exclude` kinds are left out. Each run of them leaves its seq range and the
@@ -75,13 +80,16 @@ def build(closed: dict[str, Any], frames: bytes, chain_before: bytes,
         "format": FORMAT, "till_id": closed["till_id"], "business_day": closed["business_day"],
         "first_seq": closed["first_seq"], "last_seq": closed["seq"], "day_close_seq": closed["seq"],
         "chain_before": chain_before.hex(), "chain_after": chain_after.hex(), "counts": dict(counts),
-        "numbers": closed["numbers"], "exported_at": time.time(), "edged_version": __version__,
+        "numbers": closed["numbers"], "exported_at": int(time.time()), "edged_version": __version__,
         "files": {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                   for name, data in files.items()},
     }
     if exclude:
         manifest["format"] = FORMAT_EXCLUDED
         manifest["excluded"] = {"kinds": sorted(exclude), "counts": dict(left_out), "runs": runs}
+    if ident is not None:
+        manifest["format"] = FORMAT_SIGNED
+        sign_manifest(manifest, ident)
     return files, manifest
 
 
