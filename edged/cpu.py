@@ -38,7 +38,10 @@ def place(setting: str) -> str:
     if setting == "any" or len(allowed) == 1:
         return f"threads on any of CPUs {_span(allowed)}"
     cpu = max(allowed) if setting == "auto" else int(setting)
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except PermissionError as e:  # a seccomp filter (a unit's SystemCallFilter=~@resources): run unpinned
+        return f"threads on any of CPUs {_span(allowed)}: pinning to CPU {cpu} was refused ({e.strerror})"
     return f"threads on CPU {cpu} (of {_span(allowed)}; daemon.cpu = {setting!r})"
 
 

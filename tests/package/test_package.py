@@ -74,6 +74,14 @@ def test_installs_with_no_network_and_the_service_sends_ready(till, debs):
     assert sock == "root:edged 660 socket", sock
     assert till.sh("stat -c '%U:%G %a' /var/lib/edged").stdout.strip() == "_edged:_edged 750"
     assert till.sh("ps -o user= -p $(systemctl show -p MainPID --value edged)").stdout.strip() == "_edged"
+    # The unit's seccomp filter lets edged pin its threads to one CPU (daemon.cpu = "auto").
+    cpus = set(till.sh("cat /proc/$(systemctl show -p MainPID --value edged)/task/*/status "
+                       "| sed -n 's/^Cpus_allowed_list:\\s*//p'").stdout.split())
+    if len(os.sched_getaffinity(0)) == 1:
+        assert "threads on any of CPUs" in logged and len(cpus) == 1
+        return
+    pinned = re.search(r"threads on CPU (\d+) \(of", logged)
+    assert pinned and cpus == {pinned.group(1)}, (cpus, [l for l in logged.splitlines() if "threads on" in l])
 
 
 def test_security_exposure_at_most_3(till):
