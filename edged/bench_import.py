@@ -54,11 +54,14 @@ def _sale(seq: int, number: int, pad: str) -> bytes:
     return fr.payload_of("sale", body, f"pos-{seq}", "receipt", number, UID)
 
 
-def _pad(record_bytes: int) -> str:
-    """Padding that brings a typical sale's frame to record_bytes (give or take a few bytes)."""
+MIN_RECORD = 160  # bytes: a sale's frame without padding is about this
+
+
+def _pad(record_bytes: int, typical: int) -> str:
+    """Padding that brings the frame of sale `typical` to record_bytes (the others within a few bytes)."""
     pad = ""
     for _ in range(3):  # the str header grows with the padding: settle it
-        size = len(_sale(10 ** 5 + 3, 10 ** 5, pad)) + fr.HEAD_SIZE
+        size = len(_sale(typical, typical, pad)) + fr.HEAD_SIZE
         pad = "x" * max(0, len(pad) + record_bytes - size)
     return pad
 
@@ -120,7 +123,7 @@ def generate(root: str, total_bytes: int, record_bytes: int, state_dir: str) -> 
     stick = Stick(root, TILL, ident.public_text)
     days = max(3, min(MAX_DAYS, -(-total_bytes // DAY_BYTES)))  # 3 at least: days must link up
     per_day = max(1, total_bytes // days // record_bytes)
-    pad = _pad(record_bytes)
+    pad = _pad(record_bytes, days * per_day // 2)
     seq, chain, number = 1, fr.GENESIS, 1
     for d in range(days):
         day = (FIRST_DAY + datetime.timedelta(days=d)).isoformat()
@@ -200,7 +203,12 @@ def run(megabytes: int, record_bytes: int, where: str | None) -> int:
     base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
     try:
         t0 = time.perf_counter()
-        stick = generate(os.path.join(base, "stick"), megabytes << 20, record_bytes, os.path.join(base, "state"))
+        try:
+            stick = generate(os.path.join(base, "stick"), megabytes << 20, record_bytes,
+                             os.path.join(base, "state"))
+        except OSError as e:  # a full disk, say: one line
+            print(f"edged bench import: generating the stick in {base} failed: {e.strerror or e}")
+            return 1
         print(f"edged bench import: a {stick.size / 1e6:,.0f} MB stick, {len(stick.exports)} signed exports "
               f"({ex.FORMAT_SIGNED}) of till {stick.till_id}, {stick.records:,} records of "
               f"{stick.size / stick.records:,.0f} B on average, generated in {time.perf_counter() - t0:.1f} s "
