@@ -153,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "client, beside a status round trip on the same socket.")
     bs.add_argument("--samples", type=int, default=500, help="scans measured (default 500)")
     bs.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
+    bi = bsub.add_parser("import", help="head office: verify and import of a stick, beside reading its bytes",
+                         description="Generates a stick of signed exports of one till (streamed to disk), "
+                                     "then measures reading its files (the baseline), `edged verify --key` "
+                                     "and `edged import --archive` as child processes: records/s, MB/s and "
+                                     "peak RSS. As root the page cache is dropped before each step. Writes "
+                                     "only to a temporary directory, removed at the end.")
+    bi.add_argument("--megabytes", type=int, default=64, metavar="N", help="size of the stick in MiB (default 64)")
+    bi.add_argument("--record-bytes", type=int, default=256, metavar="B",
+                    help="bytes per sale record on disk, header included (default 256)")
+    bi.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
     return parser
 
 
@@ -323,6 +333,14 @@ def _bench(args: argparse.Namespace) -> int:
         from . import bench_print
 
         return bench_print.run(args.samples, args.dir)
+    if args.bench_command == "import":
+        from . import bench_import
+
+        if args.megabytes < 1 or not bench_import.MIN_RECORD <= args.record_bytes <= 1 << 20:
+            print(f"edged: --megabytes is at least 1, --record-bytes between {bench_import.MIN_RECORD} and "
+                  "1048576", file=sys.stderr)
+            return EXIT_USAGE
+        return bench_import.run(args.megabytes, args.record_bytes, args.dir)
     if args.bench_command == "relay":
         from . import bench_relay
 
