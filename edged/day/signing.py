@@ -1,10 +1,11 @@
 """Exactly which bytes a till signs: a closed day's summary and an export's manifest.
 
-Both are a context line and then canonical JSON: keys sorted, no spaces, ASCII
-with \\u escapes, only strings, integers, lists and objects (no floats: their
-text is not the same in every language). For such values this is RFC 8785
-(JCS), so an independent verifier can rebuild the bytes with any JCS library
-(docs/JOURNAL.md, "Signatures").
+Both are a context line and then canonical JSON: keys sorted by code point, no
+spaces, ASCII only (everything else as \\u escapes), only strings, integers,
+lists and objects (no floats: their text is not the same in every language).
+docs/JOURNAL.md, "Signatures", gives the rules byte by byte; where every string
+is printable ASCII they are RFC 8785 (JCS), but kinds may be any text, so a
+verifier follows the rules, not a JCS library.
 
 - day.close: the body's `signature` map holds the key's fingerprint and epoch
   and the Ed25519 signature over DAY_CONTEXT + canonical({business_day, till_id,
