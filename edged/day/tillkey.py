@@ -108,10 +108,14 @@ def public_info(state_dir: str) -> dict[str, Any] | None:
 
 
 def _owner_of(path: str) -> str:
-    try:
-        return _user(os.stat(path).st_uid)
-    except OSError:
-        return "its owner"
+    """Who owns path, or the nearest parent this user may look at (where the refusal came from)."""
+    while True:
+        try:
+            return _user(os.stat(path).st_uid)
+        except OSError:
+            if os.path.dirname(path) == path:
+                return "its owner"
+            path = os.path.dirname(path)
 
 
 @contextlib.contextmanager
