@@ -153,14 +153,18 @@ def test_key_made_at_first_start_signs_days_and_exports_and_never_leaves(till, t
     till.sales(DAY2, 2)
     till.request("day_close", business_day=DAY2)
     status_text = json.dumps(till.request("status"), default=repr).encode()
+    days = till.request("days")["days"]
+    as_json = _edged("sync", "log", "--json", "--socket", str(till.sock))  # the days as JSON: the signature in hex
+    assert as_json.returncode == 0 and len(json.loads(as_json.stdout)["days"]) == 2, as_json.stderr
     till.stop()
 
     closes = till.records("day.close")
     assert [r.body["business_day"] for r in closes] == [DAY1, DAY2]
     other = identity.parse_public(identity.public_text(Ed25519PrivateKey.generate().public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw)))
-    for rec in closes:
+    for rec, day in zip(closes, days):
         assert rec.body["signature"]["epoch"] == 1
+        assert day["signature"] == {**rec.body["signature"], "ed25519": rec.body["signature"]["ed25519"].hex()}
         assert day_problem(rec.body, public) is None
         assert "signed by key" in day_problem(rec.body, other)
         forged = {**rec.body, "counts": {"sale": 1}}  # a changed total, same signature

@@ -55,6 +55,9 @@ class DayOps:
 def _public(closed: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in closed.items() if k not in ("pid", "uid")}
     out["chain"] = closed["chain"].hex() if isinstance(closed["chain"], bytes) else closed["chain"]
+    sig = closed.get("signature")
+    if isinstance(sig, dict) and isinstance(sig.get("ed25519"), bytes):  # hex like `chain`: JSON can carry it
+        out["signature"] = {**sig, "ed25519": sig["ed25519"].hex()}
     return out
 
 
