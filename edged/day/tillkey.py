@@ -178,8 +178,8 @@ class TillKey:
     async def _journaled(self, ident: identity.Identity) -> bool:
         """Whether an identity.key record for this key follows the last closed day."""
         after = max((d["seq"] for d in self.days.closed.values()), default=0) + 1
-        found = await self.journal.scan(after, ("identity.key",),
-                                        match=lambda b: isinstance(b, dict) and b.get("fingerprint") == ident.fingerprint)
+        found = await self.journal.scan(
+            after, ("identity.key",), match=lambda b: isinstance(b, dict) and b.get("fingerprint") == ident.fingerprint)
         return bool(found)
 
     async def _journal(self, ident: identity.Identity, previous: dict[str, Any], reason: str) -> None:
