@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import (__version__, cli_day, cli_format, cli_install, cli_journal, cli_print, cli_scan, cli_status, cli_sync,
-               config)
+from . import (__version__, cli_day, cli_format, cli_identity, cli_install, cli_journal, cli_print, cli_scan,
+               cli_status, cli_sync, config)
 from .identity import IdentityError
 from .journal.statefile import StateFileError
 from .printable import printable
@@ -33,6 +33,7 @@ Start here:
   edged drawer calibrate          set up the cash drawer's sensor
   edged journal verify            check every journal record (exit 1 on any problem)
   edged sync log                  has head office got this till's data? who acked what, and when
+  edged identity                  this till's signing key, and how head office enrolls it
 """
 
 
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_print.add_parsers(sub, _socket_arg)
     cli_install.add_parsers(sub, _socket_arg)
     cli_sync.add_parsers(sub, _socket_arg)
+    cli_identity.add_parsers(sub)
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
@@ -374,6 +376,6 @@ _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_sta
              "day": lambda args: cli_day.cmd_day(args, _call),
              "export": lambda args: cli_day.cmd_export(args, _connected),
              "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive,
-             "udev-rules": cli_install.cmd_udev_rules,
+             "udev-rules": cli_install.cmd_udev_rules, "identity": cli_identity.cmd_identity,
              "sync": lambda args: cli_sync.cmd_sync(args, _call),
              "doctor": lambda args: cli_install.cmd_doctor(args, socket_path)}

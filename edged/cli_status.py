@@ -10,7 +10,10 @@ from .printable import printable
 def format_status(s: dict[str, Any]) -> str:
     lines = [f"till      {s['till_id']}  ({s['server']}{', simulated' if s.get('simulated') else ''}, "
              f"up {s['uptime']:.0f} s)",
-             f"journal   {_journal(s['journal'])}", ""]
+             f"journal   {_journal(s['journal'])}"]
+    if s.get("identity"):  # the key that signs closed days and exports (`edged identity` for the rest)
+        lines.append(f"identity  key {printable(str(s['identity']['fingerprint']))}, epoch {s['identity']['epoch']}")
+    lines.append("")
     lines += device_lines(s)
     for name, c in (s.get("sync") or {}).items():
         age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""

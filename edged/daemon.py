@@ -192,7 +192,8 @@ class Daemon:
         self.till.printing = printing
         days = DayBook(journal, self.cfg.till_id, self.publish, self.cfg.export.exclude_kinds)
         await self._start("days", days)
-        await self._start("identity", TillKey(journal, days, str(self.state_dir), self.cfg.till_id))
+        self.till.key = TillKey(journal, days, str(self.state_dir), self.cfg.till_id)
+        await self._start("identity", self.till.key)
         # The simulated till's sticks are directories plugged in with the `sim` op.
         usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
         sticks = None

@@ -4,7 +4,7 @@ It starts `edged run --simulate` in a temporary directory with a real sd_notify 
 to it as a client, runs the technician's commands in that directory, and stops it with
 SIGTERM. The directory goes at the end, with whatever the processes it started put in $TMPDIR;
 the daemon's log is kept in a file whose path is printed, with the log's last warnings.
-Every capability adds its step (demo_steps.py, demo_journal.py).
+Every capability adds its step (demo_steps.py, demo_journal.py, demo_identity.py, demo_trust.py).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .cli_format import plural
 from .client import Client
+from .demo_identity import identity_steps
 from .demo_journal import day_steps, journal_steps, sync_steps
 from .demo_steps import DemoTill, device_steps, step
 from .demo_trust import trust_steps
@@ -92,13 +93,14 @@ def _run(till: DemoTill, log_path: Path) -> int:
         print(f"systemd would hear: READY=1, then {notify.wait_for('STATUS=', 5)}")
         print(f"watchdog ping (sent only while every part is healthy): {notify.wait_for('WATCHDOG=1', 5)}")
         asyncio.run(_client_steps(till))
+        identity_steps(till)
         asyncio.run(trust_steps(till))
-        step(15, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
+        step(16, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
                  "the Debian package brings, its user and udev rules, does not apply to a simulated till)")
         till.cli("journal", "verify", "--state-dir", "state")
         till.cli("doctor", "--config", "edged.toml", "--socket", "edged.sock", "--state-dir", "state")
     finally:
-        step(16, "stop it the way systemd does (SIGTERM)")
+        step(17, "stop it the way systemd does (SIGTERM)")
         with till.held():  # a second Ctrl+C must not leave it running
             code = _stop(proc)
         print(f"systemd would hear: {notify.wait_for('STOPPING=1', 2)}; exit code {code}")

@@ -1,4 +1,4 @@
-"""`edged demo`, step 14: what no client of the socket may do, whoever it runs as (docs/PROTOCOL.md
+"""`edged demo`, step 15: what no client of the socket may do, whoever it runs as (docs/PROTOCOL.md
 "Who may do what"): write edged's own records, take another client's sale by its tx_id, read a
 consumer's stream from beyond the journal's end, or grow edged's memory with one request.
 """
@@ -14,7 +14,7 @@ from .relay import framing
 
 
 async def trust_steps(till: DemoTill) -> None:
-    step(14, "trust on the till: what no client of the socket may do (docs/PROTOCOL.md \"Who may do what\")")
+    step(15, "trust on the till: what no client of the socket may do (docs/PROTOCOL.md \"Who may do what\")")
     async with await Client.connect(till.socket, client="demo-intruder") as c:
         forged = {"kind": "day.exported", "body": {"business_day": "2099-01-01", "path": "/nowhere"}}
         print(f"  append a day.exported record (edged's own kind) -> {await _refused(c, 'append', records=[forged])}")

@@ -19,6 +19,7 @@ from .relay import protocol as p
 from .relay.registry import Level, may, op
 
 if TYPE_CHECKING:
+    from .day.tillkey import TillKey
     from .relay.server import Server, Session
     from .sim.printer import PrinterEmulator
     from .sim.scanner import SimScanner
@@ -43,6 +44,7 @@ class Till:
         self.sticks: Sticks | None = None
         self.sync: Sync | None = None
         self.deadlines: Deadlines | None = None
+        self.key: TillKey | None = None  # the till's signing key (set by the daemon once loaded)
 
     def hello_info(self) -> dict[str, Any]:
         return {"server": f"edged {__version__}", "till_id": self.cfg.till_id,
@@ -74,6 +76,7 @@ class Till:
             "consumer_lag": self.journal.lags() if self.journal else {},
             "sync": self.sync.describe() if self.sync else {},
             "deadlines": self.deadlines.describe() if self.deadlines else {},
+            "identity": self.key.describe() if self.key else {},  # public: which key signs the days
             # edged's own records a reader skipped since the start (journal/kinds.py)
             "degraded": self.journal.skipped.describe() if self.journal else {"skipped_records": 0, "records": []},
             **(self.server.info() if self.server else {"connections": []}),
