@@ -97,15 +97,36 @@ def read_info(state_dir: str) -> dict[str, Any] | None:
     """identity.json (public: epoch, key, fingerprint), None when there is none; needs no secret."""
     path = os.path.join(_dir(state_dir), INFO)
     try:
-        with open(path, "rb") as f:
-            info = json.loads(f.read(1 << 16))
+        raw = _read_small(path, 1 << 16)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise IdentityError(f"{path}: cannot be read ({e.strerror or e}); {REMEDY}") from None
+    try:
+        info = json.loads(raw)
+    except ValueError as e:
         raise IdentityError(f"{path}: unreadable ({e}); {REMEDY}") from None
-    if not (isinstance(info, dict) and isinstance(info.get("epoch"), int) and isinstance(info.get("public_key"), str)):
+    if not (isinstance(info, dict) and type(info.get("epoch")) is int and info["epoch"] >= 1
+            and isinstance(info.get("public_key"), str)):
         raise IdentityError(f"{path}: not an identity (epoch, public_key); {REMEDY}")
     return info
+
+
+def _read_small(path: str, limit: int) -> bytes:
+    """A regular file of at most limit bytes, never through a link, never blocking on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(f"not a regular file of at most {limit} bytes")
+        if st.st_mode & 0o077 and path.endswith(KEY):  # others could read it: keep it from going on
+            try:
+                os.fchmod(fd, 0o600)
+            except PermissionError:
+                raise OSError(f"readable by others and owned by uid {st.st_uid}, not this user") from None
+        return os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
 
 
 def load(state_dir: str) -> Identity | None:
@@ -113,20 +134,11 @@ def load(state_dir: str) -> Identity | None:
     folder = _dir(state_dir)
     path = os.path.join(folder, KEY)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        pem = _read_small(path, 4096)
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise IdentityError(f"{path}: cannot be read ({e.strerror}); {REMEDY}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 4096:
-            raise IdentityError(f"{path}: not a key file (not a regular file of at most 4 KiB); {REMEDY}")
-        if st.st_mode & 0o077:  # others could have copied it; keep it from going on
-            os.fchmod(fd, 0o600)
-        pem = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+        raise IdentityError(f"{path}: cannot be read ({e.strerror or e}); {REMEDY}") from None
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as e:
