@@ -67,6 +67,8 @@ def find(paths: list[Path]) -> list[Path]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .partial: never complete
             if MANIFEST in files:
                 found.append(Path(base))
+            if "EDGED" in Path(base).parts or "EDGED" in dirs:  # a link in an export tree: named and refused
+                found += [Path(base, d) for d in dirs if os.path.islink(os.path.join(base, d))]
     return found
 
 
