@@ -69,6 +69,8 @@ def find(paths: list[Path]) -> list[Path]:
                 found.append(Path(base))
             if "EDGED" in Path(base).parts or "EDGED" in dirs:  # a link in an export tree: named and refused
                 found += [Path(base, d) for d in dirs if os.path.islink(os.path.join(base, d))]
+            if Path(base).parent.name == "EDGED":  # EDGED/<till>/ holds export directories and nothing else
+                found += [Path(base, f) for f in files if not f.startswith(".")]
     return found
 
 
