@@ -135,3 +135,45 @@ def copy_export(src: Path, stick: Path, till: str | None = None) -> Path:
     dst = stick / "EDGED" / (till or src.parent.name) / src.name
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def synthetic(stick: Path, key: identity.Identity, records: int, body_size: int = 100, till: str = "till-big",
+              day: str = "2026-03-05") -> Path:
+    """A signed export of `records` sales (and a day.close) written straight to disk in pieces, for the
+    memory and speed figures: its size is whatever is asked, its signatures are `key`'s."""
+    export = stick / "EDGED" / till / day.replace("-", "")
+    export.mkdir(parents=True)
+    chain = fr.GENESIS
+    h = hashlib.sha256()
+    head = fr.encode_segment_head(1, chain)
+    size = len(head)
+    h.update(head)
+    pad = "x" * body_size
+    with open(export / "journal.seg", "wb") as f:
+        f.write(head)
+        piece = []
+        for seq in range(1, records + 1):
+            payload = fr.payload_of("sale", {"i": seq, "pad": pad}, None, None, None)
+            raw, chain = fr.encode(seq, 1_700_000_000_000_000 + seq, payload, seq, seq, chain)
+            piece.append(raw)
+            if len(piece) == 4096 or seq == records:
+                blob = b"".join(piece)
+                f.write(blob)
+                h.update(blob)
+                size += len(blob)
+                piece = []
+        body = {"business_day": day, "till_id": till, "first_seq": 1, "last_seq": records,
+                "counts": {"sale": records}, "numbers": {}, "chain": chain, "closed_at": 1.0}
+        signing.sign_day(body, key)
+        raw, after = fr.encode(records + 1, 1_800_000_000_000_000, fr.payload_of(
+            "day.close", body, f"day.close:{day}", None, None), records + 1, records + 1, chain)
+        f.write(raw)
+        h.update(raw)
+        size += len(raw)
+    m = {"format": "edged-export/3", "till_id": till, "business_day": day, "first_seq": 1,
+         "last_seq": records + 1, "day_close_seq": records + 1, "chain_before": fr.GENESIS.hex(),
+         "chain_after": after.hex(), "counts": {"sale": records, "day.close": 1}, "numbers": {},
+         "exported_at": 1, "edged_version": "test", "files": {"journal.seg": {"size": size,
+                                                                             "sha256": h.hexdigest()}}}
+    write_manifest(export, m, key)
+    return export

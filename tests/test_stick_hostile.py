@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sticks
 from edged.day import archive, signing, trust
@@ -318,3 +320,43 @@ def test_unsigned_exports_with_allow_unsigned_are_reported_so(base, tmp_path):
     assert out.imported == ["till-a 2026-03-02: 6 records added, 0 already archived (unsigned, --allow-unsigned)"]
     assert db.execute("SELECT fingerprint FROM days WHERE business_day=?", (D2,)).fetchone() == ("unsigned",)
     assert signing.DAY_CONTEXT  # the signed bytes are the agreed spec's
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(["manifest.json", "journal.seg"]), data=st.data())
+def test_random_mutations_never_archive_other_bytes(base, name, data):
+    """Bytes of a genuine export changed at random: it is refused, or what is archived is byte for byte
+    the genuine day."""
+    g, arc = base
+    genuine = g.export("till-a", D2)
+    _, recs, raw = sticks.frames(genuine)
+    with tempfile.TemporaryDirectory() as tmp:
+        stick = Path(tmp) / "stick"
+        e = sticks.copy_export(genuine, stick)
+        blob = bytearray((e / name).read_bytes())
+        for _ in range(data.draw(st.integers(1, 3))):
+            at = data.draw(st.integers(0, max(len(blob) - 1, 0)))
+            how = data.draw(st.sampled_from(["flip", "set", "cut", "insert", "truncate"]))
+            if how == "flip" and blob:
+                blob[at] ^= 1 << data.draw(st.integers(0, 7))
+            elif how == "set" and blob:
+                blob[at] = data.draw(st.integers(0, 255))
+            elif how == "cut":
+                del blob[at:at + data.draw(st.integers(1, 80))]
+            elif how == "insert":
+                blob[at:at] = data.draw(st.binary(min_size=1, max_size=80))
+            else:
+                del blob[at:]
+        (e / name).write_bytes(bytes(blob))
+        shutil.copytree(arc, Path(tmp) / "archive")
+        db = archive.open_archive(Path(tmp) / "archive")
+        before = dump(db)
+        out = archive.import_exports(db, [stick])
+        after = dump(db)
+        if out.refused:
+            assert after == before and not out.imported
+            assert all("\n" not in line for line in out.refused)
+        else:
+            archived = [(seq, bytes(frame)) for _, seq, _, _, _, day, frame in after[0] if day == D2]
+            assert archived == [(r.seq, f) for r, f in zip(recs, raw)]
+        db.close()
