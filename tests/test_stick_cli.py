@@ -42,7 +42,7 @@ def test_enroll_keys_retire_and_import(g, tmp_path):
     assert out.returncode == 0 and out.stdout.startswith("enrolled: till-a key sha256:")
     assert _cli("archive", "enroll", arc, "till-a", key_a).stdout.startswith("already enrolled: till-a")
     out = _cli("archive", "enroll", arc, "till-b", key_a)
-    assert out.returncode == 1 and "already enrolled for till till-a: one key, one till" in out.stdout
+    assert out.returncode == 1 and "already enrolled for till till-a: one key, one till" in out.stderr
     assert _cli("archive", "enroll", arc, "till-b", "ed25519:12").returncode == 1
     assert _cli("archive", "enroll", arc, "till-b", key_b, "--epoch", "1").returncode == 0
     out = _cli("import", g.root, "--archive", arc)
@@ -71,7 +71,13 @@ def test_verify_with_and_without_keys(g, tmp_path):
     wrong = _cli("verify", "--key", f"till-a={g.keys['till-b']}", g.stick("till-a", D2))
     assert wrong.returncode == 1 and "belongs to till till-a, not till-a" not in wrong.stdout
     assert "belongs to till till-a" in wrong.stdout or "not among" in wrong.stdout or "not enrolled" in wrong.stdout
-    assert _cli("verify", "--key", "till-a=nonsense", g.root).returncode == 2
+    bad = _cli("verify", "--key", "till-a=nonsense", g.root)
+    assert bad.returncode == 2 and "a public key is written ed25519:" in bad.stderr
+    arc = tmp_path / "archive"
+    assert _cli("archive", "enroll", arc, "till-a", g.keys["till-a"]).returncode == 0
+    out = _cli("verify", "--archive", arc, g.root)
+    assert out.returncode == 1 and out.stdout.count("ok   till-a") == 4 and "NOT checked" not in out.stdout
+    assert "FAIL till-b 2026-03-01" in out.stdout and "not enrolled for till-b" in out.stdout
     stick = tmp_path / "stick"
     e = sticks.copy_export(g.export("till-a", D2), stick)
     m = sticks.manifest(e)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def run_verify(paths: list[str], keys: list[str], archive_dir: str | None, allow
     try:
         chosen = _trust(keys, archive_dir)
     except trust.EnrollError as e:
-        print(f"edged: {e}")
+        print(f"edged: {e}", file=sys.stderr)
         return 2
     missing = [p for p in paths if not os.path.lexists(p)]
     for p in missing:
@@ -77,7 +78,7 @@ def _trust(keys: list[str], archive_dir: str | None) -> trust.Trust | None:
 def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
-        print(f"edged: {missing[0]}: no such file or directory")
+        print(f"edged: {missing[0]}: no such file or directory", file=sys.stderr)
         return 1
     db = archive.open_archive(Path(archive_dir))
     if not trust.listed(db) and not allow_unsigned:
@@ -97,7 +98,8 @@ def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
 
 def _existing(archive_dir: str) -> sqlite3.Connection | None:
     if not (Path(archive_dir) / "archive.sqlite").is_file():
-        print(f"edged: {archive_dir}: no archive there (edged import or edged archive enroll creates one)")
+        print(f"edged: {archive_dir}: no archive there (edged import or edged archive enroll creates one)",
+              file=sys.stderr)
         return None
     return archive.open_archive(Path(archive_dir))
 
@@ -107,7 +109,7 @@ def run_enroll(archive_dir: str, till: str, public: str, epoch: int | None) -> i
     try:
         key, new = trust.enroll(db, till, public, epoch)
     except trust.EnrollError as e:
-        print(f"edged: {e}")
+        print(f"edged: {e}", file=sys.stderr)
         return 1
     print(f"{'enrolled' if new else 'already enrolled'}: {till} key {key.fingerprint}")
     return 0
@@ -139,7 +141,7 @@ def run_retire(archive_dir: str, fingerprint: str) -> int:
     try:
         key = trust.retire(db, fingerprint)
     except trust.EnrollError as e:
-        print(f"edged: {e}")
+        print(f"edged: {e}", file=sys.stderr)
         return 1
     print(f"retired: {key.till} key {key.fingerprint}: exports it signed are refused from now on")
     return 0
