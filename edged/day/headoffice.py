@@ -51,7 +51,8 @@ def run_verify(paths: list[str], keys: list[str], archive_dir: str | None, allow
         if not ex.unsigned:
             signers.add(f"{m['till_id']} {ex.signer}")
         print(f"ok   {ex.label}: records {m['first_seq']}..{m['last_seq']}, {ex.records} records"
-              + (f" and {ex.left_out} left out on purpose ({kinds})" if ex.left_out else "") + f", {how}")
+              + (f" and {ex.left_out} left out on purpose ({kinds})" if ex.left_out else ""))
+        print(f"     {how}")
     between = verify.across(good)
     for problem in between:
         print(f"FAIL {problem}")

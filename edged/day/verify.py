@@ -60,7 +60,7 @@ def find(paths: list[Path]) -> list[Path]:
     then refused), so nothing on a stick is silently passed over."""
     found: list[Path] = []
     for path in paths:
-        if os.path.lexists(path / MANIFEST) or os.path.islink(path):
+        if os.path.lexists(path / MANIFEST):
             found.append(path)
             continue
         for base, dirs, files in os.walk(path, followlinks=False):
@@ -86,6 +86,8 @@ def load(path: Path) -> Export:
         ex.manifest = manifest.parse(raw)
     except (exportdir.Refused, manifest.ManifestError) as e:
         ex.problems.append(str(e))
+    except OSError as e:
+        ex.problems.append(f"read error: {e.strerror or e}")
     return ex
 
 
@@ -119,6 +121,8 @@ def check(path: Path | Export, trust: Trust | None = None, allow_unsigned: bool 
         _read_files(ex, trust, allow_unsigned, sink)
     except (exportdir.Refused, segread.SegmentError) as e:
         ex.problems.append(str(e))
+    except OSError as e:  # a stick failing or pulled while being read
+        ex.problems.append(f"read error: {e.strerror or e}")
     return ex
 
 
