@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from typing import Callable
 
-from .cli_format import plural, seq_range
+from .cli_format import seq_range
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
@@ -34,14 +33,22 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     exp.add_argument("date", metavar="DATE", help="a closed business day, YYYY-MM-DD")
     exp.add_argument("--to", metavar="DIR", help="absolute directory instead of a USB stick")
     socket_arg(exp)
-    ver = sub.add_parser("verify", help="check exports: checksums, records, chain, gaps (no daemon needed)",
-                         description="Checks every export under the PATHs (an export directory, a stick's "
-                                     "root, an EDGED folder): manifest, file checksums, each record's "
-                                     "checksum and chain link, contiguous sequence numbers, the day-close "
-                                     "record, and between the exports of one till: gaps, overlaps, chain "
-                                     "breaks. Exit 1 on any problem.")
+    ver = sub.add_parser("verify", help="check exports: signatures, checksums, records, chain, gaps (no daemon needed)",
+                         description="Checks every export under the PATHs (an export directory, a stick's root, an "
+                                     "EDGED folder) as hostile input: the manifest, its signature and the day-close "
+                                     "record's signature by the till's key, file checksums, each record's chain "
+                                     "link, contiguous sequence numbers, the counts; between the exports of one "
+                                     "till: gaps, overlaps, chain breaks, two different exports of one day. "
+                                     "Authenticity (that the signing key is the till's) is checked against "
+                                     "--key or --archive; without them the output says it was not checked. "
+                                     "Links, FIFOs and devices on the stick are refused, never followed or read. "
+                                     "Exit 0 when everything checks out, 1 on any problem, 2 on a bad --key.")
     ver.add_argument("paths", nargs="+", metavar="PATH")
-
+    ver.add_argument("--key", action="append", default=[], metavar="TILL_ID=ed25519:HEX",
+                     help="a till's public key, as `edged identity` prints it on the till (repeat for more tills)")
+    ver.add_argument("--archive", metavar="DIR", help="check against the keys enrolled in this archive")
+    ver.add_argument("--allow-unsigned", action="store_true",
+                     help="accept exports made before tills signed their days (reported as unsigned)")
 
 def cmd_day(args: argparse.Namespace, call: Callable) -> int:
     if args.day_command == "close":
@@ -107,68 +114,67 @@ def _bar(done: int, total: int, width: int = 30) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .day.verify import run
+    from .day.headoffice import run_verify
 
-    return run(args.paths)
+    return run_verify(args.paths, args.key, args.archive, args.allow_unsigned)
 
 
 def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="head office: merge exports into an archive, exactly once",
-                         description="Checks every export under the PATHs like `edged verify`, then adds its "
-                                     "records to the archive in DIR (one SQLite file). Records already there "
-                                     "are skipped, so importing a stick twice adds nothing; the same sequence "
-                                     "number with different contents is a conflict and that export is "
-                                     "refused. Gaps between imported days are listed. Exit 1 when an export "
-                                     "was refused.")
+                         description="Checks every export under the PATHs like `edged verify --archive DIR` and "
+                                     "adds its records to the archive in DIR (one SQLite file) in the same pass: "
+                                     "each file is read once and exactly the bytes verified are stored. Only "
+                                     "exports signed by a key enrolled for their till (`edged archive enroll`) "
+                                     "are accepted. Records already there are skipped, so importing a stick "
+                                     "twice adds nothing; the same sequence number with different contents, or "
+                                     "a day that does not link into the archived days before and after it, is "
+                                     "a conflict and that export is refused. A bad export is refused on one "
+                                     "line and the others are imported. Gaps between imported days are listed. "
+                                     "Exit 1 when an export was refused.")
     imp.add_argument("paths", nargs="+", metavar="PATH")
     imp.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created if new)")
-    arc = sub.add_parser("archive", help="head office: what an archive holds")
+    imp.add_argument("--allow-unsigned", action="store_true",
+                     help="also accept exports made before tills signed their days (archived as unsigned)")
+    arc = sub.add_parser("archive", help="head office: the archive's till keys and what it holds")
     asub = arc.add_subparsers(dest="archive_command", metavar="ACOMMAND", required=True)
-    st = asub.add_parser("status", help="per till: days, records, last sequence number, gaps")
+    st = asub.add_parser("status", help="per till: days, records, last sequence number, gaps, keys")
     st.add_argument("archive", metavar="DIR")
-    st.add_argument("--json", action="store_true", help="per till, as JSON: days, records, seq range, gaps")
+    st.add_argument("--json", action="store_true", help="per till, as JSON: days, records, seq range, gaps, keys")
+    en = asub.add_parser("enroll", help="trust a till's public key: its exports are then accepted",
+                         description="Enrolls the public key a till prints with `edged identity` (compare it "
+                                     "there, not from a stick: a stick can carry any key). Enrolling the same "
+                                     "key again changes nothing; a key enrolled for another till is refused. A "
+                                     "till whose key was lost and replaced has a key of a new epoch: enroll it "
+                                     "too. Creates the archive if new.")
+    en.add_argument("archive", metavar="DIR")
+    en.add_argument("till_id", metavar="TILL_ID")
+    en.add_argument("public_key", metavar="PUBKEY", help="ed25519:<64 hex digits>")
+    en.add_argument("--epoch", type=int, help="the key's epoch as `edged identity` shows it (else learnt from "
+                                              "the first export it signed)")
+    ks = asub.add_parser("keys", help="list enrolled keys: till, epoch, fingerprint, enrolled and retired times")
+    ks.add_argument("archive", metavar="DIR")
+    ks.add_argument("--json", action="store_true", help="as JSON")
+    rt = asub.add_parser("retire", help="stop accepting exports signed by a key (a till replaced or compromised)",
+                         description="Retires an enrolled key by its fingerprint (`edged archive keys` lists "
+                                     "them): exports it signed are refused from then on. What it signed before "
+                                     "stays archived.")
+    rt.add_argument("archive", metavar="DIR")
+    rt.add_argument("fingerprint", metavar="FINGERPRINT", help="sha256:<32 hex digits>")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .day.headoffice import run_import
 
-    from .day.archive import gap_lines, import_exports, open_archive
-
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        print(f"edged: {missing[0]}: no such file or directory", file=sys.stderr)
-        return 1
-    db = open_archive(Path(args.archive))
-    out = import_exports(db, [Path(p) for p in args.paths])
-    for line in out.imported:
-        print(f"imported {line}")
-    for line in out.refused:
-        print(f"REFUSED {line}")
-    for line in gap_lines(db):
-        print(line)
-    print(f"{plural(out.added, 'record')} added, {out.skipped} already archived, "
-          f"{plural(len(out.refused), 'export')} refused")
-    return 1 if out.refused else 0
+    return run_import(args.paths, args.archive, args.allow_unsigned)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .day import headoffice as h
 
-    from .day.archive import open_archive, status
-
-    if not (Path(args.archive) / "archive.sqlite").exists():
-        print(f"edged: {args.archive}: no archive there (edged import creates one)", file=sys.stderr)
-        return 1
-    tills = status(open_archive(Path(args.archive)))
-    if args.json:
-        print(json.dumps(tills, indent=2))
-        return 0
-    for till, st in sorted(tills.items()):
-        days = st["days"]
-        span = "" if not days else f" ({days[0]})" if len(days) == 1 else f" ({days[0]} .. {days[-1]})"
-        gaps = ", ".join(f"{lo}..{hi}" for lo, hi in st["gaps"]) or "none"
-        left_out = (f", {st['left_out']} left out by the till ({', '.join(st['left_out_kinds'])}; not gaps)"
-                    if st["left_out"] else "")
-        print(f"{till}: {plural(len(days), 'day')}{span}, {plural(st['records'], 'record')}{left_out}, "
-              f"seq {seq_range(st['first_seq'], st['last_seq'])}, gaps: {gaps}")
-    return 0
+    if args.archive_command == "enroll":
+        return h.run_enroll(args.archive, args.till_id, args.public_key, args.epoch)
+    if args.archive_command == "keys":
+        return h.run_keys(args.archive, args.json)
+    if args.archive_command == "retire":
+        return h.run_retire(args.archive, args.fingerprint)
+    return h.run_status(args.archive, args.json)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edged import config
+from edged import config, identity
 from edged.client import Client, ClientError
 from edged.daemon import Daemon
+from edged.day import signing
 from edged.day.verify import check
 from edged.journal import frame as fr
 
@@ -88,9 +89,18 @@ def test_close_export_verify(short_dir, tmp_path):
     asyncio.run(again())
 
 
+def _forger() -> "identity.Identity":
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    return identity.Identity(key, 1, key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                    serialization.PublicFormat.Raw))
+
+
 def _rewrite(export: Path, frames_edit) -> None:
     """Re-frame journal.seg after `frames_edit(list of frame bytes)` and fix the manifest's checksums,
-    as a careful forger would."""
+    re-signed by a key of the forger's own, as a careful forger would."""
     import hashlib
 
     seg = (export / "journal.seg").read_bytes()
@@ -103,6 +113,7 @@ def _rewrite(export: Path, frames_edit) -> None:
     (export / "journal.seg").write_bytes(data)
     m = json.loads((export / "manifest.json").read_text())
     m["files"]["journal.seg"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    signing.sign_manifest(m, _forger())
     (export / "manifest.json").write_text(json.dumps(m))
 
 
@@ -131,7 +142,7 @@ def test_verify_catches_every_tampering(short_dir, tmp_path):
 
     cases = {
         "file removed": (lambda e: (e / "journal.seg").unlink(), "journal.seg: missing"),
-        "byte flipped": (flip, "journal.seg: size or SHA-256 differs from the manifest"),
+        "byte flipped": (flip, "journal.seg: record 5: chain link mismatch"),
         "record removed": (lambda e: _rewrite(e, lambda f: f[:1] + f[2:]), "journal.seg: records 6..6 missing (seq 7 follows 5)"),
         "record inserted": (lambda e: _rewrite(e, forge_sale), "journal.seg: record 6: chain link mismatch"),
         "chain broken": (lambda e: _rewrite(e, lambda f: [fr.encode(*(lambda r: (r.seq, r.ts, fr.payload_of(

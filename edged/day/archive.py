@@ -1,13 +1,20 @@
 """Head office: `edged import` merges exports into an archive, `edged archive status` reports it.
 
 The archive is one SQLite file (`DIR/archive.sqlite`): every record of every
-till, keyed by (till, seq), with its chain link and exact frame. An export is
-checked first (the same checks as `edged verify`) and imported in one
-transaction: a record the archive already has with the same chain link is
-skipped (importing a stick twice adds nothing); the same seq with a different
-link is a conflict: that export is refused as a whole and named. The chain is
-also checked where an export meets records already archived. Gaps (seqs
-missing between the first and last archived record of a till) are reported.
+till, keyed by (till, seq), with its chain link and exact frame, and the keys
+enrolled for each till (day/trust.py). An export is accepted only when signed
+by an enrolled, unretired key of its till (or, with --allow-unsigned, made
+before tills signed). It is checked and imported in one pass (day/verify.py):
+the frames go into the archive as they are verified, in one transaction that
+is rolled back when anything fails at the end (SHA-256, day.close signature,
+counts), so what is archived is exactly the bytes verified, read once. A
+record the archive already has with the same chain link is skipped (importing
+a stick twice adds nothing); the same seq with a different link is a
+conflict: that export is refused as a whole and named. Where an export meets
+archived records its chain must link on both sides: to the record (or
+left-out run) before it and to the one after it, so nothing can be slipped
+into a gap. Gaps (seqs missing between the first and last archived record of
+a till) are reported.
 
 Records an export left out on purpose (the till's `export.exclude_kinds`) are
 archived as runs: their seq range, the day, the kinds and the chain link after
@@ -18,12 +25,15 @@ them as left out.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import trust as keys
 from . import verify
+from .trust import Trust
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (till TEXT NOT NULL, seq INTEGER NOT NULL, chain BLOB NOT NULL,
@@ -33,7 +43,10 @@ CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL,
     last_seq INTEGER NOT NULL, imported_at REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (till, business_day));
 CREATE TABLE IF NOT EXISTS excluded (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     chain BLOB NOT NULL, business_day TEXT NOT NULL, kinds TEXT NOT NULL, PRIMARY KEY (till, first_seq));
-"""
+""" + keys.SCHEMA
+# Added since: which key signed each day ("unsigned" under --allow-unsigned) and the chain before it,
+# which an export filling the gap before this day must end in.
+_DAY_COLUMNS = {"fingerprint": "TEXT", "chain_before": "BLOB"}
 
 
 @dataclass
@@ -50,44 +63,68 @@ def open_archive(directory: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(days)")}
+    for name, kind in _DAY_COLUMNS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE days ADD COLUMN {name} {kind}")
     return db
 
 
-def import_exports(db: sqlite3.Connection, paths: list[Path]) -> Outcome:
+def import_exports(db: sqlite3.Connection, paths: list[Path], allow_unsigned: bool = False) -> Outcome:
     out = Outcome()
-    for ex in sorted((verify.check(p) for p in verify.find(paths)), key=lambda e: e.manifest.get("first_seq", 0)):
+    trust = keys.from_archive(db)
+    for ex in verify.loaded(paths):
         if ex.problems:
-            out.refused.append(f"{ex.label} ({ex.path}): " + "; ".join(ex.problems))
+            out.refused.append(ex.line())
             continue
-        _import_one(db, ex, out)
+        _import_one(db, ex, trust, allow_unsigned, out)
     return out
 
 
-def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None:
+class _Conflict(Exception):
+    pass
+
+
+class _Batches:
+    """The sink of one export's verified frames: inserts the new ones, skips those archived with the
+    same chain link, raises _Conflict on one archived with another."""
+
+    def __init__(self, db: sqlite3.Connection, till: str, day: str) -> None:
+        self.db, self.till, self.day = db, till, day
+        self.added = self.skipped = 0
+
+    def __call__(self, batch: list[tuple[int, bytes, int, str, bytes]]) -> None:
+        lo, hi = batch[0][0], batch[-1][0]
+        have = dict(self.db.execute("SELECT seq, chain FROM records WHERE till=? AND seq BETWEEN ? AND ?",
+                                    (self.till, lo, hi)))
+        new = []
+        for seq, chain, ts, kind, frame in batch:
+            old = have.get(seq)
+            if old is None:
+                new.append((self.till, seq, chain, ts, kind, self.day, frame))
+            elif old != chain:
+                raise _Conflict(f"seq {seq} is archived with another chain link: the same seq twice with "
+                                "different contents")
+        self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)", new)
+        self.added += len(new)
+        self.skipped += len(batch) - len(new)
+
+
+def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_unsigned: bool,
+                out: Outcome) -> None:
     m = ex.manifest
     till, day = m["till_id"], m["business_day"]
-    data = (ex.path / "journal.seg").read_bytes()
+    sink = _Batches(db, till, day)
     db.execute("BEGIN IMMEDIATE")
     try:
         prev = _link(db, till, m["first_seq"] - 1)
         if prev is not None and prev.hex() != m["chain_before"]:
             raise _Conflict(f"its chain before seq {m['first_seq']} differs from the archived record "
                             f"{m['first_seq'] - 1}")
-        added = skipped = 0
-        pos = verify.fr.SEG_HEAD_SIZE
-        for rec in ex.records:
-            have = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, rec.seq)).fetchone()
-            frame = data[pos:pos + rec.size]
-            pos += rec.size
-            if have is not None:
-                if have[0] != rec.chain:
-                    raise _Conflict(f"seq {rec.seq} is archived with another chain link: the same seq twice "
-                                    "with different contents")
-                skipped += 1
-                continue
-            db.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?)",
-                       (till, rec.seq, rec.chain, rec.ts, rec.kind, day, frame))
-            added += 1
+        verify.check(ex, trust, allow_unsigned, sink)
+        if ex.problems:
+            raise _Refused(ex.line())
+        _next_links(db, till, m)
         excluded = m.get("excluded") or {}
         for first, last, link in excluded.get("runs", []):
             have = _link(db, till, last)
@@ -96,22 +133,55 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, out: Outcome) -> None
                                 f"record {last}")
             db.execute("INSERT OR IGNORE INTO excluded VALUES (?,?,?,?,?,?)",
                        (till, first, last, bytes.fromhex(link), day, ",".join(excluded["kinds"])))
-        db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?)",
-                   (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path)))
+        fingerprint = "unsigned" if ex.unsigned else m["key"]["fingerprint"]
+        if not ex.unsigned:
+            keys.learn_epoch(db, fingerprint, m["key"]["epoch"])
+        db.execute("INSERT OR REPLACE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
+                   "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?)",
+                   (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path), fingerprint,
+                    bytes.fromhex(m["chain_before"])))
         db.execute("COMMIT")
     except _Conflict as e:
         db.execute("ROLLBACK")
         out.refused.append(f"CONFLICT {till} {day} ({ex.path}): {e}")
         return
+    except _Refused as e:
+        db.execute("ROLLBACK")
+        out.refused.append(str(e))
+        return
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    out.added += added
-    out.skipped += skipped
-    left_out = sum((m.get("excluded") or {}).get("counts", {}).values())
-    out.imported.append(f"{till} {day}: {added} record{'' if added == 1 else 's'} added, "
-                        f"{skipped} already archived"
-                        + (f", {left_out} left out by the till (export.exclude_kinds)" if left_out else ""))
+    out.added += sink.added
+    out.skipped += sink.skipped
+    how = " (unsigned, --allow-unsigned)" if ex.unsigned else f", signed by {ex.signer}"
+    out.imported.append(f"{till} {day}: {sink.added} record{'' if sink.added == 1 else 's'} added, "
+                        f"{sink.skipped} already archived"
+                        + (f", {ex.left_out} left out by the till (export.exclude_kinds)" if ex.left_out else "")
+                        + how)
+
+
+class _Refused(Exception):
+    pass
+
+
+def _next_links(db: sqlite3.Connection, till: str, m: dict) -> None:
+    """The archived record or day after this export must follow on from its chain_after."""
+    after, nxt = bytes.fromhex(m["chain_after"]), m["last_seq"] + 1
+    row = db.execute("SELECT chain, frame FROM records WHERE till=? AND seq=?", (till, nxt)).fetchone()
+    if row is not None:
+        chain, frame = bytes(row[0]), bytes(row[1])
+        h = hashlib.sha256(after)
+        h.update(frame[:36])
+        h.update(frame[72:])
+        if h.digest() != chain:
+            raise _Conflict(f"the archived record {nxt} after it does not follow on from its last record "
+                            "(its chain does not link into the archive after the gap)")
+    for (before,) in db.execute("SELECT chain_before FROM days WHERE till=? AND first_seq=? AND chain_before "
+                                "IS NOT NULL", (till, nxt)):
+        if bytes(before) != after:
+            raise _Conflict(f"the archived day starting at seq {nxt} does not follow on from its last record "
+                            "(its chain does not link into the archive after the gap)")
 
 
 def _link(db: sqlite3.Connection, till: str, seq: int) -> bytes | None:
@@ -120,10 +190,6 @@ def _link(db: sqlite3.Connection, till: str, seq: int) -> bytes | None:
     if row is None:
         row = db.execute("SELECT chain FROM excluded WHERE till=? AND last_seq=?", (till, seq)).fetchone()
     return None if row is None else bytes(row[0])
-
-
-class _Conflict(Exception):
-    pass
 
 
 def status(db: sqlite3.Connection) -> dict[str, dict]:
@@ -148,8 +214,13 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
         kinds = sorted({k for (ks,) in db.execute("SELECT DISTINCT kinds FROM excluded WHERE till=?", (till,))
                         for k in ks.split(",")})
         days = [d for (d,) in db.execute("SELECT business_day FROM days WHERE till=? ORDER BY first_seq", (till,))]
+        signers = {fp: n for fp, n in db.execute("SELECT fingerprint, COUNT(*) FROM days WHERE till=? "
+                                                "GROUP BY fingerprint", (till,))}
+        enrolled = [{"fingerprint": k.fingerprint, "epoch": k.epoch, "retired": k.retired_at is not None,
+                     "days": signers.pop(k.fingerprint, 0)} for k in keys.listed(db) if k.till == till]
         out[till] = {"records": n, "first_seq": lo, "last_seq": hi, "gaps": gaps, "days": days,
-                     "left_out": left_out, "left_out_kinds": kinds}
+                     "left_out": left_out, "left_out_kinds": kinds, "keys": enrolled,
+                     "other_signers": {str(fp): n for fp, n in signers.items()}}
     return out
 
 
