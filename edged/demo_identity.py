@@ -7,6 +7,7 @@ under the same signature refused.
 from __future__ import annotations
 
 import json
+import shutil
 
 from . import identity
 from .day.signing import day_problem, manifest_problem
@@ -15,7 +16,7 @@ from .journal import frame as fr
 
 
 def identity_steps(till: DemoTill) -> None:
-    step(14, "the till's identity: the key that signs every closed day and export, for head office to enroll")
+    step(14, "the till's identity: the key that signs every closed day and export; head office enrolls it and imports only what it signed")
     till.cli("identity", "--config", "edged.toml", "--state-dir", "state")
     info = json.loads((till.state / identity.DIR / identity.INFO).read_text())
     public = identity.parse_public(info["public_key"])
@@ -40,3 +41,18 @@ def identity_steps(till: DemoTill) -> None:
         print(f"  the same record with one sale fewer on it -> {day_problem(lower, public)}")
     print("  the private key stays in state/identity/ed25519.key (mode 0600, edged's user): never in the "
           "journal, an export or the log")
+    if close is None:
+        return
+    # Head office enrolls the key once, then takes only what that key signed.
+    till.cli("archive", "enroll", "head-office", close.body["till_id"], info["public_key"])
+    altered = till.root / "altered-stick"
+    shutil.copytree(till.root / "stick", altered)
+    for manifest_path in altered.rglob("manifest.json"):
+        doc = json.loads(manifest_path.read_text())
+        doc["counts"]["sale"] = doc["counts"].get("sale", 1) - 1
+        manifest_path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    till.cli("import", "altered-stick", "--archive", "head-office", note="a copy with one sale fewer in its manifest")
+    till.cli("verify", "--archive", "head-office", "stick")
+    till.cli("import", "stick", "--archive", "head-office")
+    till.cli("import", "stick", "--archive", "head-office", note="the same stick again: nothing added")
+    till.cli("archive", "status", "head-office")

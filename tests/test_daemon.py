@@ -182,7 +182,7 @@ def test_demo_runs_end_to_end(tmp_path):
     shown = "\n".join(line for line in out.splitlines() if "-> bad_request: " not in line)
     for raw in ("{'", "': ", "['", "None", "True", "False", "records 1..0", "1 days"):
         assert raw not in shown, raw
-    # Step 14: what no client may do.
+    # Step 15: what no client may do.
     assert re.search(r"append a day.exported record .* -> bad_request: .*'day.exported'", out)
     assert re.search(r"subscribe head-office from seq \d+, past the end -> bad_request", out)
     assert "-> frame_too_large: " in out and "edged goes on: journal ok" in out
@@ -218,6 +218,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert re.search(r"^ok   demo-till-1 \d{4}-\d\d-\d\d: records 1\.\.13, 11 records and 2 left out on purpose "
                      r"\(stock\.move 2\)$", out, re.M)
     assert "0 records added, 11 already archived, 0 exports refused" in out
+    # Step 14: head office enrolls the till's key and takes only what it signed.
+    assert "authenticity NOT checked" in out and re.search(r"^enrolled: demo-till-1 key sha256:[0-9a-f]{32}$", out, re.M)
+    assert re.search(r"^REFUSED demo-till-1 .*altered-stick.*: manifest.json's signature does not match it", out, re.M)
+    assert "0 records added, 0 already archived, 1 export refused" in out
+    assert re.search(r"signature good; manifest.json: signature good", out)
     assert re.search(r"demo-till-1: 1 day \(\d{4}-\d\d-\d\d\), 11 records, 2 left out by the till \(stock\.move; "
                      r"not gaps\), seq 1\.\.13, gaps: none", out)
     # The doctor step: what only the Debian package brings does not apply; the counts match the lists.
