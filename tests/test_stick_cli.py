@@ -4,6 +4,7 @@ path an export names: never a hang, never a byte read from outside the export.""
 from __future__ import annotations
 
 import os
+import sqlite3
 import shutil
 import stat
 import subprocess
@@ -80,6 +81,7 @@ def test_verify_with_and_without_keys(g, tmp_path):
     assert "FAIL till-b 2026-03-01" in out.stdout and "not enrolled for till-b" in out.stdout
     stick = tmp_path / "stick"
     e = sticks.copy_export(g.export("till-a", D2), stick)
+    sticks.rechain(e, lambda recs: recs, sign_day=False)  # as a day closed before the till signed
     m = sticks.manifest(e)
     del m["key"], m["signature"]
     m["format"] = "edged-export/1"
@@ -153,3 +155,16 @@ def test_no_hang_and_nothing_read_outside(g, tmp_path, what, name):
         with open(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb", closefd=True):
             pass
     assert (os.stat(secret / "journal.seg").st_atime_ns, os.stat(secret / "manifest.json").st_atime_ns) == before
+
+
+def test_a_damaged_keys_table_is_one_line(tmp_path):
+    """A keys row edited into nonsense (the review): import, verify --archive and keys stop on one line."""
+    arc = tmp_path / "archive"
+    key = sticks.new_key()
+    assert _cli("archive", "enroll", arc, "till-a", key.public_text).returncode == 0
+    with sqlite3.connect(arc / "archive.sqlite") as db:
+        db.execute("UPDATE keys SET public_key='ed25519:zz'")
+    for args in (("archive", "keys", arc), ("import", "--archive", arc, tmp_path), ("verify", "--archive", arc, tmp_path)):
+        out = _cli(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert out.stderr.count("\n") == 1 and "keys table is damaged" in out.stderr, out.stderr

@@ -292,34 +292,127 @@ def test_hostile_export_refused_beside_a_genuine_one(base, name, tmp_path):
 
 
 def test_forged_day_in_a_gap_must_link_both_ways(base, tmp_path):
-    """Unsigned (accepted with --allow-unsigned): a re-chained day 2 starts where day 1 ends, but it
-    cannot end where day 3 begins; the genuine day 2 then goes in."""
+    """A re-chained day 2 starts where day 1 ends but cannot end where day 3 begins: the archive's link
+    after the gap refuses it (checked directly: as an import, --allow-unsigned refuses it sooner,
+    since day 1 before it was signed); the genuine day 2 then goes in."""
     g, arc = base
     stick = tmp_path / "stick"
     e = sticks.copy_export(g.export("till-a", D2), stick)
-    sticks.rechain(e, _alter_sales)
+    forged = sticks.rechain(e, _alter_sales, sign_day=False)
     _unsigned_v1(e)
     shutil.copytree(arc, tmp_path / "archive")
     db = archive.open_archive(tmp_path / "archive")
     before = dump(db)
+    with pytest.raises(archive._Conflict, match="does not follow on from its last record"):
+        archive._next_links(db, "till-a", forged)
     out = archive.import_exports(db, [stick], allow_unsigned=True)
-    assert len(out.refused) == 1 and "does not follow on from its last record" in out.refused[0], out
+    assert len(out.refused) == 1 and "once a till signs its days, every later day must be signed" in out.refused[0]
     assert dump(db) == before
     out = archive.import_exports(db, [g.stick("till-a", D2)])
     assert not out.refused and out.added == 6
     assert archive.status(db)["till-a"]["gaps"] == []
 
 
+def _pre_upgrade(e: Path) -> None:
+    """The export as edged wrote it before tills signed: day.close without a signature, manifest /1."""
+    sticks.rechain(e, lambda recs: recs, sign_day=False)
+    _unsigned_v1(e)
+
+
 def test_unsigned_exports_with_allow_unsigned_are_reported_so(base, tmp_path):
+    g, _ = base
+    stick = tmp_path / "stick"
+    _pre_upgrade(sticks.copy_export(g.export("till-a", sticks.DAYS[0]), stick))
+    db = archive.open_archive(tmp_path / "archive")  # a till none of whose days were signed yet
+    assert archive.import_exports(db, [stick]).refused  # not without the flag
+    out = archive.import_exports(db, [stick], allow_unsigned=True)
+    assert out.imported == ["till-a 2026-03-01: 4 records added, 0 already archived (unsigned, --allow-unsigned)"]
+    assert db.execute("SELECT fingerprint FROM days WHERE business_day=?", (sticks.DAYS[0],)).fetchone() == ("unsigned",)
+
+
+def test_unsigned_day_after_signed_days_is_refused_even_when_allowed(base, tmp_path):
+    """The review's attack: an unsigned forgery of day 4 after signed days would take its seqs for good."""
     g, arc = base
     stick = tmp_path / "stick"
-    _unsigned_v1(sticks.copy_export(g.export("till-a", D2), stick))
+    e = sticks.copy_export(g.export("till-a", sticks.DAYS[3]), stick)
+    sticks.rechain(e, _alter_sales, sign_day=False)
+    _unsigned_v1(e)
     shutil.copytree(arc, tmp_path / "archive")
     db = archive.open_archive(tmp_path / "archive")
+    before = dump(db)
     out = archive.import_exports(db, [stick], allow_unsigned=True)
-    assert out.imported == ["till-a 2026-03-02: 6 records added, 0 already archived (unsigned, --allow-unsigned)"]
-    assert db.execute("SELECT fingerprint FROM days WHERE business_day=?", (D2,)).fetchone() == ("unsigned",)
-    assert signing.DAY_CONTEXT  # the signed bytes are the agreed spec's
+    assert len(out.refused) == 1 and "which the till signed" in out.refused[0], out.refused
+    assert dump(db) == before
+    assert not archive.import_exports(db, [g.stick("till-a", sticks.DAYS[3])]).refused
+
+
+def test_a_signed_day_in_an_unsigned_export_is_refused(base, tmp_path):
+    g, _ = base
+    stick = tmp_path / "stick"
+    _unsigned_v1(sticks.copy_export(g.export("till-a", sticks.DAYS[0]), stick))
+    db = archive.open_archive(tmp_path / "archive")
+    out = archive.import_exports(db, [stick], allow_unsigned=True)
+    assert len(out.refused) == 1 and "signed but the manifest is not" in out.refused[0]
+
+
+def test_a_day_archived_once_keeps_its_range(base, tmp_path):
+    """Another export under an archived day's name (the review: it replaced the day's row)."""
+    g, arc = base
+    stick = tmp_path / "stick"
+    e = sticks.copy_export(g.export("till-a", D2), stick)
+    m = sticks.manifest(e)
+    shutil.copytree(arc, tmp_path / "archive")
+    db = archive.open_archive(tmp_path / "archive")
+    with pytest.raises(archive._Conflict, match="is archived as records 1..4"):
+        archive._same_day(db, "till-a", sticks.DAYS[0], m)
+
+
+def test_seqs_outside_the_manifest_never_reach_the_database(base, tmp_path):
+    """The review's crash: a segment of seq 2**63 (SQLite's integers end below) beside a genuine day."""
+    g, arc = base
+    stick = tmp_path / "stick"
+    e = sticks.copy_export(g.export("till-a", D2), stick)
+    head, recs, _ = sticks.frames(e)
+    big = 2 ** 63
+    seg = fr.encode_segment_head(big, bytes(32))
+    raw, _chain = fr.encode(big, recs[0].ts, fr.payload_of("sale", {}, None, None, None), big, big, bytes(32))
+    (e / "journal.seg").write_bytes(seg + raw)
+    sticks.copy_export(g.export("till-a", sticks.DAYS[3]), stick)
+    shutil.copytree(arc, tmp_path / "archive")
+    db = archive.open_archive(tmp_path / "archive")
+    out = archive.import_exports(db, [stick])
+    assert len(out.refused) == 1 and "Traceback" not in out.refused[0] and "20260302" in out.refused[0]
+    assert len(out.imported) == 1 and sticks.DAYS[3] in out.imported[0]
+
+
+def test_what_a_stick_cannot_make_head_office_hold(base, tmp_path):
+    """Unknown manifest members and oversized lists are refused; directories nested past any export
+    are not walked into (os.walk recurses: 1100 levels ran it out of stack)."""
+    g, _ = base
+    stick = tmp_path / "stick"
+    e = sticks.copy_export(g.export("till-a", D2), stick)
+    m = sticks.manifest(e)
+    m["junk"] = [[] for _ in range(1000)]
+    sticks.write_manifest(e, m)
+    deep = stick / "EDGED" / "deep"
+    deep.mkdir(parents=True)
+    fds = [os.open(deep, os.O_RDONLY | os.O_DIRECTORY)]
+    for _ in range(1100):  # by fd: os.makedirs and rmtree recurse too
+        os.mkdir("a", dir_fd=fds[-1])
+        fds.append(os.open("a", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    try:
+        sticks.copy_export(g.export("till-a", sticks.DAYS[3]), stick)
+        db = archive.open_archive(tmp_path / "archive")
+        trust.enroll(db, "till-a", g.keys["till-a"])
+        out = archive.import_exports(db, [stick])
+        assert any("unknown member 'junk'" in line for line in out.refused), out.refused
+        assert len(out.imported) == 1
+    finally:
+        os.close(fds.pop())
+        while fds:
+            parent = fds.pop()
+            os.rmdir("a", dir_fd=parent)
+            os.close(parent)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

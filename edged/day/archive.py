@@ -89,12 +89,16 @@ class _Batches:
     """The sink of one export's verified frames: inserts the new ones, skips those archived with the
     same chain link, raises _Conflict on one archived with another."""
 
-    def __init__(self, db: sqlite3.Connection, till: str, day: str) -> None:
+    def __init__(self, db: sqlite3.Connection, till: str, day: str, first: int, last: int) -> None:
         self.db, self.till, self.day = db, till, day
+        self.first, self.last = first, last  # the manifest's range: nothing outside it reaches the database
         self.added = self.skipped = 0
 
     def __call__(self, batch: list[tuple[int, bytes, int, str, bytes]]) -> None:
         lo, hi = batch[0][0], batch[-1][0]
+        if lo < self.first or hi > self.last:
+            raise _Refused(f"{self.till} {self.day}: journal.seg holds seqs {lo}..{hi}, outside the manifest's "
+                           f"{self.first}..{self.last}")
         have = dict(self.db.execute("SELECT seq, chain FROM records WHERE till=? AND seq BETWEEN ? AND ?",
                                     (self.till, lo, hi)))
         new = []
@@ -114,7 +118,7 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
                 out: Outcome) -> None:
     m = ex.manifest
     till, day = m["till_id"], m["business_day"]
-    sink = _Batches(db, till, day)
+    sink = _Batches(db, till, day, m["first_seq"], m["last_seq"])
     db.execute("BEGIN IMMEDIATE")
     try:
         prev = _link(db, till, m["first_seq"] - 1)
@@ -124,6 +128,9 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
         verify.check(ex, trust, allow_unsigned, sink)
         if ex.problems:
             raise _Refused(ex.line())
+        if ex.unsigned:
+            _unsigned_allowed(db, till, m["first_seq"])
+        _same_day(db, till, day, m)
         _next_links(db, till, m)
         excluded = m.get("excluded") or {}
         for first, last, link in excluded.get("runs", []):
@@ -136,10 +143,13 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
         fingerprint = "unsigned" if ex.unsigned else m["key"]["fingerprint"]
         if not ex.unsigned:
             keys.learn_epoch(db, fingerprint, m["key"]["epoch"])
-        db.execute("INSERT OR REPLACE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
+        db.execute("INSERT OR IGNORE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
                    "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?)",
                    (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path), fingerprint,
                     bytes.fromhex(m["chain_before"])))
+        if not ex.unsigned:  # the same day, archived unsigned before, now known signed
+            db.execute("UPDATE days SET fingerprint=?, source=? WHERE till=? AND business_day=? AND "
+                       "fingerprint='unsigned'", (fingerprint, str(ex.path), till, day))
         db.execute("COMMIT")
     except _Conflict as e:
         db.execute("ROLLBACK")
@@ -148,6 +158,11 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
     except _Refused as e:
         db.execute("ROLLBACK")
         out.refused.append(str(e))
+        return
+    except Exception as e:  # a check missed something: that export is refused, the others go on
+        db.execute("ROLLBACK")
+        out.refused.append(f"{ex.line() if ex.problems else ex.label} ({ex.path}): could not be imported "
+                           f"({type(e).__name__}: {e})")
         return
     except BaseException:
         db.execute("ROLLBACK")
@@ -164,6 +179,22 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
 class _Refused(Exception):
     pass
 
+
+def _unsigned_allowed(db: sqlite3.Connection, till: str, first_seq: int) -> None:
+    """--allow-unsigned is for days closed before the till signed: none after a signed day of it."""
+    row = db.execute("SELECT business_day FROM days WHERE till=? AND fingerprint != 'unsigned' AND first_seq < ? "
+                     "ORDER BY first_seq LIMIT 1", (till, first_seq)).fetchone()
+    if row is not None:
+        raise _Refused(f"{till}: an unsigned export after {row[0]}, which the till signed: once a till signs "
+                       "its days, every later day must be signed (--allow-unsigned does not cover it)")
+
+
+def _same_day(db: sqlite3.Connection, till: str, day: str, m: dict) -> None:
+    """A day archived once keeps its records: another range under its name is a conflict."""
+    row = db.execute("SELECT first_seq, last_seq FROM days WHERE till=? AND business_day=?", (till, day)).fetchone()
+    if row is not None and tuple(row) != (m["first_seq"], m["last_seq"]):
+        raise _Conflict(f"{day} is archived as records {row[0]}..{row[1]}; this export says "
+                        f"{m['first_seq']}..{m['last_seq']}")
 
 def _next_links(db: sqlite3.Connection, till: str, m: dict) -> None:
     """The archived record or day after this export must follow on from its chain_after."""

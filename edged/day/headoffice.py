@@ -8,12 +8,14 @@ archive).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 from ..cli_format import plural, seq_range
 from . import archive, trust, verify
@@ -21,6 +23,18 @@ from . import archive, trust, verify
 NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its export names, but nothing here says "
                "that key is the till's; give --key TILL_ID=ed25519:<hex> (as `edged identity` prints it on the "
                "till) or --archive DIR (the keys enrolled there)")
+
+
+def _one_line(fn: Callable[..., int]) -> Callable[..., int]:
+    """A damaged keys table stops the command with one line (exit 2), never a traceback."""
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kw: Any) -> int:
+        try:
+            return fn(*args, **kw)
+        except trust.EnrollError as e:
+            print(f"edged: {e}", file=sys.stderr)
+            return 2
+    return wrapped
 
 
 def run_verify(paths: list[str], keys: list[str], archive_dir: str | None, allow_unsigned: bool) -> int:
@@ -76,6 +90,7 @@ def _trust(keys: list[str], archive_dir: str | None) -> trust.Trust | None:
     return trust.Trust(found, "neither given with --key nor enrolled in the archive")
 
 
+@_one_line
 def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
@@ -116,6 +131,7 @@ def run_enroll(archive_dir: str, till: str, public: str, epoch: int | None) -> i
     return 0
 
 
+@_one_line
 def run_keys(archive_dir: str, as_json: bool) -> int:
     db = _existing(archive_dir)
     if db is None:
@@ -152,6 +168,7 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
 
 
+@_one_line
 def run_status(archive_dir: str, as_json: bool) -> int:
     db = _existing(archive_dir)
     if db is None:

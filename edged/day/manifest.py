@@ -98,10 +98,31 @@ def parse(raw: bytes) -> dict[str, Any]:
         why = _KEY.problem(value.get("key"), "manifest.key") or Hex(64).problem(value.get("signature"),
                                                                                    "manifest.signature")
     if why is None:
-        why = _exported_at(value) or _consistent(value)
+        why = _exported_at(value) or _consistent(value) or _bounded(value)
     if why is not None:
         raise ManifestError(why)
     return value
+
+
+_KNOWN = {"format", "till_id", "business_day", "first_seq", "last_seq", "day_close_seq", "chain_before",
+          "chain_after", "counts", "files", "numbers", "edged_version", "excluded", "exported_at", "key",
+          "signature"}
+# Far above any real day (a few dozen kinds, one run per block of left-out records), low enough that
+# the manifests held for a whole stick stay small once parsed (docs/JOURNAL.md, "Days and exports").
+LIMITS = {"counts": 4096, "numbers": 1024, "excluded.kinds": 1024, "excluded.counts": 4096, "excluded.runs": 20000}
+
+
+def _bounded(m: dict[str, Any]) -> str | None:
+    unknown = sorted(set(m) - _KNOWN)
+    if unknown:
+        return f"manifest: unknown member {_shown(unknown[0])}"
+    ex = m.get("excluded") or {}
+    sizes = {"counts": m["counts"], "numbers": m.get("numbers", {}), "excluded.kinds": ex.get("kinds", []),
+             "excluded.counts": ex.get("counts", {}), "excluded.runs": ex.get("runs", [])}
+    for name, value in sizes.items():
+        if len(value) > LIMITS[name]:
+            return f"manifest.{name}: {len(value)} entries, at most {LIMITS[name]}"
+    return None
 
 
 def _exported_at(m: dict[str, Any]) -> str | None:

@@ -88,8 +88,20 @@ def from_archive(db: sqlite3.Connection) -> Trust:
 
 
 def listed(db: sqlite3.Connection) -> list[Key]:
-    rows = db.execute("SELECT till, public_key, epoch, enrolled_at, retired_at FROM keys ORDER BY till, enrolled_at")
-    return [Key(till, identity.parse_public(pk), epoch, at, retired) for till, pk, epoch, at, retired in rows]
+    """The enrolled keys; a row edited by hand into nonsense stops the command with one line."""
+    out = []
+    for fp, till, pk, epoch, at, retired in db.execute("SELECT fingerprint, till, public_key, epoch, enrolled_at, "
+                                                       "retired_at FROM keys ORDER BY till, enrolled_at"):
+        try:
+            key = Key(till, identity.parse_public(pk), epoch, at, retired)
+        except (ValueError, TypeError) as e:
+            raise EnrollError(f"the archive's keys table is damaged (key {fp!r}: {e}); re-enroll that till's key "
+                              "in a new archive or restore the archive") from None
+        if key.fingerprint != fp:
+            raise EnrollError(f"the archive's keys table is damaged (key {fp!r} holds the public key of "
+                              f"{key.fingerprint}); restore the archive")
+        out.append(key)
+    return out
 
 
 def enroll(db: sqlite3.Connection, till: str, text: str, epoch: int | None = None) -> tuple[Key, bool]:

@@ -29,6 +29,8 @@ from . import exportdir, manifest, segread, signing
 from .trust import Trust
 
 MANIFEST = "manifest.json"
+MAX_DEPTH = 16  # directories below a PATH given to verify/import that are looked into
+MANIFESTS_HELD = 16 << 20  # bytes of manifests one run holds (parsed) while it orders and checks exports
 
 
 @dataclass
@@ -63,8 +65,12 @@ def find(paths: list[Path]) -> list[Path]:
         if os.path.lexists(path / MANIFEST):
             found.append(path)
             continue
+        depth0 = len(path.parts)
         for base, dirs, files in os.walk(path, followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .partial: never complete
+            # .partial: never complete. EDGED/<till>/<day> is 3 deep: a stick nested far deeper would
+            # only run the walk out of stack (os.walk recurses), so nothing below MAX_DEPTH is looked at.
+            deep = len(Path(base).parts) - depth0 >= MAX_DEPTH
+            dirs[:] = [] if deep else sorted(d for d in dirs if not d.startswith("."))
             if MANIFEST in files:
                 found.append(Path(base))
             if "EDGED" in Path(base).parts or "EDGED" in dirs:  # a link in an export tree: named and refused
@@ -74,8 +80,9 @@ def find(paths: list[Path]) -> list[Path]:
     return found
 
 
-def load(path: Path) -> Export:
-    """The export with its manifest read and parsed (or its problem named)."""
+def load(path: Path, budget: list[int] | None = None) -> Export:
+    """The export with its manifest read and parsed (or its problem named); `budget` holds the
+    manifest bytes this run may still hold."""
     ex = Export(path)
     try:
         fd, ex.ident = exportdir.open_dir(path)
@@ -83,7 +90,15 @@ def load(path: Path) -> Export:
             raw = exportdir.read_small(fd, MANIFEST, manifest.MAX_BYTES)
         finally:
             os.close(fd)
+        if budget is not None:
+            budget[0] -= len(raw)
+            if budget[0] < 0:
+                raise exportdir.Refused(f"the manifests on this stick hold more than {MANIFESTS_HELD >> 20} MiB "
+                                        "in all: this one was not read; import the rest in another run")
         ex.manifest = manifest.parse(raw)
+        name = path.name
+        if name.isdigit() and len(name) == 8 and name != ex.manifest["business_day"].replace("-", ""):
+            raise exportdir.Refused(f"the directory {name} holds the export of {ex.manifest['business_day']}")
     except (exportdir.Refused, manifest.ManifestError) as e:
         ex.problems.append(str(e))
     except OSError as e:
@@ -213,7 +228,10 @@ def _segment(ex: Export, fd: int, size: int, trust: Trust | None, allow_unsigned
 def _day_signature(ex: Export, body: dict[str, Any], trust: Trust | None, allow_unsigned: bool) -> None:
     sig = body.get("signature")
     if ex.unsigned:
-        return  # an unsigned manifest (--allow-unsigned) vouches for nothing a signature could add
+        if sig is not None:  # edged never wrote that: a signed day travels only in a signed export
+            ex.problems.append("the day.close record is signed but the manifest is not (a signed day comes only "
+                               "in an edged-export/3): refused")
+        return
     if sig is None:
         if allow_unsigned:
             ex.unsigned = True
@@ -275,7 +293,8 @@ def across(exports: list[Export]) -> list[str]:
 
 def loaded(paths: list[Path]) -> list[Export]:
     """Every export under the paths with its manifest, in till and seq order, same-day pairs checked."""
-    exports = [load(p) for p in find(paths)]
+    budget = [MANIFESTS_HELD]
+    exports = [load(p, budget) for p in find(paths)]
     same_day(exports)
     return sorted(exports, key=lambda e: (str(e.manifest.get("till_id", "")), e.manifest.get("first_seq", 0),
                                           str(e.path)))
