@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sticks
-from edged.day import archive, signing, trust
+from edged.day import archive, signing, trust, verify
 from edged.journal import frame as fr
 
 D2 = "2026-03-02"
@@ -213,7 +213,7 @@ HOSTILE = {  # name: (how, fragment of the refusal)
     "manifest.json a FIFO": (lambda e, g: _fifo(e, "manifest.json"), "manifest.json: a FIFO"),
     "manifest.json a device": (lambda e, g: _device(e, "manifest.json"), "manifest.json: a device node"),
     "export directory a symlink": (lambda e, g: (shutil.rmtree(e), os.symlink(g.export("till-a", D2), e)),
-                                   "the export directory is a symbolic link"),
+                                   "20260302 on the way to the export directory: a symbolic link"),
     "journal.seg a directory": (lambda e, g: (os.unlink(e / "journal.seg"), os.mkdir(e / "journal.seg")),
                                 "journal.seg: a directory"),
     "journal.seg missing": (lambda e, g: os.unlink(e / "journal.seg"), "journal.seg: missing"),
@@ -453,3 +453,17 @@ def test_random_mutations_never_archive_other_bytes(base, name, data):
             archived = [(seq, bytes(frame)) for _, seq, _, _, _, day, frame in after[0] if day == D2]
             assert archived == [(r.seq, f) for r, f in zip(recs, raw)]
         db.close()
+
+
+def test_a_directory_swapped_for_a_link_after_the_walk_is_not_followed(base, tmp_path):
+    """The review's race: EDGED/<till> replaced by a link off the stick between the walk and the read."""
+    g, _ = base
+    stick = tmp_path / "stick"
+    sticks.copy_export(g.export("till-a", D2), stick)
+    outside = tmp_path / "outside"
+    shutil.copytree(stick / "EDGED" / "till-a", outside / "till-a")
+    (found,) = verify.find([stick])
+    shutil.rmtree(stick / "EDGED" / "till-a")
+    os.symlink(outside / "till-a", stick / "EDGED" / "till-a")
+    ex = verify.load(found[1], None, found[0])
+    assert ex.problems == ["till-a on the way to the export directory: a symbolic link or not a directory: refused"]

@@ -31,14 +31,27 @@ def _what(mode: int) -> str:
     return "not a regular file"
 
 
-def open_dir(path: Path) -> tuple[int, tuple[int, int]]:
-    """(fd, (device, inode)) of an export directory that is a real directory, not a link."""
+def open_dir(path: Path, root: Path | None = None) -> tuple[int, tuple[int, int]]:
+    """(fd, (device, inode)) of an export directory that is a real directory, not a link. Found
+    under `root` (a PATH given on the command line), it is opened one directory at a time from
+    there, each with O_NOFOLLOW: a directory on the stick swapped for a link after the walk saw it
+    cannot lead the read off the stick."""
+    parts = path.relative_to(root).parts if root is not None and path != root else ()
     try:
-        fd = os.open(path, DIR_FLAGS)
+        fd = os.open(root if parts else path, (os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if parts else DIR_FLAGS)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise Refused("the export directory is a symbolic link or not a directory: refused") from None
         raise Refused(f"the export directory cannot be opened ({e.strerror})") from None
+    for part in parts:
+        try:
+            nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+        except OSError as e:
+            what = "a symbolic link or not a directory" if e.errno in (errno.ELOOP, errno.ENOTDIR) else e.strerror
+            raise Refused(f"{part} on the way to the export directory: {what}: refused") from None
+        finally:
+            os.close(fd)
+        fd = nxt
     st = os.fstat(fd)
     return fd, (st.st_dev, st.st_ino)
 

@@ -45,6 +45,7 @@ class Export:
     unsigned: bool = False  # accepted under --allow-unsigned
     signer: str = ""  # "sha256:... (epoch n)": the key that signed it
     public: bytes = b""
+    root: Path | None = None  # the PATH it was found under: opened from there, no link followed
 
     @property
     def label(self) -> str:
@@ -56,14 +57,14 @@ class Export:
         return f"{self.label} ({self.path}): " + "; ".join(self.problems)
 
 
-def find(paths: list[Path]) -> list[Path]:
+def find(paths: list[Path]) -> list[tuple[Path, Path]]:
     """Export directories under the given paths (an export itself, a stick's root, EDGED, a till's
     folder), never following links; a manifest.json that is a link, FIFO or device is found (and
     then refused), so nothing on a stick is silently passed over."""
-    found: list[Path] = []
+    found: list[tuple[Path, Path]] = []  # (the PATH given, an export under it)
     for path in paths:
         if os.path.lexists(path / MANIFEST):
-            found.append(path)
+            found.append((path, path))
             continue
         depth0 = len(path.parts)
         for base, dirs, files in os.walk(path, followlinks=False):
@@ -72,20 +73,20 @@ def find(paths: list[Path]) -> list[Path]:
             deep = len(Path(base).parts) - depth0 >= MAX_DEPTH
             dirs[:] = [] if deep else sorted(d for d in dirs if not d.startswith("."))
             if MANIFEST in files:
-                found.append(Path(base))
+                found.append((path, Path(base)))
             if "EDGED" in Path(base).parts or "EDGED" in dirs:  # a link in an export tree: named and refused
-                found += [Path(base, d) for d in dirs if os.path.islink(os.path.join(base, d))]
+                found += [(path, Path(base, d)) for d in dirs if os.path.islink(os.path.join(base, d))]
             if Path(base).parent.name == "EDGED":  # EDGED/<till>/ holds export directories and nothing else
-                found += [Path(base, f) for f in files if not f.startswith(".")]
+                found += [(path, Path(base, f)) for f in files if not f.startswith(".")]
     return found
 
 
-def load(path: Path, budget: list[int] | None = None) -> Export:
+def load(path: Path, budget: list[int] | None = None, root: Path | None = None) -> Export:
     """The export with its manifest read and parsed (or its problem named); `budget` holds the
     manifest bytes this run may still hold."""
-    ex = Export(path)
+    ex = Export(path, root=root)
     try:
-        fd, ex.ident = exportdir.open_dir(path)
+        fd, ex.ident = exportdir.open_dir(path, root)
         try:
             raw = exportdir.read_small(fd, MANIFEST, manifest.MAX_BYTES)
         finally:
@@ -143,7 +144,7 @@ def check(path: Path | Export, trust: Trust | None = None, allow_unsigned: bool 
 
 def _read_files(ex: Export, trust: Trust | None, allow_unsigned: bool, sink: segread.Sink | None) -> None:
     m = ex.manifest
-    fd, ident = exportdir.open_dir(ex.path)
+    fd, ident = exportdir.open_dir(ex.path, ex.root)
     try:
         if ident != ex.ident:
             raise exportdir.Refused("the export directory was replaced while being read: refused")
@@ -294,7 +295,7 @@ def across(exports: list[Export]) -> list[str]:
 def loaded(paths: list[Path]) -> list[Export]:
     """Every export under the paths with its manifest, in till and seq order, same-day pairs checked."""
     budget = [MANIFESTS_HELD]
-    exports = [load(p, budget) for p in find(paths)]
+    exports = [load(path, budget, root) for root, path in find(paths)]
     same_day(exports)
     return sorted(exports, key=lambda e: (str(e.manifest.get("till_id", "")), e.manifest.get("first_seq", 0),
                                           str(e.path)))
