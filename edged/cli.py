@@ -325,18 +325,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import run
+    from .bench.journal import run
 
     if args.bench_command == "scan":
-        from . import bench_scan
+        from .bench import scan as bench_scan
 
         return bench_scan.run(args.samples, args.dir)
     if args.bench_command == "print":
-        from . import bench_print
+        from .bench import print_ as bench_print
 
         return bench_print.run(args.samples, args.dir)
     if args.bench_command == "import":
-        from . import bench_import
+        from .bench import import_ as bench_import
 
         if args.megabytes < 1 or not bench_import.MIN_RECORD <= args.record_bytes <= 1 << 20:
             print(f"edged: --megabytes is at least 1, --record-bytes between {bench_import.MIN_RECORD} and "
@@ -344,7 +344,7 @@ def _bench(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         return bench_import.run(args.megabytes, args.record_bytes, args.dir)
     if args.bench_command == "relay":
-        from . import bench_relay
+        from .bench import relay as bench_relay
 
         return bench_relay.run(args.records, args.seconds, args.dir)
     delay = args.flush_delay.removesuffix("ms")

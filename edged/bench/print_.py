@@ -21,12 +21,12 @@ import tempfile
 import time
 from typing import Any
 
-from .bench import pct
-from .client import Client
-from .devices import document  # first: loads python-escpos (devices/escpos_cache.py)
+from ..client import Client
+from ..devices import document  # first: loads python-escpos (devices/escpos_cache.py)
 
 from escpos.printer import Dummy
-from .sim.printer import PrinterEmulator
+from ..sim.printer import PrinterEmulator
+from .journal import pct
 
 
 def sample_receipt() -> dict[str, Any]:

@@ -14,11 +14,11 @@ import shutil
 import tempfile
 import time
 
-from . import config
-from .bench import pct
-from .client import Client
-from .daemon import Daemon
-from .sim.wedge import packed, pipe_device, typing
+from .. import config
+from ..client import Client
+from ..daemon import Daemon
+from ..sim.wedge import packed, pipe_device, typing
+from .journal import pct
 
 
 def _keys(code: str) -> tuple[bytes, bytes]:

@@ -21,10 +21,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, identity
-from .day import export as ex
-from .day.signing import sign_day, sign_manifest
-from .journal import frame as fr
+from .. import __version__, identity
+from ..day import export as ex
+from ..day.signing import sign_day, sign_manifest
+from ..journal import frame as fr
 
 TILL = "bench-till"
 FIRST_DAY = datetime.date(2026, 1, 5)

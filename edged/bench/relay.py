@@ -19,12 +19,12 @@ import time
 
 import msgpack
 
-from .bench import RECORD, SLICE, Tally, pct, build_journal, journal_slice
-from .client import Client
-from .journal.disk import RealDisk
-from .journal.service import Journal
-from .journal.store import Store
-from .relay import framing
+from ..client import Client
+from ..journal.disk import RealDisk
+from ..journal.service import Journal
+from ..journal.store import Store
+from ..relay import framing
+from .journal import RECORD, SLICE, Tally, pct, build_journal, journal_slice
 
 
 def start_daemon(state: str, sock: str) -> subprocess.Popen:

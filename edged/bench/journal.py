@@ -13,11 +13,11 @@ import sqlite3
 import tempfile
 import time
 
-from .journal import frame as fr
-from .journal.disk import RealDisk
-from .journal.service import Journal
-from .journal.store import Entry, Store
-from .journal.verify import verify
+from ..journal import frame as fr
+from ..journal.disk import RealDisk
+from ..journal.service import Journal
+from ..journal.store import Entry, Store
+from ..journal.verify import verify
 
 RECORD = {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]], "pad": "x" * 120}  # ~200 bytes
 
