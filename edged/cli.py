@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from . import (__version__, cli_day, cli_format, cli_identity, cli_install, cli_journal, cli_print, cli_scan,
                cli_status, cli_sync, config)
+from .bench import cli as cli_bench
 from .identity import IdentityError
 from .journal.statefile import StateFileError
 from .printable import printable
@@ -121,50 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_install.add_parsers(sub, _socket_arg)
     cli_sync.add_parsers(sub, _socket_arg)
     cli_identity.add_parsers(sub)
-    bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
-    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    bj = bsub.add_parser("journal", help="append rate, ack latency, startup and verify speed of the journal",
-                         description="Measures raw fdatasync and SQLite as baselines, then edged's journal "
-                                     "with 1 and 16 appenders, ack latency, startup on a large journal and "
-                                     "verify speed. Writes only to a temporary directory.")
-    bj.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
-    bj.add_argument("--flush-delay", default="0ms", metavar="MS",
-                    help="add this much to every fdatasync, e.g. 5ms as on a till's SD card")
-    bj.add_argument("--startup-size", type=int, default=1024, metavar="MB",
-                    help="size of the journal built for the startup and verify figures (default 1024; 0 skips)")
-    bj.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
-    br = bsub.add_parser("relay", help="the socket: replay speed, live latency, 32 appending clients, "
-                                       "latency with hostile clients",
-                         description="Builds a journal, starts a real `edged run --simulate` on it and "
-                                     "measures, as its clients: catch-up replay to one subscriber, append-ack "
-                                     "to record-event latency, 32 clients appending (beside the in-process "
-                                     "rate), and append latency with hostile clients attached.")
-    br.add_argument("--records", type=int, default=1_000_000, help="journal size to replay (default 1,000,000)")
-    br.add_argument("--seconds", type=float, default=3.0, help="time per append figure (default 3)")
-    br.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
-    bp = bsub.add_parser("print", help="receipt render time and print request -> first byte at the printer",
-                         description="Renders a 40-line receipt with QR code and logo (beside python-escpos "
-                                     "alone), then starts a real `edged run` printing to the emulator and "
-                                     "measures from the print request to the job's first byte at the printer "
-                                     "(beside the same daemon's append round trip).")
-    bp.add_argument("--samples", type=int, default=300, help="renders and print jobs measured (default 300)")
-    bp.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
-    bs = bsub.add_parser("scan", help="latency from a scanner's last key event to the scan event at a client",
-                         description="Feeds a keyboard-wedge scanner (a pipe of packed input events) and "
-                                     "measures from its last key event to the scanner.scan event at a socket "
-                                     "client, beside a status round trip on the same socket.")
-    bs.add_argument("--samples", type=int, default=500, help="scans measured (default 500)")
-    bs.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
-    bi = bsub.add_parser("import", help="head office: verify and import of a stick, beside reading its bytes",
-                         description="Generates a stick of signed exports of one till (streamed to disk), "
-                                     "then measures reading its files (the baseline), `edged verify --key` "
-                                     "and `edged import --archive` as child processes: records/s, MB/s and "
-                                     "peak RSS. As root the page cache is dropped before each step. Writes "
-                                     "only to a temporary directory, removed at the end.")
-    bi.add_argument("--megabytes", type=int, default=64, metavar="N", help="size of the stick in MiB (default 64)")
-    bi.add_argument("--record-bytes", type=int, default=256, metavar="B",
-                    help="bytes per sale record on disk, header included (default 256)")
-    bi.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
+    cli_bench.add_parsers(sub)
     return parser
 
 
@@ -324,38 +282,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import run
-
-    if args.bench_command == "scan":
-        from . import bench_scan
-
-        return bench_scan.run(args.samples, args.dir)
-    if args.bench_command == "print":
-        from . import bench_print
-
-        return bench_print.run(args.samples, args.dir)
-    if args.bench_command == "import":
-        from . import bench_import
-
-        if args.megabytes < 1 or not bench_import.MIN_RECORD <= args.record_bytes <= 1 << 20:
-            print(f"edged: --megabytes is at least 1, --record-bytes between {bench_import.MIN_RECORD} and "
-                  "1048576", file=sys.stderr)
-            return EXIT_USAGE
-        return bench_import.run(args.megabytes, args.record_bytes, args.dir)
-    if args.bench_command == "relay":
-        from . import bench_relay
-
-        return bench_relay.run(args.records, args.seconds, args.dir)
-    delay = args.flush_delay.removesuffix("ms")
-    try:
-        delay_ms = float(delay)
-    except ValueError:
-        print(f"edged: --flush-delay {args.flush_delay!r}: write milliseconds, e.g. 5ms", file=sys.stderr)
-        return EXIT_USAGE
-    return run(args.seconds, delay_ms, args.startup_size, args.dir)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -365,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
              "demo": cmd_demo, "sim": cmd_sim, "events": cmd_events,
              "journal": lambda args: cli_journal.cmd_journal(args, _call),
-             "bench": lambda args: _bench(args),
+             "bench": cli_bench.cmd_bench,
              "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args)),
              "print-test": lambda args: cli_print.cmd_print(args, _connected),
              "print": lambda args: cli_print.cmd_print(args, _connected),

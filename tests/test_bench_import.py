@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edged import bench_import, identity
+from edged import identity
+from edged.bench import import_ as bench_import
 from edged.day import export as ex
 from edged.day.signing import day_problem, manifest_problem
 from edged.journal import frame as fr

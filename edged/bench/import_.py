@@ -14,17 +14,16 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 
-from . import __version__, identity
-from .day import export as ex
-from .day.signing import sign_day, sign_manifest
-from .journal import frame as fr
+from .. import __version__, identity
+from ..day import export as ex
+from ..day.signing import sign_day, sign_manifest
+from ..journal import frame as fr
+from .common import edged_argv, scratch
 
 TILL = "bench-till"
 FIRST_DAY = datetime.date(2026, 1, 5)
@@ -173,10 +172,10 @@ class Child:
     output: str
 
 
-def child(args: list[str], scratch: str) -> Child:
+def child(args: list[str], scratch_dir: str) -> Child:
     """`edged ARGS` as a child process: wall time, peak RSS (its own, from wait4), exit code and output."""
-    argv = [sys.executable, "-m", "edged", *args]
-    with tempfile.TemporaryFile(dir=scratch) as out:  # a file, not a pipe: nothing to drain while waiting
+    argv = edged_argv(*args)
+    with tempfile.TemporaryFile(dir=scratch_dir) as out:  # a file, not a pipe: nothing to drain while waiting
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -200,8 +199,7 @@ def _line(what: str, seconds: float, stick: Stick, extra: str = "") -> str:
 
 
 def run(megabytes: int, record_bytes: int, where: str | None) -> int:
-    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
-    try:
+    with scratch(where) as base:
         t0 = time.perf_counter()
         try:
             stick = generate(os.path.join(base, "stick"), megabytes << 20, record_bytes,
@@ -250,5 +248,3 @@ def run(megabytes: int, record_bytes: int, where: str | None) -> int:
               f"(here {stick.records / imported.wall:,.0f}); peak RSS < 100 MB for a 1 GB stick "
               f"(here {max(verify.max_rss, imported.max_rss) / 1e6:,.0f} MB for {stick.size / 1e6:,.0f} MB)")
         return 0
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

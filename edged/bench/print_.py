@@ -14,19 +14,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from typing import Any
 
-from .bench import pct
-from .client import Client
-from .devices import document  # first: loads python-escpos (devices/escpos_cache.py)
+from ..client import Client
+from ..devices import document  # first: loads python-escpos (devices/escpos_cache.py)
 
 from escpos.printer import Dummy
-from .sim.printer import PrinterEmulator
+from ..sim.printer import PrinterEmulator
+from .common import edged_run, p50_p99, pct, scratch
 
 
 def sample_receipt() -> dict[str, Any]:
@@ -79,6 +75,30 @@ def render_times(samples: int) -> tuple[list[float], list[float]]:
     return ours, bare
 
 
+async def _jobs(client: Client, samples: int, arrived: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """Print `samples` one-line jobs, then append a record each: (request -> first byte at the printer,
+    print acknowledged, append round trip)."""
+    doc = {"blocks": [{"text": "bench"}, {"cut": "partial"}]}
+    latencies: list[float] = []
+    acks: list[float] = []
+    appends: list[float] = []
+    await client.request("watch", topics=["printer"])
+    for i in range(samples):
+        arrived.clear()
+        t0 = time.perf_counter()
+        await client.request("print", job_id=f"bench-{i}", document=doc)
+        acks.append(time.perf_counter() - t0)
+        while True:
+            ev = await client.next_event(10)
+            if ev.get("job_id") == f"bench-{i}" and ev["state"] == "done":
+                break
+        latencies.append(arrived[0] - t0)
+        t0 = time.perf_counter()
+        await client.request("append", records=[{"kind": "bench", "body": i}])
+        appends.append(time.perf_counter() - t0)
+    return latencies, acks, appends
+
+
 async def first_byte(base: str, samples: int) -> tuple[list[float], list[float], list[float]]:
     emu = PrinterEmulator(use_pty=False)
     await emu.start()
@@ -93,59 +113,33 @@ async def first_byte(base: str, samples: int) -> tuple[list[float], list[float],
     with open(cfg, "w") as f:
         f.write(f'[printers.receipt]\nhost = "127.0.0.1"\nport = {emu.port}\n')
     sock = os.path.join(base, "s.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "--config", cfg, "--state-dir",
-                             os.path.join(base, "state"), "--socket", sock],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        client = None
-        for _ in range(1500):
-            try:
-                client = await Client.connect(sock, "bench-print")
-                break
-            except OSError:
-                await asyncio.sleep(0.02)
-        if client is None:
-            raise SystemExit("edged bench print: the daemon did not start")
-        doc = {"blocks": [{"text": "bench"}, {"cut": "partial"}]}
-        latencies, acks, appends = [], [], []
-        async with client:
-            await client.request("watch", topics=["printer"])
-            for i in range(samples):
-                arrived.clear()
-                t0 = time.perf_counter()
-                await client.request("print", job_id=f"bench-{i}", document=doc)
-                acks.append(time.perf_counter() - t0)
-                while True:
-                    ev = await client.next_event(10)
-                    if ev.get("job_id") == f"bench-{i}" and ev["state"] == "done":
-                        break
-                latencies.append(arrived[0] - t0)
-                t0 = time.perf_counter()
-                await client.request("append", records=[{"kind": "bench", "body": i}])
-                appends.append(time.perf_counter() - t0)
-        return latencies, acks, appends
+        with edged_run(cfg, os.path.join(base, "state"), sock):
+            client = None
+            for _ in range(1500):
+                try:
+                    client = await Client.connect(sock, "bench-print")
+                    break
+                except OSError:
+                    await asyncio.sleep(0.02)
+            if client is None:
+                raise SystemExit("edged bench print: the daemon did not start")
+            async with client:
+                return await _jobs(client, samples, arrived)
     finally:
-        proc.terminate()
-        proc.wait(30)
         await emu.stop()
 
 
 def run(samples: int, where: str | None) -> int:
-    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
-    try:
+    with scratch(where) as base:
         ours, bare = render_times(samples)
         print(f"edged bench print ({samples} samples each; {base})")
-        print(f"  render a 40-line receipt with QR and logo  p50 {pct(ours, 0.5):.2f} ms  p99 {pct(ours, 0.99):.2f} ms"
-              f"  (target p50 <= 5 ms)")
-        print(f"     python-escpos alone, same content       p50 {pct(bare, 0.5):.2f} ms  p99 {pct(bare, 0.99):.2f} ms"
+        print(f"  render a 40-line receipt with QR and logo  {p50_p99(ours)}  (target p50 <= 5 ms)")
+        print(f"     python-escpos alone, same content       {p50_p99(bare)}"
               f"  edged/bare = {pct(ours, 0.5) / pct(bare, 0.5):.2f}")
         latencies, acks, appends = asyncio.run(first_byte(base, samples))
-        print(f"  print request -> first byte at the printer p50 {pct(latencies, 0.5):.2f} ms  "
-              f"p99 {pct(latencies, 0.99):.2f} ms  (target p99 <= 20 ms)")
-        print(f"     print acknowledged (job journaled)      p50 {pct(acks, 0.5):.2f} ms  p99 {pct(acks, 0.99):.2f} ms")
-        print(f"     append round trip, same daemon          p50 {pct(appends, 0.5):.2f} ms  "
-              f"p99 {pct(appends, 0.99):.2f} ms  first byte/append p50 = "
+        print(f"  print request -> first byte at the printer {p50_p99(latencies)}  (target p99 <= 20 ms)")
+        print(f"     print acknowledged (job journaled)      {p50_p99(acks)}")
+        print(f"     append round trip, same daemon          {p50_p99(appends)}  first byte/append p50 = "
               f"{pct(latencies, 0.5) / pct(appends, 0.5):.1f}")
         return 0
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

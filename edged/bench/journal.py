@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sqlite3
-import tempfile
 import time
 
-from .journal import frame as fr
-from .journal.disk import RealDisk
-from .journal.service import Journal
-from .journal.store import Entry, Store
-from .journal.verify import verify
-
-RECORD = {"total": 1250, "lines": [["Brot", 450], ["Käse", 800]], "pad": "x" * 120}  # ~200 bytes
-
-
-class SlowDisk(RealDisk):
-    """A RealDisk whose fdatasync takes at least `delay` more, as on a till's SD card."""
-
-    def __init__(self, root: str, delay: float) -> None:
-        super().__init__(root)
-        self.delay = delay
-
-    def fdatasync(self, handle: int) -> None:
-        super().fdatasync(handle)
-        time.sleep(self.delay)
+from ..journal import frame as fr
+from ..journal.disk import RealDisk
+from ..journal.service import Journal
+from ..journal.store import Store
+from ..journal.verify import verify
+from .common import RECORD, SLICE, SlowDisk, Tally, build_journal, journal_slice, p50_p99, scratch
 
 
 def _disk(root: str, delay: float) -> RealDisk:
@@ -42,18 +27,6 @@ def frame_size() -> int:
     """Bytes one bench record takes in a segment, header included."""
     payload = fr.payload_of("sale", RECORD, "0-0", None, None)
     return len(fr.encode(1, 0, payload, 1, 1, fr.GENESIS)[0])
-
-
-SLICE = 0.25  # s: baseline and journal take turns this long, so drifts in the VM hit both alike
-
-
-class Tally:
-    def __init__(self) -> None:
-        self.count, self.elapsed, self.latencies = 0, 0.0, []
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.elapsed if self.elapsed else 0.0
 
 
 def raw_slice(fd: int, data: bytes, seconds: float, delay: float, tally: Tally) -> None:
@@ -86,23 +59,6 @@ def sqlite_full(root: str, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def journal_slice(journal: Journal, count: int, seconds: float, tally: Tally) -> None:
-    stop = time.perf_counter() + seconds
-
-    async def one(k: int) -> int:
-        n = 0
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            await journal.append([Entry("sale", RECORD, tx_id=f"{k}-{tally.count}-{n}")])
-            tally.latencies.append(time.perf_counter() - t0)
-            n += 1
-        return n
-
-    start = time.perf_counter()
-    tally.count += sum(await asyncio.gather(*(one(k) for k in range(count))))
-    tally.elapsed += time.perf_counter() - start
-
-
 async def measure(root: str, seconds: float, delay: float) -> tuple[Tally, dict[int, Tally]]:
     """Raw fdatasync and the journal with 1 and 16 appenders, taking turns slice by slice."""
     raw = Tally()
@@ -124,28 +80,9 @@ async def measure(root: str, seconds: float, delay: float) -> tuple[Tally, dict[
     return raw, tallies
 
 
-def pct(values: list[float], p: float) -> float:
-    """The p-quantile of values in milliseconds."""
-    return sorted(values)[min(len(values) - 1, int(len(values) * p))] * 1000 if values else float("nan")
-
-
-def build_journal(root: str, size_mb: int = 0, records: int = 0) -> int:
-    """Fill a journal up to size_mb megabytes, or exactly `records` records; returns the count."""
-    store = Store(RealDisk(root))
-    store.open()
-    count, target = 0, size_mb << 20
-    while (count < records) if records else (sum(s.size for s in store.segments) < target):
-        n = min(2000, records - count) if records else 2000
-        store.append([[Entry("sale", RECORD, tx_id=f"b{count + i}") for i in range(n)]])
-        count += n
-    store.close()
-    return count
-
-
 def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | None) -> int:
-    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
     delay = flush_delay_ms / 1000
-    try:
+    with scratch(where) as base:
         print(f"edged bench journal: {seconds:g} s per figure in {base}; raw and journal take turns "
               f"in {SLICE:g} s slices"
               + (f", simulated flush delay {flush_delay_ms:g} ms" if delay else ""))
@@ -157,7 +94,7 @@ def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | Non
             print(f"  SQLite WAL synchronous=FULL, 1 row/tx   {sql:>10,.0f} records/s")
         for count, tally in tallies.items():
             print(f"  edged journal, {count:>2} appender(s)           {tally.rate:>10,.0f} records/s   "
-                  f"ack p50 {pct(tally.latencies, 0.5):.2f} ms  p99 {pct(tally.latencies, 0.99):.2f} ms")
+                  f"ack {p50_p99(tally.latencies)}")
         one, sixteen = tallies[1].rate, tallies[16].rate
         print(f"  ratios: 1 appender / raw = {one / raw.rate:.2f} (target >= 0.7)" + (
               f";  16 appenders / SQLite = {sixteen / sql:.1f} (target >= 3)" if sql else "")
@@ -184,6 +121,4 @@ def run(seconds: float, flush_delay_ms: float, startup_mb: int, where: str | Non
             print(f"  verify: {report.records:,} records in {took:.1f} s = {report.records / took:,.0f} records/s "
                   f"(target >= 300,000){'' if report.ok else '  PROBLEMS: ' + str(report.problems[:3])}")
         return 0
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 

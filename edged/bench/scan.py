@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import time
 
-from . import config
-from .bench import pct
-from .client import Client
-from .daemon import Daemon
-from .sim.wedge import packed, pipe_device, typing
+from .. import config
+from ..client import Client
+from ..daemon import Daemon
+from ..sim.wedge import packed, pipe_device, typing
+from .common import p50_p99, pct, scratch
 
 
 def _keys(code: str) -> tuple[bytes, bytes]:
@@ -52,14 +50,10 @@ async def measure(base: str, samples: int) -> tuple[list[float], list[float]]:
 
 
 def run(samples: int, where: str | None) -> int:
-    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
-    try:
+    with scratch(where) as base:
         lat, rtt = asyncio.run(measure(base, samples))
         print(f"edged bench scan ({samples} scans of 13 digits + Enter; {base})")
-        print(f"  last key event -> scanner.scan at a client  p50 {pct(lat, 0.5):.2f} ms  p99 {pct(lat, 0.99):.2f} ms"
-              f"  (target p99 <= 5 ms)")
-        print(f"  status round trip, same socket (baseline)   p50 {pct(rtt, 0.5):.2f} ms  p99 {pct(rtt, 0.99):.2f} ms"
+        print(f"  last key event -> scanner.scan at a client  {p50_p99(lat)}  (target p99 <= 5 ms)")
+        print(f"  status round trip, same socket (baseline)   {p50_p99(rtt)}"
               f"  scan/status p50 = {pct(lat, 0.5) / pct(rtt, 0.5):.2f}")
         return 0
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

@@ -10,36 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
+from collections.abc import Awaitable, Callable
 
 import msgpack
 
-from .bench import RECORD, SLICE, Tally, pct, build_journal, journal_slice
-from .client import Client
-from .journal.disk import RealDisk
-from .journal.service import Journal
-from .journal.store import Store
-from .relay import framing
+from ..client import Client
+from ..journal.disk import RealDisk
+from ..journal.service import Journal
+from ..journal.store import Store
+from ..relay import framing
+from .common import RECORD, SLICE, Tally, build_journal, edged_run, journal_slice, p50_p99, scratch, timed_until
 
 
-def start_daemon(state: str, sock: str) -> subprocess.Popen:
-    cfg = os.path.join(state, "bench.toml")
-    with open(cfg, "w") as f:
-        f.write("[daemon]\nmax_connections = 256\n")  # room for the 200 idle clients
-    proc = subprocess.Popen([sys.executable, "-m", "edged", "run", "--simulate", "--config", cfg,
-                             "--state-dir", state, "--socket", sock],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def wait_listening(proc: subprocess.Popen, sock: str) -> None:
+    """Until the daemon accepts connections on sock: it has built its journal's index by then."""
     deadline = time.time() + 60
     while True:
         try:
             with socket.socket(socket.AF_UNIX) as s:
                 s.connect(sock)
-            return proc
+            return
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 raise SystemExit("edged bench relay: the daemon did not start")
@@ -112,16 +105,10 @@ async def appenders(sock_path: str, count: int, seconds: float) -> tuple[float, 
     latencies: list[float] = []
     stop = time.perf_counter() + seconds
 
-    async def one(c: Client) -> int:
-        n = 0
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            await c.request("append", records=[{"kind": "sale", "body": RECORD}])
-            latencies.append(time.perf_counter() - t0)
-            n += 1
-        return n
+    def appender(c: Client) -> Callable[[int], Awaitable[object]]:
+        return lambda n: c.request("append", records=[{"kind": "sale", "body": RECORD}])
     t0 = time.perf_counter()
-    total = sum(await asyncio.gather(*(one(c) for c in clients)))
+    total = sum(await asyncio.gather(*(timed_until(stop, appender(c), latencies) for c in clients)))
     rate = total / (time.perf_counter() - t0)
     for c in clients:
         await c.close()
@@ -154,49 +141,48 @@ async def in_process_rate(root: str, count: int, seconds: float) -> float:
 
 
 def run(records: int, seconds: float, where: str | None) -> int:
-    base = tempfile.mkdtemp(prefix="edged-bench-", dir=where)
-    state, sock = os.path.join(base, "state"), os.path.join(base, "s.sock")
-    proc = None
-    try:
+    with scratch(where) as base:
+        state, sock = os.path.join(base, "state"), os.path.join(base, "s.sock")
         print(f"edged bench relay: a journal of {records:,} records, a daemon process, clients here ({base})")
         t0 = time.perf_counter()
         built = build_journal(os.path.join(state, "journal"), 0, records)
         print(f"  built {built:,} records in {time.perf_counter() - t0:.1f} s")
-        proc = start_daemon(state, sock)
-        rate = replay(sock, built)
-        print(f"  catch-up replay to one subscriber     {rate:>10,.0f} records/s (target >= 100,000)")
-        after_ack, round_trip, to_event = asyncio.run(live_latency(sock, 1000))
-        print(f"  live subscriber: append ack -> record event p50 {pct(after_ack, 0.5):.2f} ms  "
-              f"p99 {pct(after_ack, 0.99):.2f} ms (target p99 <= 2 ms on top of the flush)")
-        print(f"     (append round trip p50 {pct(round_trip, 0.5):.2f} ms p99 {pct(round_trip, 0.99):.2f} ms; "
-              f"append sent -> event p50 {pct(to_event, 0.5):.2f} ms p99 {pct(to_event, 0.99):.2f} ms)")
-        rate32, lat32 = asyncio.run(appenders(sock, 32, seconds))
-        inproc = asyncio.run(in_process_rate(os.path.join(base, "inproc"), 32, seconds))
-        print(f"  32 clients appending over the socket  {rate32:>10,.0f} records/s   ack p50 "
-              f"{pct(lat32, 0.5):.2f} ms  p99 {pct(lat32, 0.99):.2f} ms")
-        print(f"  32 appenders in-process (journal API) {inproc:>10,.0f} records/s   socket/in-process = "
-              f"{rate32 / inproc:.2f}")
+        cfg = os.path.join(state, "bench.toml")
+        with open(cfg, "w") as f:
+            f.write("[daemon]\nmax_connections = 256\n")  # room for the 200 idle clients
+        with edged_run(cfg, state, sock, simulate=True) as proc:
+            wait_listening(proc, sock)
+            return figures(proc, sock, built, os.path.join(base, "inproc"), seconds)
 
-        async def quiet_and_hostile() -> tuple[list[float], list[float]]:
-            _, quiet = await appenders(sock, 1, seconds)
-            attached = await hostile(sock)
-            _, loud = await appenders(sock, 1, seconds)
-            for c in attached:
-                if isinstance(c, Client):
-                    await c.close()
-                else:
-                    c.close()
-            return quiet, loud
-        quiet, loud = asyncio.run(quiet_and_hostile())
-        print(f"  1 appender, quiet: ack p50 {pct(quiet, 0.5):.2f} ms  p99 {pct(quiet, 0.99):.2f} ms;  with 200 "
-              f"idle clients, a stalled half frame, a non-acking and a non-reading subscriber: p50 "
-              f"{pct(loud, 0.5):.2f} ms  p99 {pct(loud, 0.99):.2f} ms")
-        if proc.poll() is not None:
-            print("  the daemon died during the bench")
-            return 1
-        return 0
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(30)
-        shutil.rmtree(base, ignore_errors=True)
+
+def figures(proc: subprocess.Popen, sock: str, built: int, inproc_dir: str, seconds: float) -> int:
+    """Every figure but the build, printed as measured, against the daemon `proc` serving sock."""
+    rate = replay(sock, built)
+    print(f"  catch-up replay to one subscriber     {rate:>10,.0f} records/s (target >= 100,000)")
+    after_ack, round_trip, to_event = asyncio.run(live_latency(sock, 1000))
+    print(f"  live subscriber: append ack -> record event {p50_p99(after_ack)} "
+          f"(target p99 <= 2 ms on top of the flush)")
+    print(f"     (append round trip {p50_p99(round_trip, ' ')}; append sent -> event {p50_p99(to_event, ' ')})")
+    rate32, lat32 = asyncio.run(appenders(sock, 32, seconds))
+    inproc = asyncio.run(in_process_rate(inproc_dir, 32, seconds))
+    print(f"  32 clients appending over the socket  {rate32:>10,.0f} records/s   ack {p50_p99(lat32)}")
+    print(f"  32 appenders in-process (journal API) {inproc:>10,.0f} records/s   socket/in-process = "
+          f"{rate32 / inproc:.2f}")
+
+    async def quiet_and_hostile() -> tuple[list[float], list[float]]:
+        _, quiet = await appenders(sock, 1, seconds)
+        attached = await hostile(sock)
+        _, loud = await appenders(sock, 1, seconds)
+        for c in attached:
+            if isinstance(c, Client):
+                await c.close()
+            else:
+                c.close()
+        return quiet, loud
+    quiet, loud = asyncio.run(quiet_and_hostile())
+    print(f"  1 appender, quiet: ack {p50_p99(quiet)};  with 200 idle clients, a stalled half frame, "
+          f"a non-acking and a non-reading subscriber: {p50_p99(loud)}")
+    if proc.poll() is not None:
+        print("  the daemon died during the bench")
+        return 1
+    return 0
