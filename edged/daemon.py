@@ -17,7 +17,7 @@ from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
 from .devices.drawer import Drawer
 from .devices.jobs import JobBook
 from .devices.print_ops import PrintOps
-from .devices.printer import Printer
+from .devices.printer.device import Printer
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
