@@ -25,7 +25,7 @@ from ..journal.service import Journal
 from ..journal.shapes import Int, Map
 from ..journal.store import Entry
 from ..relay.protocol import BAD_REQUEST, RequestError
-from . import document
+from .printer import document
 
 log = logging.getLogger("edged.jobs")
 

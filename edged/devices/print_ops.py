@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..relay import protocol as p
 from ..relay.registry import Level, may, needs, op
-from . import document, raw_escpos
+from . import raw_escpos
+from .printer import document
 from .drawer import Drawer
 from .jobs import Job
 from .spooler import PrintService

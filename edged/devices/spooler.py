@@ -14,7 +14,8 @@ from typing import Any
 
 from ..journal.store import Entry
 from ..relay.protocol import BAD_REQUEST, RequestError
-from . import document, raw_escpos
+from . import raw_escpos
+from .printer import document
 from .drawer import Drawer
 from .jobs import FINISHED, Job, JobBook
 from .printer.device import Printer
