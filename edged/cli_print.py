@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .devices.jobs import FINISHED
+from .devices.printer.jobs import FINISHED
 from .printable import printable
 
 SPECIALS = "€ ä ö ü ß æ ø å Æ Ø Å"

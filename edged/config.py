@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .cpu import problem as cpu_problem
-from .devices.codepages import codepage_problem, profile_dots, profile_problem
-from .devices.codepages import columns as profile_columns
+from .devices.printer.codepages import codepage_problem, profile_dots, profile_problem
+from .devices.printer.codepages import columns as profile_columns
 from .devices.scanner.keymap import check_layout
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")

@@ -15,9 +15,9 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
 from .devices.drawer import Drawer
-from .devices.jobs import JobBook
-from .devices.print_ops import PrintOps
-from .devices.printer import Printer
+from .devices.printer.device import Printer
+from .devices.printer.jobs import JobBook
+from .devices.printer.ops import PrintOps
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
@@ -25,7 +25,7 @@ from .day.book import DayBook
 from .day.carry import Carrier
 from .day.tillkey import TillKey
 from .day.ops import DayOps
-from .devices.spooler import PrintService
+from .devices.printer.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
 from .journal.owners import Owners

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config
-from .devices.printer import Printer
-from .devices.spooler import PrintService
+from .devices.printer.device import Printer
+from .devices.printer.spooler import PrintService
 from .journal.service import Journal
 from .relay import protocol as p
 from .relay.registry import Level, may, op

@@ -8,7 +8,7 @@ import io
 import pytest
 from escpos import printer as escpos_printer
 
-from edged.devices import document
+from edged.devices.printer import document
 from edged.relay.protocol import RequestError
 from edged.sim.printer import PrinterEmulator
 

@@ -6,7 +6,7 @@ import asyncio
 from escpos.printer import Dummy, Network, Serial
 from PIL import Image
 
-from edged.devices import status as st
+from edged.devices.printer import status as st
 from edged.sim.escpos_codec import next_command
 from edged.sim.printer import PrinterEmulator, _Stream
 

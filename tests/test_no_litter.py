@@ -86,7 +86,7 @@ def test_processes_starting_together_share_one_cache_without_reading_half_a_file
     tmp, cache = tmp_path / "tmp", tmp_path / "cache"
     tmp.mkdir()
     env = {**clean_env(XDG_CACHE_HOME=str(cache)), "TMPDIR": str(tmp)}
-    script = "import edged.devices.codepages as c, escpos.capabilities as e; print(len(e.CAPABILITIES['profiles']))"
+    script = "import edged.devices.printer.codepages as c, escpos.capabilities as e; print(len(e.CAPABILITIES['profiles']))"
     procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for _ in range(6)]
     outs = [p.communicate(timeout=60) for p in procs]

@@ -202,7 +202,7 @@ def test_old_waiting_jobs_expire_journaled_and_announced(short_dir):
 
 
 def test_jobs_older_than_the_history_are_read_back_from_the_journal(short_dir):
-    from edged.devices.jobs import HISTORY
+    from edged.devices.printer.jobs import HISTORY
 
     async def first_run():
         async with running_till(short_dir) as till:

@@ -6,8 +6,8 @@ import asyncio
 import pytest
 
 from edged import config
-from edged.devices import status as st
-from edged.devices.printer import Printer
+from edged.devices.printer import status as st
+from edged.devices.printer.device import Printer
 from edged.sim.printer import PrinterEmulator
 
 

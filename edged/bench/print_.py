@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from ..client import Client
-from ..devices import document  # first: loads python-escpos (devices/escpos_cache.py)
+from ..devices.printer import document  # first: loads python-escpos (devices/escpos_cache.py)
 
 from escpos.printer import Dummy
 from ..sim.printer import PrinterEmulator

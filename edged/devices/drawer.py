@@ -21,7 +21,7 @@ from ..config import DrawerSettings
 from ..journal.service import Journal
 from ..journal.store import Entry
 from ..relay import protocol as p
-from .printer import Printer
+from .printer.device import Printer
 
 log = logging.getLogger("edged.drawer")
 

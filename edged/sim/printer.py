@@ -15,7 +15,7 @@ import tty
 from dataclasses import dataclass
 from typing import Callable
 
-from ..devices import status as st
+from ..devices.printer import status as st
 from .escpos_codec import Command, next_command
 from .paper import Paper, Receipt
 

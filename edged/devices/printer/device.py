@@ -17,10 +17,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..config import PrinterSettings
+from ...config import PrinterSettings
 from . import status as st
-from .escpos_job import send_job
-from .escpos_link import Link
+from .link import Link
+from .send import send_job
 
 log = logging.getLogger("edged.printer")
 STOP_WAIT = 3.0  # seconds stop() waits for the worker to close the connection
@@ -154,7 +154,7 @@ class Printer:
         return self.status
 
     async def print_job(self, data: bytes) -> tuple[str, str]:
-        """Send a job and wait for the printer's word on it (escpos_job.send_job).
+        """Send a job and wait for the printer's word on it (send.send_job).
         Status read meanwhile reaches the listeners as it comes."""
         assert self._worker is not None
         job = asyncio.get_running_loop().run_in_executor(self._worker, send_job, self._link, data, self._report)

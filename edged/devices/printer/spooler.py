@@ -3,7 +3,7 @@
 Before each job the printer's status is read; a printer that cannot print
 holds the job (and all behind it) with the reason, and the spooler waits for
 the status to change. A job is `printing` in the journal before its first
-byte goes out, and `done` only when the printer confirmed it (escpos_link).
+byte goes out, and `done` only when the printer confirmed it (link.py).
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import logging
 import time
 from typing import Any
 
-from ..journal.store import Entry
-from ..relay.protocol import BAD_REQUEST, RequestError
+from ...journal.store import Entry
+from ...relay.protocol import BAD_REQUEST, RequestError
+from ..drawer import Drawer
 from . import document, raw_escpos
-from .drawer import Drawer
+from .device import Printer
 from .jobs import FINISHED, Job, JobBook
-from .printer import Printer
 
 log = logging.getLogger("edged.jobs")
 HOUSEKEEPING = 5.0  # seconds between expiry checks

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..relay import protocol as p
-from ..relay.registry import Level, may, needs, op
+from ...relay import protocol as p
+from ...relay.registry import Level, may, needs, op
+from ..drawer import Drawer
 from . import document, raw_escpos
-from .drawer import Drawer
 from .jobs import Job
 from .spooler import PrintService
 
 if TYPE_CHECKING:
-    from ..relay.server import Session
+    from ...relay.server import Session
 
 _ID_MAX = 128
 

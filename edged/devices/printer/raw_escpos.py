@@ -16,7 +16,7 @@ rather than guessed at, so the parse can be trusted where it matters:
   for real-time commands in every byte it receives (Epson's DLE DC4 notes).
 - Commands that make the printer send bytes back (DLE EOT, DLE ENQ, GS r,
   GS I, GS a, ...) are refused: edged reads that channel to know a job is on
-  paper (escpos_link.py), and a second GS r answer would confirm a job early.
+  paper (link.py), and a second GS r answer would confirm a job early.
 - So are the commands whose effect outlives the job in ways edged cannot see:
   GS ^ (runs a macro defined earlier), ESC = (can switch the printer off for
   every later job), DLE DC4 other than the drawer pulse (power off, clear the
@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from ..sim.escpos_codec import DLE, FIXED, Command, next_command
+from ...sim.escpos_codec import DLE, FIXED, Command, next_command
 
 T = TypeVar("T")
 KICK_NAMES = ("ESC p", "DLE DC4")

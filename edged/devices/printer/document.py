@@ -15,7 +15,7 @@ from typing import Any
 
 from escpos.printer import Dummy
 
-from ..relay import protocol as p
+from ...relay import protocol as p
 from . import codepages
 
 ALIGN = ("left", "center", "right")

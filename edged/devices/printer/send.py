@@ -1,6 +1,6 @@
 """One print job on the wire: sent with GS r 1 behind it, then confirmed, or not.
 
-Runs in the printer's worker thread, on its Link (escpos_link.py). A job is
+Runs in the printer's worker thread, on its Link (link.py). A job is
 `done` only on a well-formed confirmation: the status read before the job was
 well-formed, nothing but status replies came before the confirmation byte,
 and a status read right after it is well-formed again, with nothing else in
@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from . import status as st
-from .escpos_link import EXCHANGE_MAX, Flooding, Link, Stopped
+from .link import EXCHANGE_MAX, Flooding, Link, Stopped
 
 Report = Callable[[st.PrinterStatus], None]
 

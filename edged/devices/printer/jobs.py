@@ -19,12 +19,12 @@ from typing import Any, Callable
 
 import msgpack
 
-from ..journal import statefile
-from ..journal.frame import Record
-from ..journal.service import Journal
-from ..journal.shapes import Int, Map
-from ..journal.store import Entry
-from ..relay.protocol import BAD_REQUEST, RequestError
+from ...journal import statefile
+from ...journal.frame import Record
+from ...journal.service import Journal
+from ...journal.shapes import Int, Map
+from ...journal.store import Entry
+from ...relay.protocol import BAD_REQUEST, RequestError
 from . import document
 
 log = logging.getLogger("edged.jobs")

@@ -11,7 +11,7 @@ Nothing read from the printer is trusted to end by itself: every wait has a
 deadline and every read a byte budget, so a printer (or a wrong port) that
 sends without pause is found out (`flooding`) instead of holding the worker,
 and a stop makes any wait give up within a tenth of a second. Sending a job
-and waiting for its confirmation is escpos_job.py.
+and waiting for its confirmation is send.py.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import usb.core
 from escpos import printer as escpos_printer
 from escpos.escpos import Escpos
 
-from ..config import PrinterSettings
+from ...config import PrinterSettings
 from . import status as st
 
 log = logging.getLogger("edged.printer")
