@@ -48,6 +48,12 @@ def sh(*argv: str) -> str:
     return out.stdout
 
 
+def _forget_partitions(loop: str) -> None:
+    """A loop device detached with its partitions still added (a run killed mid-test) keeps them on
+    this kernel (6.x): the next image on that device then gets EBUSY from `partx -a`."""
+    subprocess.run(["partx", "-d", loop], capture_output=True, timeout=60)
+
+
 class StickImage:
     def __init__(self, where: Path, fs: str = "exfat", size_mb: int = 32, read_only: bool = False) -> None:
         self.image = where / f"stick-{fs}-{next(_numbers)}.img"
@@ -58,6 +64,7 @@ class StickImage:
                        check=True, capture_output=True)
         self.loop = sh("losetup", "-f", "--show", str(self.image)).strip()
         self.part = f"{self.loop}p1"
+        _forget_partitions(self.loop)
         sh("partx", "-a", self.loop)
         sh(f"mkfs.{fs}", *(["-q"] if fs == "ext4" else []), self.part)
         sh("partx", "-d", self.loop)
@@ -65,6 +72,7 @@ class StickImage:
             sh("losetup", "-d", self.loop)
             self.loop = sh("losetup", "-f", "--show", "-r", str(self.image)).strip()
             self.part = f"{self.loop}p1"
+            _forget_partitions(self.loop)
         self.device = os.path.basename(self.part)
 
     def plug(self) -> None:
