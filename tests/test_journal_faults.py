@@ -7,7 +7,8 @@ import random
 import pytest
 
 from edged.journal import frame as fr
-from edged.journal.store import SEGDIR, Entry, Store
+from edged.journal.segment import SEGDIR
+from edged.journal.store import Entry, Store
 from edged.journal.verify import verify
 from simdisk import SimDisk
 

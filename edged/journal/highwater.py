@@ -21,15 +21,13 @@ consumer receives it in seq order (docs/JOURNAL.md, "Lost records").
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
 
 from . import frame as fr
 from .disk import Disk, write_atomic
-
-if TYPE_CHECKING:
-    from .store import Store
+from .segment import SEGDIR, Segments
 
 log = logging.getLogger("edged.journal")
 
@@ -67,22 +65,21 @@ def write(disk: Disk, reserved: int, durable: int) -> None:
     write_atomic(disk, HIGHWATER, msgpack.packb({"version": 1, "reserved": reserved, "durable": durable}))
 
 
-def proven(store: Store) -> int:
+def proven(store: Segments) -> int:
     """The highest seq that an ack proves existed: a consumer's cursor, or the mark's `durable`."""
     acked = [v for v in store.load_cursors().values() if type(v) is int]
     return max([store.hw_durable, *acked])
 
 
-def continue_above(store: Store) -> None:
-    """After recovery: if records an ack proves existed are missing, number on above the mark and
-    journal the gap. Runs on the journal thread with the active segment open."""
-    from .store import SEGDIR, Entry  # store imports this module
-
+def continue_above(store: Segments) -> dict[str, Any] | None:
+    """After recovery: if records an ack proves existed are missing, number on above the mark in a
+    new segment and return the body of the `journal.lost` record the store then appends as its first
+    (None: nothing missing). Runs on the journal thread with the active segment open."""
     store.reserved, store.hw_durable = load(store.disk)
     proof = proven(store)
     found = store.last_seq
     if proof <= found:
-        return
+        return None
     top = max(store.reserved, proof)
     log.critical("journal: records up to seq %d were acknowledged but recovery found only up to %d "
                  "(storage lost a flushed tail); seqs %d..%d are journaled as lost and never reused",
@@ -101,11 +98,8 @@ def continue_above(store: Store) -> None:
     store.new_segment()
     store.write_checkpoint()
     store.open_active()
-    body = {"first_seq": found + 1, "last_seq": top, "found": found, "acked": proof,
+    return {"first_seq": found + 1, "last_seq": top, "found": found, "acked": proof,
             "reason": "recovery found fewer records than acks prove existed (storage lost a flushed tail)"}
-    result = store.append([[Entry(LOST, body)]])[0]
-    if isinstance(result, Exception):
-        log.error("journal: the journal.lost record could not be written: %s", result)
 
 
 def declares_gap(data: Any, pos: int, prev_seq: int, first: int) -> bool:

@@ -16,7 +16,7 @@ from . import highwater
 from . import statefile
 from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
 from .disk import write_atomic
-from .store import CHECKPOINT, SEGDIR, TORN, Segment, Store
+from .segment import CHECKPOINT, SEGDIR, TORN, Segment, Segments
 from .txindex import encode_idx, key_of
 
 log = logging.getLogger("edged.journal")
@@ -29,7 +29,7 @@ CHECKPOINT_REMEDY = ("restore it from a backup of the state directory (edged doe
                      "starts or which numbers were used; the segments are untouched: `edged journal verify`)")
 
 
-def recover(store: Store) -> None:
+def recover(store: Segments) -> None:
     disk = store.disk
     disk.mkdir(SEGDIR)
     disk.mkdir(TORN)
@@ -86,12 +86,12 @@ def recover(store: Store) -> None:
         store.write_checkpoint()
 
 
-def _remove(store: Store, name: str) -> None:
+def _remove(store: Segments, name: str) -> None:
     store.remove_files(name)
     store.disk.fsync_dir(SEGDIR)
 
 
-def _scan(store: Store, name: str, last: bool) -> bool:
+def _scan(store: Segments, name: str, last: bool) -> bool:
     data = store.disk.read(f"{SEGDIR}/{name}")
     try:
         first, prev = fr.decode_segment_head(data)
@@ -154,7 +154,7 @@ def _scan(store: Store, name: str, last: bool) -> bool:
     return True
 
 
-def _take(store: Store, seg: Segment, rec: fr.Record) -> None:
+def _take(store: Segments, seg: Segment, rec: fr.Record) -> None:
     seg.size += rec.size
     seg.last_seq, seg.last_ts, seg.chain_end = rec.seq, rec.ts, rec.chain
     store.last_seq, store.chain = rec.seq, rec.chain

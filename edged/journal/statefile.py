@@ -9,15 +9,25 @@ that owns the file).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgpack
 
+from .disk import Disk
 from .shapes import Shape
 
-if TYPE_CHECKING:
-    from .disk import Disk
-    from .service import Journal
+
+class _OnDisk(Protocol):
+    @property
+    def disk(self) -> Disk: ...
+
+
+class StateLoader(Protocol):
+    """What `load` needs of the Journal (service.py): a Protocol, since the store that service.py
+    imports reads its own state files through this module."""
+    @property
+    def store(self) -> _OnDisk: ...
+    async def load_state(self, name: str) -> bytes | None: ...
 
 
 class StateFileError(Exception):
@@ -57,7 +67,7 @@ def read(disk: Disk, name: str, shape: Shape, remedy: str) -> Any | None:
     return decode(path_of(disk, name), raw, shape, remedy)
 
 
-async def load(journal: Journal, name: str, shape: Shape, remedy: str) -> Any | None:
+async def load(journal: StateLoader, name: str, shape: Shape, remedy: str) -> Any | None:
     """On the event loop: a part's state file beside the journal, decoded and checked."""
     path = path_of(journal.store.disk, name)
     try:

@@ -7,22 +7,23 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import msgpack
 
 from . import frame as fr
 from . import highwater
+from . import recovery
 from . import statefile
 from ..relay.protocol import RequestError
 from .disk import Disk, write_atomic
+from .segment import CHECKPOINT, CURSORS, SEGDIR, Segment, seg_name
 from .shapes import SEQ, STR, MapOf
 from .txindex import TxIndex, encode_idx, key_of, make_key, scope_of
 
 log = logging.getLogger("edged.journal")
 
-SEGDIR, CHECKPOINT, CURSORS, TORN = "segments", "checkpoint", "cursors", "torn"
 DEFAULT_SEGMENT_SIZE = 16 << 20
 CURSORS_REMEDY = ("restore it from a backup, or remove it: every consumer then counts as new and reads again "
                   "from the oldest retained record (delivery is at least once)")
@@ -52,28 +53,8 @@ class Appended:
     record: fr.Record | None = None  # None for duplicates
 
 
-@dataclass
-class Segment:
-    name: str
-    first_seq: int
-    last_seq: int
-    last_ts: int = 0
-    chain_end: bytes = fr.GENESIS
-    sealed: bool = False
-    size: int = fr.SEG_HEAD_SIZE
-    counters: dict[str, int] = field(default_factory=dict)  # counter values at the segment's end
-
-    def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "last_ts": self.last_ts, "chain_end": self.chain_end}
-
-
 def _size_at(data: memoryview, pos: int) -> int:
     return fr.HEAD_SIZE + int.from_bytes(data[pos:pos + 4], "big")
-
-
-def seg_name(first_seq: int) -> str:
-    return f"{first_seq:020d}.seg"
 
 
 def now_us() -> int:
@@ -104,9 +85,7 @@ class Store:
     def open(self, load_index: bool = True) -> None:
         """Recover and get ready to append. With load_index=False the sealed segments'
         tx-id indexes are left for load_tx_index() (the daemon runs it in the background)."""
-        from .recovery import recover  # recovery builds on Store: imported here to avoid a cycle
-
-        recover(self)
+        recovery.recover(self)
         if self.problems:
             self.read_only = "journal degraded: " + "; ".join(self.problems)
             log.error("journal degraded, appends refused: %s", "; ".join(self.problems))
@@ -114,7 +93,12 @@ class Store:
             self.new_segment()
         if not self.problems:
             self.open_active()
-            highwater.continue_above(self)  # acked records missing: number on above them (seqs never reused)
+            # acked records missing: number on above them (seqs never reused), the gap journaled first
+            lost = highwater.continue_above(self)
+            if lost is not None:
+                result = self.append([[Entry(highwater.LOST, lost)]])[0]
+                if isinstance(result, Exception):
+                    log.error("journal: the journal.lost record could not be written: %s", result)
         if load_index and not self.txi.loaded.is_set():
             self.load_tx_index()
 

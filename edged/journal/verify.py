@@ -12,7 +12,7 @@ import msgpack
 
 from . import frame as fr
 from . import highwater
-from .store import CHECKPOINT, SEGDIR
+from .segment import CHECKPOINT, SEGDIR
 from .disk import Disk
 
 
