@@ -20,7 +20,8 @@ from .relay.registry import Level, may, op
 
 if TYPE_CHECKING:
     from .day.tillkey import TillKey
-    from .relay.server import Server, Session
+    from .relay.server import Server
+    from .relay.session import Session
     from .sim.printer import PrinterEmulator
     from .sim.scanner import SimScanner
     from .sync.deadlines import Deadlines

@@ -24,7 +24,7 @@ from .service import Journal
 from .store import Entry
 
 if TYPE_CHECKING:
-    from ..relay.server import Session
+    from ..relay.session import Session
     from ..sync.state import Sync
 
 log = logging.getLogger("edged.journal")

@@ -22,7 +22,7 @@ import msgpack
 from ..relay import protocol as p
 
 if TYPE_CHECKING:
-    from ..relay.server import Session
+    from ..relay.session import Session
     from .service import Journal
 
 log = logging.getLogger("edged.journal")

@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from .registry import Level
+from .protocol import Level
 
 _UCRED = struct.Struct("3i")
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python names it only in 3.12+

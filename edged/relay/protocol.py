@@ -1,6 +1,7 @@
-"""Protocol vocabulary shared by server and client: version, error codes, message shapes."""
+"""Protocol vocabulary shared by server and client: version, error codes, access levels, message shapes."""
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -17,6 +18,13 @@ NOT_FOUND = "not_found"
 DEVICE_UNAVAILABLE = "device_unavailable"
 BUSY = "busy"
 INTERNAL = "internal"
+
+
+class Level(enum.StrEnum):
+    """Who may call an op (PROTOCOL.md, "Who may do what")."""
+    ANY = "any"                # anyone who can open the socket
+    PRIVILEGED = "privileged"  # root, edged's own user, daemon.privileged_users / privileged_groups
+    DAEMON = "daemon"          # root and edged's own user only
 
 
 class RequestError(Exception):

@@ -12,24 +12,17 @@ apart.
 """
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
 
 from . import protocol as p
+from .protocol import Level  # imported from here with op and needs by every part that declares ops
 
 if TYPE_CHECKING:
-    from .server import Session
+    from .session import Session
 
 Handler = Callable[["Session", dict[str, Any]], Awaitable[dict[str, Any]]]
 _MARK = "_edged_op"
-
-
-class Level(enum.StrEnum):
-    """Who may call an op (PROTOCOL.md, "Who may do what")."""
-    ANY = "any"                # anyone who can open the socket
-    PRIVILEGED = "privileged"  # root, edged's own user, daemon.privileged_users / privileged_groups
-    DAEMON = "daemon"          # root and edged's own user only
 
 
 @dataclass(frozen=True)

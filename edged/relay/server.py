@@ -25,111 +25,11 @@ from typing import Any, Callable
 from . import framing
 from . import protocol as p
 from .access import Access, Peer, peer_of
-from .outbox import Outbox
 from .registry import Level, Registry, needs, op
+from .session import Session
 from .watch import Watchers
 
 log = logging.getLogger("edged.relay")
-
-
-class Session:
-    """State of one client connection."""
-
-    def __init__(self, server: "Server", reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 peer: Peer) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.client: str | None = None  # set by hello
-        self.peer = peer
-        self.outbox = Outbox(writer, server.send_queue, max(server.max_frame, 4 << 20))
-        self.topics: set[str] = set()  # watched, see watch.py
-        self.after_response: list[Callable[[], None]] = []  # e.g. start streaming once `subscribe` is answered
-        self.tasks: set[asyncio.Task] = set()  # per-connection work (subscriptions), cancelled on close
-        self.subscriptions: dict[str, Any] = {}  # consumer name -> its live subscription (at most one)
-        self.dropped = False
-        self.refused_frame = False  # closed for a bad frame: linger so the client reads why
-
-    async def send(self, message: dict[str, Any]) -> None:
-        """Queue a message, waiting while this client's queue is full (never for other clients)."""
-        await self.outbox.put(framing.encode(message))
-
-    def spawn(self, coro, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=f"{name} ({self.client})")
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-        return task
-
-    def drop(self) -> None:
-        """Close this connection at once (a watcher that stopped reading)."""
-        self.dropped = True
-        self.outbox.close()
-        self.writer.transport.abort()
-
-    def describe(self) -> dict[str, Any]:
-        return {"client": self.client, "pid": self.peer.pid, "uid": self.peer.uid, "gid": self.peer.gid,
-                "topics": sorted(self.topics), "queue": self.outbox.depth, "sent": self.outbox.sent,
-                "subscriptions": {name: sub.describe() for name, sub in self.subscriptions.items()}}
-
-    async def run(self) -> None:
-        timeout = self.server.client_timeout
-        while not self.dropped:
-            try:
-                # Idle is fine once introduced (a watcher may wait for hours); silence before
-                # hello, or inside a frame, holds a connection slot and is cut off.
-                msg = await framing.read_frame(self.reader, self.server.max_frame,
-                                               None if self.client else timeout, timeout)
-            except framing.FrameError as e:
-                who = f"client {self.client!r}" if self.client else "a client before hello"
-                log.warning("%s (%s): %s: %s; closing", who, self.peer, e.code, e.message)
-                self.outbox.offer(framing.encode(p.error(None, e.code, e.message)))
-                self.refused_frame = True
-                return
-            if msg is None:
-                return
-            await self.send(await self._answer(msg))
-            for start in self.after_response:
-                start()
-            self.after_response.clear()
-
-    async def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
-        req_id = msg.get("id")
-        if isinstance(req_id, bool) or not isinstance(req_id, int):
-            return p.error(None, p.BAD_REQUEST, "request needs an integer 'id'")
-        op = msg.get("op")
-        if not isinstance(op, str):
-            return p.error(req_id, p.BAD_REQUEST, "request needs a string 'op'")
-        params = {k: v for k, v in msg.items() if k not in ("op", "id")}
-        try:
-            if self.client is None and op != "hello":
-                return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {p.shown(op)}")
-            entry = self.server.ops.get(op)
-            if entry is None:
-                return p.error(req_id, p.UNKNOWN_OP, f"unknown op {p.shown(op)}")
-            if not self.server.access.allows(self.peer, entry.spec.level):
-                log.warning("refused %r to client %r (%s): not allowed at level %s",
-                            op, self.client, self.peer, entry.spec.level)
-                return p.error(req_id, p.NOT_PERMITTED, self.server.access.refusal(op, entry.spec.level))
-            entry.spec.check(params)
-            return p.ok(req_id, await entry.handler(self, params))
-        except p.RequestError as e:
-            return p.error(req_id, e.code, e.message)
-        except Exception:
-            log.exception("op %r from client %r failed", op, self.client)
-            return p.error(req_id, p.INTERNAL, f"op {p.shown(op)} failed inside edged; see its log")
-
-    def hello(self, params: dict[str, Any]) -> dict[str, Any]:
-        version = p.param(params, "protocol", int)
-        client = p.param(params, "client", str)
-        if version != p.PROTOCOL_VERSION:
-            raise p.RequestError(p.UNSUPPORTED_PROTOCOL,
-                                 f"protocol {version} not supported; this server speaks {p.PROTOCOL_VERSION}")
-        if not 0 < len(client) <= 128:
-            raise p.RequestError(p.BAD_REQUEST, "'client' must be 1 to 128 characters")
-        if self.client is None:
-            log.info("client %r connected (%s)", client, self.peer)
-        self.client = client
-        return {"protocol": p.PROTOCOL_VERSION, "max_frame": self.server.max_frame, **self.server.hello_info()}
 
 
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,6 +123,34 @@ class Server:
     @op("hello", Level.ANY, protocol=needs(int), client=needs(str))
     async def op_hello(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return session.hello(params)
+
+    async def answer(self, session: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        """The answer to one request of a session: checks in order (hello, known op, access level,
+        parameters), then the op's handler."""
+        req_id = msg.get("id")
+        if isinstance(req_id, bool) or not isinstance(req_id, int):
+            return p.error(None, p.BAD_REQUEST, "request needs an integer 'id'")
+        op = msg.get("op")
+        if not isinstance(op, str):
+            return p.error(req_id, p.BAD_REQUEST, "request needs a string 'op'")
+        params = {k: v for k, v in msg.items() if k not in ("op", "id")}
+        try:
+            if session.client is None and op != "hello":
+                return p.error(req_id, p.HELLO_REQUIRED, f"send 'hello' before {p.shown(op)}")
+            entry = self.ops.get(op)
+            if entry is None:
+                return p.error(req_id, p.UNKNOWN_OP, f"unknown op {p.shown(op)}")
+            if not self.access.allows(session.peer, entry.spec.level):
+                log.warning("refused %r to client %r (%s): not allowed at level %s",
+                            op, session.client, session.peer, entry.spec.level)
+                return p.error(req_id, p.NOT_PERMITTED, self.access.refusal(op, entry.spec.level))
+            entry.spec.check(params)
+            return p.ok(req_id, await entry.handler(session, params))
+        except p.RequestError as e:
+            return p.error(req_id, e.code, e.message)
+        except Exception:
+            log.exception("op %r from client %r failed", op, session.client)
+            return p.error(req_id, p.INTERNAL, f"op {p.shown(op)} failed inside edged; see its log")
 
     def summary(self) -> str:
         n = len(self.sessions)

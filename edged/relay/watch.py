@@ -14,7 +14,7 @@ from . import protocol as p
 from .registry import Level, may, needs, op
 
 if TYPE_CHECKING:
-    from .server import Session
+    from .session import Session
 
 log = logging.getLogger("edged.relay")
 

@@ -11,7 +11,7 @@ from .jobs import Job
 from .spooler import PrintService
 
 if TYPE_CHECKING:
-    from ...relay.server import Session
+    from ...relay.session import Session
 
 _ID_MAX = 128
 
