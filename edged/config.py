@@ -21,6 +21,7 @@ from .cpu import problem as cpu_problem
 from .devices.printer.codepages import codepage_problem, profile_dots, profile_problem
 from .devices.printer.codepages import columns as profile_columns
 from .devices.scanner.keymap import check_layout
+from .usb import filesystems as stick_filesystems
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -234,7 +235,8 @@ class UsbSettings:
     mounter: str = field(default="udisks2", metadata=_choices("udisks2", "mount", "directory") | _help(
         "how sticks are mounted: udisks2 (the package's polkit rule lets edged use it), mount (mount(8), "
         "needs root or CAP_SYS_ADMIN), directory (the simulated till: a stick is a directory)"))
-    filesystems: list[str] = field(default_factory=lambda: ["vfat", "exfat"], metadata=_help(
+    # The known ones, their mount options and tools: edged/usb/filesystems.py (the mounters read it too).
+    filesystems: list[str] = field(default_factory=stick_filesystems.defaults, metadata=_help(
         "filesystem types a stick may have (blkid TYPE / ID_FS_TYPE); others are left alone"))
     buses: list[str] = field(default_factory=lambda: ["usb"], metadata=_help(
         "buses a stick may be on (ID_BUS); internal disks are never touched"))

@@ -9,10 +9,11 @@
 
 Every mount gets nosuid,nodev,noexec,noatime (nothing on a stick is ever run
 or trusted), and vfat/exfat, which have no owners of their own, are owned by
-edged's user with umask 077. The flags are read back from
-/proc/self/mountinfo: FUSE helpers (exfat-fuse) do not all apply noexec, so
-edged re-applies the flags with a bind remount, and refuses a mount that
-still lacks one.
+edged's user with umask 077 (the options, and the FUSE helper for a kernel
+without the driver, come from the table in filesystems.py). The flags are
+read back from /proc/self/mountinfo: FUSE helpers (exfat-fuse) do not all
+apply noexec, so edged re-applies the flags with a bind remount, and refuses
+a mount that still lacks one.
 """
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ import stat
 from typing import Protocol
 
 from ..config import UsbSettings
+from .filesystems import FLAGS, lookup, mount_options
 from .probe import Stick
 
 log = logging.getLogger("edged.usb")
-FLAGS = ("nosuid", "nodev", "noexec", "noatime")
-OWNERLESS = ("vfat", "exfat")  # no owners on disk: uid/gid/umask at mount time
 LOOKUP_WAIT = 5.0  # seconds udisksd may take to learn of a stick edged already heard of
 
 
@@ -41,11 +41,6 @@ class Mounter(Protocol):
     async def mount(self, stick: Stick) -> str: ...
     async def unmount(self, stick: Stick, path: str) -> None: ...
     async def eject(self, stick: Stick) -> None: ...
-
-
-def options(fs_type: str) -> str:
-    extra = f",uid={os.getuid()},gid={os.getgid()},umask=077" if fs_type in OWNERLESS else ""
-    return ",".join(FLAGS) + extra
 
 
 def _mounts(mountinfo: str) -> list[tuple[str, str, set[str]]]:
@@ -127,11 +122,14 @@ class MountCommand(_Checked):
         self.dir, self.timeout = settings.mount_dir, settings.timeout
 
     def fs_type(self, stick: Stick) -> str:
-        # A kernel without exfat (this one, some Debian builds) mounts exfat through FUSE.
+        # A kernel without the driver (exfat on this one, some Debian builds) mounts through FUSE.
+        fs = lookup(stick.fs_type)
+        if fs.fuse is None:
+            return stick.fs_type
         with open("/proc/filesystems", encoding="ascii") as f:
             kernel = {line.split()[-1] for line in f if line.strip()}
-        if stick.fs_type == "exfat" and "exfat" not in kernel and shutil.which("mount.exfat-fuse"):
-            return "exfat-fuse"
+        if fs.name not in kernel and all(shutil.which(tool) for tool in fs.tools):
+            return fs.fuse
         return stick.fs_type
 
     async def mount(self, stick: Stick) -> str:
@@ -142,7 +140,7 @@ class MountCommand(_Checked):
             await self.unmount(stick, left)
         os.makedirs(path, mode=0o700, exist_ok=True)
         _real_dir(path)
-        await run(["mount", "-t", self.fs_type(stick), "-o", options(stick.fs_type), stick.node, path],
+        await run(["mount", "-t", self.fs_type(stick), "-o", mount_options(stick.fs_type), stick.node, path],
                   self.timeout)
         await self.enforce(stick, path)
         return path
@@ -165,7 +163,7 @@ class Udisks(_Checked):
         if mounted_at(stick.node) is not None:  # left mounted by a crash or a stop mid-export
             await self.unmount(stick, "")
         argv = ["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
-                "--filesystem-type", stick.fs_type, "--options", options(stick.fs_type)]
+                "--filesystem-type", stick.fs_type, "--options", mount_options(stick.fs_type)]
         deadline = asyncio.get_running_loop().time() + LOOKUP_WAIT
         while True:
             try:
