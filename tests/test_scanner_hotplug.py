@@ -7,13 +7,13 @@ import asyncio
 import os
 
 import pytest
-import udev
-from printing import until
 
+import udev
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
 from edged.sim.wedge import packed, pipe_device, typing
+from printing import until
 
 
 def test_unplug_and_replug_by_udev_without_restarting(short_dir):

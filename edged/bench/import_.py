@@ -81,7 +81,7 @@ def _write_day(folder: str, day: str, first_seq: int, chain_before: bytes, recor
                 view = view[os.write(fd, view):]
 
         put(fr.encode_segment_head(first_seq, chain_before))
-        start = datetime.datetime.fromisoformat(day).replace(hour=8, tzinfo=datetime.timezone.utc)
+        start = datetime.datetime.fromisoformat(day).replace(hour=8, tzinfo=datetime.UTC)
         ts0, step = int(start.timestamp() * 1e6), 12 * 3600 * 10 ** 6 // max(records, 1)
         chain, seq, buf, held = chain_before, first_seq, [], 0
         for i in range(records):

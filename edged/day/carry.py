@@ -17,7 +17,8 @@ import dataclasses
 import hashlib
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..journal.service import Journal
 from ..usb.mount import MountError

@@ -16,8 +16,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..journal import frame as fr
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .shapes import (BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe,
-                     Shape)
+from .shapes import BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe, Shape
 
 if TYPE_CHECKING:
     from .frame import Record

@@ -20,12 +20,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgpack
 
-from . import frame as fr
 from ..relay import framing
+from . import frame as fr
 from .disk import write_atomic
 from .kinds import Skipped
 from .store import Appended, Entry, JournalError, Store

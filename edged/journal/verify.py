@@ -5,15 +5,15 @@ live journal alike, and names the segment and offset of every problem.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import msgpack
 
 from . import frame as fr
 from . import highwater
-from .store import CHECKPOINT, SEGDIR
 from .disk import Disk
+from .store import CHECKPOINT, SEGDIR
 
 
 @dataclass

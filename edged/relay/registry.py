@@ -13,8 +13,9 @@ apart.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import protocol as p
 

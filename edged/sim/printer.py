@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import os
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..devices.printer import status as st
 from .escpos_codec import Command, next_command

@@ -19,16 +19,17 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import msgpack
 
 from ..config import SyncSettings
 from ..journal import frame as fr
 from ..journal import statefile
-from ..journal.shapes import STR, ListOf, MapOf
 from ..journal.service import Journal
+from ..journal.shapes import STR, ListOf, MapOf
 from ..relay import protocol as p
 from ..relay.registry import Level, may, op
 from .acklog import AckLog, last_acks, select

@@ -15,7 +15,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...config import PrinterSettings
 from . import status as st
@@ -68,7 +69,7 @@ class Printer:
     kind = "printer"
 
     def __init__(self, name: str, settings: PrinterSettings,
-                 on_change: Callable[["Printer"], None] | None = None) -> None:
+                 on_change: Callable[[Printer], None] | None = None) -> None:
         self.name = name
         self.settings = settings
         self.status = st.PrinterStatus.unknown("not_checked")

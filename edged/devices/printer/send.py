@@ -11,7 +11,7 @@ that reads a 0x00 as its cable is pulled, cannot pass that: its jobs end
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import status as st
 from .link import EXCHANGE_MAX, Flooding, Link, Stopped

@@ -13,7 +13,8 @@ import collections
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import evdev
 import serial
