@@ -90,7 +90,8 @@ class Scanner:
         return True  # an unplugged scanner is a device state, not a sick daemon
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "backend": self.settings.backend, "state": "ok" if self.state == "online" else "error",
+        return {"kind": self.kind, "backend": self.settings.backend,
+                "state": "ok" if self.state == "online" else "error",
                 "reasons": [] if self.state == "online" else ["offline"], "since": self.since, "detail": self.detail,
                 "device": str(self.identity), "node": self.node, "scans": self.scans, "unheard": self.unheard,
                 "invalid": self.invalid, "kept": len(self.kept)}
