@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from escpos.printer import Dummy
@@ -44,7 +43,7 @@ class Drawer:
     kind = "drawer"
 
     def __init__(self, name: str, settings: DrawerSettings, printer: Printer, journal: Journal,
-                 publish: Callable[[dict], None]) -> None:
+                 publish: p.Publish) -> None:
         self.name = name
         self.settings = settings
         self.printer = printer

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .shapes import BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe, Shape
+from .shapes import BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe
 
 if TYPE_CHECKING:
     from .frame import Record
@@ -27,7 +27,7 @@ RESERVED = ("day.", "drawer.", "edged.", "identity.", "journal.", "print.", "usb
 JOB_STATES = ("queued", "printing", "held", "done", "failed", "unknown", "expired")
 _WHO = {"client": Maybe(STR), "pid": Int(), "uid": Int(), "gid": Int()}
 
-BODIES: dict[str, Shape] = {
+BODIES: dict[str, Map] = {
     "print.job": Map({"job_id": STR, "printer": STR},
                      {"document": Map({}), "raw": BYTES, "copy_of": STR, "client": Map({}, _WHO)}),
     "print.state": Map({"job_id": STR, "state": Choice(JOB_STATES)}, {"reason": STR, "sent": BOOL}),

@@ -19,7 +19,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class Sync:
     name = "sync"
 
     def __init__(self, journal: Journal, settings: SyncSettings, acklog: AckLog,
-                 publish: Callable[[dict[str, Any]], int]) -> None:
+                 publish: p.Publish) -> None:
         self.journal, self.settings, self.acklog, self.publish = journal, settings, acklog, publish
         self.consumers: dict[str, Consumer] = {}
         self._task: asyncio.Task | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from ...journal.frame import Record
 from ...journal.service import Journal
 from ...journal.shapes import Int, Map
 from ...journal.store import Entry
-from ...relay.protocol import BAD_REQUEST, RequestError
+from ...relay.protocol import BAD_REQUEST, Publish, RequestError
 from . import document
 
 log = logging.getLogger("edged.jobs")
@@ -84,7 +84,7 @@ def job_from_record(seq: int, ts_us: int, body: dict[str, Any]) -> Job:
 class JobBook:
     """All jobs of this run, by id; their states, persisted through the journal."""
 
-    def __init__(self, journal: Journal, printers: set[str], publish: Callable[[dict], None]) -> None:
+    def __init__(self, journal: Journal, printers: set[str], publish: Publish) -> None:
         self.journal = journal
         self.printers = printers
         self.publish = publish
@@ -166,14 +166,16 @@ class JobBook:
                 raise RequestError(BAD_REQUEST, f"job_id {job.job_id!r} is taken by journal record "
                                                 f"{results[0].seq}, which edged cannot print; use another job_id")
             return existing, True
-        job.seq, job.created = results[0].seq, results[0].record.ts / 1e6
+        record = results[0].record
+        assert record is not None  # a record that is not a duplicate is the one just written
+        job.seq, job.created = results[0].seq, record.ts / 1e6
         self.jobs[job.job_id] = job
         self._event(job)
         self.on_new(job)
         return job, False
 
     async def transition(self, job: Job, state: str, reason: str = "", *, sent: bool | None = None,
-                         extra: list[Entry] = ()) -> bool:
+                         extra: Sequence[Entry] = ()) -> bool:
         """Journal, then apply, then announce one state change. False when the journal refused,
         or the job has finished meanwhile (expired): then nothing changed, and a job is never
         sent without its `printing` record."""

@@ -21,6 +21,7 @@ import serial
 from evdev import ecodes
 
 from ...config import ScannerSettings
+from ...relay.protocol import Publish
 from .assemble import Assembler
 from .decode import decode
 from .fixture import RawEvent
@@ -47,7 +48,7 @@ def open_evdev(path: str) -> evdev.InputDevice:
 class Scanner:
     kind = "scanner"
 
-    def __init__(self, name: str, settings: ScannerSettings, publish: Callable[[dict], int],
+    def __init__(self, name: str, settings: ScannerSettings, publish: Publish,
                  opener: Callable[[str], Any] | None = None) -> None:
         self.name = name
         self.settings = settings
