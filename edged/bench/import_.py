@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import __version__, identity
 from ..day import export as ex
@@ -94,7 +95,7 @@ def _write_day(folder: str, day: str, first_seq: int, chain_before: bytes, recor
                 put(b"".join(buf))
                 buf, held = [], 0
         numbers = {"receipt": [first_number, first_number + records - 1]} if records else {}
-        body = {"business_day": day, "till_id": TILL, "first_seq": first_seq, "last_seq": seq - 1,
+        body: dict[str, Any] = {"business_day": day, "till_id": TILL, "first_seq": first_seq, "last_seq": seq - 1,
                 "counts": {"sale": records} if records else {}, "numbers": numbers, "chain": chain,
                 "closed_at": start.timestamp() + 13 * 3600, "client": "bench", "pid": os.getpid(), "uid": 0}
         sign_day(body, ident)
