@@ -110,4 +110,4 @@ test-fresh:
 	python3 tests/package/fresh.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

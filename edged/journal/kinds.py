@@ -12,7 +12,7 @@ by that reader only; it never stops a start.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from .shapes import BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe
 
@@ -24,7 +24,8 @@ log = logging.getLogger("edged.journal")
 # Every kind edged journals lives under one of these; `edged.` is kept for kinds to come.
 RESERVED = ("day.", "drawer.", "edged.", "identity.", "journal.", "print.", "usb.")
 
-JOB_STATES = ("queued", "printing", "held", "done", "failed", "unknown", "expired")
+JobState = Literal["queued", "printing", "held", "done", "failed", "unknown", "expired"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 _WHO = {"client": Maybe(STR), "pid": Int(), "uid": Int(), "gid": Int()}
 
 BODIES: dict[str, Map] = {

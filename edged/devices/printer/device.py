@@ -21,7 +21,7 @@ from typing import Any
 from ...config import PrinterSettings
 from . import status as st
 from .link import Link
-from .send import send_job
+from .send import Sent, send_job
 
 log = logging.getLogger("edged.printer")
 STOP_WAIT = 3.0  # seconds stop() waits for the worker to close the connection
@@ -154,7 +154,7 @@ class Printer:
                         self.answer_within)
         return self.status
 
-    async def print_job(self, data: bytes) -> tuple[str, str]:
+    async def print_job(self, data: bytes) -> Sent:
         """Send a job and wait for the printer's word on it (send.send_job).
         Status read meanwhile reaches the listeners as it comes."""
         assert self._worker is not None

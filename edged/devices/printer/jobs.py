@@ -22,6 +22,7 @@ import msgpack
 
 from ...journal import statefile
 from ...journal.frame import Record
+from ...journal.kinds import JobState
 from ...journal.service import Journal
 from ...journal.shapes import Int, Map
 from ...journal.store import Entry
@@ -31,7 +32,7 @@ from . import document
 log = logging.getLogger("edged.jobs")
 
 WAITING = ("queued", "held")
-FINISHED = ("done", "failed", "unknown", "expired")
+FINISHED: tuple[JobState, ...] = ("done", "failed", "unknown", "expired")
 KINDS = ("print.job", "print.state")
 CHECKPOINT = "print-jobs"
 CHECKPOINT_REMEDY = "remove it: edged then rebuilds the print jobs from the whole journal (a slower start, once)"
@@ -49,7 +50,7 @@ class Job:
     raw: bytes | None = None
     copy_of: str | None = None
     client: dict[str, Any] = field(default_factory=dict)
-    state: str = "queued"
+    state: JobState = "queued"
     reason: str = ""  # held: why; failed/unknown/expired: what happened
     sent: bool = False  # the printer has the bytes: never sent again by edged itself
     updated: float = 0.0
@@ -174,7 +175,7 @@ class JobBook:
         self.on_new(job)
         return job, False
 
-    async def transition(self, job: Job, state: str, reason: str = "", *, sent: bool | None = None,
+    async def transition(self, job: Job, state: JobState, reason: str = "", *, sent: bool | None = None,
                          extra: Sequence[Entry] = ()) -> bool:
         """Journal, then apply, then announce one state change. False when the journal refused,
         or the job has finished meanwhile (expired): then nothing changed, and a job is never
