@@ -47,7 +47,7 @@ define apt_install
 	  echo "edged: installing $$missing failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 endef
 
-.PHONY: demo test run clean package bundle test-package test-fresh
+.PHONY: demo test lint run clean package bundle test-package test-fresh
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -58,6 +58,11 @@ test: $(STAMP)
 	@# Every temporary file of the run in one directory, removed after it: /tmp is left as found.
 	@t=$$(mktemp -d /tmp/edged-test.XXXXXX) && trap 'rm -rf "$$t"' EXIT && trap 'exit 130' INT TERM HUP && \
 	  TMPDIR=$$t $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# ruff (style, imports, likely bugs) and mypy (types); settings in pyproject.toml. CI runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edged tests
+	$(VENV)/bin/mypy
 
 # The simulated till left running in the foreground (Ctrl+C stops it).
 run: $(STAMP)
@@ -105,4 +110,4 @@ test-fresh:
 	python3 tests/package/fresh.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 import logging
 import socket
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from .relay import framing
 from .relay.protocol import PROTOCOL_VERSION
@@ -59,7 +59,7 @@ class Client:
         self._task = asyncio.create_task(self._read_loop(), name="edged-client-reader")
 
     @classmethod
-    async def connect(cls, path: str, client: str = "edged-cli") -> "Client":
+    async def connect(cls, path: str, client: str = "edged-cli") -> Client:
         """Connect and say hello; server_info holds the hello result."""
         reader, writer = await asyncio.open_unix_connection(path)
         self = cls(reader, writer)
@@ -108,7 +108,7 @@ class Client:
         except (ConnectionError, BrokenPipeError):
             pass
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -185,7 +185,7 @@ class BlockingClient:
 
     @classmethod
     def connect(cls, path: str = DEFAULT_SOCKET, client: str = "edged-script",
-                timeout: float | None = 30.0) -> "BlockingClient":
+                timeout: float | None = 30.0) -> BlockingClient:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -239,7 +239,7 @@ class BlockingClient:
         self._file.close()
         self._sock.close()
 
-    def __enter__(self) -> "BlockingClient":
+    def __enter__(self) -> BlockingClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

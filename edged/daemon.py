@@ -10,22 +10,23 @@ import gc
 import itertools
 import logging
 import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, Protocol
 
 from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
+from .day.book import DayBook
+from .day.carry import Carrier
+from .day.ops import DayOps
+from .day.tillkey import TillKey
 from .devices.drawer import Drawer
 from .devices.printer.device import Printer
 from .devices.printer.jobs import JobBook
 from .devices.printer.ops import PrintOps
+from .devices.printer.spooler import PrintService
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
-from .day.book import DayBook
-from .day.carry import Carrier
-from .day.tillkey import TillKey
-from .day.ops import DayOps
-from .devices.printer.spooler import PrintService
 from .journal.disk import RealDisk
 from .journal.ops import JournalOps
 from .journal.owners import Owners

@@ -11,9 +11,10 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import cli_journal, config
 from .cli_format import plural

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import pwd
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pyudev
 
@@ -74,6 +74,7 @@ def _nodes(cfg: Config) -> list[tuple[str, str | None, str]]:
         if p.backend in ("serial", "file"):
             out.append((f"printer {name}", p.device, ""))
         elif p.backend == "usb":
+            assert context is not None  # made above whenever a printer is on USB
             ids = (f"{p.vendor_id:04x}", f"{p.product_id:04x}")
             found = sorted(d.device_node for d in context.list_devices(subsystem="usb", DEVTYPE="usb_device")
                            if (d.properties.get("ID_VENDOR_ID", "").lower(),
@@ -88,7 +89,7 @@ def _nodes(cfg: Config) -> list[tuple[str, str | None, str]]:
             node: str | None = Identity(s.device, s.vendor, s.product, s.serial).resolve(context)
             problem = ""
         except NotFound as e:
-            node, problem = None, e.strerror
+            node, problem = None, e.strerror or ""  # NotFound always has its message
         out.append((f"scanner {name}", node, problem))
     return out
 
@@ -109,6 +110,7 @@ def check_udev(cfg: Config | None, config_path: str, rules_dirs: Iterable[Path] 
         out = [Finding("OK", "udev", f"{installed} matches this edged")]
     missing = registry.configured_uncovered(cfg) if cfg else []
     if missing:
+        assert cfg is not None  # nothing is missing without a config
         site, names = site_dir / registry.SITE_RULES_NAME, ", ".join(m.name for _, m in missing)
         hint = _site_hint(config_path, site)
         if not site.exists():

@@ -11,8 +11,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import sdnotify
 
@@ -119,7 +119,7 @@ class NotifyListener:
             while True:
                 try:
                     self.messages.extend(self.sock.recv(4096).decode().split("\n"))
-                except socket.timeout:
+                except TimeoutError:
                     pass
                 except OSError:
                     return
@@ -135,7 +135,7 @@ class NotifyListener:
                 continue
             try:
                 self.messages.extend(self.sock.recv(4096).decode().split("\n"))
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return self.messages
 

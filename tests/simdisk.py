@@ -123,7 +123,7 @@ class SimDisk:
 
     # --- power loss ---
 
-    def crash(self, mode: str, rng: random.Random) -> "SimDisk":
+    def crash(self, mode: str, rng: random.Random) -> SimDisk:
         """A new disk holding what a power cut now would leave."""
         names = self.durable_names if mode == "drop" else self.names
         out = SimDisk()

@@ -15,8 +15,7 @@ from edged import config
 from edged.client import BlockingClient, ClientError
 from edged.daemon import Daemon
 from edged.journal.owners import OWNERS_FILE
-from other_user import (ATTACKER_UID, PRIVILEGED_UID, SOCKET_GROUP, SYNC_UID, AsUser, Edged, as_user,
-                        needs_root)
+from other_user import ATTACKER_UID, PRIVILEGED_UID, SOCKET_GROUP, SYNC_UID, AsUser, Edged, as_user, needs_root
 
 
 def _answer(c: BlockingClient, op: str, **params) -> dict:

@@ -89,7 +89,7 @@ def test_close_export_verify(short_dir, tmp_path):
     asyncio.run(again())
 
 
-def _forger() -> "identity.Identity":
+def _forger() -> identity.Identity:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -6,8 +6,7 @@ import pytest
 
 from edged import config
 from edged.client import BlockingClient, ClientError
-from other_user import (ATTACKER_UID, KEEP, POS_UID, PRIVILEGED_UID, AsUser, Edged, as_user,
-                        needs_root)
+from other_user import ATTACKER_UID, KEEP, POS_UID, PRIVILEGED_UID, AsUser, Edged, as_user, needs_root
 
 LIMITS = "max_connections = 12\nmax_connections_per_uid = 4\nreserved_connections = 3\n"
 

@@ -52,9 +52,9 @@ def _string(s: str) -> str:
             out.append(ch)
         elif cp > 0xFFFF:
             cp -= 0x10000
-            out.append("\\u%04x\\u%04x" % (0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF)))
+            out.append(f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}")
         else:
-            out.append("\\u%04x" % cp)
+            out.append(f"\\u{cp:04x}")
     return '"' + "".join(out) + '"'
 
 

@@ -11,9 +11,9 @@ import signal
 import subprocess
 import sys
 
+from edged.client import Client, ClientError
 from edged.journal.disk import RealDisk
 from edged.journal.verify import read_all, verify
-from edged.client import Client, ClientError
 from edged.systemd import NotifyListener
 
 KILLS = int(os.environ.get("EDGED_KILLS", "50"))

@@ -6,11 +6,11 @@ import asyncio
 import pytest
 
 from edged import config
+from edged.client import Client, ClientError
 from edged.journal.disk import RealDisk
 from edged.journal.ops import JournalOps
 from edged.journal.service import Journal
 from edged.journal.store import Store
-from edged.client import Client, ClientError
 from edged.relay.registry import Registry
 from edged.relay.server import Server
 from edged.till import Till

@@ -205,7 +205,7 @@ async def _append_restart_serve(d: Path, records: list) -> None:
                 await c.request("append", records=[{"kind": kind, "body": body,
                                                     **({"tx_id": tx_id} if tx_id else {})}])
             await c.request("day_close", business_day="2026-11-19")
-            for kind, body, tx_id in records:  # and some into the next day, read at the next start
+            for kind, body, _tx_id in records:  # and some into the next day, read at the next start
                 await c.request("append", records=[{"kind": kind, "body": body}])
     async with Daemon(_cfg(d)).parts():
         async with await Client.connect(path, "pos") as c:

@@ -17,8 +17,8 @@ import sys
 import termios
 import threading
 import tty
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

@@ -15,8 +15,8 @@ from PIL import Image
 from edged import config
 from edged.client import BlockingClient, ClientError
 from edged.daemon import Daemon
-from edged.devices.printer import raw_escpos
 from edged.devices.drawer import kick_bytes, realtime_kick_bytes
+from edged.devices.printer import raw_escpos
 from edged.sim.printer import PrinterEmulator, _Stream
 from other_user import as_user_async as as_user
 from printing import printer_table, receipt_doc, running_till, until

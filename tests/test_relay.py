@@ -11,8 +11,8 @@ import msgpack
 import pytest
 
 from edged import config
-from edged.relay import framing
 from edged.client import Client, ClientError
+from edged.relay import framing
 from edged.relay.registry import Registry
 from edged.relay.server import Server, SocketBusy
 from edged.till import Till

@@ -8,13 +8,13 @@ import tty
 
 import evdev
 import pytest
-from printing import until
 
 from edged import config
 from edged.client import Client, ClientError
 from edged.daemon import Daemon
 from edged.devices.scanner.device import Scanner
 from edged.sim.wedge import packed, pipe_device, typing
+from printing import until
 
 
 @pytest.mark.parametrize("suffix,end", [("cr", b"\r"), ("lf", b"\n"), ("crlf", b"\r\n")])

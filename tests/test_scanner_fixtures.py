@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from printing import until
 
 from edged import config
 from edged.client import Client, ClientError
@@ -19,6 +18,7 @@ from edged.daemon import Daemon
 from edged.devices.scanner import fixture
 from edged.devices.scanner.device import Scanner
 from edged.sim.wedge import packed, pipe_device, typing
+from printing import until
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "scans").glob("*.json"))
 

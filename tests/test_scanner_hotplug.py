@@ -7,13 +7,13 @@ import asyncio
 import os
 
 import pytest
-import udev
-from printing import until
 
+import udev
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
 from edged.sim.wedge import packed, pipe_device, typing
+from printing import until
 
 
 def test_unplug_and_replug_by_udev_without_restarting(short_dir):
@@ -81,7 +81,7 @@ def test_unplug_and_replug_by_udev_without_restarting(short_dir):
                 st = (await c.request("status"))["devices"]["front"]
                 assert st["state"] == "error" and st["scans"] == 5 and st["node"] == ""
                 os.close(other)
-        for dev, w in nodes.values():
+        for dev, _w in nodes.values():
             dev.close()  # not os.close: the InputDevice would close the number again when collected
     asyncio.run(scenario())
 

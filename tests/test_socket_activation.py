@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 from edged.client import BlockingClient
 from edged.systemd import NotifyListener, listen_socket

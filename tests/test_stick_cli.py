@@ -4,8 +4,8 @@ path an export names: never a hang, never a byte read from outside the export.""
 from __future__ import annotations
 
 import os
-import sqlite3
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys

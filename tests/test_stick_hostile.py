@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sticks
-from edged.day import archive, signing, trust, verify
+from edged.day import archive, trust, verify
 from edged.journal import frame as fr
 
 D2 = "2026-03-02"

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from blockdev import StickImage, require_blockdev, sh, udisks_running
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
 from edged.day.export import STEPS
 from edged.usb.mount import mount_flags
 from edged.usb.probe import classify
-
-from blockdev import StickImage, require_blockdev, sh, udisks_running
 
 DAY = "2026-11-19"
 

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import __version__, identity
 from ..day import export as ex
@@ -81,7 +82,7 @@ def _write_day(folder: str, day: str, first_seq: int, chain_before: bytes, recor
                 view = view[os.write(fd, view):]
 
         put(fr.encode_segment_head(first_seq, chain_before))
-        start = datetime.datetime.fromisoformat(day).replace(hour=8, tzinfo=datetime.timezone.utc)
+        start = datetime.datetime.fromisoformat(day).replace(hour=8, tzinfo=datetime.UTC)
         ts0, step = int(start.timestamp() * 1e6), 12 * 3600 * 10 ** 6 // max(records, 1)
         chain, seq, buf, held = chain_before, first_seq, [], 0
         for i in range(records):
@@ -94,7 +95,7 @@ def _write_day(folder: str, day: str, first_seq: int, chain_before: bytes, recor
                 put(b"".join(buf))
                 buf, held = [], 0
         numbers = {"receipt": [first_number, first_number + records - 1]} if records else {}
-        body = {"business_day": day, "till_id": TILL, "first_seq": first_seq, "last_seq": seq - 1,
+        body: dict[str, Any] = {"business_day": day, "till_id": TILL, "first_seq": first_seq, "last_seq": seq - 1,
                 "counts": {"sale": records} if records else {}, "numbers": numbers, "chain": chain,
                 "closed_at": start.timestamp() + 13 * 3600, "client": "bench", "pid": os.getpid(), "uid": 0}
         sign_day(body, ident)

@@ -20,7 +20,9 @@ from typing import Any
 from ..client import Client
 from ..devices.printer import document  # first: loads python-escpos (devices/escpos_cache.py)
 
+# isort: split
 from escpos.printer import Dummy
+
 from ..sim.printer import PrinterEmulator
 from .common import edged_run, p50_p99, pct, scratch
 

@@ -35,7 +35,7 @@ def wait_listening(proc: subprocess.Popen, sock: str) -> None:
             return
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit("edged bench relay: the daemon did not start")
+                raise SystemExit("edged bench relay: the daemon did not start") from None
             time.sleep(0.05)
 
 
@@ -86,7 +86,7 @@ async def live_latency(sock_path: str, samples: int) -> tuple[list[float], list[
         for i in range(samples):
             arrived: list[float] = []
 
-            async def wait_event() -> None:
+            async def wait_event(arrived: list[float] = arrived) -> None:  # this turn's list
                 await sub.next_event(10)
                 arrived.append(time.perf_counter())
             waiter = asyncio.create_task(wait_event())

@@ -268,5 +268,6 @@ def gap_lines(db: sqlite3.Connection) -> list[str]:
 
 def _day_of(db: sqlite3.Connection, till: str, seq: int) -> str:
     row = db.execute("SELECT business_day FROM records WHERE till=? AND seq=? UNION ALL SELECT business_day "
-                     "FROM excluded WHERE till=? AND ? BETWEEN first_seq AND last_seq", (till, seq, till, seq)).fetchone()
+                     "FROM excluded WHERE till=? AND ? BETWEEN first_seq AND last_seq",
+                     (till, seq, till, seq)).fetchone()
     return row[0] if row else "?"

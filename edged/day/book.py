@@ -21,7 +21,8 @@ import collections
 import datetime
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -59,7 +60,7 @@ def business_day(value: Any, what: str = "business_day") -> str:
 class DayBook:
     name = "days"
 
-    def __init__(self, journal: Journal, till_id: str, publish: Callable[[dict], int],
+    def __init__(self, journal: Journal, till_id: str, publish: p.Publish,
                  exclude_kinds: list[str] | tuple[str, ...] = (), identity: Identity | None = None) -> None:
         self.journal = journal
         self.identity = identity  # signs each day.close (day/signing.py); None: unsigned, as before

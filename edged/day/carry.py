@@ -17,9 +17,11 @@ import dataclasses
 import hashlib
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..journal.service import Journal
+from ..relay.protocol import Publish
 from ..usb.mount import MountError
 from ..usb.probe import Stick
 from ..usb.sticks import Sticks
@@ -41,7 +43,7 @@ class Written:
 
 
 class Carrier:
-    def __init__(self, book: DayBook, journal: Journal, publish: Callable[[dict], int],
+    def __init__(self, book: DayBook, journal: Journal, publish: Publish,
                  sticks: Sticks | None = None, on_day_close: bool = False) -> None:
         self.book, self.journal, self.publish = book, journal, publish
         self.sticks = sticks

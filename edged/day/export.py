@@ -21,7 +21,8 @@ import json
 import os
 import stat
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import __version__
 from ..identity import Identity

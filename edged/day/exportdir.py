@@ -38,7 +38,8 @@ def open_dir(path: Path, root: Path | None = None) -> tuple[int, tuple[int, int]
     cannot lead the read off the stick."""
     parts = path.relative_to(root).parts if root is not None and path != root else ()
     try:
-        fd = os.open(root if parts else path, (os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if parts else DIR_FLAGS)
+        first = root if parts and root is not None else path  # parts only below a root
+        fd = os.open(first, (os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if parts else DIR_FLAGS)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise Refused("the export directory is a symbolic link or not a directory: refused") from None

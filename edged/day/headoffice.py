@@ -14,8 +14,9 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..cli_format import plural, seq_range
 from . import archive, trust, verify

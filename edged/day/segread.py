@@ -16,8 +16,8 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..journal import frame as fr
 
@@ -80,7 +80,7 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
         h.update(chunk)
         data = buf + chunk if buf else chunk
         view, n, pos = memoryview(data), len(data), 0
-        batch: list[tuple[int, bytes, int, str, bytes]] = []
+        batch: list[tuple[int, bytes, int, bytes, bytes]] = []  # the kind decoded once, at the end
         while n - pos >= 72:
             length, seq, ts, _bf, _bl, link, _crc = unpack(data, pos)
             if length == 0 or length > max_payload:
@@ -118,9 +118,9 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
                 batch.append((seq, link, ts, last_kind, data[pos:end]))
             chain, expect, pos = link, seq + 1, end
             n_records += 1
-        if batch:
+        if batch and sink is not None:
             try:
-                sink([(s, c, t, k.decode(), f) for s, c, t, k, f in batch])  # type: ignore[misc]
+                sink([(s, c, t, k.decode(), f) for s, c, t, k, f in batch])
             except UnicodeDecodeError:
                 raise SegmentError("journal.seg: a record's kind is not UTF-8") from None
         del view

@@ -69,7 +69,8 @@ def day_problem(body: dict[str, Any], public: bytes) -> str | None:
     if not isinstance(sig, dict):
         return "the day.close record is not signed"
     if sig.get("fingerprint") != identity.fingerprint(public):
-        return f"the day.close record is signed by key {str(sig.get('fingerprint'))[:40]}, not {identity.fingerprint(public)}"
+        return (f"the day.close record is signed by key {str(sig.get('fingerprint'))[:40]}, "
+                f"not {identity.fingerprint(public)}")
     try:
         message = day_message(body)
     except (KeyError, TypeError, ValueError) as e:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 from escpos.printer import Dummy
 
@@ -43,7 +43,7 @@ class Drawer:
     kind = "drawer"
 
     def __init__(self, name: str, settings: DrawerSettings, printer: Printer, journal: Journal,
-                 publish: Callable[[dict], None]) -> None:
+                 publish: p.Publish) -> None:
         self.name = name
         self.settings = settings
         self.printer = printer

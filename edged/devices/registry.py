@@ -9,8 +9,8 @@ cannot bypass edged to print or read keystrokes.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..config import Config
 

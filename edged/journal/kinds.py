@@ -12,10 +12,9 @@ by that reader only; it never stops a start.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from .shapes import (BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe,
-                     Shape)
+from .shapes import BOOL, BYTES, CHAIN, DATE, NUM, SEQ, STR, Choice, Int, ListOf, Map, MapOf, Maybe
 
 if TYPE_CHECKING:
     from .frame import Record
@@ -25,10 +24,11 @@ log = logging.getLogger("edged.journal")
 # Every kind edged journals lives under one of these; `edged.` is kept for kinds to come.
 RESERVED = ("day.", "drawer.", "edged.", "identity.", "journal.", "print.", "usb.")
 
-JOB_STATES = ("queued", "printing", "held", "done", "failed", "unknown", "expired")
+JobState = Literal["queued", "printing", "held", "done", "failed", "unknown", "expired"]
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 _WHO = {"client": Maybe(STR), "pid": Int(), "uid": Int(), "gid": Int()}
 
-BODIES: dict[str, Shape] = {
+BODIES: dict[str, Map] = {
     "print.job": Map({"job_id": STR, "printer": STR},
                      {"document": Map({}), "raw": BYTES, "copy_of": STR, "client": Map({}, _WHO)}),
     "print.state": Map({"job_id": STR, "state": Choice(JOB_STATES)}, {"reason": STR, "sent": BOOL}),

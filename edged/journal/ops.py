@@ -16,9 +16,9 @@ import msgpack
 
 from ..relay import framing
 from ..relay import protocol as p
+from ..relay.registry import Level, may, needs, op
 from .highwater import LOST
 from .kinds import RESERVED, reserved
-from ..relay.registry import Level, may, needs, op
 from .owners import Owners
 from .service import Journal
 from .store import Entry

@@ -20,12 +20,14 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgpack
 
-from . import frame as fr
 from ..relay import framing
+from ..relay.protocol import Publish
+from . import frame as fr
 from .disk import write_atomic
 from .kinds import Skipped
 from .store import Appended, Entry, JournalError, Store
@@ -46,11 +48,11 @@ class Journal:
     name = "journal"
 
     def __init__(self, store: Store, *, min_retention_days: float = 30.0,
-                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 on_event: Publish | None = None,
                  flush_timeout: float = DEFAULT_FLUSH_TIMEOUT) -> None:
         self.store = store
         self.min_retention_us = int(min_retention_days * 86400e6)
-        self.on_event = on_event or (lambda event: None)
+        self.on_event: Publish = on_event or (lambda event: 0)
         self.flush_timeout = flush_timeout
         self.hung: str | None = None  # set once a flush outlived flush_timeout: read-only until restart
         self.cursors: dict[str, int] = {}
@@ -176,6 +178,8 @@ class Journal:
     # --- the journal thread ---
 
     def _thread_main(self) -> None:
+        loop = self._loop
+        assert loop is not None  # start() sets it before it starts this thread
         held = None
         while True:
             job = held or self._jobs.get()
@@ -189,12 +193,12 @@ class Journal:
                 try:
                     entry, after = payload(self.store)
                 except BaseException as e:
-                    self._loop.call_soon_threadsafe(self._called, fut, None, e)
+                    loop.call_soon_threadsafe(self._called, fut, None, e)
                     continue
                 results = self._store_append([([entry], fut)])
                 if not isinstance(results[0], JournalError) and after is not None:
                     after(self.store)
-                self._loop.call_soon_threadsafe(self._committed, [([entry], fut)], results)
+                loop.call_soon_threadsafe(self._committed, [([entry], fut)], results)
                 continue
             if kind == "call":
                 fn, args = payload
@@ -202,7 +206,7 @@ class Journal:
                     result, error = fn(*args), None
                 except BaseException as e:  # handed to the caller, who decides
                     result, error = None, e
-                self._loop.call_soon_threadsafe(self._called, fut, result, error)
+                loop.call_soon_threadsafe(self._called, fut, result, error)
                 continue
             batch = [(payload, fut)]
             while True:  # group commit: everything queued meanwhile goes into this flush
@@ -215,7 +219,7 @@ class Journal:
                     break
                 batch.append((nxt[1], nxt[2]))
             results = self._store_append(batch)
-            self._loop.call_soon_threadsafe(self._committed, batch, results)
+            loop.call_soon_threadsafe(self._committed, batch, results)
 
     # --- back on the event loop ---
 
@@ -224,7 +228,7 @@ class Journal:
 
     def _committed(self, batch: list, results: list) -> None:
         self.flushes += 1
-        fresh = []
+        fresh: list[fr.Record] = []
         for (_, fut), result in zip(batch, results):
             if isinstance(result, JournalError):
                 _settle(fut, None, result)
@@ -257,6 +261,7 @@ class Journal:
             if rec.counter is None or rec.counter in self._warned:
                 continue
             first, last = self.store.ranges[rec.counter]
+            assert rec.number is not None  # a record that takes a number from a counter has one
             if rec.number - first + 1 >= 0.9 * (last - first + 1):
                 self._warned.add(rec.counter)
                 log.warning("number range %r is 90%% used (%d of %d..%d)", rec.counter, rec.number, first, last)

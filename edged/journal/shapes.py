@@ -8,8 +8,9 @@ not, or None. Pure, so every reader and the tests share one description.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 
 class Shape:
@@ -50,8 +51,8 @@ class Of(Shape):
     def problem(self, value: Any, where: str) -> str | None:
         if isinstance(value, bool) and bool not in self.types or not isinstance(value, self.types):
             return f"{where} is {_type_name(value)}, not {' or '.join(t.__name__ for t in self.types)}"
-        if self.size is not None and len(value) != self.size:
-            return f"{where} has length {len(value)}, not {self.size}"
+        if self.size is not None and len(cast(Sized, value)) != self.size:  # self.types are sized then
+            return f"{where} has length {len(cast(Sized, value))}, not {self.size}"
         return None
 
 

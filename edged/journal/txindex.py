@@ -26,7 +26,8 @@ import hashlib
 import struct
 import sys
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .kinds import RESERVED, problem, reserved
 

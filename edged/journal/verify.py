@@ -5,8 +5,8 @@ live journal alike, and names the segment and offset of every problem.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import msgpack
 

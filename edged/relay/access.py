@@ -13,8 +13,8 @@ import os
 import pwd
 import socket
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from .protocol import Level
 

@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 PROTOCOL_VERSION = 1
+
+# How a part announces an event: the daemon's publish hands it to the watchers of its topic and
+# returns how many it reached (most callers ignore that).
+Publish = Callable[[dict[str, Any]], int]
 
 # Error codes of PROTOCOL.md (a client may see any of these).
 BAD_FRAME = "bad_frame"

@@ -12,8 +12,9 @@ apart.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from . import protocol as p
 from .protocol import Level  # imported from here with op and needs by every part that declares ops

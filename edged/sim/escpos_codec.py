@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 ESC, GS, FS, DLE = 0x1B, 0x1D, 0x1C, 0x10
+# The emulator parses each connection's bytearray in place; tests hand in bytes.
+Buf = bytes | bytearray
 _TEXT = re.compile(rb"[\x20-\xff]+")
 
 
@@ -42,7 +44,7 @@ _FS_FIXED = {".": 0, "&": 0, "C": 1, "W": 1, "!": 1, "-": 1, "p": 2, "S": 2}
 FIXED = {"ESC": (ESC, _ESC_FIXED), "GS": (GS, _GS_FIXED), "FS": (FS, _FS_FIXED)}  # for fast scanners
 
 
-def next_command(buf: bytes, pos: int) -> tuple[Command, int] | None:
+def next_command(buf: Buf, pos: int) -> tuple[Command, int] | None:
     """Parse the command starting at buf[pos]; None means "need more bytes"."""
     b = buf[pos]
     if b >= 0x20:
@@ -60,11 +62,11 @@ def next_command(buf: bytes, pos: int) -> tuple[Command, int] | None:
     return Command(names.get(b, f"CTL {b:02x}")), pos + 1
 
 
-def _need(buf: bytes, end: int) -> bool:
+def _need(buf: Buf, end: int) -> bool:
     return end <= len(buf)
 
 
-def _prefixed(buf: bytes, pos: int, prefix: str, fixed: dict, variable) -> tuple[Command, int] | None:
+def _prefixed(buf: Buf, pos: int, prefix: str, fixed: dict, variable) -> tuple[Command, int] | None:
     if pos + 1 >= len(buf):
         return None
     c = chr(buf[pos + 1])
@@ -80,7 +82,7 @@ def _prefixed(buf: bytes, pos: int, prefix: str, fixed: dict, variable) -> tuple
     return Command(f"unknown {prefix} {c!r}"), pos + 2
 
 
-def _esc_variable(buf: bytes, pos: int, c: str):
+def _esc_variable(buf: Buf, pos: int, c: str):
     if c == "*":  # ESC * m nL nH d1..dk : column bit image
         if not _need(buf, pos + 5):
             return None
@@ -98,7 +100,7 @@ def _esc_variable(buf: bytes, pos: int, c: str):
     return False
 
 
-def _gs_variable(buf: bytes, pos: int, c: str):
+def _gs_variable(buf: Buf, pos: int, c: str):
     if c == "V":  # GS V m [n]
         if not _need(buf, pos + 3):
             return None
@@ -157,7 +159,7 @@ def _gs_variable(buf: bytes, pos: int, c: str):
     return False
 
 
-def _dle(buf: bytes, pos: int) -> tuple[Command, int] | None:
+def _dle(buf: Buf, pos: int) -> tuple[Command, int] | None:
     if pos + 1 >= len(buf):
         return None
     kind = buf[pos + 1]

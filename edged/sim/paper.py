@@ -7,8 +7,8 @@ ends a receipt.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..devices.printer import codepages
 from .escpos_codec import Command

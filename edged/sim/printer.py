@@ -12,8 +12,8 @@ import dataclasses
 import logging
 import os
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..devices.printer import status as st
 from .escpos_codec import Command, next_command
@@ -201,7 +201,10 @@ class PrinterEmulator:
     # --- transports ---
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = _Stream(lambda reply: writer.is_closing() or writer.write(reply))
+        def answer(reply: bytes) -> None:
+            if not writer.is_closing():
+                writer.write(reply)
+        stream = _Stream(answer)
         self._connections.add(writer)
         handler = asyncio.current_task()
         if handler:

@@ -64,7 +64,7 @@ class SimScanner:
         try:
             keys = typing(code, WEDGE_LAYOUT, start=time.time(), gap=0.002)
         except KeyError as e:
-            raise ValueError(f"the simulated wedge scanner (layout {WEDGE_LAYOUT}) has no key for {e.args[0]!r}")
+            raise ValueError(f"the simulated wedge scanner (layout {WEDGE_LAYOUT}) has no key for {e.args[0]!r}") from e
         data = packed(keys)
         if len(data) > PIPE_ROOM:  # the daemon's own loop reads this pipe: a blocked write would hang it
             raise ValueError(f"{len(code)} characters are too many for the simulated wedge scanner "

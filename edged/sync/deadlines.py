@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
@@ -30,6 +30,7 @@ from ..journal import statefile
 from ..journal.service import Journal
 from ..journal.shapes import NUM, SEQ, STR, Int, Map, MapOf
 from ..journal.store import Entry, JournalError
+from ..relay.protocol import Publish
 from .state import Pending
 
 log = logging.getLogger("edged.sync")
@@ -48,7 +49,7 @@ class Deadlines:
     name = "deadlines"
 
     def __init__(self, journal: Journal, rules: dict[str, DeadlineSettings],
-                 publish: Callable[[dict[str, Any]], int]) -> None:
+                 publish: Publish) -> None:
         self.journal, self.rules, self.publish = journal, rules, publish
         self.pending = {kind: Pending([kind]) for kind in rules}
         self.reported: dict[int, dict[str, Any]] = {}  # overdue record's seq -> its journal.overdue body + seq
@@ -126,7 +127,7 @@ class Deadlines:
                 log.exception("deadlines: check failed")
             try:
                 await asyncio.wait_for(self._wake.wait(), TICK)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 

@@ -19,16 +19,17 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import msgpack
 
 from ..config import SyncSettings
 from ..journal import frame as fr
 from ..journal import statefile
-from ..journal.shapes import STR, ListOf, MapOf
 from ..journal.service import Journal
+from ..journal.shapes import STR, ListOf, MapOf
 from ..relay import protocol as p
 from ..relay.registry import Level, may, op
 from .acklog import AckLog, last_acks, select
@@ -81,7 +82,7 @@ class Sync:
     name = "sync"
 
     def __init__(self, journal: Journal, settings: SyncSettings, acklog: AckLog,
-                 publish: Callable[[dict[str, Any]], int]) -> None:
+                 publish: p.Publish) -> None:
         self.journal, self.settings, self.acklog, self.publish = journal, settings, acklog, publish
         self.consumers: dict[str, Consumer] = {}
         self._task: asyncio.Task | None = None

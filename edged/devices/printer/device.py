@@ -15,12 +15,13 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...config import PrinterSettings
 from . import status as st
 from .link import Link
-from .send import send_job
+from .send import Sent, send_job
 
 log = logging.getLogger("edged.printer")
 STOP_WAIT = 3.0  # seconds stop() waits for the worker to close the connection
@@ -68,7 +69,7 @@ class Printer:
     kind = "printer"
 
     def __init__(self, name: str, settings: PrinterSettings,
-                 on_change: Callable[["Printer"], None] | None = None) -> None:
+                 on_change: Callable[[Printer], None] | None = None) -> None:
         self.name = name
         self.settings = settings
         self.status = st.PrinterStatus.unknown("not_checked")
@@ -153,7 +154,7 @@ class Printer:
                         self.answer_within)
         return self.status
 
-    async def print_job(self, data: bytes) -> tuple[str, str]:
+    async def print_job(self, data: bytes) -> Sent:
         """Send a job and wait for the printer's word on it (send.send_job).
         Status read meanwhile reaches the listeners as it comes."""
         assert self._worker is not None

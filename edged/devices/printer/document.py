@@ -173,7 +173,7 @@ def _render_block(out: Dummy, block: dict[str, Any], cols: int, dots: int | None
     elif "image" in block:
         from PIL import Image
 
-        image = Image.open(io.BytesIO(block["image"]))
+        image: Image.Image = Image.open(io.BytesIO(block["image"]))
         limit = dots or 512  # the narrowest 80 mm head (58 mm paper is 384, 80 mm is 512-576)
         if image.width > limit:
             image = image.resize((limit, max(1, image.height * limit // image.width)))

@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
 from ...journal import statefile
 from ...journal.frame import Record
+from ...journal.kinds import JobState
 from ...journal.service import Journal
 from ...journal.shapes import Int, Map
 from ...journal.store import Entry
-from ...relay.protocol import BAD_REQUEST, RequestError
+from ...relay.protocol import BAD_REQUEST, Publish, RequestError
 from . import document
 
 log = logging.getLogger("edged.jobs")
 
 WAITING = ("queued", "held")
-FINISHED = ("done", "failed", "unknown", "expired")
+FINISHED: tuple[JobState, ...] = ("done", "failed", "unknown", "expired")
 KINDS = ("print.job", "print.state")
 CHECKPOINT = "print-jobs"
 CHECKPOINT_REMEDY = "remove it: edged then rebuilds the print jobs from the whole journal (a slower start, once)"
@@ -48,7 +50,7 @@ class Job:
     raw: bytes | None = None
     copy_of: str | None = None
     client: dict[str, Any] = field(default_factory=dict)
-    state: str = "queued"
+    state: JobState = "queued"
     reason: str = ""  # held: why; failed/unknown/expired: what happened
     sent: bool = False  # the printer has the bytes: never sent again by edged itself
     updated: float = 0.0
@@ -83,7 +85,7 @@ def job_from_record(seq: int, ts_us: int, body: dict[str, Any]) -> Job:
 class JobBook:
     """All jobs of this run, by id; their states, persisted through the journal."""
 
-    def __init__(self, journal: Journal, printers: set[str], publish: Callable[[dict], None]) -> None:
+    def __init__(self, journal: Journal, printers: set[str], publish: Publish) -> None:
         self.journal = journal
         self.printers = printers
         self.publish = publish
@@ -165,14 +167,16 @@ class JobBook:
                 raise RequestError(BAD_REQUEST, f"job_id {job.job_id!r} is taken by journal record "
                                                 f"{results[0].seq}, which edged cannot print; use another job_id")
             return existing, True
-        job.seq, job.created = results[0].seq, results[0].record.ts / 1e6
+        record = results[0].record
+        assert record is not None  # a record that is not a duplicate is the one just written
+        job.seq, job.created = results[0].seq, record.ts / 1e6
         self.jobs[job.job_id] = job
         self._event(job)
         self.on_new(job)
         return job, False
 
-    async def transition(self, job: Job, state: str, reason: str = "", *, sent: bool | None = None,
-                         extra: list[Entry] = ()) -> bool:
+    async def transition(self, job: Job, state: JobState, reason: str = "", *, sent: bool | None = None,
+                         extra: Sequence[Entry] = ()) -> bool:
         """Journal, then apply, then announce one state change. False when the journal refused,
         or the job has finished meanwhile (expired): then nothing changed, and a job is never
         sent without its `printing` record."""

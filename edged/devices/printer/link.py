@@ -128,7 +128,8 @@ class Link:
         try:
             if isinstance(dev, socket.socket):
                 dev.shutdown(socket.SHUT_RDWR)
-            elif hasattr(dev, "cancel_write"):  # pyserial: its reads and writes watch a pipe for this
+            # pyserial: its reads and writes watch a pipe for this
+            elif dev is not None and hasattr(dev, "cancel_write"):
                 dev.cancel_read()
                 dev.cancel_write()
         except OSError as e:

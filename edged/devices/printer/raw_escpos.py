@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from ...sim.escpos_codec import DLE, FIXED, Command, next_command
 

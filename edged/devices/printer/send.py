@@ -11,15 +11,20 @@ that reads a 0x00 as its cable is pulled, cannot pass that: its jobs end
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Literal
 
 from . import status as st
 from .link import EXCHANGE_MAX, Flooding, Link, Stopped
 
+# What became of a job sent: printed, sent but not confirmed, or never sent (it can wait and go again).
+Outcome = Literal["done", "unknown", "unsent"]
+Sent = tuple[Outcome, str]  # and why, for the job's record
+
 Report = Callable[[st.PrinterStatus], None]
 
 
-def send_job(link: Link, data: bytes, report: Report) -> tuple[str, str]:
+def send_job(link: Link, data: bytes, report: Report) -> Sent:
     """Send one job and wait for the printer to confirm it.
 
     Returns (outcome, detail): `unsent` (nothing went out: the job may be tried
@@ -59,7 +64,7 @@ def send_job(link: Link, data: bytes, report: Report) -> tuple[str, str]:
         return "unknown", link.detail
 
 
-def _await_confirmation(link: Link, trusted: bool, report: Report) -> tuple[str, str]:
+def _await_confirmation(link: Link, trusted: bool, report: Report) -> Sent:
     s = link.settings
     link.budget(EXCHANGE_MAX)
     deadline = time.monotonic() + s.confirm_timeout
@@ -92,7 +97,7 @@ def _await_confirmation(link: Link, trusted: bool, report: Report) -> tuple[str,
     return "unknown", "edged stopped while the printer held the job"
 
 
-def _confirmed(link: Link, trusted: bool) -> tuple[str, str]:
+def _confirmed(link: Link, trusted: bool) -> Sent:
     """A confirmation byte came: `done` only if the replies around it are well-formed."""
     if not trusted:
         return _garbled(link, "its status replies before the job were not well-formed")
@@ -103,6 +108,6 @@ def _confirmed(link: Link, trusted: bool) -> tuple[str, str]:
     return "done", ""
 
 
-def _garbled(link: Link, why: str) -> tuple[str, str]:
+def _garbled(link: Link, why: str) -> Sent:
     link.close()  # whatever it still sends must not pass for the next job's confirmation
     return "unknown", f"the printer's replies are not well-formed ({why}), so it did not confirm the job"

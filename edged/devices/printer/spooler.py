@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from ...journal.kinds import JobState
 from ...journal.store import Entry
 from ...relay.protocol import BAD_REQUEST, RequestError
 from ..drawer import Drawer
@@ -146,7 +147,7 @@ class Spooler:
             status = self.printer.status
             job = self.current
             if job is not None and job.sent:  # the printer has its bytes: held inside it, or printing on
-                state = "printing" if status.printable else "held"
+                state: JobState = "printing" if status.printable else "held"
                 await self.book.transition(job, state, "" if status.printable else held_reason(self.printer))
             for waiting in self.book.waiting(self.printer.name):
                 if waiting is self.current:

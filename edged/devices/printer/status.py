@@ -7,6 +7,7 @@ python-escpos reads silence as "paper adequate", which a till must not trust.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 QUERIES = (1, 2, 3, 4)
 _FIXED_MASK, _FIXED_BITS = 0x93, 0x12  # bits 0,1,4,7 are fixed in every reply
@@ -44,9 +45,12 @@ def is_confirmation(byte: int) -> bool:
     return byte & 0x90 == 0x00
 
 
+Verdict = Literal["ok", "warn", "error", "unknown"]
+
+
 @dataclass(frozen=True)
 class PrinterStatus:
-    state: str  # ok | warn | error | unknown
+    state: Verdict
     reasons: tuple[str, ...] = ()
     drawer_pin3: bool | None = None  # sensor level; whether high means open is per site
     raw: dict[int, int] = field(default_factory=dict, compare=False)
@@ -93,6 +97,7 @@ def decode(replies: dict[int, bytes | None]) -> PrinterStatus:
         reasons.remove("paper_near_end")  # the near-end sensor trips too once the roll is out
     if "error" in reasons and len(reasons) > 1:
         reasons.remove("error")  # the generic bit only repeats a specific reason
+    state: Verdict
     if any(r not in _WARNINGS for r in reasons):
         state = "error"
     elif reasons:

@@ -13,13 +13,15 @@ import collections
 import logging
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import evdev
 import serial
 from evdev import ecodes
 
 from ...config import ScannerSettings
+from ...relay.protocol import Publish
 from .assemble import Assembler
 from .decode import decode
 from .fixture import RawEvent
@@ -46,7 +48,7 @@ def open_evdev(path: str) -> evdev.InputDevice:
 class Scanner:
     kind = "scanner"
 
-    def __init__(self, name: str, settings: ScannerSettings, publish: Callable[[dict], int],
+    def __init__(self, name: str, settings: ScannerSettings, publish: Publish,
                  opener: Callable[[str], Any] | None = None) -> None:
         self.name = name
         self.settings = settings
@@ -89,7 +91,8 @@ class Scanner:
         return True  # an unplugged scanner is a device state, not a sick daemon
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "backend": self.settings.backend, "state": "ok" if self.state == "online" else "error",
+        return {"kind": self.kind, "backend": self.settings.backend,
+                "state": "ok" if self.state == "online" else "error",
                 "reasons": [] if self.state == "online" else ["offline"], "since": self.since, "detail": self.detail,
                 "device": str(self.identity), "node": self.node, "scans": self.scans, "unheard": self.unheard,
                 "invalid": self.invalid, "kept": len(self.kept)}

@@ -21,7 +21,7 @@ class LayoutError(ValueError):
     """The layout/variant is not in the system's xkb data."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _keymap(layout: str, variant: str) -> xkb.Keymap:
     context = xkb.Context()
     # libxkbcommon writes its compile errors to stderr; ours names the key instead.
