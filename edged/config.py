@@ -208,7 +208,8 @@ class ScannerSettings:
 
 @dataclass
 class JournalSettings:
-    segment_size: int = field(default=16 << 20, metadata=_range(64 << 10, 1 << 30) | _help("bytes before a new segment"))
+    segment_size: int = field(default=16 << 20, metadata=_range(64 << 10, 1 << 30)
+                              | _help("bytes before a new segment"))
     min_retention_days: float = field(default=30.0, metadata=_range(0, 3650)
                                       | _help("keep acked segments at least this long"))
     flush_timeout: float = field(default=10.0, metadata=_range(0.5, 300) | _help(
@@ -322,7 +323,8 @@ class Config:
                 return [(f'deadlines."{kind}"', "journal.* records are edged's own; name a kind clients append")]
         for name, drawer in self.drawers.items():
             if not drawer.printer and len(self.printers) != 1:
-                return [(f"drawers.{name}.printer", f"name its printer ({', '.join(self.printers) or 'none configured'})")]
+                known = ", ".join(self.printers) or "none configured"
+                return [(f"drawers.{name}.printer", f"name its printer ({known})")]
             if drawer.printer and drawer.printer not in self.printers:
                 return [(f"drawers.{name}.printer", f"no printer {drawer.printer!r} in [printers]")]
         return self._shared_scanner_ids()
@@ -433,7 +435,7 @@ def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
             elif not _ENTRY.match(name):
                 raise bad(f"name {name!r}: use letters, digits, '_' or '-' (at most 64)")
         return {name: _build(item, v, _join(path, _entry(name)), source) for name, v in value.items()}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, path, source)
     if origin is list:
         (item,) = typing.get_args(tp)
@@ -467,7 +469,8 @@ def _convert(tp: Any, value: Any, path: str, meta: Any, source: str) -> Any:
 def _tname(value: Any) -> str:
     names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number",
              dict: "a table", list: "an array"}
-    return names.get(type(value), type(value).__name__) + (f" ({value!r})" if not isinstance(value, (dict, list)) else "")
+    shown = "" if isinstance(value, (dict, list)) else f" ({value!r})"
+    return names.get(type(value), type(value).__name__) + shown
 
 
 def to_toml(cfg: Any, prefix: str = "") -> str:

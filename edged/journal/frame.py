@@ -110,7 +110,7 @@ def _checked(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> tup
     return seq, ts, batch_first, batch_last, chain, end, payload
 
 
-def check(buf: bytes | memoryview, pos: int, prev_chain: bytes) -> tuple[int, int, bytes]:
+def check(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> tuple[int, int, bytes]:
     """Verify the frame at pos without unpacking its payload: (seq, size, chain)."""
     seq, _ts, _bf, _bl, chain, end, _payload = _checked(buf, pos, prev_chain)
     return seq, end - pos, chain

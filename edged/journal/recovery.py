@@ -12,11 +12,10 @@ import re
 import struct
 
 from . import frame as fr
-from . import highwater
-from . import statefile
-from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
+from . import highwater, statefile
 from .disk import write_atomic
 from .segment import CHECKPOINT, SEGDIR, TORN, Segment, Segments
+from .shapes import CHAIN, SEQ, STR, Int, ListOf, Map, MapOf
 from .txindex import encode_idx, key_of
 
 log = logging.getLogger("edged.journal")
@@ -158,7 +157,7 @@ def _take(store: Segments, seg: Segment, rec: fr.Record) -> None:
     seg.size += rec.size
     seg.last_seq, seg.last_ts, seg.chain_end = rec.seq, rec.ts, rec.chain
     store.last_seq, store.chain = rec.seq, rec.chain
-    if rec.counter is not None:
+    if rec.counter is not None and rec.number is not None:  # a counter always comes with its number
         store.counters[rec.counter] = rec.number
         seg.counters = store.counters  # shared while scanning; copied once the scan is done
     if rec.tx_id is not None and (key := key_of(rec)) is not None:

@@ -7,16 +7,15 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import msgpack
 
-from . import frame as fr
-from . import highwater
-from . import recovery
-from . import statefile
 from ..relay.protocol import RequestError
+from . import frame as fr
+from . import highwater, recovery, statefile
 from .disk import Disk, write_atomic
 from .segment import CHECKPOINT, CURSORS, SEGDIR, Segment, seg_name
 from .shapes import SEQ, STR, MapOf
@@ -128,41 +127,43 @@ class Store:
             except OSError as e:
                 return self._fail(groups, f"rotation failed: {e}", fatal=True)
         out: list[list[Appended] | JournalError] = []
-        seq, counters, new_tx = self.last_seq, dict(self.counters), {}
+        seq, counters = self.last_seq, dict(self.counters)
+        new_tx: dict[Any, tuple[int, int | None]] = {}
         todo: list[tuple[int, Entry, int | None, Appended]] = []
         for group in groups:
-            seq0, n0, saved = seq, len(todo), {}  # to undo this group alone
+            seq0, n0 = seq, len(todo)
+            saved: dict[str, int | None] = {}  # to undo this group alone
             try:
                 results = []
-                for e in group:
+                for entry in group:
                     known = None
-                    if e.tx_id is not None:
-                        known = self._known(e, new_tx)
+                    if entry.tx_id is not None:
+                        known = self._known(entry, new_tx)
                     if known is not None:
                         results.append(Appended(known[0], known[1], True))
                         continue
                     number = None
-                    if e.counter is not None:
-                        if e.counter not in self.ranges:
-                            raise JournalError("bad_request", f"no number range named {e.counter!r}")
-                        first, last = self.ranges[e.counter]
-                        number = max(counters.get(e.counter, first - 1), first - 1) + 1
+                    if entry.counter is not None:
+                        if entry.counter not in self.ranges:
+                            raise JournalError("bad_request", f"no number range named {entry.counter!r}")
+                        first, last = self.ranges[entry.counter]
+                        number = max(counters.get(entry.counter, first - 1), first - 1) + 1
                         if number > last:
                             raise JournalError("range_exhausted",
-                                               f"number range {e.counter!r} is used up ({first}..{last})")
-                        saved.setdefault(e.counter, counters.get(e.counter))
-                        counters[e.counter] = number
+                                               f"number range {entry.counter!r} is used up ({first}..{last})")
+                        saved.setdefault(entry.counter, counters.get(entry.counter))
+                        counters[entry.counter] = number
                     seq += 1
                     appended = Appended(seq, number, False)
-                    if e.tx_id is not None:
-                        new_tx[e.key()] = (seq, number)
-                    todo.append((seq, e, number, appended))
+                    if entry.tx_id is not None:
+                        new_tx[entry.key()] = (seq, number)
+                    todo.append((seq, entry, number, appended))
                     results.append(appended)
                 out.append(results)
             except JournalError as err:
                 seq = seq0
-                for _, e, _, _ in todo[n0:]:
-                    new_tx.pop(e.key(), None)
+                for _, entry, _, _ in todo[n0:]:
+                    new_tx.pop(entry.key(), None)
                 del todo[n0:]
                 for name, value in saved.items():
                     if value is None:
@@ -175,12 +176,12 @@ class Store:
         ts = now_us()
         first, last = todo[0][0], todo[-1][0]
         chain, parts = self.chain, []
-        for s, e, number, appended in todo:
-            tx_uid = e.tx_uid if e.tx_id is not None else None
-            payload = fr.payload_of(e.kind, e.body, e.tx_id, e.counter, number, tx_uid)
+        for s, entry, number, appended in todo:
+            tx_uid = entry.tx_uid if entry.tx_id is not None else None
+            payload = fr.payload_of(entry.kind, entry.body, entry.tx_id, entry.counter, number, tx_uid)
             data, chain = fr.encode(s, ts, payload, first, last, chain)
             parts.append(data)
-            appended.record = fr.Record(s, ts, e.kind, e.body, e.tx_id, e.counter, number, chain,
+            appended.record = fr.Record(s, ts, entry.kind, entry.body, entry.tx_id, entry.counter, number, chain,
                                         len(data), first, last, tx_uid=tx_uid)
         blob = b"".join(parts)
         offset = self.active.size

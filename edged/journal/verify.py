@@ -12,8 +12,8 @@ import msgpack
 
 from . import frame as fr
 from . import highwater
-from .segment import CHECKPOINT, SEGDIR
 from .disk import Disk
+from .segment import CHECKPOINT, SEGDIR
 
 
 @dataclass

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import grp
 import logging
 import os
 import socket
-import grp
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import framing
 from . import protocol as p
@@ -225,7 +226,7 @@ class Server:
                 await asyncio.wait_for(sender, 1.0)
                 if session.refused_frame:
                     await _linger(reader, writer)
-            except (asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, ConnectionError):
                 pass
             except asyncio.CancelledError:
                 sender.cancel()

@@ -6,8 +6,10 @@ in `status`), so a client that stops reading cannot slow anybody down.
 """
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import framing
 from . import protocol as p
@@ -55,6 +57,9 @@ class Watchers:
         if events:
             session.spawn(session.outbox.put(b"".join(framing.encode(e) for e in events), len(events)), "kept events")
 
+    def _hand_over_backlog(self, session: Session, take: Callable[[], list[dict[str, Any]]]) -> None:
+        self._hand_over(session, take())  # taken only after the response is sent: nothing is missed between
+
     def forget(self, session: Session) -> None:
         self.sessions.discard(session)
 
@@ -67,7 +72,7 @@ class Watchers:
                                                     f"known: {', '.join(TOPICS)}")
         if p.param(params, "kept", bool, required=False, default=False):
             for topic in set(topics) & self.backlogs.keys():
-                session.after_response.append(lambda take=self.backlogs[topic]: self._hand_over(session, take()))
+                session.after_response.append(functools.partial(self._hand_over_backlog, session, self.backlogs[topic]))
         session.topics = set(topics)
         if topics:
             self.sessions.add(session)

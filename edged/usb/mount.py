@@ -207,4 +207,8 @@ class Directory:
 
 
 def mounter(settings: UsbSettings) -> Mounter:
-    return {"udisks2": Udisks, "mount": MountCommand}.get(settings.mounter, lambda s: Directory())(settings)
+    if settings.mounter == "udisks2":
+        return Udisks(settings)
+    if settings.mounter == "mount":
+        return MountCommand(settings)
+    return Directory()

@@ -18,7 +18,8 @@ import asyncio
 import itertools
 import logging
 import os
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pyudev
 
