@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cli_format import plural, seq_range
+from ..cli.format import plural, seq_range
 from . import archive, trust, verify
 
 NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its export names, but nothing here says "

@@ -6,7 +6,7 @@ import datetime
 import sys
 from typing import Callable
 
-from .cli_format import seq_range
+from .format import seq_range
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
@@ -114,7 +114,7 @@ def _bar(done: int, total: int, width: int = 30) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .day.headoffice import run_verify
+    from ..day.headoffice import run_verify
 
     return run_verify(args.paths, args.key, args.archive, args.allow_unsigned)
 
@@ -163,13 +163,13 @@ def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .day.headoffice import run_import
+    from ..day.headoffice import run_import
 
     return run_import(args.paths, args.archive, args.allow_unsigned)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from .day import headoffice as h
+    from ..day import headoffice as h
 
     if args.archive_command == "enroll":
         return h.run_enroll(args.archive, args.till_id, args.public_key, args.epoch)

@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
-from . import config, identity
-from .day import tillkey
-from .printable import printable
+from .. import config, identity
+from ..day import tillkey
+from ..printable import printable
 
 _DESCRIPTION = """\
 Show this till's identity: its till_id, the public key that signs every closed

@@ -6,10 +6,10 @@ import json
 import sys
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from . import config
+from .. import config
 
 if TYPE_CHECKING:
-    from .doctor import Finding
+    from ..doctor import Finding
 
 _DOCTOR = f"""\
 Check what this till needs to work, in this order, one line each:
@@ -63,9 +63,9 @@ def cmd_doctor(args: argparse.Namespace, socket_path: Callable[[argparse.Namespa
 def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_dir: str | None, *,
                simulated: bool = False, as_json: bool = False, out: TextIO = sys.stdout) -> int:
     """Run every check in order, printing each line as it is known; the exit code."""
-    from . import doctor
-    from .config import Config
-    from .doctor_nodes import check_devices, check_udev
+    from .. import doctor
+    from ..config import Config
+    from ..doctor_nodes import check_devices, check_udev
 
     findings: list[Finding] = []
 
@@ -109,7 +109,7 @@ def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_di
 
 
 def cmd_udev_rules(args: argparse.Namespace) -> int:
-    from .devices import registry
+    from ..devices import registry
 
     if args.for_config is None:
         sys.stdout.write(registry.rules_text())

@@ -11,12 +11,20 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import (__version__, cli_day, cli_format, cli_identity, cli_install, cli_journal, cli_print, cli_scan,
-               cli_status, cli_sync, config)
-from .bench import cli as cli_bench
-from .identity import IdentityError
-from .journal.statefile import StateFileError
-from .printable import printable
+from .. import __version__, config
+from . import day as cli_day
+from . import format as cli_format
+from . import identity as cli_identity
+from . import install as cli_install
+from . import journal as cli_journal
+from . import printing as cli_print
+from . import scan as cli_scan
+from . import status as cli_status
+from . import sync as cli_sync
+from ..bench import cli as cli_bench
+from ..identity import IdentityError
+from ..journal.statefile import StateFileError
+from ..printable import printable
 
 EXIT_USAGE = 2
 
@@ -147,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import logging
 
-    from . import cpu, logs
-    from .daemon import Daemon
-    from .journal.highwater import HighWaterError
-    from .journal.owners import OwnersFileError
-    from .relay.server import SocketBusy
+    from .. import cpu, logs
+    from ..daemon import Daemon
+    from ..journal.highwater import HighWaterError
+    from ..journal.owners import OwnersFileError
+    from ..relay.server import SocketBusy
 
     cfg = config.load(args.config)
     if args.state_dir:
@@ -194,7 +202,7 @@ def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def _connected(args: argparse.Namespace, timeout: float | None = 30.0) -> Iterator[Any]:
     """A BlockingClient; connection problems and refusals become one-line exits."""
-    from .client import BlockingClient, ClientError
+    from ..client import BlockingClient, ClientError
 
     path = socket_path(args)
     try:
@@ -220,7 +228,7 @@ def _who_may(path: str) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from .relay.watch import TOPICS
+    from ..relay.watch import TOPICS
 
     unknown = [t for t in args.topics if t not in TOPICS]
     if unknown:
@@ -251,7 +259,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_sim(args: argparse.Namespace) -> int:
     if args.sim_command == "printer":
-        from .sim.console import run_printer
+        from ..sim.console import run_printer
 
         return run_printer(args.port, args.columns)
     if args.sim_command == "stick":
@@ -283,7 +291,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(args.log)
 

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from .cli_format import when
-from .printable import printable
+from .format import when
+from ..printable import printable
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}

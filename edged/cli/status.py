@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cli_format
-from .printable import printable
+from . import format as cli_format
+from ..printable import printable
 
 
 def format_status(s: dict[str, Any]) -> str:

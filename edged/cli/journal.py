@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .journal.disk import RealDisk
-from .journal.verify import Report, read_all, verify
-from .printable import printable
+from .. import config
+from ..journal.disk import RealDisk
+from ..journal.verify import Report, read_all, verify
+from ..printable import printable
 
 
 def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
@@ -119,7 +119,7 @@ def cmd_journal(args: argparse.Namespace, call) -> int:
 
 
 def cmd_tail(args: argparse.Namespace, socket_path: str) -> int:
-    from .client import follow
+    from ..client import follow
 
     start: Any = args.from_seq if args.from_seq == "acked" else int(args.from_seq)
 

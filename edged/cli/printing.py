@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from .devices.printer.jobs import FINISHED
-from .printable import printable
+from ..devices.printer.jobs import FINISHED
+from ..printable import printable
 
 SPECIALS = "€ ä ö ü ß æ ø å Æ Ø Å"
 _WAIT_HELP = "do not wait for the printer; print the job id and return"

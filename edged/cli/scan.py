@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .devices.scanner import fixture
-from .devices.scanner.assemble import Assembler
+from ..devices.scanner import fixture
+from ..devices.scanner.assemble import Assembler
 
 EXIT_FAIL = 1
 
@@ -172,7 +172,7 @@ def _open_input(path: str) -> tuple[Any, int]:
         return None, os.open(path, os.O_RDONLY)
     if not stat.S_ISCHR(mode):
         raise OSError(errno.EINVAL, "not an input device, file or FIFO")
-    from .devices.scanner.device import open_evdev
+    from ..devices.scanner.device import open_evdev
 
     try:
         dev = open_evdev(path)
