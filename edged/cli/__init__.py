@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import __version__, config
 from . import day as cli_day
@@ -22,11 +20,10 @@ from . import scan as cli_scan
 from . import status as cli_status
 from . import sync as cli_sync
 from ..bench import cli as cli_bench
+from .common import EXIT_USAGE, call, connected, socket_arg
 from ..identity import IdentityError
 from ..journal.statefile import StateFileError
-from ..printable import printable
 
-EXIT_USAGE = 2
 
 _DESCRIPTION = """\
 edged runs the till's hardware (receipt printer, cash drawer, scanners, USB
@@ -44,14 +41,6 @@ Start here:
   edged sync log                  has head office got this till's data? who acked what, and when
   edged identity                  this till's signing key, and how head office enrolls it
 """
-
-
-def _socket_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--socket", metavar="PATH",
-                   help="edged's socket (default: $EDGED_SOCKET, else daemon.socket from --config, "
-                        f"else {config.DaemonSettings.socket})")
-    p.add_argument("--config", metavar="FILE", help=f"config file to take the socket path from "
-                                                    f"(default {config.DEFAULT_PATH})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default=str(config.DEFAULT_PATH), metavar="FILE")
 
     status = sub.add_parser("status", help="show what the running daemon sees (devices, journal, clients)")
-    _socket_arg(status)
+    socket_arg(status)
     status.add_argument("--json", action="store_true", help="print the raw status result as JSON")
 
     events = sub.add_parser("events", help="print live events (printer, drawer, scanner, usb, day, journal, sync)",
@@ -86,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("topics", nargs="*", metavar="TOPIC",
                         help="scanner, printer, drawer, usb, day, journal or sync (default: all)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
-    _socket_arg(events)
+    socket_arg(events)
 
     demo = sub.add_parser("demo", help="start edged on a simulated till in a temporary directory, "
                                        "show what a client and the technician's commands see, stop it",
@@ -114,21 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
                                          "drawer_open, mute.")
     sims.add_argument("changes", nargs="+", metavar="KEY=on|off")
     sims.add_argument("--printer", help="printer name (default: the first)")
-    _socket_arg(sims)
+    socket_arg(sims)
     stick = simsub.add_parser("stick", help="plug a directory into a simulated till as a USB stick, or pull one",
                               description="The simulated till's USB sticks are directories: `edged sim stick "
                                           "DIR` plugs DIR in (usb.inserted; a pending export starts), "
                                           "`edged sim stick --unplug DEVICE` pulls it (DEVICE as shown: sim1...).")
     stick.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="an existing directory")
     stick.add_argument("--unplug", metavar="DEVICE", help="pull this simulated stick instead")
-    _socket_arg(stick)
-    cli_scan.add_parsers(sub, _socket_arg)
-    cli_day.add_parsers(sub, _socket_arg)
+    socket_arg(stick)
+    cli_scan.add_parsers(sub)
+    cli_day.add_parsers(sub)
     cli_day.add_archive_parsers(sub)
-    cli_journal.add_parsers(sub, _socket_arg)
-    cli_print.add_parsers(sub, _socket_arg)
-    cli_install.add_parsers(sub, _socket_arg)
-    cli_sync.add_parsers(sub, _socket_arg)
+    cli_journal.add_parsers(sub)
+    cli_print.add_parsers(sub)
+    cli_install.add_parsers(sub)
+    cli_sync.add_parsers(sub)
     cli_identity.add_parsers(sub)
     cli_bench.add_parsers(sub)
     return parser
@@ -186,47 +175,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def socket_path(args: argparse.Namespace) -> str:
-    if args.socket:
-        return args.socket
-    if os.environ.get("EDGED_SOCKET"):
-        return os.environ["EDGED_SOCKET"]
-    return config.load(args.config).daemon.socket
-
-
-def _call(args: argparse.Namespace, op: str, **params: Any) -> dict[str, Any]:
-    with _connected(args) as client:
-        return client.request(op, **params)
-
-
-@contextlib.contextmanager
-def _connected(args: argparse.Namespace, timeout: float | None = 30.0) -> Iterator[Any]:
-    """A BlockingClient; connection problems and refusals become one-line exits."""
-    from ..client import BlockingClient, ClientError
-
-    path = socket_path(args)
-    try:
-        with BlockingClient.connect(path, client="edged-cli", timeout=timeout) as client:
-            yield client
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise SystemExit(f"edged: no daemon answers on {path} (is edged running? --socket?)") from None
-    except PermissionError:
-        raise SystemExit(f"edged: not allowed to connect to {path} ({_who_may(path)})") from None
-    except ClientError as e:
-        raise SystemExit(f"edged: {e}") from None
-
-
-def _who_may(path: str) -> str:
-    """Name the socket's group, so the refusal says what to do about it."""
-    import grp
-
-    try:
-        group = grp.getgrgid(os.stat(path).st_gid).gr_name
-    except (OSError, KeyError):
-        return "join the group of edged's socket"
-    return f"members of group {group} may: usermod -aG {group} $USER, then log in again"
-
-
 def cmd_events(args: argparse.Namespace) -> int:
     from ..relay.watch import TOPICS
 
@@ -234,7 +182,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     if unknown:
         print(f"edged: unknown topic {unknown[0]!r}; topics: {', '.join(TOPICS)}", file=sys.stderr)
         return EXIT_USAGE
-    with _connected(args, timeout=None) as client:  # events may be hours apart
+    with connected(args, timeout=None) as client:  # events may be hours apart
         client.request("watch", topics=args.topics or list(TOPICS))
         try:
             for event in client.iter_events():
@@ -249,7 +197,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    result = _call(args, "status")
+    result = call(args, "status")
     if args.json:
         print(json.dumps(result, indent=2, default=repr))
     else:
@@ -264,9 +212,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return run_printer(args.port, args.columns)
     if args.sim_command == "stick":
         if args.unplug:
-            print(f"simulated stick {_call(args, 'sim', unplug=args.unplug)['unplugged']} pulled")
+            print(f"simulated stick {call(args, 'sim', unplug=args.unplug)['unplugged']} pulled")
         elif args.dir:
-            plugged = _call(args, "sim", stick=str(args.dir.resolve()))["plugged"]
+            plugged = call(args, "sim", stick=str(args.dir.resolve()))["plugged"]
             print(f"simulated stick {plugged['device']} plugged in: {plugged['node']}")
         else:
             print("edged: give DIR, or --unplug DEVICE", file=sys.stderr)
@@ -282,7 +230,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"set": changes}
     if args.printer:
         params["printer"] = args.printer
-    result = _call(args, "sim", **params)
+    result = call(args, "sim", **params)
     st = result["status"]
     print(f"simulated printer {result['printer']}: "
           f"{', '.join(k for k, v in result['state'].items() if v) or 'ready'}; "
@@ -298,18 +246,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"run": cmd_run, "check-config": cmd_check_config, "status": cmd_status,
              "demo": cmd_demo, "sim": cmd_sim, "events": cmd_events,
-             "journal": lambda args: cli_journal.cmd_journal(args, _call),
-             "bench": cli_bench.cmd_bench,
-             "tail": lambda args: cli_journal.cmd_tail(args, socket_path(args)),
-             "print-test": lambda args: cli_print.cmd_print(args, _connected),
-             "print": lambda args: cli_print.cmd_print(args, _connected),
-             "reprint": lambda args: cli_print.cmd_reprint(args, _connected),
-             "jobs": lambda args: cli_print.cmd_jobs(args, _call),
-             "drawer": lambda args: cli_print.cmd_drawer(args, _call),
-             "scan": lambda args: cli_scan.cmd_scan(args, _connected),
-             "day": lambda args: cli_day.cmd_day(args, _call),
-             "export": lambda args: cli_day.cmd_export(args, _connected),
+             "journal": cli_journal.cmd_journal, "bench": cli_bench.cmd_bench, "tail": cli_journal.cmd_tail,
+             "print-test": cli_print.cmd_print, "print": cli_print.cmd_print, "reprint": cli_print.cmd_reprint,
+             "jobs": cli_print.cmd_jobs, "drawer": cli_print.cmd_drawer, "scan": cli_scan.cmd_scan,
+             "day": cli_day.cmd_day, "export": cli_day.cmd_export,
              "verify": cli_day.cmd_verify, "import": cli_day.cmd_import, "archive": cli_day.cmd_archive,
              "udev-rules": cli_install.cmd_udev_rules, "identity": cli_identity.cmd_identity,
-             "sync": lambda args: cli_sync.cmd_sync(args, _call),
-             "doctor": lambda args: cli_install.cmd_doctor(args, socket_path)}
+             "sync": cli_sync.cmd_sync, "doctor": cli_install.cmd_doctor}

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from typing import Callable
 
 from .format import seq_range
+from .common import call, connected, socket_arg
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     day = sub.add_parser("day", help="business days: close one, list closed days and their exports")
     dsub = day.add_subparsers(dest="day_command", metavar="DCOMMAND", required=True)
     close = dsub.add_parser("close", help="close a business day (privileged)",
@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     ver.add_argument("--allow-unsigned", action="store_true",
                      help="accept exports made before tills signed their days (reported as unsigned)")
 
-def cmd_day(args: argparse.Namespace, call: Callable) -> int:
+def cmd_day(args: argparse.Namespace) -> int:
     if args.day_command == "close":
         day = args.date or datetime.date.today().isoformat()
         c = call(args, "day_close", business_day=day)
@@ -76,7 +76,7 @@ def _records(first: int, last: int) -> str:
     return "no records" if span == "empty" else f"records {span}"
 
 
-def cmd_export(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     with connected(args, timeout=None) as client:  # a stick may be minutes away
         if args.to:
             r = client.request("export", business_day=args.date, target=args.to)

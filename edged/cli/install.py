@@ -7,6 +7,8 @@ import sys
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from .. import config
+from . import common
+from .common import socket_arg
 
 if TYPE_CHECKING:
     from ..doctor import Finding
@@ -31,7 +33,7 @@ Exit status: 0 when no check FAILs (WARNs and N/As allowed), 1 when any check FA
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     rules = sub.add_parser(
         "udev-rules", help="print the udev rules that let edged open its devices",
         description="Prints the udev rules edged's package installs as /lib/udev/rules.d/70-edged.rules: "
@@ -55,8 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
                         help="all findings at the end as one JSON list (level, check, found, hint)")
 
 
-def cmd_doctor(args: argparse.Namespace, socket_path: Callable[[argparse.Namespace], str]) -> int:
-    return run_doctor(args.config, lambda: socket_path(args), args.state_dir, simulated=args.simulated,
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return run_doctor(args.config, lambda: common.socket_path(args), args.state_dir, simulated=args.simulated,
                       as_json=args.json)
 
 
