@@ -9,7 +9,13 @@ from .format import seq_range
 from .common import call, connected, socket_arg
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    """The day tools (`day`, `export`), then head office's (`verify`, `import`, `archive`)."""
+    _add_day_parsers(sub)
+    _add_head_office_parsers(sub)
+
+
+def _add_day_parsers(sub: argparse._SubParsersAction) -> None:
     day = sub.add_parser("day", help="business days: close one, list closed days and their exports")
     dsub = day.add_subparsers(dest="day_command", metavar="DCOMMAND", required=True)
     close = dsub.add_parser("close", help="close a business day (privileged)",
@@ -49,6 +55,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ver.add_argument("--archive", metavar="DIR", help="check against the keys enrolled in this archive")
     ver.add_argument("--allow-unsigned", action="store_true",
                      help="accept exports made before tills signed their days (reported as unsigned)")
+    day.set_defaults(func=cmd_day)
+    exp.set_defaults(func=cmd_export)
+    ver.set_defaults(func=cmd_verify)
+
 
 def cmd_day(args: argparse.Namespace) -> int:
     if args.day_command == "close":
@@ -119,7 +129,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return run_verify(args.paths, args.key, args.archive, args.allow_unsigned)
 
 
-def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_head_office_parsers(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="head office: merge exports into an archive, exactly once",
                          description="Checks every export under the PATHs like `edged verify --archive DIR` and "
                                      "adds its records to the archive in DIR (one SQLite file) in the same pass: "
@@ -160,6 +170,8 @@ def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
                                      "stays archived.")
     rt.add_argument("archive", metavar="DIR")
     rt.add_argument("fingerprint", metavar="FINGERPRINT", help="sha256:<32 hex digits>")
+    imp.set_defaults(func=cmd_import)
+    arc.set_defaults(func=cmd_archive)
 
 
 def cmd_import(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ Exit status: 0 when no check FAILs (WARNs and N/As allowed), 1 when any check FA
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     rules = sub.add_parser(
         "udev-rules", help="print the udev rules that let edged open its devices",
         description="Prints the udev rules edged's package installs as /lib/udev/rules.d/70-edged.rules: "
@@ -55,6 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                              "answer; a running daemon's status says so itself")
     doctor.add_argument("--json", action="store_true",
                         help="all findings at the end as one JSON list (level, check, found, hint)")
+    rules.set_defaults(func=cmd_udev_rules)
+    doctor.set_defaults(func=cmd_doctor)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from ..printable import printable
 from .common import call, socket_arg, socket_path
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     j = sub.add_parser("journal", help="check, read and manage the journal",
                        description="Check and read the journal files (works while edged runs), "
                                    "list or remove the consumers that read it.")
@@ -48,6 +48,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help='a seq or "acked" (default)')
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     socket_arg(tail)
+    j.set_defaults(func=cmd_journal)
+    tail.set_defaults(func=cmd_tail)
 
 
 def journal_disk(state_dir: str | Path) -> RealDisk:

@@ -18,7 +18,7 @@ SPECIALS = "€ ä ö ü ß æ ø å Æ Ø Å"
 _WAIT_HELP = "do not wait for the printer; print the job id and return"
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("print-test", help="print a test receipt: every block kind and the till's characters",
                         description="Print a test receipt through the running daemon: text styles, the "
                                     f"characters {SPECIALS}, two-column rows, a rule, EAN-13 and CODE128 "
@@ -63,6 +63,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--drawer", help="drawer name (default: the only one)")
     for p in (pt, pr, jobs, rp, do, dsub.choices["status"], cal):
         socket_arg(p)
+    pt.set_defaults(func=cmd_print)
+    pr.set_defaults(func=cmd_print)
+    jobs.set_defaults(func=cmd_jobs)
+    rp.set_defaults(func=cmd_reprint)
+    dr.set_defaults(func=cmd_drawer)
 
 
 def test_document(till_id: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from .common import connected, socket_arg
 EXIT_FAIL = 1
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     scan = sub.add_parser("scan", help="barcode scanners: echo test, find the layout, record, simulate",
                           description="Barcode scanner tools for technicians. Start with `edged scan listen` "
                                       "and scan something; if letters or symbols come out wrong, "
@@ -61,6 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     send.add_argument("--scanner", choices=("scanner", "wedge"), default="scanner",
                       help="scanner: the serial one (default); wedge: the keyboard-wedge one, programmed German")
     socket_arg(send)
+    scan.set_defaults(func=cmd_scan)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:

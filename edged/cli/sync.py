@@ -17,7 +17,7 @@ _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     sync = sub.add_parser("sync", help="has head office got this till's data? sync log and consumer state",
                           description="The sync layer reads the journal as a consumer and acks what head "
                                       "office has. These commands show what was acked, by whom and when.")
@@ -35,6 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     log.add_argument("--json", action="store_true", help="the log entries, consumers and closed days as JSON "
                                                          "(times as unix times)")
     socket_arg(log)
+    sync.set_defaults(func=cmd_sync)
 
 
 def parse_time(text: str, now: float | None = None) -> float:
