@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cli_format import plural
+from .cli.format import plural
 from .client import Client
 from .demo_identity import identity_steps
 from .demo_journal import day_steps, journal_steps, sync_steps

@@ -9,8 +9,8 @@ import os
 import time
 from typing import Any
 
-from . import cli_format as fmt
-from .cli_status import format_status
+from .cli import format as fmt
+from .cli.status import format_status
 from .client import Client
 from .demo_steps import DemoTill, next_event, show_event, step
 

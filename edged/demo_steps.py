@@ -1,6 +1,6 @@
 """`edged demo`, steps 2 to 8: a client says hello, reads status, watches the printer, prints a
 receipt that opens the drawer, and the cashier scans. Every answer and event is shown as
-`edged status` and `edged events` show them (cli_format): clock times, words, no reprs.
+`edged status` and `edged events` show them (cli/format.py): clock times, words, no reprs.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Iterator
 
-from . import cli_format as fmt
-from .cli_status import device_lines, format_status
+from .cli import format as fmt
+from .cli.status import device_lines, format_status
 from .client import Client
 
 

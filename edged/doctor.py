@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import cli_journal, config
-from .cli_format import plural
+from . import config
+from .cli import journal as cli_journal
+from .cli.format import plural
 from .client import BlockingClient, ClientError
 from .config import Config
 from .journal.verify import verify

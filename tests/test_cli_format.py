@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-from edged import cli_format as f
-from edged.cli_status import format_status
+from edged.cli import format as f
+from edged.cli.status import format_status
 
 
 def test_times_are_local_clock_times_with_the_date_only_where_it_matters():

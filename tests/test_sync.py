@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edged import config
-from edged.cli_sync import parse_time
+from edged.cli.sync import parse_time
 from edged.client import Client, ClientError
 from edged.daemon import Daemon
 

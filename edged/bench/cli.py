@@ -9,14 +9,14 @@ import argparse
 import sys
 from typing import Any
 
-EXIT_USAGE = 2  # as edged/cli.py: a bad option value, like argparse's own usage errors
+EXIT_USAGE = 2  # as edged/cli/common.py: a bad option value, like argparse's own usage errors
 
 
 def _dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", help="where to put the temporary files (default: $TMPDIR)")
 
 
-def add_parsers(sub: Any) -> None:
+def register(sub: Any) -> None:
     """`edged bench` and its five benchmarks, on the subparsers of `edged`."""
     bench = sub.add_parser("bench", help="measure performance against baselines from the same run")
     bsub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
@@ -62,6 +62,7 @@ def add_parsers(sub: Any) -> None:
     bi.add_argument("--record-bytes", type=int, default=256, metavar="B",
                     help="bytes per sale record on disk, header included (default 256)")
     _dir_arg(bi)
+    bench.set_defaults(func=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

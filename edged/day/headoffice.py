@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cli_format import plural, seq_range
+from ..cli.format import plural, seq_range
 from . import archive, trust, verify
 
 NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its export names, but nothing here says "

@@ -4,12 +4,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from typing import Callable
 
-from .cli_format import seq_range
+from .format import seq_range
+from .common import call, connected, socket_arg
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
+    """The day tools (`day`, `export`), then head office's (`verify`, `import`, `archive`)."""
+    _add_day_parsers(sub)
+    _add_head_office_parsers(sub)
+
+
+def _add_day_parsers(sub: argparse._SubParsersAction) -> None:
     day = sub.add_parser("day", help="business days: close one, list closed days and their exports")
     dsub = day.add_subparsers(dest="day_command", metavar="DCOMMAND", required=True)
     close = dsub.add_parser("close", help="close a business day (privileged)",
@@ -49,8 +55,12 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     ver.add_argument("--archive", metavar="DIR", help="check against the keys enrolled in this archive")
     ver.add_argument("--allow-unsigned", action="store_true",
                      help="accept exports made before tills signed their days (reported as unsigned)")
+    day.set_defaults(func=cmd_day)
+    exp.set_defaults(func=cmd_export)
+    ver.set_defaults(func=cmd_verify)
 
-def cmd_day(args: argparse.Namespace, call: Callable) -> int:
+
+def cmd_day(args: argparse.Namespace) -> int:
     if args.day_command == "close":
         day = args.date or datetime.date.today().isoformat()
         c = call(args, "day_close", business_day=day)
@@ -76,7 +86,7 @@ def _records(first: int, last: int) -> str:
     return "no records" if span == "empty" else f"records {span}"
 
 
-def cmd_export(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     with connected(args, timeout=None) as client:  # a stick may be minutes away
         if args.to:
             r = client.request("export", business_day=args.date, target=args.to)
@@ -114,12 +124,12 @@ def _bar(done: int, total: int, width: int = 30) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .day.headoffice import run_verify
+    from ..day.headoffice import run_verify
 
     return run_verify(args.paths, args.key, args.archive, args.allow_unsigned)
 
 
-def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
+def _add_head_office_parsers(sub: argparse._SubParsersAction) -> None:
     imp = sub.add_parser("import", help="head office: merge exports into an archive, exactly once",
                          description="Checks every export under the PATHs like `edged verify --archive DIR` and "
                                      "adds its records to the archive in DIR (one SQLite file) in the same pass: "
@@ -160,16 +170,18 @@ def add_archive_parsers(sub: argparse._SubParsersAction) -> None:
                                      "stays archived.")
     rt.add_argument("archive", metavar="DIR")
     rt.add_argument("fingerprint", metavar="FINGERPRINT", help="sha256:<32 hex digits>")
+    imp.set_defaults(func=cmd_import)
+    arc.set_defaults(func=cmd_archive)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .day.headoffice import run_import
+    from ..day.headoffice import run_import
 
     return run_import(args.paths, args.archive, args.allow_unsigned)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from .day import headoffice as h
+    from ..day import headoffice as h
 
     if args.archive_command == "enroll":
         return h.run_enroll(args.archive, args.till_id, args.public_key, args.epoch)

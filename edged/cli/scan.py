@@ -8,15 +8,16 @@ import select
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .devices.scanner import fixture
-from .devices.scanner.assemble import Assembler
+from ..devices.scanner import fixture
+from ..devices.scanner.assemble import Assembler
+from .common import connected, socket_arg
 
 EXIT_FAIL = 1
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     scan = sub.add_parser("scan", help="barcode scanners: echo test, find the layout, record, simulate",
                           description="Barcode scanner tools for technicians. Start with `edged scan listen` "
                                       "and scan something; if letters or symbols come out wrong, "
@@ -60,13 +61,14 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     send.add_argument("--scanner", choices=("scanner", "wedge"), default="scanner",
                       help="scanner: the serial one (default); wedge: the keyboard-wedge one, programmed German")
     socket_arg(send)
+    scan.set_defaults(func=cmd_scan)
 
 
-def cmd_scan(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_scan(args: argparse.Namespace) -> int:
     if args.scan_command == "record":
         return cmd_record(args)
     if args.scan_command == "layouts":
-        return cmd_layouts(args, connected)
+        return cmd_layouts(args)
     if args.scan_command == "send":
         with connected(args) as client:
             answer = client.request("sim", scan=args.code, device=args.scanner)
@@ -88,7 +90,7 @@ def cmd_scan(args: argparse.Namespace, connected: Callable) -> int:
     return 0
 
 
-def cmd_layouts(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_layouts(args: argparse.Namespace) -> int:
     if args.file:
         try:
             doc = fixture.load(args.file)
@@ -172,7 +174,7 @@ def _open_input(path: str) -> tuple[Any, int]:
         return None, os.open(path, os.O_RDONLY)
     if not stat.S_ISCHR(mode):
         raise OSError(errno.EINVAL, "not an input device, file or FIFO")
-    from .devices.scanner.device import open_evdev
+    from ..devices.scanner.device import open_evdev
 
     try:
         dev = open_evdev(path)

@@ -8,16 +8,17 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .devices.printer.jobs import FINISHED
-from .printable import printable
+from ..devices.printer.jobs import FINISHED
+from ..printable import printable
+from .common import call, connected, socket_arg
 
 SPECIALS = "€ ä ö ü ß æ ø å Æ Ø Å"
 _WAIT_HELP = "do not wait for the printer; print the job id and return"
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("print-test", help="print a test receipt: every block kind and the till's characters",
                         description="Print a test receipt through the running daemon: text styles, the "
                                     f"characters {SPECIALS}, two-column rows, a rule, EAN-13 and CODE128 "
@@ -62,6 +63,11 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
         p.add_argument("--drawer", help="drawer name (default: the only one)")
     for p in (pt, pr, jobs, rp, do, dsub.choices["status"], cal):
         socket_arg(p)
+    pt.set_defaults(func=cmd_print)
+    pr.set_defaults(func=cmd_print)
+    jobs.set_defaults(func=cmd_jobs)
+    rp.set_defaults(func=cmd_reprint)
+    dr.set_defaults(func=cmd_drawer)
 
 
 def test_document(till_id: str) -> dict[str, Any]:
@@ -125,7 +131,7 @@ def _follow_job(client: Any, job: dict[str, Any]) -> int:
         job = client.request("job", job_id=job["job_id"])
 
 
-def cmd_print(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_print(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"job_id": getattr(args, "job_id", None) or f"cli-{uuid.uuid4().hex[:12]}"}
     if args.printer:
         params["printer"] = args.printer
@@ -146,13 +152,13 @@ def cmd_print(args: argparse.Namespace, connected: Callable) -> int:
         return 0 if args.no_wait else _follow_job(client, job)
 
 
-def cmd_reprint(args: argparse.Namespace, connected: Callable) -> int:
+def cmd_reprint(args: argparse.Namespace) -> int:
     with connected(args, timeout=None) as client:
         job = client.request("reprint", job_id=args.job_id)
         return 0 if args.no_wait else _follow_job(client, job)
 
 
-def cmd_jobs(args: argparse.Namespace, call: Callable) -> int:
+def cmd_jobs(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.printer:
         params["printer"] = args.printer
@@ -174,7 +180,7 @@ def cmd_jobs(args: argparse.Namespace, call: Callable) -> int:
     return 0
 
 
-def cmd_drawer(args: argparse.Namespace, call: Callable) -> int:
+def cmd_drawer(args: argparse.Namespace) -> int:
     if args.drawer_command == "open":
         params = {"reason": args.reason, **({"drawer": args.drawer} if args.drawer else {})}
         answer = call(args, "drawer_open", **params)
@@ -189,10 +195,10 @@ def cmd_drawer(args: argparse.Namespace, call: Callable) -> int:
             why = f" ({', '.join(d['reasons'])})" if d["reasons"] else ""
             print(f"{name}: {d['state']}{why}, on printer {d['printer']}, sensor {d['sensor']}")
         return 0
-    return _calibrate(args, call, drawers)
+    return _calibrate(args, drawers)
 
 
-def _calibrate(args: argparse.Namespace, call: Callable, drawers: dict[str, Any]) -> int:
+def _calibrate(args: argparse.Namespace, drawers: dict[str, Any]) -> int:
     name = args.drawer or (next(iter(drawers)) if len(drawers) == 1 else None)
     if name not in drawers:
         print(f"edged: name the drawer with --drawer ({', '.join(drawers)})", file=sys.stderr)

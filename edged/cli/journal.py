@@ -9,13 +9,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .journal.disk import RealDisk
-from .journal.verify import Report, read_all, verify
-from .printable import printable
+from .. import config
+from ..journal.disk import RealDisk
+from ..journal.verify import Report, read_all, verify
+from ..printable import printable
+from .common import call, socket_arg, socket_path
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     j = sub.add_parser("journal", help="check, read and manage the journal",
                        description="Check and read the journal files (works while edged runs), "
                                    "list or remove the consumers that read it.")
@@ -47,6 +48,8 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg) -> None:
                       help='a seq or "acked" (default)')
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     socket_arg(tail)
+    j.set_defaults(func=cmd_journal)
+    tail.set_defaults(func=cmd_tail)
 
 
 def journal_disk(state_dir: str | Path) -> RealDisk:
@@ -94,7 +97,7 @@ def format_record(rec: dict[str, Any], as_json: bool) -> str:
     return printable(f"{rec['seq']:>8}  {when}  {rec['kind']}{extra}  {body}")
 
 
-def cmd_journal(args: argparse.Namespace, call) -> int:
+def cmd_journal(args: argparse.Namespace) -> int:
     if args.journal_command == "verify":
         report = verify(_disk(args), args.from_seq)
         for problem in report.problems:
@@ -118,13 +121,14 @@ def cmd_journal(args: argparse.Namespace, call) -> int:
     return 0
 
 
-def cmd_tail(args: argparse.Namespace, socket_path: str) -> int:
-    from .client import follow
+def cmd_tail(args: argparse.Namespace) -> int:
+    from ..client import follow
 
+    path = socket_path(args)
     start: Any = args.from_seq if args.from_seq == "acked" else int(args.from_seq)
 
     async def go() -> None:
-        async for record in follow(socket_path, args.consumer, start=start, client=f"edged-tail:{args.consumer}",
+        async for record in follow(path, args.consumer, start=start, client=f"edged-tail:{args.consumer}",
                                    window=100):
             print(format_record(record, args.json), flush=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable, Sequence
 
-from .printable import printable
+from ..printable import printable
 
 # Event and status fields holding unix times (docs/PROTOCOL.md, "Device events").
 TIME_KEYS = frozenset({"at", "since", "created", "updated", "opened_at", "appended_at", "due_at",

@@ -7,16 +7,17 @@ import json
 import re
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
-from .cli_format import when
-from .printable import printable
+from .format import when
+from ..printable import printable
+from .common import call, socket_arg
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     sync = sub.add_parser("sync", help="has head office got this till's data? sync log and consumer state",
                           description="The sync layer reads the journal as a consumer and acks what head "
                                       "office has. These commands show what was acked, by whom and when.")
@@ -34,6 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
     log.add_argument("--json", action="store_true", help="the log entries, consumers and closed days as JSON "
                                                          "(times as unix times)")
     socket_arg(log)
+    sync.set_defaults(func=cmd_sync)
 
 
 def parse_time(text: str, now: float | None = None) -> float:
@@ -49,7 +51,7 @@ def parse_time(text: str, now: float | None = None) -> float:
                          "(\"2026-11-17 14:00\") or an age (30m, 2h, 3d)") from None
 
 
-def cmd_sync(args: argparse.Namespace, call: Callable[..., dict[str, Any]]) -> int:
+def cmd_sync(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": 5000}
     if args.consumer:
         params["consumer"] = args.consumer

@@ -14,9 +14,9 @@ import sys
 import time
 from typing import Any
 
-from . import config, identity
-from .day import tillkey
-from .printable import printable
+from .. import config, identity
+from ..day import tillkey
+from ..printable import printable
 
 _DESCRIPTION = """\
 Show this till's identity: its till_id, the public key that signs every closed
@@ -35,7 +35,7 @@ Run as root, the key is then given to the owner of the state directory, or to
 """
 
 
-def add_parsers(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("identity", help="this till's signing key and how head office enrolls it",
                        description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE", help=f"config file for till_id and daemon.state_dir "
@@ -46,6 +46,7 @@ def add_parsers(sub: Any) -> None:
                    help="make the key now if there is none (nothing changes if there is one)")
     p.add_argument("--owner", metavar="USER", help="with --init as root: who owns the key (name or uid; "
                                                    "default: the owner of the state directory)")
+    p.set_defaults(func=cmd_identity)
 
 
 def cmd_identity(args: argparse.Namespace) -> int:

@@ -6,10 +6,12 @@ import json
 import sys
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from . import config
+from .. import config
+from . import common
+from .common import socket_arg
 
 if TYPE_CHECKING:
-    from .doctor import Finding
+    from ..doctor import Finding
 
 _DOCTOR = f"""\
 Check what this till needs to work, in this order, one line each:
@@ -31,7 +33,7 @@ Exit status: 0 when no check FAILs (WARNs and N/As allowed), 1 when any check FA
 """
 
 
-def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     rules = sub.add_parser(
         "udev-rules", help="print the udev rules that let edged open its devices",
         description="Prints the udev rules edged's package installs as /lib/udev/rules.d/70-edged.rules: "
@@ -53,19 +55,21 @@ def add_parsers(sub: argparse._SubParsersAction, socket_arg: Callable) -> None:
                              "answer; a running daemon's status says so itself")
     doctor.add_argument("--json", action="store_true",
                         help="all findings at the end as one JSON list (level, check, found, hint)")
+    rules.set_defaults(func=cmd_udev_rules)
+    doctor.set_defaults(func=cmd_doctor)
 
 
-def cmd_doctor(args: argparse.Namespace, socket_path: Callable[[argparse.Namespace], str]) -> int:
-    return run_doctor(args.config, lambda: socket_path(args), args.state_dir, simulated=args.simulated,
+def cmd_doctor(args: argparse.Namespace) -> int:
+    return run_doctor(args.config, lambda: common.socket_path(args), args.state_dir, simulated=args.simulated,
                       as_json=args.json)
 
 
 def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_dir: str | None, *,
                simulated: bool = False, as_json: bool = False, out: TextIO = sys.stdout) -> int:
     """Run every check in order, printing each line as it is known; the exit code."""
-    from . import doctor
-    from .config import Config
-    from .doctor_nodes import check_devices, check_udev
+    from .. import doctor
+    from ..config import Config
+    from ..doctor_nodes import check_devices, check_udev
 
     findings: list[Finding] = []
 
@@ -109,7 +113,7 @@ def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_di
 
 
 def cmd_udev_rules(args: argparse.Namespace) -> int:
-    from .devices import registry
+    from ..devices import registry
 
     if args.for_config is None:
         sys.stdout.write(registry.rules_text())

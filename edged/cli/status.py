@@ -1,10 +1,60 @@
-"""`edged status` as people read it (--json gives the daemon's answer as it is)."""
+"""`edged status` as people read it (--json gives the daemon's answer as it is), and `edged events`."""
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
 from typing import Any
 
-from . import cli_format
-from .printable import printable
+from . import format as cli_format
+from ..printable import printable
+from .common import EXIT_USAGE, call, connected, socket_arg
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    status = sub.add_parser("status", help="show what the running daemon sees (devices, journal, clients)")
+    socket_arg(status)
+    status.add_argument("--json", action="store_true", help="print the raw status result as JSON")
+
+    events = sub.add_parser("events", help="print live events (printer, drawer, scanner, usb, day, journal, sync)",
+                            description="Watch the running daemon's device events as they happen, one per "
+                                        "line, e.g. `edged events printer drawer`. Ctrl+C stops.")
+    events.add_argument("topics", nargs="*", metavar="TOPIC",
+                        help="scanner, printer, drawer, usb, day, journal or sync (default: all)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    socket_arg(events)
+    status.set_defaults(func=cmd_status)
+    events.set_defaults(func=cmd_events)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result = call(args, "status")
+    if args.json:
+        print(json.dumps(result, indent=2, default=repr))
+    else:
+        print(format_status(result), end="")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from ..relay.watch import TOPICS
+
+    unknown = [t for t in args.topics if t not in TOPICS]
+    if unknown:
+        print(f"edged: unknown topic {unknown[0]!r}; topics: {', '.join(TOPICS)}", file=sys.stderr)
+        return EXIT_USAGE
+    with connected(args, timeout=None) as client:  # events may be hours apart
+        client.request("watch", topics=args.topics or list(TOPICS))
+        try:
+            for event in client.iter_events():
+                if args.json:
+                    print(json.dumps(event, default=repr), flush=True)
+                else:
+                    print(f"{time.strftime('%H:%M:%S')}  {cli_format.event(event)}", flush=True)
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 def format_status(s: dict[str, Any]) -> str:
