@@ -16,7 +16,8 @@ from .journal import frame as fr
 
 
 def identity_steps(till: DemoTill) -> None:
-    step(14, "the till's identity: the key that signs every closed day and export; head office enrolls it and imports only what it signed")
+    step(14, "the till's identity: the key that signs every closed day and export; "
+             "head office enrolls it and imports only what it signed")
     till.cli("identity", "--config", "edged.toml", "--state-dir", "state")
     info = json.loads((till.state / identity.DIR / identity.INFO).read_text())
     public = identity.parse_public(info["public_key"])

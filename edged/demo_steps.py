@@ -9,9 +9,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any
 
 from .cli import format as fmt
 from .cli.status import device_lines, format_status

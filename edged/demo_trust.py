@@ -26,8 +26,8 @@ async def trust_steps(till: DemoTill) -> None:
         beyond = await _refused(c, "subscribe", consumer="head-office", **{"from": last + 1000})
         print(f"  subscribe head-office from seq {last + 1000}, past the end -> {beyond}")
         kick = await c.request("print", job_id="demo-raw-kick", raw=b"\x1bp\x00\x19\xfa")
-        print(f"  raw ESC p (a drawer kick) to the printer -> job {kick['state']}, journaled as drawer.open when it prints: this "
-              f"demo's user is edged's own, so privileged; any other user gets not_permitted")
+        print(f"  raw ESC p (a drawer kick) to the printer -> job {kick['state']}, journaled as drawer.open when it "
+              "prints: this demo's user is edged's own, so privileged; any other user gets not_permitted")
     # 1 MiB of empty arrays decodes to ~70 MiB: refused before decoding, only this connection closed.
     reader, writer = await asyncio.open_unix_connection(till.socket)
     body = msgpack.packb({"op": "hello", "id": 1, "protocol": 1, "client": "demo-bomb",

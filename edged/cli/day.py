@@ -5,8 +5,8 @@ import argparse
 import datetime
 import sys
 
-from .format import seq_range
 from .common import call, connected, socket_arg
+from .format import seq_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,8 @@ read clock times and words, never an epoch float or a Python repr. Scripts use -
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ..printable import printable
 
@@ -86,7 +87,8 @@ def value(key: str, v: Any) -> str:
 def fields(ev: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """key=value pairs, two spaces apart; empty values are left out."""
     left_out = {"event", *skip}
-    return "  ".join(f"{printable(k)}={value(k, v)}" for k, v in ev.items() if k not in left_out and v not in (None, ""))
+    shown = ((k, v) for k, v in ev.items() if k not in left_out and v not in (None, ""))
+    return "  ".join(f"{printable(k)}={value(k, v)}" for k, v in shown)
 
 
 def event(ev: dict[str, Any], skip: Iterable[str] = ()) -> str:

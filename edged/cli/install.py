@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Callable, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 
 from .. import config
 from . import common
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Prints the udev rules edged's package installs as /lib/udev/rules.d/70-edged.rules: "
                     "receipt printers, USB-serial adapters and barcode scanners of the vendors edged knows, "
                     "each node given to group _edged (the daemon) and named /dev/edged/<kind>-<node>-"
-                    "<vendor>-<product>[-<serial>][-if<N>]. With --for-config: rules for the printers and scanners your "
+                    "<vendor>-<product>[-<serial>][-if<N>]. With --for-config: rules for the printers and "
+                    "scanners your "
                     "config names by USB id that those rules miss, for /etc/udev/rules.d/69-edged-site.rules; "
                     "then `udevadm control --reload && udevadm trigger` and replug the device.")
     rules.add_argument("--for-config", nargs="?", const=str(config.DEFAULT_PATH), metavar="FILE",

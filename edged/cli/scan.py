@@ -180,9 +180,9 @@ def _open_input(path: str) -> tuple[Any, int]:
         dev = open_evdev(path)
     except OSError as e:
         if e.errno == errno.EBUSY:
-            raise OSError(e.errno, "another program has grabbed it (a running edged? systemctl stop edged)")
+            raise OSError(e.errno, "another program has grabbed it (a running edged? systemctl stop edged)") from None
         if e.errno == errno.EACCES:
-            raise OSError(e.errno, "permission denied (run as root or as a member of group input)")
+            raise OSError(e.errno, "permission denied (run as root or as a member of group input)") from None
         raise
     return dev, dev.fd
 

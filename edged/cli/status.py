@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any
 
-from . import format as cli_format
 from ..printable import printable
+from . import format as cli_format
 from .common import EXIT_USAGE, call, connected, socket_arg
 
 
@@ -69,8 +69,8 @@ def format_status(s: dict[str, Any]) -> str:
         age = f", oldest unacked {c['lag_age']:.0f} s" if c.get("lag_age") else ""
         last = f" last ack {cli_format.clock(c['last_ack'])}" if c.get("last_ack") else " never acked"
         kinds = f" (kinds {printable(', '.join(c['kinds']))})" if c.get("kinds") else ""
-        lines.append(f"sync      {printable(name)}{kinds}: {c['state']}{', BEHIND' if c['behind'] else ''}, lag {c['lag']}{age};"
-                     f"{last}")
+        behind = ", BEHIND" if c["behind"] else ""
+        lines.append(f"sync      {printable(name)}{kinds}: {c['state']}{behind}, lag {c['lag']}{age};{last}")
     for kind, d in (s.get("deadlines") or {}).items():
         overdue = f", OVERDUE: seq {', '.join(map(str, d['overdue']))}" if d["overdue"] else ""
         lines.append(f"deadline  {kind} within {d['within']:g} s by {d['consumer']}: {d['waiting']} waiting{overdue}")

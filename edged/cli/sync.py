@@ -9,9 +9,9 @@ import sys
 import time
 from typing import Any
 
-from .format import when
 from ..printable import printable
 from .common import call, socket_arg
+from .format import when
 
 _AGO = re.compile(r"^(\d+)\s*([mhd])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400}
