@@ -1,0 +1,1 @@
+"""Business days: closed on the till, carried to head office on sticks, verified and archived there."""

@@ -1,0 +1,1 @@
+"""The unix socket: framing, the wire vocabulary, the op registry, sessions, access and watching."""

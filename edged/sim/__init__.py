@@ -1,0 +1,1 @@
+"""The simulated till: a receipt printer emulator, simulated scanners, sticks as directories."""

@@ -1,0 +1,1 @@
+"""Barcode scanners: keyboard-wedge (evdev) and serial, key codes to text, scans to events."""

@@ -1,0 +1,1 @@
+"""USB sticks: which block devices are sticks, the filesystems edged accepts, mounting them."""
