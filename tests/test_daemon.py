@@ -269,7 +269,7 @@ def test_a_demo_stopped_by_sigterm_stops_its_daemon_and_leaves_no_directory(tmp_
 
 
 def test_demo_help_and_where_its_log_goes_by_default():
-    from edged.demo import default_log
+    from edged.cli.tour import default_log
 
     in_venv = sys.prefix != sys.base_prefix  # as in a checkout: `make` runs everything from .venv
     assert default_log() == (Path(sys.prefix) / "demo.log" if in_venv else Path("edged-demo.log"))

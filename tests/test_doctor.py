@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edged import config, doctor, doctor_nodes
+from edged import config
+from edged.cli import doctor, doctor_nodes
 from edged.client import BlockingClient
 from edged.devices import registry
 from edged.journal import frame as fr

@@ -57,6 +57,11 @@ def import_graph() -> dict[str, set[str]]:
                 for target in _targets(node, name, path.name == "__init__.py", set(modules)):
                     if target in modules and target != name and not EXCLUDED.match(target):
                         edges.add(target)
+                        # Importing a.b.c runs a/b/__init__.py first: the package is imported too.
+                        parent = target.rsplit(".", 1)[0]
+                        while parent != "edged" and not name.startswith(parent + ".") and parent != name:
+                            edges.add(parent)
+                            parent = parent.rsplit(".", 1)[0]
     return graph
 
 

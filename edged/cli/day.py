@@ -124,7 +124,7 @@ def _bar(done: int, total: int, width: int = 30) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..day.headoffice import run_verify
+    from .headoffice import run_verify
 
     return run_verify(args.paths, args.key, args.archive, args.allow_unsigned)
 
@@ -175,13 +175,13 @@ def _add_head_office_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from ..day.headoffice import run_import
+    from .headoffice import run_import
 
     return run_import(args.paths, args.archive, args.allow_unsigned)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from ..day import headoffice as h
+    from . import headoffice as h
 
     if args.archive_command == "enroll":
         return h.run_enroll(args.archive, args.till_id, args.public_key, args.epoch)

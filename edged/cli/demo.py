@@ -1,4 +1,4 @@
-"""`edged demo`: the guided tour on a simulated till (the tour itself is edged/demo.py)."""
+"""`edged demo`: the guided tour on a simulated till (the tour itself is edged/cli/tour.py)."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from .tour import run_demo
 
     return run_demo(args.log)

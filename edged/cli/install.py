@@ -12,7 +12,7 @@ from . import common
 from .common import socket_arg
 
 if TYPE_CHECKING:
-    from ..doctor import Finding
+    from .doctor import Finding
 
 _DOCTOR = f"""\
 Check what this till needs to work, in this order, one line each:
@@ -69,9 +69,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_dir: str | None, *,
                simulated: bool = False, as_json: bool = False, out: TextIO = sys.stdout) -> int:
     """Run every check in order, printing each line as it is known; the exit code."""
-    from .. import doctor
     from ..config import Config
-    from ..doctor_nodes import check_devices, check_udev
+    from . import doctor
+    from .doctor_nodes import check_devices, check_udev
 
     findings: list[Finding] = []
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..cli.format import plural, seq_range
-from . import archive, trust, verify
+from ..day import archive, trust, verify
+from .format import plural, seq_range
 
 NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its export names, but nothing here says "
                "that key is the till's; give --key TILL_ID=ed25519:<hex> (as `edged identity` prints it on the "

@@ -14,9 +14,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .cli import format as fmt
-from .cli.status import device_lines, format_status
-from .client import Client
+from ..client import Client
+from . import format as fmt
+from .status import device_lines, format_status
 
 
 class DemoTill:

@@ -8,9 +8,9 @@ import asyncio
 
 import msgpack
 
-from .client import Client, ClientError
-from .demo_steps import DemoTill, step
-from .relay import framing
+from ..client import Client, ClientError
+from ..relay import framing
+from .tour_steps import DemoTill, step
 
 
 async def trust_steps(till: DemoTill) -> None:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .cli import journal as cli_journal
-from .cli.format import plural
-from .client import BlockingClient, ClientError
-from .config import Config
-from .journal.verify import verify
+from .. import config
+from ..client import BlockingClient, ClientError
+from ..config import Config
+from ..journal.verify import verify
+from . import journal as cli_journal
+from .format import plural
 
 DAEMON_USER = "_edged"   # the daemon runs as this user; registry.DAEMON_GROUP is its group
 CLIENT_GROUP = "edged"   # members may use the socket

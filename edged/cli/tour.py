@@ -4,7 +4,7 @@ It starts `edged run --simulate` in a temporary directory with a real sd_notify 
 to it as a client, runs the technician's commands in that directory, and stops it with
 SIGTERM. The directory goes at the end, with whatever the processes it started put in $TMPDIR;
 the daemon's log is kept in a file whose path is printed, with the log's last warnings.
-Every capability adds its step (demo_steps.py, demo_journal.py, demo_identity.py, demo_trust.py).
+Every capability adds its step (tour_steps.py, tour_journal.py, tour_identity.py, tour_trust.py).
 """
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cli.format import plural
-from .client import Client
-from .demo_identity import identity_steps
-from .demo_journal import day_steps, journal_steps, sync_steps
-from .demo_steps import DemoTill, device_steps, step
-from .demo_trust import trust_steps
-from .systemd import NotifyListener
+from ..client import Client
+from ..systemd import NotifyListener
+from .format import plural
+from .tour_identity import identity_steps
+from .tour_journal import day_steps, journal_steps, sync_steps
+from .tour_steps import DemoTill, device_steps, step
+from .tour_trust import trust_steps
 
 DEMO_CONFIG = """\
 till_id = "demo-till-1"

@@ -9,10 +9,10 @@ import os
 import time
 from typing import Any
 
-from .cli import format as fmt
-from .cli.status import format_status
-from .client import Client
-from .demo_steps import DemoTill, next_event, show_event, step
+from ..client import Client
+from . import format as fmt
+from .status import format_status
+from .tour_steps import DemoTill, next_event, show_event, step
 
 
 async def journal_steps(client: Client, till: DemoTill) -> None:

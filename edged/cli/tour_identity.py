@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import shutil
 
-from . import identity
-from .day.signing import day_problem, manifest_problem
-from .demo_steps import DemoTill, step
-from .journal import frame as fr
+from .. import identity
+from ..day.signing import day_problem, manifest_problem
+from ..journal import frame as fr
+from .tour_steps import DemoTill, step
 
 
 def identity_steps(till: DemoTill) -> None:

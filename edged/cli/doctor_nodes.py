@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyudev
 
-from .config import Config
-from .devices import registry
-from .devices.scanner.identity import Identity, NotFound
+from ..config import Config
+from ..devices import registry
+from ..devices.scanner.identity import Identity, NotFound
 from .doctor import DAEMON_USER, Finding, lookup, not_simulated, package_hint
 
 RULES_DIRS = (Path("/lib/udev/rules.d"), Path("/usr/lib/udev/rules.d"))
