@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
-import itertools
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import Config, DrawerSettings, PrinterSettings, ScannerSettings
+from .config import Config
 from .day.book import DayBook
 from .day.carry import Carrier
 from .day.ops import DayOps
@@ -35,9 +33,7 @@ from .journal.store import Store
 from .relay.access import Access
 from .relay.registry import Registry
 from .relay.server import Server
-from .sim.paper import Receipt
-from .sim.printer import PrinterEmulator
-from .sim.scanner import WEDGE_LAYOUT, SimScanner
+from .sim.till import Hardware, SimulatedHardware
 from .sync.acklog import AckLog
 from .sync.deadlines import Deadlines
 from .sync.state import Sync
@@ -67,6 +63,9 @@ class Daemon:
         self.simulate = simulate
         self.notifier = notifier or Notifier()
         self.state_dir = Path(cfg.daemon.state_dir)
+        # The one place --simulate is decided: the devices the config names, or stand-ins
+        # for them (edged/sim/till.py) that the start steps below ask for their settings.
+        self.hw = SimulatedHardware(cfg, self.state_dir) if simulate else Hardware(cfg)
         self.started: list[tuple[str, Part]] = []
         self._stop = asyncio.Event()
         self._unhealthy: set[str] = set()
@@ -92,7 +91,7 @@ class Daemon:
             gc.set_threshold(GC_THRESHOLD, 20, 20)
             gc.freeze()
             self.notifier.ready()
-            log.info("edged ready (till %s)%s", self.cfg.till_id, " on the simulated till" if self.simulate else "")
+            log.info("edged ready (till %s)%s", self.cfg.till_id, " on the simulated till" if self.hw.simulated else "")
             heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
             await self._stop.wait()
             heartbeat.cancel()
@@ -123,7 +122,24 @@ class Daemon:
         self.started.append((name, part))
 
     async def _start_all(self) -> None:
+        """The start order (docs/ARCHITECTURE.md); _stop_all stops in reverse."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = await self.start_journal()
+        owners, sync, deadlines = await self.start_followers(journal)
+        printers = await self.start_printers()
+        drawers = await self.start_drawers(printers, journal)
+        printing = await self.start_printing(journal, printers, drawers)
+        scanners = await self.start_scanners()
+        days, key = await self.start_days(journal)
+        sticks, carrier = await self.start_sticks(days, journal)
+        self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.hw.simulated, journal,
+                         printing=printing, sticks=sticks, sync=sync, deadlines=deadlines, key=key,
+                         emulators=self.hw.emulators, sim_scanner=self.hw.scanner)
+        ops = Registry.of(self.till, JournalOps(journal, sync, owners), PrintOps(printing, drawers),
+                          ScanOps(scanners), DayOps(days, carrier), sync)
+        await self.start_socket(ops, scanners)
+
+    async def start_journal(self) -> Journal:
         jcfg = self.cfg.journal
         store = Store(RealDisk(str(self.state_dir / "journal")), segment_size=jcfg.segment_size,
                       ranges={name: (r.first, r.last) for name, r in self.cfg.numbering.items()})
@@ -133,81 +149,70 @@ class Daemon:
         if wd and jcfg.flush_timeout >= 2 * wd:  # a hung flush is then noticed a watchdog period late
             log.warning("journal.flush_timeout (%g s) is not below WatchdogSec (%g s)", jcfg.flush_timeout, 2 * wd)
         await self._start("journal", journal)
+        return journal
+
+    async def start_followers(self, journal: Journal) -> tuple[Owners, Sync, Deadlines]:
+        """The journal's readers that must see it before anything else appends."""
         owners = Owners(journal)  # read now: a damaged file stops the start, not the first ack
         await self._start("consumer-owners", owners)
-        # Before anything else appends: both read the journal from their cursors, then follow it.
+        # Both read the journal from their cursors, then follow it.
         sync = Sync(journal, self.cfg.sync, AckLog(self.state_dir / "sync.log"), self.publish)
         await self._start("sync", sync)
         deadlines = Deadlines(journal, self.cfg.deadlines, self.publish)
         await self._start("deadlines", deadlines)
-        printers_cfg = dict(self.cfg.printers)
-        emulators: dict[str, PrinterEmulator] = {}
-        sim_scanner: SimScanner | None = None
-        if self.simulate:
-            # Every configured printer (or one called "receipt") is replaced by an emulator,
-            # so a site's own config can be tried out without its hardware.
-            for name in printers_cfg or {"receipt": PrinterSettings()}:
-                base = printers_cfg.get(name, PrinterSettings())
-                emulator = PrinterEmulator(on_receipt=self._receipt_saver(name), profile=base.profile,
-                                           columns=base.line_columns())
-                await self._start(f"sim-printer-{name}", emulator)
-                emulators[name] = emulator
-                printers_cfg[name] = dataclasses.replace(base, backend="network", host="127.0.0.1",
-                                                         port=emulator.port)
-        printers = {name: Printer(name, s, on_change=self._printer_changed) for name, s in printers_cfg.items()}
+        return owners, sync, deadlines
+
+    async def start_printers(self) -> dict[str, Printer]:
+        settings = await self.hw.printers(self._start)  # emulators started first when simulating
+        printers = {name: Printer(name, s, on_change=self._printer_changed) for name, s in settings.items()}
         for name, printer in printers.items():
             await self._start(f"printer-{name}", printer)
-        drawers_cfg = dict(self.cfg.drawers)
-        if self.simulate and not drawers_cfg and printers:
-            # The emulator's drawer raises pin 3 when open.
-            drawers_cfg["drawer"] = DrawerSettings(printer=next(iter(printers)), sensor="open_high")
+        return printers
+
+    async def start_drawers(self, printers: dict[str, Printer], journal: Journal) -> dict[str, Drawer]:
         drawers = {name: Drawer(name, d, printers[d.printer or next(iter(printers))], journal, self.publish)
-                   for name, d in drawers_cfg.items()}
+                   for name, d in self.hw.drawers(list(printers)).items()}
         for name, drawer in drawers.items():
             await self._start(f"drawer-{name}", drawer)
+        return drawers
+
+    async def start_printing(self, journal: Journal, printers: dict[str, Printer],
+                             drawers: dict[str, Drawer]) -> PrintService:
         on_printer: dict[str, Drawer] = {}
         for drawer in drawers.values():  # a document's open_drawer kicks its printer's first drawer
             on_printer.setdefault(drawer.printer.name, drawer)
         printing = PrintService(JobBook(journal, set(printers), self.publish), printers, on_printer)
         await self._start("print", printing)
-        scanners_cfg = dict(self.cfg.scanners)
-        if self.simulate and not scanners_cfg:
-            sim_scanner = SimScanner()  # fed by `edged scan send CODE`
-            await self._start("sim-scanner", sim_scanner)
-            scanners_cfg["scanner"] = ScannerSettings(backend="serial", device=sim_scanner.path, suffix="cr")
-            scanners_cfg["wedge"] = ScannerSettings(device="/dev/input/by-id/simulated-wedge-event-kbd",
-                                                    layout=WEDGE_LAYOUT)
-        openers = {"wedge": sim_scanner.open_wedge} if sim_scanner else {}
+        return printing
+
+    async def start_scanners(self) -> dict[str, Scanner]:
+        settings = await self.hw.scanners(self._start)  # the simulated scanner started first when simulating
         scanners = {name: Scanner(name, s, self.publish,
-                                  openers.get(name, self.input_opener) if s.backend == "evdev" else None)
-                    for name, s in scanners_cfg.items()}
+                                  self.hw.opener(name, self.input_opener) if s.backend == "evdev" else None)
+                    for name, s in settings.items()}
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)
         wedges = [s for s in scanners.values() if s.settings.backend == "evdev"]
         if wedges:
             await self._start("hotplug", Hotplug(wedges))
-        self.till = Till(self.cfg, {**printers, **drawers, **scanners}, self.simulate, journal)
-        self.till.sync, self.till.deadlines = sync, deadlines
-        self.till.emulators = emulators
-        self.till.sim_scanner = sim_scanner
-        self.till.printing = printing
+        return scanners
+
+    async def start_days(self, journal: Journal) -> tuple[DayBook, TillKey]:
         days = DayBook(journal, self.cfg.till_id, self.publish, self.cfg.export.exclude_kinds)
         await self._start("days", days)
-        self.till.key = TillKey(journal, days, str(self.state_dir), self.cfg.till_id)
-        await self._start("identity", self.till.key)
-        # The simulated till's sticks are directories plugged in with the `sim` op.
-        usb_cfg = dataclasses.replace(self.cfg.usb, mounter="directory") if self.simulate else self.cfg.usb
-        sticks = None
-        if usb_cfg.mounter != "directory" or self.simulate:
-            sticks = Sticks(usb_cfg, mounter(usb_cfg), self.publish)
-        else:
-            log.warning("usb.mounter = \"directory\" is for the simulated till; USB sticks are not used")
+        key = TillKey(journal, days, str(self.state_dir), self.cfg.till_id)
+        await self._start("identity", key)
+        return days, key
+
+    async def start_sticks(self, days: DayBook, journal: Journal) -> tuple[Sticks | None, Carrier]:
+        usb = self.hw.usb()
+        sticks = Sticks(usb, mounter(usb), self.publish) if usb is not None else None
         self.carrier = carrier = Carrier(days, journal, self.publish, sticks, self.cfg.export.usb == "on_day_close")
         if sticks is not None:  # after the carrier: sticks found at startup go straight to it
             await self._start("usb", sticks)
-        self.till.sticks = sticks
-        ops = Registry.of(self.till, JournalOps(journal, sync, owners), PrintOps(printing, drawers),
-                          ScanOps(scanners), DayOps(days, carrier), sync)
+        return sticks, carrier
+
+    async def start_socket(self, ops: Registry, scanners: dict[str, Scanner]) -> None:
         d = self.cfg.daemon
         activated = listen_socket()
         if activated is not None:
@@ -234,19 +239,6 @@ class Daemon:
                 await part.stop()
             except Exception:
                 log.exception("stopping %s failed", name)
-
-    def _receipt_saver(self, printer: str):
-        folder = self.state_dir / "sim" / printer
-        folder.mkdir(parents=True, exist_ok=True)
-        count = itertools.count(len(list(folder.glob("*.txt"))) + 1)
-
-        def save(receipt: Receipt, text: str) -> None:
-            number = next(count)
-            (folder / f"{number:05d}.txt").write_text(text, encoding="utf-8")
-            log.info("simulated printer %s: receipt %d printed:\n%s", printer, number, text.rstrip(),
-                     extra={"multiline": True})
-
-        return save
 
     def healthy(self) -> bool:
         sick = {name for name, part in self.started if not part.healthy()}

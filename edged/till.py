@@ -30,22 +30,30 @@ if TYPE_CHECKING:
 
 
 class Till:
+    """The till-wide ops over the parts it reports on, each handed in once started (the daemon's
+    steps); a part left out (a bare Till in tests, no sticks on a till without them) reports empty."""
+
     def __init__(self, cfg: Config, devices: dict[str, Any], simulated: bool,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None, *, printing: PrintService | None = None,
+                 sticks: Sticks | None = None, sync: Sync | None = None, deadlines: Deadlines | None = None,
+                 key: TillKey | None = None, emulators: dict[str, PrinterEmulator] | None = None,
+                 sim_scanner: SimScanner | None = None) -> None:
         self.cfg = cfg
         self.journal = journal
         self.devices = devices  # printers and drawers: describe() and summary() each
         self.printers: dict[str, Printer] = {n: d for n, d in devices.items() if isinstance(d, Printer)}
-        self.printing: PrintService | None = None
+        self.printing = printing
         self.simulated = simulated
         self.started = time.time()
-        self.server: Server | None = None  # set by the daemon once the socket exists
-        self.emulators: dict[str, PrinterEmulator] = {}
-        self.sim_scanner: SimScanner | None = None
-        self.sticks: Sticks | None = None
-        self.sync: Sync | None = None
-        self.deadlines: Deadlines | None = None
-        self.key: TillKey | None = None  # the till's signing key (set by the daemon once loaded)
+        # The one part set afterwards: the socket serves this till's ops, so it is made after it
+        # (the daemon's start_socket, or a test's server).
+        self.server: Server | None = None
+        self.emulators: dict[str, PrinterEmulator] = emulators or {}
+        self.sim_scanner = sim_scanner
+        self.sticks = sticks
+        self.sync = sync
+        self.deadlines = deadlines
+        self.key = key  # the till's signing key
 
     def hello_info(self) -> dict[str, Any]:
         return {"server": f"edged {__version__}", "till_id": self.cfg.till_id,
