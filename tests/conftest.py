@@ -29,12 +29,17 @@ def pytest_addoption(parser):
     parser.addoption("--package", action="store_true",
                      help="run tests/package: build the .deb, boot Debian 12 in systemd-nspawn, install it "
                           "(`make test-package`; root, a few minutes)")
+    parser.addoption("--till", action="store_true",
+                     help="run tests/till: boot a Debian 12 guest under QEMU, install the .deb, plug USB "
+                          "printers, scanners, sticks and serial adapters into it (`make test-till`; root)")
 
 
 def pytest_ignore_collect(collection_path, config):
-    """tests/package boots a container: only with --package (make test-package)."""
+    """tests/package boots a container, tests/till a VM: only with --package / --till."""
     if collection_path.name == "package" and collection_path.parent.name == "tests":
         return not config.getoption("--package")
+    if collection_path.name == "till" and collection_path.parent.name == "tests":
+        return not config.getoption("--till")
     return None
 
 

@@ -1,0 +1,84 @@
+"""Fixtures for `make test-till`: the .deb under test, the cached guest image, and one booted
+Debian 12 guest per run with the .deb installed (the real unit, udev rules, sysusers, polkit rule
+under real systemd). Tests plug USB devices into it (till.py) and look at what edged did."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from image import image  # noqa: E402
+from vm import VM  # noqa: E402
+
+from till import Till  # noqa: E402
+
+REPO = HERE.parents[1]
+WORK = Path(os.environ.get("TILL_DIR", "/var/tmp/edged-till"))
+
+
+def log(line: str) -> None:
+    """Progress and figures, shown as the run goes (pytest -s)."""
+    print(f"  [till] {line}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def deb() -> Path:
+    if os.geteuid() != 0:
+        pytest.skip("the till VM test needs root (mmdebstrap, the image cache in /var/cache)")
+    for tool in ("qemu-system-x86_64", "mmdebstrap", "mkfs.vfat", "mcopy"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is missing (make test-till installs it)")
+    given = os.environ.get("EDGED_DEB")
+    if given:
+        return Path(given)
+    log("building the .deb (make package)")
+    subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "package", f"PKG_DIR={WORK / 'package'}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return next((WORK / "package").glob("edged_*.deb"))
+
+
+@pytest.fixture(scope="session")
+def vm(deb):
+    t0 = time.monotonic()
+    img = image(deb, log)
+    share = WORK / "share"
+    # Emptied, not replaced: a guest kept running (below) has this very directory mounted.
+    share.mkdir(parents=True, exist_ok=True)
+    for old in share.iterdir():
+        shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    (share / "out").mkdir()
+    shutil.copy(deb, share / "edged.deb")
+    shutil.copytree(HERE / "guest", share / "guest")
+    machine = VM(img, WORK / "run", share, log)
+    # EDGED_TILL_KEEP=1 (developers only): leave the guest running after the run, and use it
+    # next time instead of booting again. CI never sets it.
+    if os.environ.get("EDGED_TILL_KEEP") and machine.attach():
+        yield machine
+        machine.detach()
+        return
+    try:
+        machine.boot()
+        t1 = time.monotonic()
+        machine.sh("dpkg -i /mnt/host/edged.deb", timeout=300)
+        machine.wait_for("edged running", "systemctl is-active edged", timeout=60)
+        log(f"vm: edged installed and running in {time.monotonic() - t1:.1f} s "
+            f"({time.monotonic() - t0:.1f} s since the run began)")
+        yield machine
+    finally:
+        if os.environ.get("EDGED_TILL_KEEP") and machine.proc is not None and machine.proc.poll() is None:
+            log(f"vm: left running for the next run (EDGED_TILL_KEEP): QEMU pid {machine.proc.pid}")
+            machine.detach()
+        else:
+            machine.stop()
+
+
+@pytest.fixture(scope="session")
+def till(vm) -> Till:
+    return Till(vm, log)

@@ -1,0 +1,117 @@
+"""A USB receipt printer inside the guest: a configfs printer gadget on dummy_hcd, driven by this
+program, which answers as an ESC/POS printer would.
+
+The kernel makes it real: the host side of dummy_hcd sees a USB printer (class 7) with the given
+vendor/product id, usblp binds /dev/usb/lpN, udev runs edged's rules, pyusb can claim it. This
+program is the printer's firmware: every byte received is appended to DIR/received.bin, the
+commands are executed by edged's printer emulator (installed with the package), so DLE EOT is
+answered with real status bytes and GS r only once what came before is "printed"; receipts go to
+DIR/receipts.txt. Writing JSON such as {"paper_out": true} to DIR/state changes the printer's state
+(and the IEEE 1284 status usblp reads with LPGETSTATUS).
+
+Usage (as root in the guest): printer_gadget.py NAME VID PID SERIAL UDC DIR [MANUFACTURER PRODUCT]
+Unplug / replug: write "" / UDC to /sys/kernel/config/usb_gadget/NAME/UDC; the program keeps going.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, "/usr/lib/edged")
+from edged.sim.printer import PrinterEmulator, _Stream  # noqa: E402
+
+CONFIGFS = Path("/sys/kernel/config/usb_gadget")
+GADGET_SET_PRINTER_STATUS = 0xC0016722  # _IOWR('g', 0x22, unsigned char), linux/usb/g_printer.h
+NOT_ERROR, SELECTED, PAPER_EMPTY = 0x08, 0x10, 0x20
+
+
+def make_gadget(name: str, vid: str, pid: str, serial: str, udc: str, manufacturer: str, product: str) -> Path:
+    g = CONFIGFS / name
+    g.mkdir()
+    (g / "idVendor").write_text(f"0x{vid}")
+    (g / "idProduct").write_text(f"0x{pid}")
+    (g / "bcdUSB").write_text("0x0200")
+    s = g / "strings/0x409"
+    s.mkdir(parents=True)
+    (s / "manufacturer").write_text(manufacturer)
+    (s / "product").write_text(product)
+    (s / "serialnumber").write_text(serial)
+    f = g / "functions/printer.usb0"
+    f.mkdir(parents=True)
+    (f / "pnp_string").write_text(f"MFG:{manufacturer};CMD:ESC/POS;MDL:{product};CLS:PRINTER;")
+    (f / "q_len").write_text("10")
+    c = g / "configs/c.1"
+    (c / "strings/0x409").mkdir(parents=True)
+    (c / "strings/0x409/configuration").write_text("printer")
+    (c / "MaxPower").write_text("100")
+    os.symlink(f, c / "printer.usb0")
+    (g / "UDC").write_text(udc)
+    return g
+
+
+def lpstatus(state) -> int:
+    if state.paper_out:
+        return SELECTED | PAPER_EMPTY  # an error: NOT_ERROR cleared
+    if state.offline or state.cover_open:
+        return NOT_ERROR
+    return NOT_ERROR | SELECTED
+
+
+def main() -> None:
+    name, vid, pid, serial, udc, out = sys.argv[1:7]
+    manufacturer, product = sys.argv[7:9] if len(sys.argv) >= 9 else ("EPSON", "TM-T20II")
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    received = open(d / "received.bin", "ab", buffering=0)
+    receipts = open(d / "receipts.txt", "a", buffering=1)
+    emu = PrinterEmulator(use_pty=False, on_receipt=lambda r, text: receipts.write(text + "\n=====\n"))
+    make_gadget(name, vid, pid, serial, udc, manufacturer, product)
+    node = "/dev/g_printer0"
+    fd = -1
+    pending = bytearray()  # answers not yet taken by the host
+    stream = _Stream(lambda reply: pending.extend(reply))
+    state_file, state_seen = d / "state", ""
+    (d / "ready").write_text(f"{os.getpid()}\n")
+    while True:
+        try:
+            text = state_file.read_text()
+        except FileNotFoundError:
+            text = ""
+        if text != state_seen:
+            state_seen = text
+            emu.set_state(**json.loads(text or "{}"))
+            if fd >= 0:
+                fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
+        if fd < 0:
+            try:
+                fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
+                fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
+            except OSError:
+                time.sleep(0.1)
+                continue
+        events = select.poll()
+        events.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
+        try:
+            for _, ev in events.poll(100):
+                if ev & select.POLLIN:
+                    data = os.read(fd, 65536)
+                    received.write(data)
+                    pending += emu.feed(stream, data)
+                if ev & select.POLLOUT and pending:
+                    del pending[:os.write(fd, bytes(pending))]
+        except OSError as e:
+            # While the host resets the device or the UDC is unbound, the gadget's endpoints are
+            # gone: wait and go on (a reader blocked here would never re-queue its requests).
+            if e.errno not in (errno.ENODEV, errno.ESHUTDOWN, errno.EAGAIN, errno.EIO, errno.ECONNRESET):
+                raise
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()
