@@ -60,6 +60,8 @@ def vm(deb):
     # EDGED_TILL_KEEP=1 (developers only): leave the guest running after the run, and use it
     # next time instead of booting again. CI never sets it.
     if os.environ.get("EDGED_TILL_KEEP") and machine.attach():
+        if os.environ.get("EDGED_TILL_OVERLAY"):
+            _overlay(machine, share)
         yield machine
         machine.detach()
         return
@@ -68,6 +70,8 @@ def vm(deb):
         t1 = time.monotonic()
         machine.sh("dpkg -i /mnt/host/edged.deb", timeout=300)
         machine.wait_for("edged running", "systemctl is-active edged", timeout=60)
+        if os.environ.get("EDGED_TILL_OVERLAY"):
+            _overlay(machine, share)
         log(f"vm: edged installed and running in {time.monotonic() - t1:.1f} s "
             f"({time.monotonic() - t0:.1f} s since the run began)")
         yield machine
@@ -77,6 +81,15 @@ def vm(deb):
             machine.detach()
         else:
             machine.stop()
+
+
+def _overlay(machine: VM, share: Path) -> None:
+    """EDGED_TILL_OVERLAY=1 (developers only, never CI): this checkout's edged/ over the installed
+    package's, so a change is tried in the guest without building a .deb."""
+    shutil.copytree(REPO / "edged", share / "overlay" / "edged", ignore=shutil.ignore_patterns("__pycache__"))
+    machine.sh("cp -r /mnt/host/overlay/edged /usr/lib/edged/ && systemctl restart edged")
+    machine.wait_for("edged running", "systemctl is-active edged", timeout=60)
+    log("vm: EDGED_TILL_OVERLAY: this checkout's edged/ replaces the package's (not a package test)")
 
 
 @pytest.fixture(scope="session")
