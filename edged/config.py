@@ -106,7 +106,9 @@ class PrinterSettings:
     backend: str = field(default="network", metadata=_choices("network", "serial", "usb", "file"))
     host: str = field(default="", metadata=_help("network: printer address"))
     port: int = field(default=9100, metadata=_range(1, 65535))
-    device: str = field(default="", metadata=_help("serial: port such as /dev/ttyUSB0; file: /dev/usb/lp0"))
+    device: str = field(default="", metadata=_help(
+        "serial: the port by a stable name, /dev/edged/serial-tty-... or /dev/serial/by-id/... (/dev/ttyUSB0 "
+        "is numbered in plug order); file: /dev/usb/lp0"))
     baudrate: int = field(default=19200, metadata=_choices(9600, 19200, 38400, 57600, 115200))
     vendor_id: int = field(default=0, metadata=_range(0, 0xFFFF))
     product_id: int = field(default=0, metadata=_range(0, 0xFFFF))
@@ -165,7 +167,8 @@ class ScannerSettings:
     backend: str = field(default="evdev", metadata=_choices("evdev", "serial") | _help(
         "evdev: a USB keyboard-wedge scanner; serial: RS-232 or USB-serial (CDC) scanner"))
     device: str = field(default="", metadata=_help(
-        "evdev: /dev/input/by-id/... (stable); serial: /dev/ttyACM0 or a /dev/serial/by-id/ path"))
+        "evdev: /dev/input/by-id/... (stable); serial: /dev/edged/serial-tty-... or /dev/serial/by-id/... "
+        "(stable; /dev/ttyACM0 is numbered in plug order)"))
     vendor: str = field(default="", metadata=_help(
         "evdev, instead of device: USB vendor id, 4 hex digits (ID_VENDOR_ID in `udevadm info`)"))
     product: str = field(default="", metadata=_help("evdev, with vendor: USB product id (ID_MODEL_ID)"))

@@ -197,6 +197,41 @@ def test_device_nodes_missing_and_present_judged_for_this_process(tmp_path):
     assert [(f.level, f.found) for f in found] == [("FAIL", f"scanner front: no {tmp_path / 'scan'}")]
 
 
+def test_a_serial_port_named_by_its_plug_order_number_is_warned_with_the_stable_name():
+    """On a real kernel (tests/till/test_serial.py) two USB-serial adapters unplugged and plugged
+    back the other way round swap /dev/ttyUSB0 and /dev/ttyUSB1: a config naming one by number
+    then talks to the other device. doctor warns and names the device's stable link."""
+    links = ["/dev/serial/by-path/pci-0000:00:04.0-usb-0:3:1.0-port0",
+             "/dev/serial/by-id/usb-QEMU_QEMU_USB_SERIAL_PRN0001-if00-port0",
+             "/dev/edged/serial-tty-0403-6001-PRN0001-if00"]
+    found = doctor_nodes.plug_order_finding("printer receipt", "/dev/ttyUSB0", links)
+    assert (found.level, found.found, found.hint) == (
+        "WARN", "printer receipt: /dev/ttyUSB0 is numbered in plug order: after a replug, or with another "
+                "adapter plugged first, it is another device",
+        'printers.receipt.device = "/dev/edged/serial-tty-0403-6001-PRN0001-if00" (the device there now)')
+    by_id = doctor_nodes.plug_order_finding("scanner front", "/dev/ttyACM1", links[:2])
+    assert by_id.hint == ('scanners.front.device = "/dev/serial/by-id/usb-QEMU_QEMU_USB_SERIAL_PRN0001-if00-port0"'
+                          " (the device there now)")
+    assert "ls -l /dev/edged/" in doctor_nodes.plug_order_finding("scanner front", "/dev/ttyUSB3", []).hint
+    # Which configured names count: the kernel's numbered nodes, not stable links or RS-232 ports.
+    numbered = [n for n in ("/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3", "/dev/ttyS0", "/dev/ttyUSB",
+                            "/dev/edged/serial-tty-0403-6001-X-if00", "/dev/serial/by-id/usb-X-if00-port0",
+                            "/tmp/ttyUSB0", "/dev/ttyUSB0x")
+                if doctor_nodes.PLUG_ORDER_NODE.fullmatch(n)]
+    assert numbered == ["/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3"]
+
+
+@pytest.mark.skipif(HAS_EDGED_USERS, reason="this machine has edged's users")
+def test_a_numbered_serial_port_in_the_config_gets_the_warning_after_its_node_check():
+    cfg = config.from_dict({"printers": {"b": {"backend": "serial", "device": "/dev/ttyUSB97"}},
+                            "scanners": {"front": {"backend": "serial", "device": "/dev/ttyACM97", "suffix": "cr"},
+                                         "wedge": {"vendor": "05e0", "product": "1200"}}})
+    found = [(f.level, f.found.split(":")[0]) for f in doctor_nodes.check_devices(cfg, "/etc/edged/edged.toml")]
+    # The wedge scanner is named by USB ids: whatever node it resolves to is not the config's doing.
+    assert found == [("FAIL", "printer b"), ("WARN", "printer b"), ("FAIL", "scanner front"),
+                     ("WARN", "scanner front"), ("FAIL", "scanner wedge")]
+
+
 def test_what_the_package_brings_is_reinstalled_on_a_till_and_installed_from_a_checkout():
     assert doctor.packaged("/usr/lib/edged/edged/doctor.py")
     assert not doctor.packaged()  # these tests run from a checkout

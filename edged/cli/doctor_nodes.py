@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from ..devices.scanner.identity import Identity, NotFound
 from .doctor import DAEMON_USER, Finding, lookup, not_simulated, package_hint
 
 RULES_DIRS = (Path("/lib/udev/rules.d"), Path("/usr/lib/udev/rules.d"))
+# Nodes the kernel numbers in plug order: unplug two USB-serial adapters and plug them back the
+# other way round, and /dev/ttyUSB0 is the other device (seen on a real kernel: tests/till/test_serial.py).
+PLUG_ORDER_NODE = re.compile(r"/dev/(ttyUSB|ttyACM|input/event)[0-9]+")
+STABLE_PREFIXES = ("/dev/edged/", "/dev/serial/by-id/", "/dev/input/by-id/")
 SITE_RULES_DIR = Path("/etc/udev/rules.d")
 
 
@@ -47,7 +52,7 @@ def check_devices(cfg: Config, config_path: str, simulated: bool = False) -> lis
     nodes = [n for n in _nodes(cfg) if not (simulated and n[0].startswith("printer "))]
     if simulated and not nodes:
         return [not_simulated("devices", "its printer and scanners are emulated, no device nodes")]
-    for what, node, problem in nodes:
+    for what, node, problem, named in nodes:
         if node is None:  # none fits, or several do and the config must say which
             out.append(Finding("FAIL", "devices", f"{what}: {problem}", plug if problem.startswith("no ") else
                                "each one's serial: udevadm info --query=property NODE | grep ID_SERIAL_SHORT"))
@@ -62,17 +67,38 @@ def check_devices(cfg: Config, config_path: str, simulated: bool = False) -> lis
             out.append(Finding("FAIL", "devices", f"{what}: {judged} may not open {node} read-write", hint))
         else:
             out.append(Finding("OK", "devices", f"{what}: {node}, {judged} may open it"))
+        if PLUG_ORDER_NODE.fullmatch(named):
+            out.append(plug_order_finding(what, named, _links(named)))
     return out or [Finding("OK", "devices", "no device nodes configured (network printers are checked below)")]
 
 
-def _nodes(cfg: Config) -> list[tuple[str, str | None, str]]:
-    """(device, its node or None, why none) for every configured printer and scanner not on the network."""
-    out: list[tuple[str, str | None, str]] = []
+def plug_order_finding(what: str, node: str, links: Iterable[str]) -> Finding:
+    """WHAT is configured by a node name the kernel gives in plug order; LINKS: udev's links to
+    the node there now, among which the stable name to use instead."""
+    stable = next((link for prefix in STABLE_PREFIXES for link in sorted(links) if link.startswith(prefix)), None)
+    table = "printers" if what.startswith("printer ") else "scanners"
+    hint = (f'{table}.{what.split(" ", 1)[1]}.device = "{stable}" (the device there now)' if stable else
+            "name it by its link in /dev/edged/ or /dev/serial/by-id/ (ls -l /dev/edged/ /dev/serial/by-id/)")
+    return Finding("WARN", "devices", f"{what}: {node} is numbered in plug order: after a replug, or with "
+                   "another adapter plugged first, it is another device", hint)
+
+
+def _links(node: str) -> list[str]:
+    try:
+        return list(pyudev.Devices.from_device_file(pyudev.Context(), node).device_links)
+    except (pyudev.DeviceNotFoundError, OSError, ValueError):  # gone meanwhile, or no udev here
+        return []
+
+
+def _nodes(cfg: Config) -> list[tuple[str, str | None, str, str]]:
+    """(device, its node or None, why none, the node path as configured or "") for every configured
+    printer and scanner not on the network."""
+    out: list[tuple[str, str | None, str, str]] = []
     context = pyudev.Context() if any(p.backend == "usb" for p in cfg.printers.values()) or any(
         s.vendor for s in cfg.scanners.values()) else None
     for name, p in sorted(cfg.printers.items()):
         if p.backend in ("serial", "file"):
-            out.append((f"printer {name}", p.device, ""))
+            out.append((f"printer {name}", p.device, "", p.device))
         elif p.backend == "usb":
             assert context is not None  # made above whenever a printer is on USB
             ids = (f"{p.vendor_id:04x}", f"{p.product_id:04x}")
@@ -83,14 +109,14 @@ def _nodes(cfg: Config) -> list[tuple[str, str | None, str]]:
             wanted = f"USB {ids[0]}:{ids[1]}" + (f" serial {p.serial_number}" if p.serial_number else "")
             problem = (f"no {wanted} device" if not found else
                        f"{len(found)} devices are {wanted}; set printers.{name}.serial_number")
-            out.append((f"printer {name}", found[0] if len(found) == 1 else None, problem))
+            out.append((f"printer {name}", found[0] if len(found) == 1 else None, problem, ""))
     for name, s in sorted(cfg.scanners.items()):
         try:  # the daemon's own lookup, so doctor finds exactly the node edged would open
             node: str | None = Identity(s.device, s.vendor, s.product, s.serial).resolve(context)
             problem = ""
         except NotFound as e:
             node, problem = None, e.strerror or ""  # NotFound always has its message
-        out.append((f"scanner {name}", node, problem))
+        out.append((f"scanner {name}", node, problem, s.device))
     return out
 
 

@@ -148,6 +148,10 @@ def test_serial_scanner_scans_reach_a_watching_client(serial_till):
     assert st.device("counter")["node"].startswith("/dev/ttyUSB")
 
 
+def tty_of(till: Till, adapter: UsbSerial) -> str:
+    return till.vm.sh(f"readlink -e {adapter.edged_link}").out.strip()
+
+
 def print_doc(st: SerialTill, job_id: str, text: str, wait: bool) -> int:
     doc = {"blocks": [{"text": text, "align": "center", "bold": True}, {"row": ["Coffee", "2.50"]},
                       {"barcode": "4006381333931", "type": "EAN13"}, {"cut": "full"}]}
@@ -203,6 +207,7 @@ def test_serial_adapter_unplugged_goes_offline_and_comes_back(serial_till):
     by themselves, the held job prints once and scans arrive again."""
     st = serial_till
     before = len(st.printer.receipts())
+    nodes = {a.serial: tty_of(st.till, a) for a in (st.scanner_adapter, st.printer_adapter)}
     st.scanner_adapter.unplug()
     st.printer_adapter.unplug()
     st.scanner.close()
@@ -216,8 +221,12 @@ def test_serial_adapter_unplugged_goes_offline_and_comes_back(serial_till):
     assert print_doc(st, "serial-unplugged", "AFTER REPLUG", wait=False) == 0
     assert "offline" in job_state(st, "serial-unplugged", "held").get("reason", "")
 
+    # Back the other way round: the kernel numbers ttys in plug order, so the two swap
+    # /dev/ttyUSB numbers; edged, configured by /dev/edged names, follows each device.
     st.replug(st.printer_adapter, st.printer)
     st.replug(st.scanner_adapter, st.scanner)
+    assert tty_of(st.till, st.printer_adapter) == nodes[SCANNER_SERIAL]
+    assert tty_of(st.till, st.scanner_adapter) == nodes[PRINTER_SERIAL]
     job_state(st, "serial-unplugged", "done")
     st.events.next("scanner online", lambda e: e["event"] == "scanner.state" and e["state"] == "online")
     receipts = st.printer.receipts()
@@ -225,3 +234,33 @@ def test_serial_adapter_unplugged_goes_offline_and_comes_back(serial_till):
     st.scanner.scan("]E04006381333931")
     scan = st.events.next("scan after replug", lambda e: e["event"] == "scanner.scan")
     assert (scan["code"], scan["valid"]) == ("4006381333931", True)
+
+
+def test_serial_printer_switched_off_behind_a_plugged_adapter_is_not_ok(serial_till):
+    """The adapter stays plugged (its tty is there and opens), the printer behind it is off: the
+    status read gets no answer, so edged says unknown (no_answer), never a stale ok; on again: ok."""
+    st = serial_till
+    st.printer.close()  # the far end of the serial cable goes quiet
+    try:
+        off = st.events.next("printer not answering", lambda e: e["event"] == "printer.status")
+        assert (off["state"], off["reasons"]) == ("unknown", ["no_answer"])
+    finally:
+        st.printer.connect(st.printer_adapter)
+    on = st.events.next("printer answering", lambda e: e["event"] == "printer.status")
+    assert (on["state"], on["reasons"]) == ("ok", [])
+
+
+def test_doctor_warns_of_a_serial_port_named_by_its_plug_order_number(serial_till):
+    """Finding: edged's config help suggested /dev/ttyUSB0, a name the kernel gives in plug order
+    (the test above sees two adapters swap theirs). doctor now warns about such a name and gives
+    the device's stable /dev/edged name."""
+    st = serial_till
+    node = tty_of(st.till, st.printer_adapter)
+    st.till.vm.sh("cat > /tmp/numbered.toml", stdin=f'[printers.receipt]\nbackend = "serial"\ndevice = "{node}"\n'
+                  .encode())
+    res = st.till.edged("doctor --config /tmp/numbered.toml --json", check=False, timeout=180)
+    findings = json.loads(res.out[res.out.index("["):])
+    warned = [f for f in findings if f["check"] == "devices" and f["level"] == "WARN"]
+    assert [f["found"] for f in warned] == [f"printer receipt: {node} is numbered in plug order: after a replug, "
+                                            "or with another adapter plugged first, it is another device"]
+    assert warned[0]["hint"] == f'printers.receipt.device = "{st.printer_adapter.edged_link}" (the device there now)'
