@@ -49,7 +49,9 @@ class _JsonChannel:
                 time.sleep(0.1)
         self._buf = b""
 
-    def send(self, msg: dict) -> None:
+    def send(self, msg: dict, timeout: float = 30) -> None:
+        # Its own timeout: recv() leaves whatever was left of its wait, down to nothing.
+        self.sock.settimeout(timeout)
         self.sock.sendall(json.dumps(msg).encode() + b"\n")
 
     def recv(self, timeout: float) -> dict | None:
@@ -146,7 +148,10 @@ class VM:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"QEMU exited {self.proc.returncode}: {self._tail('qemu.log')}")
             token = int(time.monotonic() * 1000) % 2**31
-            self._qga.send({"execute": "guest-sync", "arguments": {"id": token}})
+            try:
+                self._qga.send({"execute": "guest-sync", "arguments": {"id": token}}, timeout=2)
+            except TimeoutError:  # the agent is not up yet and QEMU holds what was sent: try again
+                continue
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
                 reply = self._qga.recv(deadline - time.monotonic())
