@@ -51,12 +51,12 @@ def _printer(backend: str, emu: PrinterEmulator) -> Printer:
     if backend == "network":
         s = config.PrinterSettings(backend="network", host="127.0.0.1", port=emu.port,
                                    status_interval=0.2, timeout=1.0)
-    else:
-        s = config.PrinterSettings(backend="serial", device=emu.pty_path, status_interval=0.2, timeout=1.0)
+    else:  # serial, or usblp on a pty standing in for /dev/usb/lp0
+        s = config.PrinterSettings(backend=backend, device=emu.pty_path, status_interval=0.2, timeout=1.0)
     return Printer("receipt", s)
 
 
-@pytest.mark.parametrize("backend", ["network", "serial"])
+@pytest.mark.parametrize("backend", ["network", "serial", "usblp"])
 def test_printer_follows_the_emulator(backend):
     async def scenario():
         emu = PrinterEmulator()
