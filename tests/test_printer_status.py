@@ -130,6 +130,7 @@ def test_usb_printer_that_is_not_plugged_in_is_unreachable_with_the_reason():
         try:
             assert printer.status == st.PrinterStatus("error", ("offline",))
             assert printer.describe()["detail"]  # e.g. "Device not found" or "No backend available"
+            assert printer.describe()["endpoints"] == ""  # never opened: nothing to say yet
         finally:
             await printer.stop()
     asyncio.run(scenario())
