@@ -10,8 +10,11 @@ import struct
 import termios
 import tty
 
+import pytest
+
 from edged import config
 from edged.devices.printer.device import Printer
+from edged.devices.printer.usblp import LpDevice, port_status
 from edged.sim.printer import PrinterEmulator
 from printing import receipt_doc, running_till, until
 
@@ -87,6 +90,29 @@ def test_stop_ends_a_write_the_printer_does_not_take(short_dir):
         assert outcome == "unknown", detail
     try:
         asyncio.run(scenario())
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.parametrize("byte, state, reasons", [
+    (0x18, "ok", ()),                          # measured on the printer gadget, ready
+    (0x38, "error", ("paper_out",)),           # measured: the gadget set to paper out
+    (0x08, "error", ("offline",)),             # not selected
+    (0x28, "error", ("offline", "paper_out")),
+    (0x10, "error", ("error",)),               # selected, but the error line is active
+])
+def test_a_printer_that_cannot_answer_is_judged_by_its_1284_status_byte(byte, state, reasons):
+    verdict = port_status(byte)
+    assert (verdict.state, verdict.reasons) == (state, reasons)
+
+
+def test_a_node_that_is_not_usblp_has_no_port_status():
+    master, slave = os.openpty()
+    try:
+        lp = LpDevice(os.ttyname(slave))
+        assert lp.readable and lp.port_status() is None  # a tty answers LPGETSTATUS with ENOTTY
+        lp.close()
     finally:
         os.close(master)
         os.close(slave)

@@ -28,7 +28,7 @@ from escpos.escpos import Escpos
 from ...config import PrinterSettings
 from . import status as st
 from .usb_printer import UsbPrinter
-from .usblp import LpDevice, LpPrinter
+from .usblp import LpDevice, LpPrinter, port_status
 
 log = logging.getLogger("edged.printer")
 
@@ -231,11 +231,23 @@ class Link:
 
     # --- a status reading, as the worker thread is asked for one ---
 
+    def _port_status(self) -> st.PrinterStatus:
+        """A printer that cannot answer on usblp: its 1284 status byte, else `unknown`."""
+        lp = self.escpos.lp if isinstance(self.escpos, LpPrinter) else None
+        if lp is not None:
+            try:
+                byte = lp.port_status()
+            except OSError as e:
+                return self.lost(e)
+            if byte is not None:
+                return port_status(byte)
+        return st.PrinterStatus.unknown("cannot_read_status")
+
     def poll(self) -> st.PrinterStatus:
         if not self.ensure_open():
             return st.PrinterStatus.unreachable()
         if not self.can_read:
-            return st.PrinterStatus.unknown("cannot_read_status")
+            return self._port_status()
         try:
             self.drain()
             status = self.read_status()[0]
