@@ -126,3 +126,17 @@ def test_a_driver_edged_did_not_detach_is_left_alone():
     p._raw(b"x")
     p.close()
     assert fake.bound == set() and fake.written == [(0x01, b"x")]
+
+
+def test_a_long_job_goes_out_in_chunks_each_with_its_own_timeout_and_a_stop_ends_it():
+    fake = FakeDevice(GADGET, STRINGS)
+    p = UsbPrinter(_settings(), DescriptorBackend(fake))
+    p.open()
+    job = bytes(range(256)) * 1000  # 256 kB, a long receipt with a large image
+    p._raw(job)
+    assert b"".join(data for _, data in fake.written) == job
+    assert max(len(data) for _, data in fake.written) <= 4096 and {ep for ep, _ in fake.written} == {0x02}
+    p.cancel_write()  # as edged stops
+    with pytest.raises(ConnectionError, match="stopping"):
+        p._raw(job)
+    p.close()

@@ -136,7 +136,9 @@ class Link:
         """From the loop thread, on stop: a read or a write blocked in the worker returns now."""
         dev = getattr(self.escpos, "_device", None)
         try:
-            if isinstance(dev, socket.socket):
+            if isinstance(self.escpos, UsbPrinter):  # a bulk write ends within its timeout; no more follow
+                self.escpos.cancel_write()
+            elif isinstance(dev, socket.socket):
                 dev.shutdown(socket.SHUT_RDWR)
             # pyserial: its reads and writes watch a pipe for this
             elif dev is not None and hasattr(dev, "cancel_write"):

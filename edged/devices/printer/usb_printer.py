@@ -25,6 +25,9 @@ PRINTER_CLASS = 7  # USB interface class "printer"
 _BULK = 0x02  # bmAttributes bits 0-1: the transfer type
 FROM_DESCRIPTORS = "from the device's descriptors"
 FROM_CONFIG = "from config"
+# Bytes per bulk write. The timeout holds for each one: a printer takes a long receipt with a
+# large image only as fast as it prints, so one write of all of it could outlast any timeout.
+WRITE_CHUNK = 4096
 
 
 class EndpointDesc(Protocol):
@@ -124,6 +127,7 @@ class UsbPrinter(escpos_printer.Usb):
         self.settings = s
         self.backend = backend
         self.endpoints: Endpoints | None = None
+        self.cancelled = False  # set on stop: the write in progress ends at its next chunk
         self._detached: list[int] = []
 
     def open(self, raise_not_found: bool = True) -> None:
@@ -147,6 +151,16 @@ class UsbPrinter(escpos_printer.Usb):
         except usb.core.USBError as e:  # as python-escpos: a configured device may refuse it
             log.debug("USB printer set_configuration/reset: %s", e)
         log.debug("USB printer %04x:%04x: %s", self.settings.vendor_id, self.settings.product_id, eps.describe())
+
+    def _raw(self, msg: bytes) -> None:
+        assert self.device
+        for start in range(0, len(msg), WRITE_CHUNK):
+            if self.cancelled:
+                raise ConnectionError("edged is stopping: the write was cut short")
+            self.device.write(self.out_ep, msg[start:start + WRITE_CHUNK], self.timeout)
+
+    def cancel_write(self) -> None:
+        self.cancelled = True
 
     def close(self) -> None:
         device = self._device
