@@ -9,7 +9,7 @@ driver detached after close, and /dev/usb/lpN gone until a replug: closing here 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,15 +31,19 @@ WRITE_CHUNK = 4096
 
 
 class EndpointDesc(Protocol):
+    """What is read of an endpoint descriptor (pyusb's Endpoint has these fields)."""
+
     bEndpointAddress: int
     bmAttributes: int
 
 
 class InterfaceDesc(Protocol):
+    """What is read of an interface descriptor; iterating it gives its endpoints, as pyusb's Interface does."""
+
     bInterfaceNumber: int
     bInterfaceClass: int
 
-    def __iter__(self) -> Any: ...  # its endpoints (pyusb's Interface iterates them)
+    def __iter__(self) -> Iterator[EndpointDesc]: ...
 
 
 @dataclass(frozen=True)
