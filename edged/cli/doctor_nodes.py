@@ -71,7 +71,7 @@ def _nodes(cfg: Config) -> list[tuple[str, str | None, str]]:
     context = pyudev.Context() if any(p.backend == "usb" for p in cfg.printers.values()) or any(
         s.vendor for s in cfg.scanners.values()) else None
     for name, p in sorted(cfg.printers.items()):
-        if p.backend in ("serial", "file"):
+        if p.backend in ("serial", "usblp", "file"):
             out.append((f"printer {name}", p.device, ""))
         elif p.backend == "usb":
             assert context is not None  # made above whenever a printer is on USB
