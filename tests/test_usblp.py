@@ -53,6 +53,37 @@ def test_jobs_print_once_confirmed_and_wait_while_the_printer_is_unplugged(short
     asyncio.run(scenario())
 
 
+def test_a_printer_unplugged_mid_job_holds_it_and_prints_it_once_whole_when_back(short_dir):
+    """Seen on real USB (tests/till): the cable pulled while a long receipt is on its way. The job's
+    end (its cut) never went out, so it is held, not `unknown`, and printed again whole."""
+    async def scenario():
+        emu = PrinterEmulator()
+        got = bytearray()
+        emu.tap = got.extend
+        await emu.start()
+        link = short_dir / "printer-lp-0416-5011"
+        link.symlink_to(emu.pty_path)
+        async with running_till(short_dir, "usblp", printer={"device": str(link)}, emu=emu) as till:
+            await till.client.request("print", job_id="long", document=receipt_doc("long", lines=3000))
+            await until(lambda: len(got) > 20_000, what="the long job under way")
+            await emu.stop()  # unplugged mid-job: the node's writes fail
+            link.unlink()
+            job = await till.state_of("long", "held", "unknown")
+            assert job["state"] == "held" and job["reason"].startswith("offline"), job
+            assert not emu.receipts  # nothing was cut
+
+            back = PrinterEmulator()
+            await back.start()
+            link.symlink_to(back.pty_path)
+            try:
+                await till.state_of("long", "done", timeout=30)
+                assert len(back.receipts) == 1 and back.receipts[0].text().count("item") == 3000
+                assert till.job_states("long").count("done") == 1
+            finally:
+                await back.stop()
+    asyncio.run(scenario())
+
+
 def test_paper_out_is_read_back_through_the_node():
     async def scenario():
         emu = PrinterEmulator()
@@ -87,7 +118,8 @@ def test_stop_ends_a_write_the_printer_does_not_take(short_dir):
         assert not job.done()
         await printer.stop()  # returns: the write was cut short, not left hanging in the worker
         outcome, detail = await job
-        assert outcome == "unknown", detail
+        # Its end never went out, so it cannot have printed whole: it waits and goes again whole.
+        assert outcome == "unsent", detail
     try:
         asyncio.run(scenario())
     finally:

@@ -9,7 +9,8 @@ import random
 import time
 
 import pytest
-from golden import GOLDEN_80MM, REFERENCE_DOC
+
+from golden import REFERENCE_DOC, expected_path
 
 POS58 = ("0416", "5011")  # POS-58/80 printers on a Winbond chip: no printer class check in the rules
 EPSON = ("04b8", "0e15")  # Epson TM-T20II: the rules want its printer interface (class 7)
@@ -83,7 +84,7 @@ def test_receipt_bytes_arrive_exactly(till, printer):
     submit(till, REFERENCE_DOC, "golden-1", "golden")
     wait_job(till, "golden-1", ("done",))
     got = printer.received()
-    assert got.count(GOLDEN_80MM.read_bytes()) == 1, "the reference receipt did not arrive byte for byte"
+    assert got.count(expected_path().read_bytes()) == 1, "the reference receipt did not arrive byte for byte"
 
 
 @pytest.mark.parametrize("printer", BOTH[:2], indirect=True, ids=["usb", "usblp"])

@@ -35,11 +35,17 @@ log = logging.getLogger("edged.printer")
 DRAIN_MAX = 256  # bytes dropped before a request: late replies are a handful
 EXCHANGE_MAX = 64  # bytes one status read (4 replies) and the wait after it may bring
 CHUNK = 64  # bytes read at once
+PIECE = 4096  # bytes written at once: a failure before the last piece is known to be a partial job
 SLICE = 0.1  # seconds a read waits before it looks at `stopping` again
 
 
 class Flooding(ConnectionError):
     """The printer sends far more than it was asked for."""
+
+
+class PartlySent(ConnectionError):
+    """The connection failed before the last piece of the bytes went out: the end of the job (its
+    cut) never reached the printer, so it cannot have printed the job whole."""
 
 
 class Stopped(Exception):
@@ -130,7 +136,14 @@ class Link:
         if escpos is None:
             raise ConnectionError("the printer is not connected")
         with self._write_lock:
-            escpos._raw(data)
+            last = max(0, len(data) - 1) // PIECE * PIECE
+            for start in range(0, len(data), PIECE):
+                try:
+                    escpos._raw(data[start:start + PIECE])
+                except Exception as e:
+                    if start < last:  # a cable pulled mid-job (seen on real USB): it waits, then goes again
+                        raise PartlySent(f"{one_line(e)} after {start} of {len(data)} bytes") from e
+                    raise
 
     def interrupt(self) -> None:
         """From the loop thread, on stop: a read or a write blocked in the worker returns now."""
