@@ -7,6 +7,7 @@ import io
 import json
 import random
 import time
+import uuid
 
 import pytest
 
@@ -22,15 +23,19 @@ def _config(backend: str, vid: str, pid: str, extra: str = "") -> str:
     return f'[printers.receipt]\nbackend = "{backend}"\n{where}status_interval = 0.5\n{extra}'
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def printer(till, request):
-    """A gadget printer (id from the test's parameter), edged configured for it; all undone after."""
+    """A gadget printer (ids from the test's parameter) and edged configured for it, shared by the
+    tests of one parameter (a restart of edged costs seconds under emulation); undone after."""
     backend, (vid, pid) = request.param
+    till.configure("")  # a clean slate: nothing holds the device when it arrives
     gadget = till.printer("rp", vid, pid, "RP0001")
     try:
-        till.vm.wait_for("the printer's nodes", "test -e /dev/usb/lp0", timeout=30)
+        # The usb backend detaches usblp, so the lp node is there only until edged opens it.
+        till.vm.wait_for("the printer's nodes", f"test -e /dev/edged/printer-usb-{vid}-{pid}-RP0001 && "
+                         "test -e /dev/usb/lp0", timeout=60)
         till.configure(_config(backend, vid, pid))
-        wait_state(till, lambda p: p["state"] == "ok", "ready")
+        wait_state(till, lambda p: p["state"] == "ok", "ready", timeout=60)
         yield gadget
     finally:
         till.configure("")
@@ -69,9 +74,12 @@ def wait_job(till, job_id: str, states: tuple[str, ...], timeout: float = 60) ->
         time.sleep(0.5)
 
 
-def submit(till, doc: dict, job_id: str, name: str) -> None:
+def submit(till, doc: dict, job_id: str, name: str) -> str:
+    """Print DOC; its job id, made unique (the guest's journal, and its job ids, outlive a test)."""
+    job_id = f"{job_id}-{uuid.uuid4().hex[:8]}"
     till.vm.sh(f"cat > /tmp/{name}.json", stdin=json.dumps(doc).encode())
     till.edged(f"print --no-wait --job-id {job_id} /tmp/{name}.json")
+    return job_id
 
 
 BOTH = [("usb", POS58), ("usblp", POS58), ("usb", EPSON)]
@@ -81,8 +89,8 @@ BOTH = [("usb", POS58), ("usblp", POS58), ("usb", EPSON)]
 def test_receipt_bytes_arrive_exactly(till, printer):
     """The reference receipt's bytes (tests/fixtures/golden/) reach the printer's USB endpoint
     whole, once, in order: nothing added inside the job, nothing lost, on each path."""
-    submit(till, REFERENCE_DOC, "golden-1", "golden")
-    wait_job(till, "golden-1", ("done",))
+    jid = submit(till, REFERENCE_DOC, "golden", "golden")
+    wait_job(till, jid, ("done",))
     got = printer.received()
     assert got.count(expected_path().read_bytes()) == 1, "the reference receipt did not arrive byte for byte"
 
@@ -92,12 +100,14 @@ def test_paper_out_is_read_back_and_the_job_waits(till, printer):
     """Paper out is the printer's answer over USB, not a guess: edged reports it, holds the job,
     and prints it once when paper is back."""
     printer.set_state(paper_out=True)
-    p = wait_state(till, lambda p: "paper_out" in p["reasons"], "paper out")
-    assert p["state"] != "ok"
-    submit(till, {"blocks": [{"text": "while out of paper"}, {"cut": "full"}]}, "po-1", "po")
-    assert wait_job(till, "po-1", ("held",))["state"] == "held"
-    printer.set_state()
-    wait_job(till, "po-1", ("done",))
+    try:
+        p = wait_state(till, lambda p: "paper_out" in p["reasons"], "paper out")
+        assert p["state"] != "ok"
+        jid = submit(till, {"blocks": [{"text": "while out of paper"}, {"cut": "full"}]}, "po", "po")
+        assert wait_job(till, jid, ("held",))["state"] == "held"
+    finally:
+        printer.set_state()
+    wait_job(till, jid, ("done",))
     assert printer.receipts().count("while out of paper") == 1
 
 
@@ -106,17 +116,19 @@ def test_unplugged_mid_job_is_held_then_printed_once(till, printer):
     """The cable pulled while a long job is on its way: the job is held (offline), and printed
     once, whole, when the printer is back."""
     doc = {"blocks": [{"text": f"line {i:04d} of a long receipt"} for i in range(600)] + [{"cut": "full"}]}
-    submit(till, doc, "yank-1", "yank")
+    jid = submit(till, doc, "yank", "yank")
     deadline = time.monotonic() + 30
     while b"line 0050" not in printer.received():
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.05)
     printer.unplug()
-    held = wait_job(till, "yank-1", ("held", "unknown", "failed"))
-    assert held["state"] == "held", held
-    wait_state(till, lambda p: p["state"] != "ok", "offline")
-    printer.replug()
-    wait_job(till, "yank-1", ("done",), timeout=90)
+    try:
+        held = wait_job(till, jid, ("held", "unknown", "failed"))
+        assert held["state"] == "held", held
+        wait_state(till, lambda p: p["state"] != "ok", "offline")
+    finally:
+        printer.replug()
+    wait_job(till, jid, ("done",), timeout=90)
     assert printer.receipts().count("line 0599 of a long receipt") == 1
 
 
@@ -136,8 +148,7 @@ def test_long_receipt_with_a_large_image_does_not_time_out(till, printer):
     till.vm.sh("cat > /tmp/big.png", stdin=_big_png())
     doc = {"blocks": [{"text": "big image follows"}, {"image": "big.png"}, {"text": "after the image"},
                       {"cut": "full"}]}
-    till.vm.sh("cat > /tmp/big.json", stdin=json.dumps(doc).encode())
-    till.edged("print --no-wait --job-id big-1 /tmp/big.json")
-    j = wait_job(till, "big-1", ("done", "failed", "unknown"), timeout=120)
+    jid = submit(till, doc, "big", "big")
+    j = wait_job(till, jid, ("done", "failed", "unknown"), timeout=120)
     assert j["state"] == "done", j
     assert b"after the image" in printer.received()
