@@ -47,7 +47,7 @@ define apt_install
 	  echo "edged: installing $$missing failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 endef
 
-.PHONY: demo test lint run clean package bundle test-package test-fresh
+.PHONY: demo test lint run clean package bundle test-package test-till test-fresh
 
 demo: $(STAMP)
 	$(VENV)/bin/edged demo
@@ -103,6 +103,20 @@ test-package: $(STAMP)
 	$(call apt_install,the package test tools,$(PACKAGE_TEST_DEPS) $(PACKAGE_TOOLS))
 	@# -s: each check logs what it saw ([package] lines: lintian, exposure, timings, counts).
 	$(VENV)/bin/python -m pytest --package tests/package -v -s -p no:cacheprovider
+
+# `make test-till`: a Debian 12 guest under QEMU (software emulation) with the .deb installed under
+# real systemd; USB printers, scanners, sticks and serial adapters plugged into it through the guest
+# kernel's real USB stack (tests/till; root; the guest image is cached in /var/cache/edged-vm).
+# TILL_DEB: test this .deb instead of building one (CI passes the one test-package built).
+TILL_DIR ?= /var/tmp/edged-till
+TILL_DEB ?=
+TILL_TEST_DEPS := qemu-system-x86 mmdebstrap dosfstools mtools
+test-till: $(STAMP)
+	@[ "$$(id -u)" = 0 ] || { echo "edged: make test-till needs root (the guest image is built with mmdebstrap)" >&2; exit 1; }
+	$(call apt_install,the till VM test tools,$(TILL_TEST_DEPS) $(PACKAGE_TOOLS))
+	@deb="$(TILL_DEB)"; if [ -z "$$deb" ]; then \
+	  $(MAKE) --no-print-directory package PKG_DIR=$(TILL_DIR)/package >/dev/null && deb=$$(ls $(TILL_DIR)/package/edged_*.deb); fi; \
+	  EDGED_DEB=$$deb TILL_DIR=$(TILL_DIR) $(VENV)/bin/python -m pytest --till tests/till -v -s -p no:cacheprovider
 
 # A first-time user on a bare Debian 12 (minbase + make + git): the README's two commands and
 # `make package` in a fresh clone of HEAD (root; ~10 minutes; logs in /var/tmp/edged-fresh).

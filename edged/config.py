@@ -103,16 +103,23 @@ class DaemonSettings:
 
 @dataclass
 class PrinterSettings:
-    backend: str = field(default="network", metadata=_choices("network", "serial", "usb", "file"))
+    backend: str = field(default="network", metadata=_choices("network", "serial", "usb", "usblp", "file") | _help(
+        "usb: raw USB by vendor_id/product_id (pyusb); usblp: the kernel's /dev/usb/lpN, status read back; "
+        "file: a device file written to, no status"))
     host: str = field(default="", metadata=_help("network: printer address"))
     port: int = field(default=9100, metadata=_range(1, 65535))
     device: str = field(default="", metadata=_help(
         "serial: the port by a stable name, /dev/edged/serial-tty-... or /dev/serial/by-id/... (/dev/ttyUSB0 "
-        "is numbered in plug order); file: /dev/usb/lp0"))
+        "is numbered in plug order); usblp and file: /dev/usb/lp0 or its /dev/edged/printer-lp-... name"))
     baudrate: int = field(default=19200, metadata=_choices(9600, 19200, 38400, 57600, 115200))
-    vendor_id: int = field(default=0, metadata=_range(0, 0xFFFF))
+    vendor_id: int = field(default=0, metadata=_range(0, 0xFFFF) | _help("usb: as `lsusb` shows it, e.g. 0x04b8"))
     product_id: int = field(default=0, metadata=_range(0, 0xFFFF))
-    serial_number: str = ""
+    serial_number: str = field(default="", metadata=_help("usb: needed when two printers share vendor:product"))
+    out_ep: int = field(default=0, metadata=_range(0, 0xFF) | _help(
+        "usb: the bulk OUT endpoint print data goes to, e.g. 0x01; 0: read from the printer's USB "
+        "descriptors (set it only for a printer whose descriptors are wrong; `lsusb -v` lists them)"))
+    in_ep: int = field(default=0, metadata=_range(0, 0xFF) | _help(
+        "usb: the bulk IN endpoint status replies come from, e.g. 0x82; 0: from the descriptors"))
     profile: str = field(default="default", metadata=_help("python-escpos printer profile"))
     codepage: str = field(default="PC858", metadata=_help("one code page for every job"))
     paper_width: int = field(default=80, metadata=_choices(58, 80) | _help("paper roll width in mm"))
@@ -139,15 +146,31 @@ class PrinterSettings:
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) for each problem."""
         out = []
-        needed = {"network": "host", "serial": "device", "file": "device"}.get(self.backend)
+        needed = {"network": "host", "serial": "device", "usblp": "device", "file": "device"}.get(self.backend)
         if needed and not getattr(self, needed):
             out.append((needed, f"required for backend {self.backend!r}"))
         if self.backend == "usb" and not (self.vendor_id and self.product_id):
             out.append(("vendor_id", "backend 'usb' needs vendor_id and product_id"))
+        out += self._endpoint_problems()
         if msg := profile_problem(self.profile):
             out.append(("profile", msg))
         elif msg := codepage_problem(self.profile, self.codepage):
             out.append(("codepage", msg))
+        return out
+
+    def _endpoint_problems(self) -> list[tuple[str, str]]:
+        # Bit 7 of an endpoint address is its direction (set: IN, towards the host); endpoint 0
+        # is the control endpoint, never a bulk one.
+        out = []
+        for key, want_in, example in (("out_ep", False, "0x01"), ("in_ep", True, "0x82")):
+            address = getattr(self, key)
+            if not address:
+                continue
+            if self.backend != "usb":
+                out.append((key, "only backend 'usb' talks to endpoints"))
+            elif bool(address & 0x80) != want_in or not address & 0x0F or address & 0x70:
+                side = "IN (0x81..0x8f)" if want_in else "OUT (0x01..0x0f)"
+                out.append((key, f"an {side} endpoint address such as {example}, got 0x{address:02x}"))
         return out
 
 

@@ -38,8 +38,8 @@ def printer_table(emu: PrinterEmulator, backend: str = "network", **over: Any) -
     table: dict[str, Any] = {"status_interval": 0.2, "timeout": 0.5, "confirm_timeout": 3.0}
     if backend == "network":
         table |= {"backend": "network", "host": "127.0.0.1", "port": emu.port}
-    else:
-        table |= {"backend": "serial", "device": emu.pty_path}
+    else:  # serial, or usblp: a pty stands in for /dev/usb/lp0
+        table |= {"backend": backend, "device": emu.pty_path}
     return table | over
 
 
@@ -85,7 +85,7 @@ async def running_till(short_dir: Path, backend: str = "network", printer: dict[
                        ) -> AsyncIterator[Till]:
     own = emu is None
     if emu is None:
-        emu = PrinterEmulator(use_pty=backend == "serial")
+        emu = PrinterEmulator(use_pty=backend != "network")
         await emu.start()
     cfg = daemon_config(short_dir, printer_table(emu, backend, **(printer or {})), drawer)
     daemon = Daemon(cfg)

@@ -20,6 +20,17 @@ BAD = [
     ("[printers.receipt]\nbackend = 'network'", ["printers.receipt.host: required for backend 'network'"]),
     ("[printers.receipt]\nbackend = 'serial'", ["printers.receipt.device: required for backend 'serial'"]),
     ("[printers.receipt]\nbackend = 'usb'", ["printers.receipt.vendor_id: backend 'usb' needs vendor_id"]),
+    ("[printers.receipt]\nbackend = 'usblp'", ["printers.receipt.device: required for backend 'usblp'"]),
+    ("[printers.receipt]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5011\nout_ep = 0x81",
+     ["printers.receipt.out_ep: an OUT (0x01..0x0f) endpoint address such as 0x01, got 0x81"]),
+    ("[printers.receipt]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5011\nin_ep = 0x02",
+     ["printers.receipt.in_ep: an IN (0x81..0x8f) endpoint address such as 0x82, got 0x02"]),
+    ("[printers.receipt]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5011\nin_ep = 0x80",
+     ["printers.receipt.in_ep: an IN (0x81..0x8f)", "got 0x80"]),
+    ("[printers.receipt]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5011\nin_ep = 0x100",
+     ["printers.receipt.in_ep: must be between 0 and 255, got 256"]),
+    ("[printers.receipt]\nbackend = 'usblp'\ndevice = '/dev/usb/lp0'\nout_ep = 2",
+     ["printers.receipt.out_ep: only backend 'usb' talks to endpoints"]),
     ("[printers.receipt]\nhost='h'\nprofile = 'TM-T99'", ["printers.receipt.profile: unknown python-escpos profile 'TM-T99'"]),
     ("[printers.receipt]\nhost='h'\ncodepage = 'PC999'", ["printers.receipt.codepage: code page 'PC999' is not usable"]),
     ("[printers.receipt]\nhost='h'\nstatus_interval = 0.01", ["printers.receipt.status_interval: must be between 0.2 and 600"]),
@@ -122,3 +133,17 @@ def test_check_config_as_a_command(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "daemon.state_dri: unknown key (did you mean 'state_dir'?)" in proc.stderr
+
+
+def test_usb_endpoints_are_optional_and_the_effective_config_explains_them(tmp_path, capsys):
+    path = tmp_path / "edged.toml"
+    path.write_text("[printers.receipt]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5011\n"
+                    "[printers.odd]\nbackend = 'usb'\nvendor_id = 0x0416\nproduct_id = 0x5012\n"
+                    "out_ep = 0x02\nin_ep = 0x81\n")
+    cfg = config.load(path)
+    assert (cfg.printers["receipt"].out_ep, cfg.printers["receipt"].in_ep) == (0, 0)  # from the descriptors
+    assert (cfg.printers["odd"].out_ep, cfg.printers["odd"].in_ep) == (0x02, 0x81)
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "out_ep = 0  # usb: the bulk OUT endpoint print data goes to" in out
+    assert "0: read from the printer's USB descriptors" in out

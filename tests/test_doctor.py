@@ -214,11 +214,12 @@ def test_a_serial_port_named_by_its_plug_order_number_is_warned_with_the_stable_
                           " (the device there now)")
     assert "ls -l /dev/edged/" in doctor_nodes.plug_order_finding("scanner front", "/dev/ttyUSB3", []).hint
     # Which configured names count: the kernel's numbered nodes, not stable links or RS-232 ports.
-    numbered = [n for n in ("/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3", "/dev/ttyS0", "/dev/ttyUSB",
+    numbered = [n for n in ("/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3", "/dev/usb/lp1", "/dev/ttyS0",
+                            "/dev/ttyUSB", "/dev/edged/printer-lp-0416-5011-X",
                             "/dev/edged/serial-tty-0403-6001-X-if00", "/dev/serial/by-id/usb-X-if00-port0",
                             "/tmp/ttyUSB0", "/dev/ttyUSB0x")
                 if doctor_nodes.PLUG_ORDER_NODE.fullmatch(n)]
-    assert numbered == ["/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3"]
+    assert numbered == ["/dev/ttyUSB0", "/dev/ttyACM12", "/dev/input/event3", "/dev/usb/lp1"]
 
 
 @pytest.mark.skipif(HAS_EDGED_USERS, reason="this machine has edged's users")
@@ -287,3 +288,33 @@ def test_exit_code_and_free_space_thresholds():
     assert doctor.judge_space(500 * mb, 2 * gb) == "WARN"     # under 1 GB
     assert doctor.judge_space(5 * gb, 100 * gb) == "WARN"     # under 10 %
     assert doctor.judge_space(20 * gb, 100 * gb) == "OK"
+
+
+def _printer_status(backend: str, state: str = "ok", reasons: tuple[str, ...] = (), endpoints: str = "",
+                    detail: str = "") -> dict:
+    """A printer as the daemon's `status` describes it (docs/PROTOCOL.md)."""
+    return {"simulated": False, "devices": {"receipt": {
+        "kind": "printer", "backend": backend, "state": state, "reasons": list(reasons), "drawer_pin3": False,
+        "since": 0.0, "detail": detail, "endpoints": endpoints}}}
+
+
+def test_a_usb_printer_line_says_which_endpoints_edged_uses_and_where_they_came_from():
+    found = doctor.check_printers(_printer_status("usb", endpoints="OUT 0x02 IN 0x81 from the device's descriptors"))
+    assert [str(f) for f in found] == \
+        ["OK    printers  receipt (usb): ready; endpoints OUT 0x02 IN 0x81 from the device's descriptors"]
+    found = doctor.check_printers(_printer_status("usb", "error", ("offline",), "OUT 0x01 IN 0x82 from config",
+                                                  "connection lost: [Errno 19] No such device"))
+    assert found[0].level == "FAIL"
+    assert found[0].found == ("receipt (usb): error: offline - connection lost: [Errno 19] No such device; "
+                              "endpoints OUT 0x01 IN 0x82 from config")
+    assert "cable plugged in" in found[0].hint
+    # never opened yet: nothing to say about endpoints
+    assert doctor.check_printers(_printer_status("usb", "error", ("offline",)))[0].found == \
+        "receipt (usb): error: offline"
+
+
+def test_a_printer_that_cannot_answer_gets_the_hint_for_its_backend():
+    on_file = doctor.check_printers(_printer_status("file", "unknown", ("cannot_read_status",)))[0]
+    assert on_file.level == "WARN" and 'backend = "usblp"' in on_file.hint
+    one_way = doctor.check_printers(_printer_status("usblp", "unknown", ("cannot_read_status",)))[0]
+    assert "cannot answer" in one_way.hint and "usblp" not in one_way.hint

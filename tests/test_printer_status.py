@@ -51,12 +51,12 @@ def _printer(backend: str, emu: PrinterEmulator) -> Printer:
     if backend == "network":
         s = config.PrinterSettings(backend="network", host="127.0.0.1", port=emu.port,
                                    status_interval=0.2, timeout=1.0)
-    else:
-        s = config.PrinterSettings(backend="serial", device=emu.pty_path, status_interval=0.2, timeout=1.0)
+    else:  # serial, or usblp on a pty standing in for /dev/usb/lp0
+        s = config.PrinterSettings(backend=backend, device=emu.pty_path, status_interval=0.2, timeout=1.0)
     return Printer("receipt", s)
 
 
-@pytest.mark.parametrize("backend", ["network", "serial"])
+@pytest.mark.parametrize("backend", ["network", "serial", "usblp"])
 def test_printer_follows_the_emulator(backend):
     async def scenario():
         emu = PrinterEmulator()
@@ -130,6 +130,7 @@ def test_usb_printer_that_is_not_plugged_in_is_unreachable_with_the_reason():
         try:
             assert printer.status == st.PrinterStatus("error", ("offline",))
             assert printer.describe()["detail"]  # e.g. "Device not found" or "No backend available"
+            assert printer.describe()["endpoints"] == ""  # never opened: nothing to say yet
         finally:
             await printer.stop()
     asyncio.run(scenario())

@@ -148,7 +148,8 @@ _PRINTER_HINTS = (
     ("unrecoverable_error", "switch the printer off and on; if that does not help, it needs service"),
     ("recoverable_error", "switch the printer off and on"),
     ("error", "switch the printer off and on"),
-    ("cannot_read_status", "a device file cannot report the printer's state: use backend usb or serial"),
+    ("cannot_read_status", "a device file cannot report the printer's state: backend = \"usblp\" reads it "
+                           "from the same /dev/usb/lp node (or use backend usb or serial)"),
     ("malformed_reply", "check the cable and printers.NAME.baudrate"),
     ("not_checked", "edged has not read it yet: run edged doctor again"),
 )
@@ -164,9 +165,14 @@ def check_printers(status: dict[str, Any] | None) -> list[Finding]:
         found = f"{name} ({backend}): " + ("ready" if d["state"] == "ok" else
                                            f"{d['state']}: {', '.join(reasons) or '-'}")
         found += f" - {d['detail']}" if d.get("detail") else ""
+        if d.get("endpoints") and backend == "usb":
+            found += f"; endpoints {d['endpoints']}"
         connect = ("switched on? network cable in? is printers.NAME.host its address?" if d["backend"] == "network"
                    else "switched on? cable plugged in? ls /dev/edged/")
         hint = next((h for r, h in _PRINTER_HINTS if r in reasons), connect)
+        if "cannot_read_status" in reasons and d["backend"] != "file":
+            # usblp's node or a USB printer without a bulk IN endpoint: the printer itself cannot answer.
+            hint = "this printer cannot answer (a one-way printer): jobs count as printed once sent"
         out.append(Finding(level, "printers", found, hint.replace("NAME", name)))
     return out or _none(status, "printers")
 

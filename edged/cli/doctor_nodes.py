@@ -21,7 +21,7 @@ from .doctor import DAEMON_USER, Finding, lookup, not_simulated, package_hint
 RULES_DIRS = (Path("/lib/udev/rules.d"), Path("/usr/lib/udev/rules.d"))
 # Nodes the kernel numbers in plug order: unplug two USB-serial adapters and plug them back the
 # other way round, and /dev/ttyUSB0 is the other device (seen on a real kernel: tests/till/test_serial.py).
-PLUG_ORDER_NODE = re.compile(r"/dev/(ttyUSB|ttyACM|input/event)[0-9]+")
+PLUG_ORDER_NODE = re.compile(r"/dev/(ttyUSB|ttyACM|input/event|usb/lp)[0-9]+")
 STABLE_PREFIXES = ("/dev/edged/", "/dev/serial/by-id/", "/dev/input/by-id/")
 SITE_RULES_DIR = Path("/etc/udev/rules.d")
 
@@ -97,7 +97,7 @@ def _nodes(cfg: Config) -> list[tuple[str, str | None, str, str]]:
     context = pyudev.Context() if any(p.backend == "usb" for p in cfg.printers.values()) or any(
         s.vendor for s in cfg.scanners.values()) else None
     for name, p in sorted(cfg.printers.items()):
-        if p.backend in ("serial", "file"):
+        if p.backend in ("serial", "usblp", "file"):
             out.append((f"printer {name}", p.device, "", p.device))
         elif p.backend == "usb":
             assert context is not None  # made above whenever a printer is on USB

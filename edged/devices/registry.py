@@ -43,7 +43,7 @@ class Kind:
 # and maybe a tty: each needs a name of its own).
 _NODE = {
     "usb": ('SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device"', "usb"),  # /dev/bus/usb/...: python-escpos "usb"
-    "usbmisc": ('SUBSYSTEM=="usbmisc", KERNEL=="lp[0-9]*"', "lp"),     # /dev/usb/lp*: backend "file"
+    "usbmisc": ('SUBSYSTEM=="usbmisc", KERNEL=="lp[0-9]*"', "lp"),     # /dev/usb/lp*: backend "usblp"
     "tty": ('SUBSYSTEM=="tty"', "tty"),                                 # ttyUSB*/ttyACM*: backend "serial"
     "input": ('SUBSYSTEM=="input", KERNEL=="event[0-9]*"', "event"),    # keyboard-wedge scanners (evdev)
 }

@@ -56,7 +56,7 @@ def vm(deb):
     (share / "out").mkdir()
     shutil.copy(deb, share / "edged.deb")
     shutil.copytree(HERE / "guest", share / "guest")
-    machine = VM(img, WORK / "run", share, log)
+    machine = VM(img, WORK / "run", share, log, keep=bool(os.environ.get("EDGED_TILL_KEEP")))
     # EDGED_TILL_KEEP=1 (developers only): leave the guest running after the run, and use it
     # next time instead of booting again. CI never sets it.
     if os.environ.get("EDGED_TILL_KEEP") and machine.attach():

@@ -43,7 +43,8 @@ class Gadget:
                         "[ -d $g ] || exit 0; echo '' > $g/UDC 2>/dev/null; "
                         "rm -f $g/configs/c.1/*.usb0; rmdir $g/configs/c.1/strings/0x409 $g/configs/c.1 "
                         "$g/functions/* $g/strings/0x409 $g", check=False)
-        self.till.free_udc(self.udc)
+        if self.udc:
+            self.till.free_udc(self.udc)
 
 
 class PrinterGadget(Gadget):
@@ -115,12 +116,23 @@ class Till:
             self._udcs.append(udc)
             self._udcs.sort()
 
+    def clear_gadget(self, name: str) -> None:
+        """Whatever an earlier (failed) run left of gadget NAME: its program and configfs tree."""
+        Gadget(self, name, "", Path()).remove()
+
     def printer(self, name: str, vid: str, pid: str, serial: str,
                 manufacturer: str = "EPSON", product: str = "TM-T20II") -> PrinterGadget:
+        self.clear_gadget(name)
         udc = self.take_udc()
-        out = f"{OUT}/{name}"
-        self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{OUT}/{name}.log "
-                   f"-p StandardError=file:{OUT}/{name}.log python3 {GUEST}/printer_gadget.py "
+        # A new directory each time: 9p in the guest may still hold an old one's entries.
+        run = f"{name}-{time.monotonic_ns()}"
+        out = f"{OUT}/{run}"
+        self.vm.sh(f"systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{out}.log "
+                   f"-p StandardError=file:{out}.log python3 {GUEST}/printer_gadget.py "
                    f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
-        self.vm.wait_for(f"printer gadget {name}", f"test -f {out}/ready", timeout=20)
-        return PrinterGadget(self, name, udc, self.vm.share / "out" / name)
+        try:
+            self.vm.wait_for(f"printer gadget {name}", f"test -f {out}/ready", timeout=120)
+        except Exception:
+            self.free_udc(udc)
+            raise
+        return PrinterGadget(self, name, udc, self.vm.share / "out" / run)

@@ -8,6 +8,7 @@ kills QEMU by the PID it started, whatever state the run ended in.
 from __future__ import annotations
 
 import base64
+import ctypes
 import json
 import os
 import signal
@@ -19,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image import Image
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills QEMU when the test run dies, however it dies
+    (SIGKILL and CI timeouts included), so no guest is ever left running."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class GuestError(RuntimeError):
@@ -79,8 +87,9 @@ class _JsonChannel:
 
 
 class VM:
-    def __init__(self, img: Image, run: Path, share: Path, log: Callable[[str], None]) -> None:
+    def __init__(self, img: Image, run: Path, share: Path, log: Callable[[str], None], keep: bool = False) -> None:
         self.img, self.run, self.share, self.log = img, run, share, log
+        self.keep = keep  # outlive this process (a developer's loop); otherwise die with it
         self.proc: subprocess.Popen | None = None
         self.events: list[dict] = []
         self._qmp: _JsonChannel | None = None
@@ -108,9 +117,11 @@ class VM:
             "-virtfs", f"local,path={self.share},mount_tag=hostshare,security_model=none,id=hs0",
             "-device", "qemu-xhci,id=xhci",
         ]
+        self._kill_leftover()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.run / "qemu.log", "w"), start_new_session=True)
+                                     stderr=open(self.run / "qemu.log", "w"), start_new_session=True,
+                                     preexec_fn=None if self.keep else _die_with_parent)
         (self.run / "qemu.pid").write_text(f"{self.proc.pid}\n")
         self._qmp = _JsonChannel(self.run / "qmp.sock", 30)
         self._qmp.recv(30)  # the greeting
@@ -120,6 +131,17 @@ class VM:
         self.log(f"vm: guest agent answers {time.monotonic() - t0:.1f} s after start")
         state = self.sh("systemctl is-system-running --wait", check=False, timeout=120).out.strip()
         self.log(f"vm: system {state} {time.monotonic() - t0:.1f} s after start")
+
+    def _kill_leftover(self) -> None:
+        """A QEMU an earlier run left on this run directory (killed test run, kept guest): gone."""
+        try:
+            pid = int((self.run / "qemu.pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"qemu-system" in cmdline and str(self.run).encode() in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            self.log(f"vm: killed QEMU pid {pid} left running by an earlier run")
 
     def attach(self) -> bool:
         """Use a guest left running by an earlier run with EDGED_TILL_KEEP=1 (a developer's loop:

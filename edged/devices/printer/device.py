@@ -126,7 +126,7 @@ class Printer:
 
     def describe(self) -> dict:
         return {"kind": self.kind, "backend": self.settings.backend, **self.status.as_dict(),
-                "since": self.changed_at, "detail": self.detail}
+                "since": self.changed_at, "detail": self.detail, "endpoints": self._link.endpoints}
 
     def summary(self) -> str:
         reasons = f" ({', '.join(self.status.reasons)})" if self.status.reasons else ""

@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import io
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from escpos.printer import Dummy
 
 from ...relay import protocol as p
 from . import codepages
+
+if TYPE_CHECKING:
+    from ...config import PrinterSettings
 
 ALIGN = ("left", "center", "right")
 SIZES = ("normal", "double", "double_width", "double_height")
@@ -127,6 +130,13 @@ def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC
     if doc.get("open_drawer") and kick:
         out._raw(kick)
     return out.output
+
+
+def render_for(s: PrinterSettings, doc: dict[str, Any], kick: bytes = b"") -> bytes:
+    """`render` for a configured printer (its profile, code page and paper): the bytes the spooler
+    sends, and the golden test (tests/golden.py) pins."""
+    return render(doc, profile=s.profile, codepage=s.codepage, columns=s.line_columns(), dots=s.head_dots(),
+                  kick=kick)
 
 
 def copy_banner(out: Dummy) -> None:

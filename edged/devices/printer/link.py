@@ -27,17 +27,25 @@ from escpos.escpos import Escpos
 
 from ...config import PrinterSettings
 from . import status as st
+from .usb_printer import UsbPrinter
+from .usblp import LpDevice, LpPrinter, port_status
 
 log = logging.getLogger("edged.printer")
 
 DRAIN_MAX = 256  # bytes dropped before a request: late replies are a handful
 EXCHANGE_MAX = 64  # bytes one status read (4 replies) and the wait after it may bring
 CHUNK = 64  # bytes read at once
+PIECE = 4096  # bytes written at once: a failure before the last piece is known to be a partial job
 SLICE = 0.1  # seconds a read waits before it looks at `stopping` again
 
 
 class Flooding(ConnectionError):
     """The printer sends far more than it was asked for."""
+
+
+class PartlySent(ConnectionError):
+    """The connection failed before the last piece of the bytes went out: the end of the job (its
+    cut) never reached the printer, so it cannot have printed the job whole."""
 
 
 class Stopped(Exception):
@@ -52,9 +60,9 @@ def open_escpos(s: PrinterSettings) -> Escpos:
     elif s.backend == "serial":
         p = escpos_printer.Serial(s.device, baudrate=s.baudrate, timeout=s.timeout, **common)
     elif s.backend == "usb":
-        usb_args = {"serial_number": s.serial_number} if s.serial_number else {}
-        p = escpos_printer.Usb(s.vendor_id, s.product_id, usb_args=usb_args,
-                               timeout=int(s.timeout * 1000), **common)
+        p = UsbPrinter(s)  # endpoints from the device's descriptors, not python-escpos's guess
+    elif s.backend == "usblp":
+        p = LpPrinter(s.device, **common)
     else:
         p = escpos_printer.File(s.device, **common)
     p.open()
@@ -75,6 +83,7 @@ class Link:
         self.stopping = False  # set from the loop: every wait ends (a job's outcome: unknown)
         self.replies_ok = False  # the last status read was well-formed, on this connection
         self.flood = ""  # why it counts as flooding, until a reading is well-formed or quiet again
+        self.endpoints = ""  # USB: the endpoints of the last connection and where they came from
         self._rx = bytearray()
         self._budget = EXCHANGE_MAX
         # Writes are whole under this lock, so a drawer kick sent from another thread
@@ -83,6 +92,11 @@ class Link:
 
     @property
     def can_read(self) -> bool:
+        """Can the printer answer? Known once open, for USB and usblp."""
+        if isinstance(self.escpos, UsbPrinter):
+            return bool(self.escpos.in_ep)  # a unidirectional printer has no bulk IN
+        if isinstance(self.escpos, LpPrinter):
+            return self.escpos.readable
         return self.settings.backend != "file"  # a device file is write-only
 
     def ensure_open(self) -> bool:
@@ -94,6 +108,8 @@ class Link:
                 return False
             self.detail = self.flood
             self._rx.clear()
+            if isinstance(self.escpos, UsbPrinter) and self.escpos.endpoints:
+                self.endpoints = self.escpos.endpoints.describe()
         return True
 
     def close(self) -> None:
@@ -120,13 +136,22 @@ class Link:
         if escpos is None:
             raise ConnectionError("the printer is not connected")
         with self._write_lock:
-            escpos._raw(data)
+            last = max(0, len(data) - 1) // PIECE * PIECE
+            for start in range(0, len(data), PIECE):
+                try:
+                    escpos._raw(data[start:start + PIECE])
+                except Exception as e:
+                    if start < last:  # a cable pulled mid-job (seen on real USB): it waits, then goes again
+                        raise PartlySent(f"{one_line(e)} after {start} of {len(data)} bytes") from e
+                    raise
 
     def interrupt(self) -> None:
         """From the loop thread, on stop: a read or a write blocked in the worker returns now."""
         dev = getattr(self.escpos, "_device", None)
         try:
-            if isinstance(dev, socket.socket):
+            if isinstance(self.escpos, UsbPrinter):  # a bulk write ends within its timeout; no more follow
+                self.escpos.cancel_write()
+            elif isinstance(dev, socket.socket):
                 dev.shutdown(socket.SHUT_RDWR)
             # pyserial: its reads and writes watch a pipe for this
             elif dev is not None and hasattr(dev, "cancel_write"):
@@ -153,6 +178,9 @@ class Link:
                 except usb.core.USBTimeoutError:
                     data = b""
                 if data:
+                    return data
+            elif isinstance(dev, LpDevice):
+                if select.select([dev], [], [], step)[0] and (data := dev.read(CHUNK)):
                     return data
             elif select.select([dev], [], [], step)[0]:
                 # select, not setblocking(False): a drawer kick may be sending on this socket
@@ -218,11 +246,23 @@ class Link:
 
     # --- a status reading, as the worker thread is asked for one ---
 
+    def _port_status(self) -> st.PrinterStatus:
+        """A printer that cannot answer on usblp: its 1284 status byte, else `unknown`."""
+        lp = self.escpos.lp if isinstance(self.escpos, LpPrinter) else None
+        if lp is not None:
+            try:
+                byte = lp.port_status()
+            except OSError as e:
+                return self.lost(e)
+            if byte is not None:
+                return port_status(byte)
+        return st.PrinterStatus.unknown("cannot_read_status")
+
     def poll(self) -> st.PrinterStatus:
         if not self.ensure_open():
             return st.PrinterStatus.unreachable()
         if not self.can_read:
-            return st.PrinterStatus.unknown("cannot_read_status")
+            return self._port_status()
         try:
             self.drain()
             status = self.read_status()[0]

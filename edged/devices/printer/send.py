@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from . import status as st
-from .link import EXCHANGE_MAX, Flooding, Link, Stopped
+from .link import EXCHANGE_MAX, Flooding, Link, PartlySent, Stopped
 
 # What became of a job sent: printed, sent but not confirmed, or never sent (it can wait and go again).
 Outcome = Literal["done", "unknown", "unsent"]
@@ -27,8 +27,9 @@ Report = Callable[[st.PrinterStatus], None]
 def send_job(link: Link, data: bytes, report: Report) -> Sent:
     """Send one job and wait for the printer to confirm it.
 
-    Returns (outcome, detail): `unsent` (nothing went out: the job may be tried
-    again), `done` (confirmed on paper; for a write-only device: written),
+    Returns (outcome, detail): `unsent` (nothing went out, or the connection
+    failed before the job's last piece did: the job may be tried again),
+    `done` (confirmed on paper; for a write-only device: written),
     or `unknown` (bytes went out, the printer never confirmed them)."""
     if not link.ensure_open():
         report(st.PrinterStatus.unreachable())
@@ -47,6 +48,9 @@ def send_job(link: Link, data: bytes, report: Report) -> Sent:
     trusted = link.replies_ok  # the reading just before the job (the spooler takes one)
     try:
         link.write(data + (st.CONFIRM if link.can_read else b""))
+    except PartlySent as e:  # its end never went out: not printed whole, so it waits and goes again whole
+        report(link.lost(e))
+        return "unsent", link.detail
     except Exception as e:  # how much went out is not known
         report(link.lost(e))
         return "unknown", link.detail

@@ -55,8 +55,7 @@ class Spooler:
                 return document.raw_copy(job.raw, profile=s.profile, codepage=s.codepage)
             return job.raw
         doc = dict(job.document or {}, **({"copy": True} if job.copy_of else {}))
-        return document.render(doc, profile=s.profile, codepage=s.codepage, columns=s.line_columns(),
-                               dots=s.head_dots(), kick=self.drawer.kick if self.drawer else b"")
+        return document.render_for(s, doc, kick=self.drawer.kick if self.drawer else b"")
 
     async def run(self) -> None:
         s = self.printer.settings
