@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, "/usr/lib/edged")
-from edged.sim.printer import PrinterEmulator, _Stream  # noqa: E402
+from edged.sim.printer import STATE_KEYS, PrinterEmulator, _Stream  # noqa: E402
 
 CONFIGFS = Path("/sys/kernel/config/usb_gadget")
 GADGET_SET_PRINTER_STATUS = 0xC0016722  # _IOWR('g', 0x22, unsigned char), linux/usb/g_printer.h
@@ -85,7 +85,8 @@ def main() -> None:
             text = ""
         if text != state_seen:
             state_seen = text
-            emu.set_state(**json.loads(text or "{}"))
+            wanted = json.loads(text or "{}")  # the whole state: what it does not name is off
+            emu.set_state(**{key: bool(wanted.get(key)) for key in STATE_KEYS})
             if fd >= 0:
                 fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
         if fd < 0:

@@ -1,0 +1,16 @@
+"""One request to edged on its socket, its result printed as JSON: lighter than edged's CLI,
+which imports the printer stack (seconds under emulation).
+
+Usage (in the guest): edged_request.py OP [JSON_PARAMS]
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+sys.path.insert(0, "/usr/lib/edged")
+from edged.client import BlockingClient  # noqa: E402
+
+with BlockingClient.connect(client="till-test") as client:
+    params = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    print(json.dumps(client.request(sys.argv[1], **params), default=repr))
