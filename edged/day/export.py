@@ -150,6 +150,10 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
             os.rename(name, old, src_dir_fd=till, dst_dir_fd=till)
         os.rename(partial, name, src_dir_fd=till, dst_dir_fd=till)
         step("fsync-parent")
+        # vfat writes the new name's entry with start cluster 0 and fills it in only when the
+        # moved directory's inode is written back: fsync that too, or a stick pulled before the
+        # unmount holds an entry that points at the root directory (seen on real USB sticks).
+        os.fsync(tmp)
         os.fsync(till)
         if old:
             _remove_tree(till, old)
