@@ -146,7 +146,11 @@ class VM:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"QEMU exited {self.proc.returncode}: {self._tail('qemu.log')}")
             token = int(time.monotonic() * 1000) % 2**31
-            self._qga.send({"execute": "guest-sync", "arguments": {"id": token}})
+            try:
+                self._qga.send({"execute": "guest-sync", "arguments": {"id": token}})
+            except TimeoutError:  # no agent reading yet (a slow boot) and QEMU's buffer is full
+                time.sleep(1)
+                continue
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:
                 reply = self._qga.recv(deadline - time.monotonic())
