@@ -191,7 +191,10 @@ def test_closed_day_goes_to_a_stick_udisks2_mounts_for_the_hardened_unit(shop):
     flow = [e["event"] if e["event"] != "usb.export" else e["state"] for e in events
             if e.get("business_day", day) == day]
     flow = [s for i, s in enumerate(flow) if i == 0 or s != flow[i - 1]]  # one `writing` per run of them
-    assert flow == ["usb.inserted", "started", "writing", "usb.safe_to_remove", "done", "usb.removed"], flow
+    # The power-off removes the device: `usb.removed` may come before or after `done` is journaled.
+    assert [s for s in flow if s != "usb.removed"] == ["usb.inserted", "started", "writing", "usb.safe_to_remove",
+                                                      "done"], flow
+    assert flow.index("usb.removed") > flow.index("usb.safe_to_remove"), flow
     uid = vm.sh("id -u _edged").out.strip()
     udisks = vm.sh(f"journalctl -u udisks2 -o cat --no-pager --since=@{since}").out
     assert f"Mounted /dev/sda1 at /media/_edged/TILLSTICK on behalf of uid {uid}" in udisks, udisks
