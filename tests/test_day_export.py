@@ -335,3 +335,58 @@ def test_a_re_export_cut_between_its_renames_keeps_the_old_export(short_dir, tmp
         ex.write(str(stick), "till-7", "2026-11-19", files, manifest, step=pulled)
     assert sorted(os.listdir(till)) == ["20261119"]
     assert _verify(stick).returncode == 0
+
+
+def test_a_stick_whose_mount_vanishes_mid_export_is_reported_removed(short_dir, tmp_path):
+    """Found on real USB (tests/till/test_sticks.py): a stick pulled mid-export does not always fail
+    the write with EIO or ENODEV. udisks2 cleans up the dead mount's directory, and the writer meets
+    "No such file or directory". The reason must still say the stick was removed, and the day stays
+    owed. Here the simulated stick's directory vanishes just before the first data file is created."""
+    stick = tmp_path / "stick"
+    stick.mkdir()
+
+    async def scenario():
+        async with Daemon(_cfg(short_dir), simulate=True).parts() as daemon:
+            daemon.carrier.on_step = lambda step: step == "file" and shutil.rmtree(stick)
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                await c.request("watch", topics=["usb"])
+                await _sales(c, "2026-11-19", 3)
+                await c.request("day_close", business_day="2026-11-19")
+                await c.request("export", business_day="2026-11-19")
+                await c.request("sim", stick=str(stick))
+                while (ev := await c.next_event(30)).get("state") not in ("done", "failed"):
+                    pass
+                return ev, (await c.request("days"))["days"][0]
+    end, day = asyncio.run(scenario())
+    assert end["state"] == "failed", end
+    assert end["reason"].startswith("the stick was removed or failed (No such file or directory"), end
+    assert day["exported"] is None and day["pending"], day
+
+
+def test_a_short_write_on_a_filling_stick_is_not_an_export(short_dir, tmp_path):
+    """Found on real USB (tests/till/test_sticks.py, the full stick): when a stick fills up, write()
+    takes what fits and returns that count; ENOSPC comes only with the next write. edged took the
+    short count for the whole file, wrote the manifest into the last free cluster and said `done`
+    for a stick holding 8 KiB of a 53 KiB journal.seg. Here a tmpfs leaves 8 KiB for journal.seg, and
+    room for the manifest is made just before it is written: the export must still fail, full."""
+    target = tmp_path / "stick"
+    _mount_tmpfs(target, "size=64k")
+    try:
+        filler = target / "holiday.mp4"
+        filler.write_bytes(b"\xa5" * (56 << 10))
+
+        async def scenario():
+            async with Daemon(_cfg(short_dir)).parts() as daemon:
+                daemon.carrier.on_step = lambda step: step == "manifest" and filler.unlink(missing_ok=True)
+                async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                    await _sales(c, "2026-11-19", 200)
+                    await c.request("day_close", business_day="2026-11-19")
+                    with pytest.raises(ClientError) as e:
+                        await c.request("export", business_day="2026-11-19", target=str(target))
+                    assert e.value.code == "device_unavailable" and "the stick is full" in e.value.message
+                    assert (await c.request("days"))["days"][0]["exported"] is None
+        asyncio.run(scenario())
+        assert filler.exists()  # the manifest step was never reached: the second write said ENOSPC
+        assert not (target / "EDGED" / "till-7" / "20261119").exists()
+    finally:
+        subprocess.run(["umount", str(target)], capture_output=True)

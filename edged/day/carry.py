@@ -98,8 +98,9 @@ class Carrier:
         try:
             root = await self.sticks.mount(stick)
         except (MountError, OSError) as e:
+            why = f"the stick was removed ({e})" if self.sticks.gone(stick.device) else str(e)
             for day in days:
-                self._failed(self._next_id(day), day, f"cannot mount {stick.device}: {e}", stick.device)
+                self._failed(self._next_id(day), day, f"cannot mount {stick.device}: {why}", stick.device)
             return
         written: list[Written] = []
         try:
@@ -155,8 +156,14 @@ class Carrier:
             path = await asyncio.to_thread(ex.write, root, closed["till_id"], day, files, manifest, progress,
                                            self.on_step)
         except ex.ExportError as e:
-            self._failed(export_id, day, str(e), device)
-            raise
+            reason = str(e)
+            if device is not None and self.sticks is not None and self.sticks.gone(device) \
+                    and not reason.startswith("the stick was removed"):
+                # Pulled: the error is whatever the write met first. On real USB, udisks2 cleans up the
+                # dead mount's directory, and that is often "No such file or directory".
+                reason = f"the stick was removed or failed ({reason})"
+            self._failed(export_id, day, reason, device)
+            raise ex.ExportError(reason) from None
         return Written(day, export_id, path, manifest, device, ex.size(files, manifest))
 
     async def mark(self, w: Written) -> dict[str, Any]:

@@ -133,11 +133,19 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
             fd = os.open(fname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
                          dir_fd=tmp)
             try:
-                for i in range(0, len(data), CHUNK):
-                    done += os.write(fd, data[i:i + CHUNK])
+                view, first = memoryview(data), True
+                while view:
+                    # A write may be short: on a stick that fills up, vfat takes what fits and says
+                    # how much (no ENOSPC until the next write). Seen on real USB: the rest of
+                    # journal.seg was dropped and the export counted as done.
+                    n = os.write(fd, view[:CHUNK])
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, "nothing more could be written", fname)
+                    view, done = view[n:], done + n
                     progress(done, total)
-                    if i == 0 and fname != "manifest.json":
+                    if first and fname != "manifest.json":
                         step("write")
+                    first = False
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -150,6 +158,10 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
             os.rename(name, old, src_dir_fd=till, dst_dir_fd=till)
         os.rename(partial, name, src_dir_fd=till, dst_dir_fd=till)
         step("fsync-parent")
+        # vfat writes the new name's entry with start cluster 0 and fills it in only when the
+        # moved directory's inode is written back: fsync that too, or a stick pulled before the
+        # unmount holds an entry that points at the root directory (seen on real USB sticks).
+        os.fsync(tmp)
         os.fsync(till)
         if old:
             _remove_tree(till, old)

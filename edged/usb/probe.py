@@ -9,7 +9,10 @@ With udevd running, its events carry ID_BUS and ID_FS_TYPE. Kernel events
 (no udevd, as in containers and on this project's test machines) carry
 neither: the bus is read from sysfs (a `usb` device among the ancestors), and
 the filesystem from the device itself with `blkid -p` (a read-only probe of
-the superblock, never a mount).
+the superblock, never a mount). An event udevd has handled (USEC_INITIALIZED)
+is not probed again: udevd's answer stands, and edged under its unit cannot
+open a block device anyway. A whole disk with a partition table is passed over
+quietly: its partitions are looked at as devices of their own.
 """
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ async def blkid(node: str) -> dict[str, str]:
         await proc.wait()
         log.warning("blkid %s did not answer within %.0f s; not used as a stick", node, PROBE_TIMEOUT)
         return {}
-    if proc.returncode not in (0, 2):  # 2: nothing recognised
+    if proc.returncode not in (0, 2) or err.strip():  # 2: nothing recognised, or (with a message) unreadable
         log.info("blkid %s: %s", node, err.decode(errors="replace").strip())
     return dict(line.split("=", 1) for line in out.decode(errors="replace").splitlines() if "=" in line)
 
@@ -83,10 +86,19 @@ async def classify(props: dict[str, str], ancestors: list[tuple[str, str]],
     if "ID_FS_TYPE" in props:
         fs = {"TYPE": props["ID_FS_TYPE"], "LABEL": props.get("ID_FS_LABEL", ""),
               "UUID": props.get("ID_FS_UUID", "")}
+    elif "USEC_INITIALIZED" in props:
+        # udevd has probed it (as root) and found no filesystem. edged's own blkid could not
+        # tell more: under the packaged unit (DevicePolicy=closed, not in group disk) it cannot
+        # even open the device, and would take "Permission denied" for "nothing there".
+        fs = {}
     else:
         fs = await blkid(node)
+    if not fs.get("TYPE") and (props.get("ID_PART_TABLE_TYPE") or fs.get("PTTYPE")):
+        # A stick as sold: its partitions come as devices of their own and are looked at then.
+        log.debug("%s on %s: a partition table; its partitions are looked at", name, bus)
+        return None
     if fs.get("TYPE") not in settings.filesystems:
-        why = f"filesystem {fs['TYPE']}" if fs.get("TYPE") else "no filesystem (a partition table?)"
+        why = f"filesystem {fs['TYPE']}" if fs.get("TYPE") else "no filesystem (unformatted?)"
         log.info("%s on %s: %s, not one of usb.filesystems (%s); left alone", name, bus, why,
                  ", ".join(settings.filesystems))
         return None

@@ -131,6 +131,12 @@ class Sticks:
                 "" if safe else " while mounted")
         self.publish({"event": "usb.removed", "device": device, "safe": safe})
 
+    def gone(self, device: str) -> bool:
+        """Pulled, or going: edged heard it removed, or its node has vanished (the kernel drops the
+        node at once; udev's remove event may come after the writer has failed)."""
+        stick = self.present.get(device)
+        return stick is None or not os.path.exists(stick.node)
+
     def plug_directory(self, path: str) -> Stick:
         """The simulated till: a directory plugged in as a stick."""
         stick = Stick(f"sim{next(self._sim)}", path, "directory", "sim", os.path.basename(path.rstrip("/")))

@@ -87,7 +87,7 @@ def _overlay(machine: VM, share: Path) -> None:
     """EDGED_TILL_OVERLAY=1 (developers only, never CI): this checkout's edged/ over the installed
     package's, so a change is tried in the guest without building a .deb."""
     shutil.copytree(REPO / "edged", share / "overlay" / "edged", ignore=shutil.ignore_patterns("__pycache__"))
-    machine.sh("cp -r /mnt/host/overlay/edged /usr/lib/edged/ && systemctl restart edged")
+    machine.sh("cp -r /mnt/host/overlay/edged /usr/lib/edged/ && systemctl restart edged", timeout=240)
     machine.wait_for("edged running", "systemctl is-active edged", timeout=60)
     log("vm: EDGED_TILL_OVERLAY: this checkout's edged/ replaces the package's (not a package test)")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import struct
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,3 +142,133 @@ class Till:
             self.free_udc(udc)
             raise
         return PrinterGadget(self, name, udc, self.vm.share / "out" / run)
+
+
+# --- USB sticks (QEMU usb-storage on xhci.0; issue 22 point 4) -------------------------------------
+STICK_CLIENT = f"{GUEST}/stick_client.py"
+
+
+def make_stick_image(path: Path, fs: str = "vfat", size_mb: int = 32, label: str = "TILLSTICK",
+                     partitioned: bool = False, fill_mb: int = 0, leave_kb: int | None = None) -> Path:
+    """A stick's disk image, made on the host from a plain file (no loop device): vfat with
+    mkfs.vfat -C (partitioned: an MBR with one FAT partition at 1 MiB, as sticks are sold),
+    ext4 with mkfs.ext4 on the file, or "none": blank. fill_mb: a file of that size on it already;
+    leave_kb: a file filling it up to that much free space (a full stick)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    if fs == "vfat" and partitioned:
+        sectors = (size_mb << 11) - 2048
+        # The MBR by hand (sfdisk is not on every host): one entry, type 0x0e (FAT16 LBA) at sector 2048.
+        entry = bytes([0, 0xFE, 0xFF, 0xFF, 0x0E, 0xFE, 0xFF, 0xFF]) + struct.pack("<II", 2048, sectors)
+        with open(path, "wb") as f:
+            f.truncate(size_mb << 20)
+            f.seek(446)
+            f.write(entry + bytes(48) + b"\x55\xaa")
+        subprocess.run(["mkfs.vfat", "-n", label, "--offset", "2048", str(path),
+                        str((size_mb - 1) * 1024)], check=True, capture_output=True)
+    elif fs == "vfat":
+        subprocess.run(["mkfs.vfat", "-C", "-n", label, str(path), str(size_mb * 1024)], check=True,
+                       capture_output=True)
+    elif fs == "ext4":
+        with open(path, "wb") as f:
+            f.truncate(size_mb << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, str(path)], check=True)
+    elif fs == "none":
+        with open(path, "wb") as f:
+            f.truncate(size_mb << 20)
+    else:
+        raise ValueError(f"no recipe for a {fs} stick")
+    if leave_kb is not None:
+        listing = subprocess.run(["mdir", "-i", _mtools_target(path, partitioned), "::/"], check=True,
+                                 capture_output=True, text=True).stdout
+        free = int(listing.strip().splitlines()[-1].split("bytes free")[0].replace(" ", ""))
+        fill = free - (leave_kb << 10)
+    else:
+        fill = fill_mb << 20
+    if fill > 0:
+        filler = path.with_suffix(".fill")
+        with open(filler, "wb") as f:
+            f.write(b"\xa5" * fill)
+        subprocess.run(["mcopy", "-i", _mtools_target(path, partitioned), str(filler), "::/holiday.mp4"],
+                       check=True)
+        filler.unlink()
+    return path
+
+
+def _mtools_target(image: Path, partitioned: bool) -> str:
+    return f"{image}@@1M" if partitioned else str(image)
+
+
+@dataclass
+class UsbStick:
+    """A usb-storage device on the guest's xHCI, its drive an image file on the host."""
+
+    port: StickPort
+    dev_id: str
+    node: str  # the drive's top blockdev node
+    image: Path
+    partitioned: bool
+    throttle: str | None  # the throttle-group object, for a slow stick
+
+    def yank(self, timeout: float = 60) -> None:
+        """device_del: the stick pulled out, whatever the guest is doing with it."""
+        vm = self.port.vm
+        vm.qmp("device_del", id=self.dev_id)
+        vm.wait_event("DEVICE_DELETED", lambda d: d.get("device") == self.dev_id, timeout)
+        # usb-storage's scsi child sends its own DEVICE_DELETED (no `device`, only a path): drop it
+        vm.events = [e for e in vm.events if not (e.get("event") == "DEVICE_DELETED"
+                                                  and self.dev_id in e.get("data", {}).get("path", ""))]
+        deadline = time.monotonic() + 30
+        while True:  # the drive is let go of a moment after the device
+            try:
+                vm.qmp("blockdev-del", **{"node-name": self.node})
+                break
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        if self.throttle:
+            vm.qmp("object-del", id=self.throttle)
+        self.port.stick_ids.discard(self.dev_id)
+
+    def read(self, dest: Path, check: bool = True) -> Path:
+        """Everything on the stick, copied out by mtools (never mounted on the host); dest. check=False
+        for a stick whose filesystem a pull left broken: what mcopy could copy."""
+        if dest.exists():
+            subprocess.run(["rm", "-rf", str(dest)], check=True)
+        dest.mkdir(parents=True)
+        subprocess.run(["mcopy", "-s", "-n", "-i", _mtools_target(self.image, self.partitioned), "::/", str(dest)],
+                       check=check, capture_output=True)
+        return dest
+
+
+class StickPort:
+    """The till's USB port for sticks: plugs usb-storage devices in over QMP, remembers which are in
+    (each test pulls its own: yank())."""
+
+    def __init__(self, till: Till) -> None:
+        self.till, self.vm = till, till.vm
+        self.stick_ids: set[str] = set()
+
+    def plug(self, image: Path, serial: str, read_only: bool = False, write_bps: int | None = None,
+                   partitioned: bool = False) -> UsbStick:
+        """blockdev-add the image (read-only: a write-protected stick; write_bps: a slow one, so a
+        pull lands mid-write) and device_add usb-storage on xhci.0."""
+        n = len(self.stick_ids) + 1
+        while f"stick{n}" in self.stick_ids:
+            n += 1
+        dev_id, node = f"stick{n}", f"stick{n}-drive"
+        drive: dict = {"driver": "raw", "node-name": node, "read-only": read_only,
+                       "file": {"driver": "file", "filename": str(image), "read-only": read_only}}
+        throttle = None
+        if write_bps:
+            throttle = f"stick{n}-slow"
+            self.vm.qmp("object-add", **{"qom-type": "throttle-group", "id": throttle,
+                                         "limits": {"bps-write": write_bps}})
+            drive = {"driver": "throttle", "node-name": node, "throttle-group": throttle, "read-only": read_only,
+                     "file": {**drive, "node-name": f"{node}-raw"}}
+        self.vm.qmp("blockdev-add", **drive)
+        self.vm.qmp("device_add", driver="usb-storage", id=dev_id, bus="xhci.0", drive=node, removable=True,
+                    serial=serial)
+        self.stick_ids.add(dev_id)
+        return UsbStick(self, dev_id, node, image, partitioned, throttle)

@@ -173,6 +173,7 @@ class VM:
             try:
                 self._qga.send({"execute": "guest-sync", "arguments": {"id": token}}, timeout=2)
             except TimeoutError:  # the agent is not up yet and QEMU holds what was sent: try again
+                time.sleep(1)
                 continue
             deadline = time.monotonic() + 2
             while time.monotonic() < deadline:

@@ -1,0 +1,151 @@
+"""A till's own client in the guest, for the USB stick tests (tests/till/test_sticks.py): it talks
+to the packaged edged over its socket with edged's client library, as a POS app would.
+
+    stick_client.py sales DAY N            append N sales for DAY (the day's records to export)
+    stick_client.py watch OUT [--pin AT]   write every usb/day event to OUT (JSON lines)
+    stick_client.py days                   the `days` answer, as JSON (closed days, exported, pending)
+
+`--pin AT` stops edged (SIGSTOP: all its threads at once) the moment the export reaches AT, and
+says so in OUT; the host then pulls the stick over QMP and lets edged go on (SIGCONT). Without
+it, a pull aimed from the host at an event would land wherever the export had got to by then.
+AT is an event (`inserted`, `started`, `writing`: the first progress short of the total,
+`written`: every byte written, the fsyncs and the rename to come, `safe_to_remove`), `renamed`:
+the export's final directory exists on the mounted stick (the rename done, its fsyncs and the
+unmount to come), seen by polling the mount from here, or `unmount`: edged has started
+`udisksctl unmount` (everything written and synced; stopped too, before it asks udisksd).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, "/usr/lib/edged")  # where the package puts edged's code
+from edged.client import Client  # noqa: E402
+
+SOCKET = "/run/edged/edged.sock"
+
+
+async def sales(day: str, n: int) -> None:
+    async with await Client.connect(SOCKET, "stick-test") as c:
+        for i in range(0, n, 250):
+            await c.request("append", records=[
+                {"kind": "sale", "body": {"day": day, "i": j, "lines": "espresso 2.40 " * 10},
+                 "tx_id": f"{day}-{j}"} for j in range(i, min(n, i + 250))])
+
+
+async def days() -> None:
+    async with await Client.connect(SOCKET, "stick-test") as c:
+        print(json.dumps((await c.request("days"))["days"]))
+
+
+def _edged_pid() -> int:
+    out = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", "edged"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return int(out)
+
+
+def _matches(at: str, ev: dict) -> bool:
+    if at in ("inserted", "safe_to_remove"):
+        return ev.get("event") == f"usb.{at}"
+    if ev.get("event") != "usb.export":
+        return False
+    if at == "started":
+        return ev.get("state") == "started"
+    if at == "writing":
+        return ev.get("state") == "writing" and ev["bytes"] < ev["total"]
+    if at == "written":
+        return ev.get("state") == "writing" and ev["bytes"] == ev["total"]
+    return False
+
+
+class Watch:
+    def __init__(self, out: str, at: str | None, day_dir: str) -> None:
+        self.f = open(out, "a", buffering=1)
+        self.at, self.day_dir = at, day_dir
+        self.pid = _edged_pid()
+        self.pinned = threading.Event()
+
+    def line(self, obj: dict) -> None:
+        self.f.write(json.dumps(obj) + "\n")
+        self.f.flush()
+
+    def pin(self, why: dict) -> None:
+        if self.pinned.is_set():
+            return
+        os.kill(self.pid, signal.SIGSTOP)
+        self.pinned.set()
+        self.line({"pinned": self.at, "pid": self.pid, "at": why})
+
+    def poll_unmount(self) -> None:
+        """edged's `udisksctl unmount` child, stopped as soon as it exists, before it asks udisksd."""
+        while not self.pinned.is_set():
+            for pid in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if argv[:2] == [b"udisksctl", b"unmount"]:
+                    os.kill(int(pid), signal.SIGSTOP)
+                    self.line({"child": int(pid)})
+                    self.pin({"unmount": int(pid)})
+                    return
+            time.sleep(0.002)
+
+    def poll_renamed(self) -> None:
+        """The final directory appearing under any mounted stick (udisks2 mounts in /media)."""
+        while not self.pinned.is_set():
+            found = glob.glob(f"/media/*/*/EDGED/*/{self.day_dir}")
+            if found:
+                self.pin({"renamed": found[0]})
+                return
+            time.sleep(0.002)
+
+    async def run(self) -> None:
+        async with await Client.connect(SOCKET, "stick-watch") as c:
+            await c.request("watch", topics=["usb", "day"])
+            self.line({"ready": True, "pid": self.pid})
+            if self.at in ("renamed", "unmount"):
+                poll = self.poll_renamed if self.at == "renamed" else self.poll_unmount
+                threading.Thread(target=poll, daemon=True).start()
+            while True:
+                ev = await c.next_event()
+                if ev.get("event") is None:  # edged closed the connection (restarted)
+                    self.line({"closed": True})
+                    return
+                if self.at and _matches(self.at, ev):
+                    self.pin(ev)
+                self.line(ev)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sales")
+    s.add_argument("day")
+    s.add_argument("n", type=int)
+    w = sub.add_parser("watch")
+    w.add_argument("out")
+    w.add_argument("--pin", choices=["inserted", "started", "writing", "written", "renamed", "unmount",
+                                              "safe_to_remove"])
+    w.add_argument("--day-dir", default="")
+    sub.add_parser("days")
+    a = p.parse_args()
+    if a.cmd == "sales":
+        asyncio.run(sales(a.day, a.n))
+    elif a.cmd == "days":
+        asyncio.run(days())
+    else:
+        asyncio.run(Watch(a.out, a.pin, a.day_dir).run())
+
+
+if __name__ == "__main__":
+    main()
