@@ -55,6 +55,22 @@ def _state(till, name: str, state: str = "ok", timeout: float = 120) -> dict:
         time.sleep(1)
 
 
+def _scan(till, g, name: str, layout: str, text: str, watch) -> None:
+    """G scans TEXT until edged reads it, as a cashier scans again when the till did not beep: a
+    scan edged reports torn (the kernel dropped its keys while edged was busy: this shared host
+    under TCG is slow) is typed again. Nothing else is retried; the caller checks every scan."""
+    for _ in range(5):
+        seen, cursor = len(watch.scans(name)), till.cursor()
+        assert g.type(layout, text) == "typed"
+        torn = "the kernel dropped input events"
+        watch.wait(f"scan of {text!r} or a torn scan", lambda _: len(watch.scans(name)) > seen
+                   or torn in till.log_since(cursor))
+        if len(watch.scans(name)) > seen:
+            return
+        till.log(f"scanner {name}: a torn scan, typed again")
+    raise AssertionError(f"scanner {name}: {text!r} torn five times")
+
+
 @pytest.fixture
 def watch(scanners):
     w = scanners.watch("scans")
@@ -98,8 +114,8 @@ def test_scan_is_read_whole_under_the_layout_the_scanner_is_programmed_for(till,
     g = plugged(layout)
     dev = _state(till, layout)
     assert dev["node"] == g.event_node()
-    assert g.type(layout, BARCODES[layout]) == "typed"
-    scans = watch.wait_scans(1)
+    _scan(till, g, layout, layout, BARCODES[layout], watch)
+    scans = watch.scans()
     assert [(s["device"], s["code"], s["ended"]) for s in scans] == [(layout, BARCODES[layout], "suffix")]
 
 
@@ -117,8 +133,8 @@ def test_nothing_reaches_tty1_while_edged_holds_the_scanner(till, scanners, plug
         g = plugged("us")
         _state(till, "us")
         before = scanners.console()
-        assert g.type("us", "4006381333931") == "typed"
-        assert [s["code"] for s in watch.wait_scans(1)] == ["4006381333931"]
+        _scan(till, g, "us", "us", "4006381333931", watch)
+        assert [s["code"] for s in watch.scans()] == ["4006381333931"]
         after = scanners.console()
         assert after == before and "4006381333931" not in after
     finally:
@@ -130,10 +146,17 @@ def test_two_scanners_of_one_model_told_apart_by_serial(till, scanners, plugged,
     layout: each scan is read under its scanner's layout and attributed to it."""
     us, de = plugged("us"), plugged("de")
     assert _state(till, "us")["node"] != _state(till, "de")["node"]
+    cursor = till.cursor()
     us.type("us", "US-111/ab.zy", wait=False)
     de.type("de", "DE-222/zy.ö", wait=False)
     assert (us.outcome(), de.outcome()) == ("typed", "typed")
-    scans = watch.wait_scans(2)
+    torn = "the kernel dropped input events"
+    watch.wait("two scans or a torn one", lambda _: len(watch.scans()) >= 2 or torn in till.log_since(cursor))
+    # a scan torn while both typed at once: that scanner scans again, alone
+    for name, g, text in (("us", us, "US-111/ab.zy"), ("de", de, "DE-222/zy.ö")):
+        if not watch.scans(name):
+            _scan(till, g, name, name, text, watch)
+    scans = watch.scans()
     assert sorted((s["device"], s["code"]) for s in scans) == [("de", "DE-222/zy.ö"), ("us", "US-111/ab.zy")]
 
 
@@ -148,8 +171,7 @@ def test_unplugged_mid_scan_comes_back_and_the_half_scan_is_no_barcode(till, sca
     g.replug()
     back = _state(till, "de")
     assert back["node"] == g.event_node() and first["node"]
-    assert g.type("de", "GANZ-4711/yz.ä") == "typed"
-    watch.wait("the scan after the replug", lambda ev: any(e.get("code") == "GANZ-4711/yz.ä" for e in ev))
+    _scan(till, g, "de", "de", "GANZ-4711/yz.ä", watch)
     assert [s["code"] for s in watch.scans()] == ["GANZ-4711/yz.ä"]
     states = [(e["state"], e["detail"]) for e in watch.events() if e["event"] == "scanner.state"]
     assert [s for s, _ in states] == ["offline", "online"], states
@@ -161,7 +183,7 @@ def _record(till, node: str, name: str, layout: str, scans: int) -> str:
     log = f"{OUT}/{name}.log"
     till.vm.sh(f"rm -f {OUT}/{name}.*; systemd-run --unit=record-{name} -p StandardOutput=file:{log} "
                f"-p StandardError=file:{log} edged scan record {node} {OUT}/{name}.json --layout {layout} "
-               f"--scans {scans}")
+               f"--scans {scans} --timeout {TIMEOUT}")
     till.vm.wait_for(f"edged scan record {name} listening", f"grep -q '^recording' {log}", timeout=120)
     return name
 
