@@ -136,7 +136,7 @@ class ScannerGadget(Gadget):
     vid = serial = job = ""
 
     def type(self, layout: str, text: str, enter: bool = True, unplug_after: int | None = None,
-             wait: bool = True, timeout: float = 60) -> str:
+             wait: bool = True, timeout: float = 60, delay: float = 0) -> str:
         """Have the scanner type TEXT under LAYOUT; its outcome ("typed" or "aborted: ..."), or ""
         when not waited for. With unplug_after it unbinds itself from the UDC after that many
         characters, between two keys (replug() plugs it back)."""
@@ -144,6 +144,8 @@ class ScannerGadget(Gadget):
         body: dict = {"layout": layout, "text": text, "enter": enter}
         if unplug_after is not None:
             body["unplug_after"] = unplug_after
+        if delay:
+            body["delay"] = delay  # the scanner's intercharacter delay setting
         tmp = self.out / f"{self.job}.tmp"
         tmp.write_text(json.dumps(body, ensure_ascii=False))
         tmp.rename(self.out / f"{self.job}.json")  # whole or not at all: the program polls
@@ -172,7 +174,10 @@ class QemuKeyboard:
 
     def type(self, layout: str, text: str, enter: bool = True) -> None:
         """TEXT as the scanner gadget would type it under LAYOUT: the same hand-made key tables."""
-        from scanner_gadget import ALTGR, ENTER, SHIFT, reports  # tests/till/guest/, on sys.path
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent / "guest"))
+        from scanner_gadget import ALTGR, ENTER, SHIFT, reports  # the gadget's hand-made tables
 
         for report in reports(layout, text, enter)[::2]:  # key downs; each is sent down + up
             mods, usage = report[0], report[2]

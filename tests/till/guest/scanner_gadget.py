@@ -12,7 +12,9 @@ The layout tables below are written by hand from the layouts' key charts, on pur
 from xkbcommon: edged decodes with xkbcommon, so input made with it would test nothing.
 
 Commands come as files DIR/cmd-N.json (written by the host, renamed into place), taken in name
-order: {"layout": "de", "text": "...", "enter": true, "unplug_after": K}. With unplug_after the
+order: {"layout": "de", "text": "...", "enter": true, "unplug_after": K, "delay": S}. "delay" is
+the scanner's intercharacter delay setting (seconds after each key; default none: as fast as the
+host polls). With unplug_after the
 program types K characters and then pulls its own cable (unbinds the gadget from its UDC, which the
 host side of dummy_hcd sees as a disconnect) between two keys of the scan, as a yank would. The outcome goes to DIR/cmd-N.done: "typed" or
 "aborted: <why>" (a write failed: unplugged).
@@ -175,6 +177,7 @@ def run(cmd: Path, node: str, gadget: Path) -> str:
     job = json.loads(cmd.read_text())
     keys = reports(job["layout"], job["text"], job.get("enter", True))
     unplug = job.get("unplug_after")
+    delay = float(job.get("delay", 0))
     i = 0
     try:
         fd = os.open(node, os.O_WRONLY | os.O_NONBLOCK)
@@ -192,6 +195,8 @@ def run(cmd: Path, node: str, gadget: Path) -> str:
             if not poll.poll(5000):
                 return f"aborted: the host took no report for 5 s after {i} of {len(keys)}"
             os.write(fd, report)
+            if delay and i % 2:
+                time.sleep(delay)
     except OSError as e:
         return f"aborted: {e.strerror} after {i} of {len(keys)} reports"
     finally:
