@@ -52,7 +52,8 @@ def test_fixtures_cover_the_layouts_and_cases():
     assert {p.stem for p in FIXTURES} >= {"us-symbols", "de-qwertz", "no-aeoeaa", "us-capslock-shift",
                                           "us-repeats", "de-timeout-split", "us-gs1-128",
                                           # recorded from the kernel in the till VM (README.md there)
-                                          "usb-gadget-us", "usb-gadget-de", "usb-gadget-us-syn-dropped"}
+                                          "usb-gadget-us", "usb-gadget-de", "usb-gadget-no",
+                                          "usb-gadget-us-syn-dropped"}
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
