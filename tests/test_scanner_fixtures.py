@@ -50,7 +50,10 @@ def test_fixture_replayed_through_a_scanner(path):
 
 def test_fixtures_cover_the_layouts_and_cases():
     assert {p.stem for p in FIXTURES} >= {"us-symbols", "de-qwertz", "no-aeoeaa", "us-capslock-shift",
-                                          "us-repeats", "de-timeout-split", "us-gs1-128"}
+                                          "us-repeats", "de-timeout-split", "us-gs1-128",
+                                          # recorded from the kernel in the till VM (README.md there)
+                                          "usb-gadget-us", "usb-gadget-de", "usb-gadget-no",
+                                          "usb-gadget-us-syn-dropped"}
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -64,12 +67,12 @@ def test_record_writes_a_fixture_and_layouts_reads_it(tmp_path):
     events = typing("Zy@", "de") + typing("Öl", "de", start=1001)
     feeder = threading.Thread(target=lambda: fifo.write_bytes(packed(events)))
     feeder.start()
-    out = _cli("scan", "record", str(fifo), str(tmp_path / "f.json"), "--layout", "de")
+    out = _cli("scan", "record", str(fifo), str(tmp_path / "f.json"), "--layout", "de", "--timeout", "0.5")
     feeder.join()
     assert out.returncode == 0, out.stderr
     assert "scan: 'Zy@'" in out.stdout and f"wrote {2 * len(events)} events, 2 scans (read as layout de)" in out.stdout
     doc = fixture.load(tmp_path / "f.json")
-    assert doc["scans"] == ["Zy@", "Öl"] and doc["layout"] == "de"
+    assert doc["scans"] == ["Zy@", "Öl"] and doc["layout"] == "de" and doc["timeout"] == 0.5
     assert fixture.pack(doc["events"]) == packed(events)  # the raw events, SYN included, byte for byte
 
     shown = _cli("scan", "layouts", "--file", str(tmp_path / "f.json"), "--expect", "Zy@\nÖl")
@@ -89,6 +92,8 @@ def test_record_refuses_clearly(tmp_path):
     assert str(tmp_path / "nope") in missing.stderr
     bad = _cli("scan", "record", str(tmp_path / "nope"), str(tmp_path / "f.json"), "--layout", "qq")
     assert bad.returncode == 1 and "unknown keyboard layout 'qq'" in bad.stderr
+    slow = _cli("scan", "record", str(tmp_path / "nope"), str(tmp_path / "f.json"), "--timeout", "9")
+    assert slow.returncode == 2 and "'9': seconds between 0.005 and 5" in slow.stderr
     adir = _cli("scan", "record", str(tmp_path), str(tmp_path / "f.json"))
     assert adir.returncode == 1 and "not an input device, file or FIFO" in adir.stderr
     nowhere = _cli("scan", "record", str(tmp_path), str(tmp_path / "no" / "f.json"))

@@ -109,3 +109,27 @@ def test_decoding_aim_gs1_and_check_digits(raw, fields):
     assert {k: got[k] for k in fields} == fields
     if not got["valid"]:
         assert "check digit" in got["error"]
+
+
+def test_syn_dropped_tears_the_scan_in_progress():
+    """The kernel dropped events (the reader fell behind): what came before, and what follows up to
+    the scan's end (suffix, or the timeout for suffix none), is no scan; Shift held at the drop,
+    whose release was lost, does not capitalise the next scan."""
+    asm = Assembler("us")
+    got = []
+    for t, _, code, value in typing("AB", "us", suffix=None)[:-2]:  # ends with Shift still down
+        got += asm.key(code, value, t)
+    assert asm.pending
+    assert asm.dropped(1000.01) == "AB" and not asm.pending
+    for t, _, code, value in typing("cd-9", "us", start=1000.011):  # the rest of the torn scan
+        got += asm.key(code, value, t)
+    for t, _, code, value in typing("ef-1", "us", start=1001):
+        got += asm.key(code, value, t)
+    assert got == [("ef-1", "suffix")]
+
+    quiet = Assembler("us", suffix="none")
+    quiet.dropped(1000.0)
+    got = [quiet.key(code, value, t) for t, _, code, value in typing("xy", "us", start=1000.001, suffix=None)]
+    assert quiet.idle(1000.5) is None  # the torn rest ended by the timeout: nothing
+    got += [quiet.key(code, value, t) for t, _, code, value in typing("ok", "us", start=1001, suffix=None)]
+    assert [s for batch in got for s in batch] == [] and quiet.idle(1002) == ("ok", "timeout")

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--suffix", default="enter", choices=("enter", "tab", "none"),
                      help="what ends a scan (default enter)")
     rec.add_argument("--scans", type=int, default=0, metavar="N", help="stop after N scans (default: Ctrl+C)")
+    rec.add_argument("--timeout", type=_timeout, default=0.05, metavar="SECONDS",
+                     help="quiet time that ends a scan, as the scanner's `timeout` setting (default 0.05)")
     send = scsub.add_parser("send", help="let the simulated scanner of `edged run --simulate` scan CODE",
                             description="The simulated till's scanner scans CODE (prefix an AIM id such as "
                                         "]E0 to say which symbology it was), e.g. `edged scan send ]E04006381333931`.")
@@ -138,7 +140,7 @@ def _show(read_as: dict[str, str], configured: str, expect: str | None) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     try:
-        Assembler(args.layout, args.variant, args.suffix)  # a bad layout fails before anything is read
+        Assembler(args.layout, args.variant, args.suffix, args.timeout)  # a bad layout fails before anything is read
     except ValueError as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -160,7 +162,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         else:
             os.close(fd)
     scans = fixture.save(args.file, events, device=args.device, layout=args.layout, variant=args.variant,
-                         suffix=args.suffix)
+                         suffix=args.suffix, timeout=args.timeout)
     if error:
         print(f"edged: {args.device}: reading stopped: {error} (what came before it is saved)", file=sys.stderr)
     print(f"wrote {len(events)} events, {len(scans)} scans (read as layout {args.layout}) to {args.file}")
@@ -190,7 +192,7 @@ def _open_input(path: str) -> tuple[Any, int]:
 def _record(fd: int, args: argparse.Namespace) -> tuple[list[fixture.RawEvent], str]:
     """Raw events until EOF, Ctrl+C, a read error (ENODEV: unplugged; then why), or N scans
     (then until the scanner is quiet)."""
-    asm = Assembler(args.layout, args.variant, args.suffix)
+    asm = Assembler(args.layout, args.variant, args.suffix, args.timeout)
     events: list[fixture.RawEvent] = []
     pending, count = b"", 0
     print(f"recording {args.device}: scan now (Ctrl+C stops)", flush=True)
@@ -216,10 +218,23 @@ def _record(fd: int, args: argparse.Namespace) -> tuple[list[fixture.RawEvent], 
                 events.append(ev)
                 if ev[2] == 1:  # EV_KEY
                     count += _echo(asm.key(ev[3], ev[4], ev[0] + ev[1] / 1e6))
+                elif ev[2] == 0 and ev[3] == 3:  # SYN_DROPPED: this reader fell behind the kernel's buffer
+                    lost = asm.dropped(ev[0] + ev[1] / 1e6)
+                    print(f"  dropped by the kernel: torn scan {lost!r}... not counted (scan it again)", flush=True)
             pending = pending[whole:]
     except KeyboardInterrupt:
         pass
     return events, ""
+
+
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.005 <= value <= 5:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds between 0.005 and 5, as scanners' timeout setting")
+    return value
 
 
 def _echo(scans: list[tuple[str, str]]) -> int:

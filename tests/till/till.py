@@ -76,12 +76,12 @@ class Till:
     def configure(self, toml: str) -> None:
         """Install TOML as /etc/edged/edged.toml and restart edged with it."""
         self.vm.sh("cat > /etc/edged/edged.toml && edged check-config /etc/edged/edged.toml >/dev/null",
-                   stdin=toml.encode())
+                   stdin=toml.encode(), timeout=180)
         self.restart()
 
     def restart(self) -> None:
-        self.vm.sh("systemctl restart edged", timeout=120)
-        self.vm.wait_for("edged active after restart", "systemctl is-active edged", timeout=60)
+        self.vm.sh("systemctl restart edged", timeout=240)
+        self.vm.wait_for("edged active after restart", "systemctl is-active edged", timeout=120)
 
     def edged(self, args: str, check: bool = True, timeout: float = 60, user: str = "root") -> Result:
         cmd = f"edged {args}" if user == "root" else f"setpriv --reuid={user} --regid={user} --init-groups edged {args}"
@@ -272,3 +272,176 @@ class StickPort:
                     serial=serial)
         self.stick_ids.add(dev_id)
         return UsbStick(self, dev_id, node, image, partitioned, throttle)
+
+
+# --- scanners (issue 22 point 3) ---------------------------------------------------------------
+# Kept apart from the rest so merges stay simple: a HID keyboard gadget typing barcodes, QEMU's
+# own usb-kbd, and a client in the guest watching edged's scanner events.
+
+class ScannerGadget(Gadget):
+    """guest/scanner_gadget.py: types barcodes as a scanner programmed for a layout."""
+
+    vid = serial = job = ""
+
+    def type(self, layout: str, text: str, enter: bool = True, unplug_after: int | None = None,
+             wait: bool = True, timeout: float = 60, delay: float = 0) -> str:
+        """Have the scanner type TEXT under LAYOUT; its outcome ("typed" or "aborted: ..."), or ""
+        when not waited for. With unplug_after it unbinds itself from the UDC after that many
+        characters, between two keys (replug() plugs it back)."""
+        self.job = f"cmd-{len(list(self.out.glob('cmd-*.json'))) + 1:04d}"
+        body: dict = {"layout": layout, "text": text, "enter": enter}
+        if unplug_after is not None:
+            body["unplug_after"] = unplug_after
+        if delay:
+            body["delay"] = delay  # the scanner's intercharacter delay setting
+        tmp = self.out / f"{self.job}.tmp"
+        tmp.write_text(json.dumps(body, ensure_ascii=False))
+        tmp.rename(self.out / f"{self.job}.json")  # whole or not at all: the program polls
+        return self.outcome(timeout) if wait else ""
+
+    def outcome(self, timeout: float = 60) -> str:
+        done = self.out / f"{self.job}.done"
+        deadline = time.monotonic() + timeout
+        while not done.exists() or not done.read_text():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"scanner {self.name}: {self.job} not typed in {timeout} s")
+            time.sleep(0.1)
+        return done.read_text()
+
+    def event_node(self, timeout: float = 30) -> str:
+        """Its /dev/input/eventN on the host side of dummy_hcd, once udev has finished with it."""
+        return input_node(self.till.vm, self.vid, self.serial, timeout)
+
+
+class QemuKeyboard:
+    """QEMU's usb-kbd on the xHCI controller (always 0627:0001): keys are sent over QMP, one key per
+    command about 30 ms apart (QEMU's HID queue holds 16 events and drops the rest, VM-USB.md)."""
+
+    def __init__(self, till: Till, dev_id: str, serial: str, bound: bool) -> None:
+        self.till, self.id, self.serial, self.bound = till, dev_id, serial, bound
+
+    def type(self, layout: str, text: str, enter: bool = True) -> None:
+        """TEXT as the scanner gadget would type it under LAYOUT: the same hand-made key tables."""
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent / "guest"))
+        from scanner_gadget import ALTGR, ENTER, SHIFT, reports  # the gadget's hand-made tables
+
+        for report in reports(layout, text, enter)[::2]:  # key downs; each is sent down + up
+            mods, usage = report[0], report[2]
+            keys = (["shift"] if mods & SHIFT else []) + (["alt_r"] if mods & ALTGR else [])
+            keys.append("ret" if usage == ENTER else QCODE[usage])
+            events = [{"type": "key", "data": {"down": True, "key": {"type": "qcode", "data": k}}} for k in keys]
+            events += [{"type": "key", "data": {"down": False, "key": {"type": "qcode", "data": k}}}
+                       for k in reversed(keys)]
+            args: dict = {"events": events}
+            if self.bound:
+                args["device"] = "vga0"  # a keyboard bound to the console gets the aimed events
+            self.till.vm.qmp("input-send-event", **args)
+            time.sleep(0.03)
+
+    def event_node(self, timeout: float = 30) -> str:
+        return input_node(self.till.vm, "0627", self.serial, timeout)
+
+    def unplug(self) -> None:
+        self.till.vm.unplug(self.id)
+
+
+# HID usage -> QEMU qcode, for the keys the layout tables use.
+QCODE = {**{0x04 + i: chr(ord("a") + i) for i in range(26)},
+         **{0x1E + i: str((i + 1) % 10) for i in range(10)},
+         0x2C: "spc", 0x2D: "minus", 0x2E: "equal", 0x2F: "bracket_left", 0x30: "bracket_right",
+         0x31: "backslash", 0x32: "backslash", 0x33: "semicolon", 0x34: "apostrophe", 0x35: "grave_accent",
+         0x36: "comma", 0x37: "dot", 0x38: "slash", 0x64: "less"}
+
+
+class Scanners:
+    """Plugging scanners into the guest and watching what edged makes of them."""
+
+    def __init__(self, till: Till) -> None:
+        self.till = till
+        self.vm = till.vm
+
+    def gadget(self, name: str, vid: str, pid: str, serial: str, manufacturer: str = "Honeywell",
+               product: str = "Barcode Scanner") -> ScannerGadget:
+        """A HID boot-keyboard gadget with these ids on a free dummy_hcd port, plugged in."""
+        udc = self.till.take_udc()
+        out = f"{OUT}/{name}"
+        self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{OUT}/{name}.log "
+                   f"-p StandardError=file:{OUT}/{name}.log python3 {GUEST}/scanner_gadget.py "
+                   f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
+        try:
+            self.vm.wait_for(f"scanner gadget {name}", f"test -f {out}/ready", timeout=120)
+        except TimeoutError:
+            self.till.free_udc(udc)
+            raise
+        g = ScannerGadget(self.till, name, udc, self.vm.share / "out" / name)
+        g.vid, g.serial = vid, serial
+        return g
+
+    def qemu_kbd(self, dev_id: str, serial: str, bound: bool = False) -> QemuKeyboard:
+        """QEMU's usb-kbd hot-plugged on xhci.0; bound=True binds it to the VGA console so key
+        events can be aimed at it (device=vga0) while other keyboards are plugged."""
+        args = {"driver": "usb-kbd", "id": dev_id, "bus": "xhci.0", "serial": serial}
+        if bound:
+            args["display"] = "vga0"
+        self.vm.qmp("device_add", **args)
+        return QemuKeyboard(self.till, dev_id, serial, bound)
+
+    def watch(self, name: str) -> ScanWatch:
+        """A client in the guest subscribed to edged's scanner events (guest/scan_watch.py)."""
+        self.vm.sh(f"rm -f {OUT}/{name}.jsonl {OUT}/{name}.watching; systemd-run --unit=watch-{name} --collect "
+                   f"-p StandardOutput=file:{OUT}/{name}.log -p StandardError=file:{OUT}/{name}.log "
+                   f"python3 {GUEST}/scan_watch.py {OUT}/{name}.jsonl")
+        self.vm.wait_for(f"scan watcher {name} subscribed", f"test -f {OUT}/{name}.watching", timeout=30)
+        return ScanWatch(self.till, name, self.vm.share / "out" / f"{name}.jsonl")
+
+    def console(self) -> str:
+        """What tty1 shows now (/dev/vcs1: the screen's characters, rows run together)."""
+        return self.vm.sh("cat /dev/vcs1").out
+
+    def reset_console(self) -> None:
+        """A fresh login prompt on tty1 (what a control case typed there is gone)."""
+        self.vm.sh("systemctl restart getty@tty1")
+        self.vm.wait_for("login prompt on tty1", "grep -q 'login:' /dev/vcs1", timeout=30)
+
+
+class ScanWatch:
+    def __init__(self, till: Till, name: str, path: Path) -> None:
+        self.till, self.name, self.path = till, name, path
+
+    def events(self) -> list[dict]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def scans(self, device: str | None = None) -> list[dict]:
+        return [e for e in self.events() if e.get("event") == "scanner.scan" and device in (None, e.get("device"))]
+
+    def wait(self, what: str, cond: Callable[[list[dict]], bool], timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.events()
+            if cond(events):
+                return events
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"watcher {self.name}: {what} not within {timeout} s; events: {events[-10:]}")
+            time.sleep(0.2)
+
+    def wait_scans(self, n: int, timeout: float = 60) -> list[dict]:
+        self.wait(f"{n} scans", lambda _: len(self.scans()) >= n, timeout)
+        return self.scans()
+
+    def stop(self) -> None:
+        self.till.vm.sh(f"systemctl stop watch-{self.name}", check=False)
+
+
+
+def input_node(vm: VM, vid: str, serial: str, timeout: float = 60) -> str:
+    """The /dev/input/eventN of the USB keyboard with this vendor id and serial, once udev has run
+    its rules for it (its /dev/input/by-id link, made last, is there)."""
+    script = (f"for l in /dev/input/by-id/usb-*_{serial}-event-kbd; do d=$(readlink -f $l); "
+              f"grep -qix {vid} /sys/class/input/${{d##*/}}/device/id/vendor && echo $d && exit 0; done; exit 1")
+    return vm.wait_for(f"input node of {vid} serial {serial}", script, timeout=timeout).strip()

@@ -4,7 +4,8 @@ A keyboard-wedge scanner is an evdev device, grabbed so scans never reach the
 console; its key events go through its own Assembler. A serial scanner sends
 text ending in CR, LF or CR LF. Either way each scan becomes a `scanner.scan`
 event. A read error such as ENODEV (unplugged) marks the scanner offline: it
-is a removal, not a crash.
+is a removal, not a crash. A scan whose keys the kernel dropped because edged
+read too slowly (SYN_DROPPED) is counted as torn and not delivered.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class Scanner:
         self.last_keys: list[RawEvent] = []  # the last scan's key events, for `scan_layouts`
         self._keys: list[RawEvent] = []
         self.state, self.detail, self.since = "offline", "not opened yet", time.time()
-        self.scans = self.unheard = self.invalid = 0
+        self.scans = self.unheard = self.invalid = self.torn = 0
         self._dev: Any = None
         self._asm: Assembler | None = None
         self._buf = bytearray()
@@ -95,7 +96,7 @@ class Scanner:
                 "state": "ok" if self.state == "online" else "error",
                 "reasons": [] if self.state == "online" else ["offline"], "since": self.since, "detail": self.detail,
                 "device": str(self.identity), "node": self.node, "scans": self.scans, "unheard": self.unheard,
-                "invalid": self.invalid, "kept": len(self.kept)}
+                "invalid": self.invalid, "torn": self.torn, "kept": len(self.kept)}
 
     def summary(self) -> str:
         return f"scanner {self.name}: {self.state}"
@@ -165,7 +166,9 @@ class Scanner:
             self.close("device gone")
             return
         for ev in events:
-            if ev.type == ecodes.EV_KEY:
+            if ev.type == ecodes.EV_SYN and ev.code == ecodes.SYN_DROPPED:
+                self._dropped(ev.timestamp())
+            elif ev.type == ecodes.EV_KEY:
                 for text, ended in self._asm.key(ev.code, ev.value, ev.timestamp()):
                     self._scan(text, ended)
                 if ev.value != REPEAT:  # a stuck key repeats forever; they mean nothing
@@ -174,6 +177,20 @@ class Scanner:
             if self._idle:
                 self._idle.cancel()
             self._idle = asyncio.get_running_loop().call_later(self.settings.timeout * 1.5, self._timed_out)
+
+    def _dropped(self, t: float) -> None:
+        """edged read too slowly and the kernel emptied the device's buffer: the scan in progress
+        lost keys, so it is thrown away whole rather than delivered as a wrong barcode."""
+        assert self._asm is not None
+        try:
+            pressed = self._dev.active_keys()  # EVIOCGKEY: what is held down now
+        except (OSError, SystemError):  # not an event node (python-evdev raises SystemError then)
+            pressed = []
+        lost = self._asm.dropped(t, pressed)
+        self.torn += 1
+        self._keys.clear()
+        log.warning("scanner %s: the kernel dropped input events (edged read too slowly); the scan in "
+                    "progress is torn and not delivered (had %r so far); scan it again", self.name, lost)
 
     def _timed_out(self) -> None:
         self._idle = None

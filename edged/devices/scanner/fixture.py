@@ -42,7 +42,9 @@ def read_scans(events: Iterable[RawEvent], layout: str = "us", variant: str = ""
     asm = Assembler(layout, variant, suffix, timeout)
     scans = []
     for sec, usec, etype, code, value in events:
-        if etype == ecodes.EV_KEY:
+        if etype == ecodes.EV_SYN and code == ecodes.SYN_DROPPED:  # the reader fell behind: a torn scan
+            asm.dropped(sec + usec / 1e6)
+        elif etype == ecodes.EV_KEY:
             scans += [text for text, _ in asm.key(code, value, sec + usec / 1e6)]
     end = asm.idle(float("inf"))
     return scans + [end[0]] if end else scans

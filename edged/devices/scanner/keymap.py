@@ -10,6 +10,7 @@ Each scanner has its own KeyDecoder: modifier state never leaks between them.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 from xkbcommon import xkb
 
@@ -46,6 +47,13 @@ class KeyDecoder:
     def __init__(self, layout: str = "us", variant: str = "") -> None:
         self.layout, self.variant = layout, variant
         self._state = _keymap(layout, variant).state_new()
+
+    def reset(self, pressed: Iterable[int] = ()) -> None:
+        """Start over with only these keys (evdev codes) down: after the kernel dropped events,
+        the releases of Shift or AltGr may be among what was lost."""
+        self._state = _keymap(self.layout, self.variant).state_new()
+        for code in pressed:
+            self._state.update_key(code + EVDEV_OFFSET, xkb.XKB_KEY_DOWN)
 
     def key(self, code: int, value: int) -> str:
         """One EV_KEY event; the text a press produces ('' for modifiers, releases, repeats).
