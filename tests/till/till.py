@@ -50,6 +50,15 @@ class Gadget:
 
 
 class PrinterGadget(Gadget):
+    def unplug(self) -> None:
+        super().unplug()
+        # Its program closes the gadget's node before it may be bound again (printer_gadget.py).
+        self.till.vm.wait_for("the printer gadget's node closed", f"grep -qx 0 {self.guest_out}/open", timeout=60)
+
+    @property
+    def guest_out(self) -> str:
+        return f"{OUT}/{self.out.name}"
+
     def set_state(self, **state: bool) -> None:
         (self.out / "state").write_text(json.dumps(state))
 

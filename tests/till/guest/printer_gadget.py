@@ -90,9 +90,13 @@ def main() -> None:
             if fd >= 0:
                 fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
         if fd < 0:
+            if not (CONFIGFS / name / "UDC").read_text().strip():
+                time.sleep(0.1)  # unplugged: opened again only once bound again
+                continue
             try:
                 fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
                 fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
+                (d / "open").write_text("1")
             except OSError:
                 time.sleep(0.1)
                 continue
@@ -100,6 +104,15 @@ def main() -> None:
         events.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
         try:
             for _, ev in events.poll(100):
+                if ev & (select.POLLERR | select.POLLHUP):
+                    # Unbound from the UDC (unplugged). The node must be closed before the gadget is
+                    # bound again: a file left open across unbind and bind corrupts the kernel's
+                    # char device list (6.1's f_printer; seen as "list_del corruption" in cd_forget
+                    # and a locked-up guest when the file was finally closed).
+                    os.close(fd)
+                    fd = -1
+                    (d / "open").write_text("0")
+                    break
                 if ev & select.POLLIN:
                     data = os.read(fd, 65536)
                     received.write(data)
