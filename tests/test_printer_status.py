@@ -134,3 +134,33 @@ def test_usb_printer_that_is_not_plugged_in_is_unreachable_with_the_reason():
         finally:
             await printer.stop()
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("backend", ["network", "usblp"])
+def test_a_job_on_a_connection_opened_since_the_last_reading_is_read_first_then_confirmed(backend):
+    """Found on real USB (make test-till): a printer unplugged mid-job and plugged back in, the
+    spooler's reading taken on the old connection, the job sent on a new one. The new connection's
+    replies are read before the job, so a printer that answers well is `done`, not `unknown`; one
+    that answers "paper out" there keeps the job unsent."""
+    from edged.devices.printer.link import Link
+    from edged.devices.printer.send import send_job
+
+    async def scenario():
+        emu = PrinterEmulator(use_pty=backend != "network")
+        await emu.start()
+        try:
+            s = _printer(backend, emu).settings
+            seen: list[str] = []
+            link = Link(s)  # opened by send_job: no reading on it yet
+            outcome = await asyncio.to_thread(send_job, link, b"hello\n\x1dV\x00", lambda p: seen.append(p.state))
+            assert outcome == ("done", "") and seen[0] == "ok", (outcome, seen)
+            assert emu.receipts[-1].text(42).startswith("hello")
+            link.close()
+            emu.set_state(paper_out=True)
+            outcome = await asyncio.to_thread(send_job, link, b"held\n", lambda p: seen.append(p.state))
+            assert outcome[0] == "unsent" and "paper_out" in outcome[1], outcome
+            assert len(emu.receipts) == 1
+            link.close()
+        finally:
+            await emu.stop()
+    asyncio.run(scenario())

@@ -37,6 +37,16 @@ def send_job(link: Link, data: bytes, report: Report) -> Sent:
     if link.can_read:
         try:
             link.drain()
+            if not link.replies_ok:
+                # The spooler's reading before the job was not well-formed, or was on a connection
+                # since closed: one more, now (seen on real USB: a printer plugged back in first
+                # sends what it owed the old connection, which the drain above dropped). Still not
+                # well-formed: the job goes all the same (a broken return channel must not stop
+                # receipts) and ends `unknown`, never `done`.
+                status, _ = link.read_status()
+                report(status)
+                if status.state == "error":  # offline, paper out: it waits, unsent
+                    return "unsent", f"the printer reports {', '.join(status.reasons)}"
         except Flooding as e:
             report(link.flooded(e))
             return "unsent", link.detail
@@ -45,7 +55,7 @@ def send_job(link: Link, data: bytes, report: Report) -> Sent:
         except Exception as e:  # a stale connection: nothing of this job went out yet
             report(link.lost(e))
             return "unsent", link.detail
-    trusted = link.replies_ok  # the reading just before the job (the spooler takes one)
+    trusted = link.replies_ok  # the reading just before the job
     try:
         link.write(data + (st.CONFIRM if link.can_read else b""))
     except PartlySent as e:  # its end never went out: not printed whole, so it waits and goes again whole
