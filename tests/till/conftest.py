@@ -15,6 +15,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from image import image  # noqa: E402
+from install import installed  # noqa: E402
 from vm import VM  # noqa: E402
 
 from till import Till  # noqa: E402
@@ -66,14 +67,12 @@ def vm(deb):
         machine.detach()
         return
     try:
+        machine.img = installed(img, deb, WORK / "run", log)
         machine.boot()
-        t1 = time.monotonic()
-        machine.sh("dpkg -i /mnt/host/edged.deb", timeout=300)
-        machine.wait_for("edged running", "systemctl is-active edged", timeout=60)
+        machine.wait_for("edged running", "systemctl is-active edged", timeout=120)
         if os.environ.get("EDGED_TILL_OVERLAY"):
             _overlay(machine, share)
-        log(f"vm: edged installed and running in {time.monotonic() - t1:.1f} s "
-            f"({time.monotonic() - t0:.1f} s since the run began)")
+        log(f"vm: edged running {time.monotonic() - t0:.1f} s since the run began")
         yield machine
     finally:
         if os.environ.get("EDGED_TILL_KEEP") and machine.proc is not None and machine.proc.poll() is None:
@@ -95,3 +94,26 @@ def _overlay(machine: VM, share: Path) -> None:
 @pytest.fixture(scope="session")
 def till(vm) -> Till:
     return Till(vm, log)
+
+
+@pytest.fixture(autouse=True)
+def _timed(request):
+    """Each test's wall time as the run goes (the suite's budget is minutes: where they go shows)."""
+    t0 = time.monotonic()
+    yield
+    log(f"{request.node.name}: {time.monotonic() - t0:.1f} s")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report carries the tail of edged's log in the guest: under emulation a
+    failure is costly to reproduce, so what edged said then is kept with it."""
+    outcome = yield
+    rep = outcome.get_result()
+    t = item.funcargs.get("till") if hasattr(item, "funcargs") else None
+    if rep.failed and rep.when in ("setup", "call") and isinstance(t, Till):
+        try:
+            tail = t.vm.sh("journalctl -u edged -n 80 --no-pager -o short-monotonic", check=False, timeout=60).out
+        except Exception as e:  # a wedged guest: the report still goes out
+            tail = f"(edged's log could not be read: {e})"
+        rep.sections.append(("edged's log in the guest (last 80 lines)", tail))

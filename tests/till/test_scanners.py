@@ -81,13 +81,27 @@ def watch(scanners):
     w.stop()
 
 
+@pytest.fixture(scope="module")
+def three(till, scanners):
+    """Three scanners of one model (Honeywell 0c2e:0b61), one per layout, told apart by serial:
+    plugged once for the module (a gadget costs seconds under emulation); taken apart after."""
+    made = {}
+    try:
+        for i, layout in enumerate(SERIALS):
+            made[layout] = scanners.gadget(f"scan{i}", VID, PID, SERIALS[layout])
+        yield made
+    finally:
+        for g in made.values():
+            g.remove()
+
+
 @pytest.fixture
 def plugged(scanners):
-    """Plugs gadgets on request; takes every one apart afterwards, whatever happened."""
+    """Plugs more gadgets on request; takes every one apart afterwards, whatever happened."""
     made = []
 
-    def plug(layout: str, serial: str | None = None):
-        g = scanners.gadget(f"scan{len(made)}", VID, PID, serial or SERIALS[layout])
+    def plug(layout: str, serial: str):
+        g = scanners.gadget(f"extra{len(made)}", VID, PID, serial)
         made.append(g)
         return g
     yield plug
@@ -95,11 +109,10 @@ def plugged(scanners):
         g.remove()
 
 
-def test_packaged_udev_rules_give_edged_the_scanner_node(scanners, plugged):
+def test_packaged_udev_rules_give_edged_the_scanner_node(scanners, three):
     """On a real USB HID scanner, the .deb's rules give group _edged the event node and the
     /dev/edged/scanner-event-<vid>-<pid>-<serial>-if00 link; usbhid's by-id name is there."""
-    g = plugged("us")
-    node = g.event_node()
+    node = three["us"].event_node()
     vm = scanners.vm
     assert vm.sh(f"stat -c '%U:%G %a' {node}").out.strip() == "root:_edged 660"
     link = f"/dev/edged/scanner-event-{VID}-{PID}-{SERIALS['us']}-if00"
@@ -110,19 +123,34 @@ def test_packaged_udev_rules_give_edged_the_scanner_node(scanners, plugged):
     assert "EDGED_KIND=scanner" in props and "LIBINPUT_IGNORE_DEVICE=1" in props
 
 
-@pytest.mark.parametrize("layout", ["us", "de", "no"])
-def test_scan_is_read_whole_under_the_layout_the_scanner_is_programmed_for(till, scanners, plugged, watch, layout):
-    """edged finds the scanner by vendor/product/serial, grabs it, and a watching client gets
-    exactly the barcode the scanner typed under that keyboard layout."""
-    g = plugged(layout)
-    dev = _state(till, layout)
-    assert dev["node"] == g.event_node()
-    _scan(till, g, layout, layout, BARCODES[layout], watch)
-    scans = watch.scans()
-    assert [(s["device"], s["code"], s["ended"]) for s in scans] == [(layout, BARCODES[layout], "suffix")]
+def test_each_scan_is_read_under_its_scanners_layout_and_told_apart_by_serial(till, scanners, three, watch):
+    """edged finds each scanner by vendor/product/serial and grabs it; a watching client gets
+    exactly the barcode each typed under the layout it is programmed for (us, de, no), attributed
+    to it. Then two of them type at the same time: each scan is still read under its own layout."""
+    nodes = {layout: _state(till, layout)["node"] for layout in three}
+    assert nodes == {layout: g.event_node() for layout, g in three.items()} and len(set(nodes.values())) == 3
+    for layout, g in three.items():
+        _scan(till, g, layout, layout, BARCODES[layout], watch)
+    assert [(s["device"], s["code"], s["ended"]) for s in watch.scans()] == \
+        [(layout, BARCODES[layout], "suffix") for layout in three]
+    seen = len(watch.scans())
+    us, de = three["us"], three["de"]
+    cursor = till.cursor()
+    us.type("us", "US-111/ab.zy", wait=False)
+    de.type("de", "DE-222/zy.ö", wait=False)
+    assert (us.outcome(), de.outcome()) == ("typed", "typed")
+    torn = "the kernel dropped input events"
+    watch.wait("two scans or a torn one", lambda _: len(watch.scans()) >= seen + 2 or torn in till.log_since(cursor),
+               timeout=240)
+    # a scan torn while both typed at once: that scanner scans again, alone
+    for name, g, text in (("us", us, "US-111/ab.zy"), ("de", de, "DE-222/zy.ö")):
+        if not [s for s in watch.scans(name) if s["code"] == text]:
+            _scan(till, g, name, name, text, watch)
+    both = watch.scans()[seen:]
+    assert sorted((s["device"], s["code"]) for s in both) == [("de", "DE-222/zy.ö"), ("us", "US-111/ab.zy")]
 
 
-def test_nothing_reaches_tty1_while_edged_holds_the_scanner(till, scanners, plugged, watch):
+def test_nothing_reaches_tty1_while_edged_holds_the_scanner(till, scanners, three, plugged, watch):
     """The grab keeps a scan off the console. Control first, on the same kind of gadget: a scanner
     edged is not configured for (another serial) types into tty1's login prompt, so the check
     below can fail."""
@@ -133,42 +161,21 @@ def test_nothing_reaches_tty1_while_edged_holds_the_scanner(till, scanners, plug
         assert stranger.type("us", "771234", enter=False) == "typed"
         till.vm.wait_for("the stranger's keys on tty1", "grep -q 771234 /dev/vcs1", timeout=30)
 
-        g = plugged("us")
         _state(till, "us")
         before = scanners.console()
-        _scan(till, g, "us", "us", "4006381333931", watch)
-        assert [s["code"] for s in watch.scans()] == ["4006381333931"]
+        _scan(till, three["us"], "us", "us", EAN, watch)
+        assert [s["code"] for s in watch.scans()] == [EAN]
         after = scanners.console()
-        assert after == before and "4006381333931" not in after
+        assert after == before and EAN not in after
     finally:
         scanners.reset_console()
 
 
-def test_two_scanners_of_one_model_told_apart_by_serial(till, scanners, plugged, watch):
-    """Two 0c2e:0b61 scanners typing at the same time, each configured by its serial with its own
-    layout: each scan is read under its scanner's layout and attributed to it."""
-    us, de = plugged("us"), plugged("de")
-    assert _state(till, "us")["node"] != _state(till, "de")["node"]
-    cursor = till.cursor()
-    us.type("us", "US-111/ab.zy", wait=False)
-    de.type("de", "DE-222/zy.ö", wait=False)
-    assert (us.outcome(), de.outcome()) == ("typed", "typed")
-    torn = "the kernel dropped input events"
-    watch.wait("two scans or a torn one", lambda _: len(watch.scans()) >= 2 or torn in till.log_since(cursor),
-               timeout=240)
-    # a scan torn while both typed at once: that scanner scans again, alone
-    for name, g, text in (("us", us, "US-111/ab.zy"), ("de", de, "DE-222/zy.ö")):
-        if not watch.scans(name):
-            _scan(till, g, name, name, text, watch)
-    scans = watch.scans()
-    assert sorted((s["device"], s["code"]) for s in scans) == [("de", "DE-222/zy.ö"), ("us", "US-111/ab.zy")]
-
-
-def test_unplugged_mid_scan_comes_back_and_the_half_scan_is_no_barcode(till, scanners, plugged, watch):
+def test_unplugged_mid_scan_comes_back_and_the_half_scan_is_no_barcode(till, scanners, three, watch):
     """The scanner's cable is pulled between two keys of a scan (the gadget unbinds itself from the
     UDC): edged marks it offline, re-opens it by itself when it is plugged back, reads the next
     scan whole, and never delivers the torn one."""
-    g = plugged("de")
+    g = three["de"]
     first = _state(till, "de")
     assert g.type("de", "HALB-0815/zy.x", unplug_after=6).startswith("aborted")
     _state(till, "de", "error")
@@ -178,17 +185,16 @@ def test_unplugged_mid_scan_comes_back_and_the_half_scan_is_no_barcode(till, sca
     _scan(till, g, "de", "de", "GANZ-4711/yz.ä", watch)
     assert [s["code"] for s in watch.scans()] == ["GANZ-4711/yz.ä"]
     states = [(e["state"], e["detail"]) for e in watch.events() if e["event"] == "scanner.state"]
-    # (the first "online" may come after the watcher subscribed, or before)
     assert [s for s, _ in states if s == "offline"] == ["offline"] and states[-1][0] == "online", states
     assert [d for s, d in states if s == "offline"][0] in ("unplugged", "device gone", "read failed: [Errno 19] No such device"), states
 
 
-def _record(till, node: str, name: str, layout: str, scans: int) -> str:
+def _record(till, node: str, name: str, layout: str, scans: int, timeout: float = TIMEOUT) -> str:
     """`edged scan record` on NODE in the guest (as a technician runs it), started and listening."""
     log = f"{OUT}/{name}.log"
     till.vm.sh(f"rm -f {OUT}/{name}.*; systemd-run --unit=record-{name} -p StandardOutput=file:{log} "
                f"-p StandardError=file:{log} edged scan record {node} {OUT}/{name}.json --layout {layout} "
-               f"--scans {scans} --timeout {TIMEOUT}")
+               f"--scans {scans} --timeout {timeout}")
     till.vm.wait_for(f"edged scan record {name} listening", f"grep -q '^recording' {log}", timeout=120)
     return name
 
@@ -227,7 +233,9 @@ def test_scan_record_of_qemu_usb_kbd_while_the_gadget_types(till, scanners, plug
     kbd = scanners.qemu_kbd("reckbd", "QKBDREC1")
     try:
         knode, gnode = kbd.event_node(), g.event_node()
-        _record(till, knode, "qemu-usb-kbd-de", "de", 1)
+        # Keys sent over QMP one command at a time: on this loaded 2-core host a gap of over a
+        # second between two (seen in CI) split the recording's one scan in two.
+        _record(till, knode, "qemu-usb-kbd-de", "de", 1, timeout=10)
         _record(till, gnode, "usb-gadget-no-beside-kbd", "no", 1)
         g.type("no", BARCODES["no"], wait=False, delay=0.02)
         kbd.type("de", QEMU_BARCODE)

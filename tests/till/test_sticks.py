@@ -293,35 +293,35 @@ BAD_STICKS = {
 }
 
 
-@pytest.mark.parametrize("kind", BAD_STICKS)
-def test_a_stick_edged_cannot_use_says_why_and_loses_nothing(shop, kind):
-    """ext4, unformatted, write-protected, full: each gets a message that names what is wrong, the day
-    stays owed, what was on the stick is untouched, and the next good stick gets the day."""
-    make, message, where = BAD_STICKS[kind]
+def test_sticks_edged_cannot_use_say_why_and_lose_nothing(shop):
+    """ext4, unformatted, write-protected, full, plugged one after another while a closed day is
+    owed: each gets a message that names what is wrong, the day stays owed, what was on the stick
+    is untouched, and the next good stick gets the day."""
     day = shop.close_day(200)
-    cursor = shop.till.cursor()
-    watch = shop.watch()
-    stick = make(shop)
-    before = {p.name: p.stat().st_size for p in shop.look(stick).iterdir()} if kind != "ext4" and \
-        kind != "unformatted" else {}
-    try:
-        if where == "log":
-            log = shop.till.wait_log(cursor, message, timeout=120)
-            sticks = shop.till.status()["usb"]["sticks"]
-            assert sticks == [], (sticks, log)
-        else:
-            end = watch.export_end(day)
-            assert (end["state"], end.get("reason")) == ("failed", message), end
-            watch.wait(lambda e: e.get("event") == "usb.safe_to_remove", 120, "the stick unmounted all the same")
-        owed = shop.days()[day]
-        assert owed["exported"] is None and owed["pending"], owed
-    finally:
-        watch.stop()
-        stick.yank()
-    if before:
-        look = shop.look(stick)
-        after = {p.name: p.stat().st_size for p in look.iterdir()}
-        assert after == before | ({"EDGED": after["EDGED"]} if "EDGED" in after else {}), after
-        assert not [p for p in look.rglob("*") if p.is_file() and "EDGED" in p.parts], \
-            "an export (or a partial one) was left on the stick"
+    for kind, (make, message, where) in BAD_STICKS.items():
+        cursor = shop.till.cursor()
+        watch = shop.watch()
+        stick = make(shop)
+        before = {p.name: p.stat().st_size for p in shop.look(stick).iterdir()} if kind != "ext4" and \
+            kind != "unformatted" else {}
+        try:
+            if where == "log":
+                log = shop.till.wait_log(cursor, message, timeout=120)
+                sticks = shop.till.status()["usb"]["sticks"]
+                assert sticks == [], (kind, sticks, log)
+            else:
+                end = watch.export_end(day)
+                assert (end["state"], end.get("reason")) == ("failed", message), (kind, end)
+                watch.wait(lambda e: e.get("event") == "usb.safe_to_remove", 120, f"the {kind} stick unmounted all the same")
+            owed = shop.days()[day]
+            assert owed["exported"] is None and owed["pending"], (kind, owed)
+        finally:
+            watch.stop()
+            stick.yank()
+        if before:
+            look = shop.look(stick)
+            after = {p.name: p.stat().st_size for p in look.iterdir()}
+            assert after == before | ({"EDGED": after["EDGED"]} if "EDGED" in after else {}), (kind, after)
+            assert not [p for p in look.rglob("*") if p.is_file() and "EDGED" in p.parts], \
+                f"{kind}: an export (or a partial one) was left on the stick"
     shop.carry_to_good_stick([day])

@@ -1,7 +1,7 @@
 """One request to edged on its socket, its result printed as JSON: lighter than edged's CLI,
 which imports the printer stack (seconds under emulation).
 
-Usage (in the guest): edged_request.py OP [JSON_PARAMS]
+Usage (in the guest): edged_request.py OP [JSON_PARAMS | -]   (-: the parameters on stdin)
 """
 from __future__ import annotations
 
@@ -12,5 +12,6 @@ sys.path.insert(0, "/usr/lib/edged")
 from edged.client import BlockingClient  # noqa: E402
 
 with BlockingClient.connect(client="till-test") as client:
-    params = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    arg = sys.argv[2] if len(sys.argv) > 2 else "{}"
+    params = json.loads(sys.stdin.read() if arg == "-" else arg)
     print(json.dumps(client.request(sys.argv[1], **params), default=repr))
