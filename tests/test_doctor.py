@@ -89,8 +89,9 @@ def test_a_running_till_then_paper_out_then_stopped_then_a_damaged_journal(short
         assert all(x.startswith("OK ") for x in lines["scanners"]) and len(lines["scanners"]) == 2  # simulated
         assert re.fullmatch(rf"(OK|WARN|FAIL) [\d.]+ [GM]B free of [\d.]+ [GM]B \(\d+ %\) on {state}",
                             lines["disk"][0])
+        assert lines["sticks"] == ["OK none plugged in"], lines["sticks"]
         assert list(lines) == ["config", "user", "devices", "udev", "socket", "journal", "printers",
-                               "scanners", "disk"]
+                               "scanners", "sticks", "disk"]
         # What only the Debian package brings does not apply to a simulated till: N/A, never FAIL.
         for check in ("user", "devices", "udev"):
             assert lines[check][0].startswith("N/A not part of a simulated till: "), lines[check]
@@ -318,3 +319,14 @@ def test_a_printer_that_cannot_answer_gets_the_hint_for_its_backend():
     assert on_file.level == "WARN" and 'backend = "usblp"' in on_file.hint
     one_way = doctor.check_printers(_printer_status("usblp", "unknown", ("cannot_read_status",)))[0]
     assert "cannot answer" in one_way.hint and "usblp" not in one_way.hint
+
+
+def test_sticks_edged_sees_are_listed_for_the_technician():
+    stick = {"device": "sda1", "node": "/dev/sda1", "fs_type": "vfat", "bus": "usb", "label": "TILLSTICK",
+             "uuid": "1234-ABCD", "mounted": False}
+    found = doctor.check_sticks({"usb": {"mounter": "udisks2", "sticks": [stick, {**stick, "device": "sdb",
+                                                                                    "label": "", "mounted": True}]}})
+    assert [str(f) for f in found] == ["OK    sticks    sda1 (vfat, TILLSTICK, usb): plugged in",
+                                       "OK    sticks    sdb (vfat, usb): mounted"]
+    assert [f.level for f in doctor.check_sticks({"usb": {}})] == ["N/A"]
+    assert doctor.check_sticks(None)[0].found == "not checked: daemon not reachable"

@@ -189,6 +189,21 @@ def check_scanners(status: dict[str, Any] | None) -> list[Finding]:
     return out or _none(status, "scanners")
 
 
+def check_sticks(status: dict[str, Any] | None) -> list[Finding]:
+    """USB sticks edged sees now: what a technician checks before carrying a day on one."""
+    if status is None:
+        return _none(status, "sticks")
+    usb = status.get("usb") or {}
+    if not usb:
+        return [Finding("N/A", "sticks", "edged does not watch for USB sticks on this till")]
+    sticks = usb.get("sticks") or []
+    if not sticks:
+        return [Finding("OK", "sticks", "none plugged in")]
+    return [Finding("OK", "sticks", f"{s['device']} ({s['fs_type']}{', ' + s['label'] if s.get('label') else ''}, "
+                                    f"{s['bus']}): {'mounted' if s.get('mounted') else 'plugged in'}")
+            for s in sticks]
+
+
 def judge_space(free: int, total: int) -> str:
     """Below 100 MB the journal is about to refuse appends; below 1 GB or 10 % it soon may."""
     if free < 100 * MB:

@@ -108,6 +108,7 @@ def run_doctor(config_path: str | None, socket_path: Callable[[], str], state_di
     report(doctor.check_journal(state))
     report(*doctor.check_printers(status))
     report(*doctor.check_scanners(status))
+    report(*doctor.check_sticks(status))
     report(doctor.check_disk(state))
     if as_json:
         print(json.dumps([f.as_dict() for f in findings], indent=2), file=out)
