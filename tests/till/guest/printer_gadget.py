@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import json
 import os
 import select
@@ -55,6 +56,21 @@ def make_gadget(name: str, vid: str, pid: str, serial: str, udc: str, manufactur
     return g
 
 
+def _own_node(before: set[str]) -> str:
+    """This gadget's /dev/g_printerN: the node its binding made. Nothing names an instance's minor
+    in configfs (6.1), so the harness makes printer gadgets one at a time (till.py waits for
+    `ready`) and the new node is this one's; it keeps its number across unbind and bind."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        new = set(glob.glob("/dev/g_printer*")) - before
+        if len(new) == 1:
+            return new.pop()
+        if len(new) > 1:
+            raise SystemExit(f"printer gadget: several new nodes at once: {sorted(new)}")
+        time.sleep(0.05)
+    raise SystemExit("printer gadget: no /dev/g_printerN appeared after binding")
+
+
 def lpstatus(state) -> int:
     if state.paper_out:
         return SELECTED | PAPER_EMPTY  # an error: NOT_ERROR cleared
@@ -71,8 +87,9 @@ def main() -> None:
     received = open(d / "received.bin", "ab", buffering=0)
     receipts = open(d / "receipts.txt", "a", buffering=1)
     emu = PrinterEmulator(use_pty=False, on_receipt=lambda r, text: receipts.write(text + "\n=====\n"))
+    before = set(glob.glob("/dev/g_printer*"))
     make_gadget(name, vid, pid, serial, udc, manufacturer, product)
-    node = "/dev/g_printer0"
+    node = _own_node(before)
     fd = -1
     pending = bytearray()  # answers not yet taken by the host
     stream = _Stream(lambda reply: pending.extend(reply))
