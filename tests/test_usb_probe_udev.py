@@ -74,3 +74,29 @@ def test_udevds_probe_stands_edged_does_not_probe_again(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="edged.usb")
     assert _classify(*_recorded("blank-sda", image)) is None
     assert "no filesystem (unformatted?)" in caplog.text
+
+
+def test_a_probe_overtaken_by_the_sticks_removal_brings_no_phantom_back():
+    """Seen in the till VM: udisks2's probing makes a `change` event; the stick was pulled while
+    edged probed it, and the probe's late answer brought `sda1` back after its `usb.removed`. The
+    next stick, named `sda1` by the kernel too, was then never announced, and the day never went."""
+    from edged.usb.sticks import Sticks
+
+    async def scenario() -> list[dict]:
+        events: list[dict] = []
+        sticks = Sticks(config.UsbSettings(), None, lambda e: events.append(e) or 1)  # type: ignore[arg-type]
+        props, ancestors = _recorded("partitioned-sda1")
+        sticks.handle("add", props, ancestors)
+        await asyncio.gather(*sticks._tasks)
+        sticks.handle("change", props, ancestors)  # probed again ...
+        sticks.handle("remove", props, ancestors)  # ... and pulled before that probe answered
+        await asyncio.gather(*sticks._tasks)
+        assert sticks.present == {}
+        sticks.handle("add", {**props, "ID_FS_UUID": "NEXT-0001"}, ancestors)  # the next stick
+        await asyncio.gather(*sticks._tasks)
+        assert sticks.present["sda1"].uuid == "NEXT-0001"
+        return events
+
+    events = asyncio.run(scenario())
+    assert [(e["event"], e.get("uuid", "")) for e in events] == [
+        ("usb.inserted", events[0]["uuid"]), ("usb.removed", ""), ("usb.inserted", "NEXT-0001")]

@@ -42,6 +42,7 @@ class Sticks:
         self.monitor: pyudev.Monitor | None = None
         self.source = ""
         self._tasks: set[asyncio.Task] = set()
+        self._events: dict[str, int] = {}  # device -> udev events heard for it (stale probes are dropped)
         self._sim = itertools.count(1)
 
     async def start(self) -> None:
@@ -96,20 +97,31 @@ class Sticks:
         assert self.monitor is not None
         try:
             while (device := self.monitor.poll(timeout=0)) is not None:
-                props = dict(device.properties)
-                if device.action in ("add", "change"):
-                    self.spawn(self._added(props, _ancestors(device)))
-                elif device.action == "remove":
-                    self.removed(os.path.basename(props.get("DEVNAME", device.sys_name)))
+                self.handle(device.action or "", dict(device.properties), _ancestors(device))
         except OSError as e:  # ENOBUFS: events lost; a stick re-plugged is seen again
             log.warning("block device monitor: %s", e)
 
-    async def _added(self, props: dict[str, str], ancestors: list[tuple[str, str]]) -> None:
+    def handle(self, action: str, props: dict[str, str], ancestors: list[tuple[str, str]]) -> None:
+        """One udev event for a block device. Each event for a device makes the probes started
+        for its earlier events stale: seen on real USB, a `change` (udisks2 probing) probed after
+        the stick was pulled brought back a phantom `sda`, and the next stick, also `sda`, was
+        then never announced."""
+        device = os.path.basename(props.get("DEVNAME", "")) or props.get("DEVPATH", "").rsplit("/", 1)[-1]
+        seen = self._events[device] = self._events.get(device, 0) + 1
+        if action in ("add", "change"):
+            self.spawn(self._added(props, ancestors, (device, seen)))
+        elif action == "remove":
+            self.removed(device)
+
+    async def _added(self, props: dict[str, str], ancestors: list[tuple[str, str]],
+                     event: tuple[str, int] | None = None) -> None:
         try:
             stick = await classify(props, ancestors, self.settings)
         except OSError as e:  # blkid missing, or the device went while probing
             log.warning("cannot probe %s: %s", props.get("DEVNAME", "?"), e)
             return
+        if event is not None and self._events.get(event[0]) != event[1]:
+            return  # a later event for this device (pulled, or probed again) has the last word
         if stick is not None:
             self.inserted(stick)
 

@@ -3,6 +3,7 @@ Debian 12 guest per run with the .deb installed (the real unit, udev rules, sysu
 under real systemd). Tests plug USB devices into it (till.py) and look at what edged did."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -114,6 +115,12 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and rep.when in ("setup", "call") and isinstance(t, Till):
         try:
             tail = t.vm.sh("journalctl -u edged -n 80 --no-pager -o short-monotonic", check=False, timeout=60).out
+            tail += "\nits devices now: " + json.dumps(t.status().get("devices"), indent=1)
+            # Which of its fds the event loop waits on (a device read that never fires shows here).
+            tail += "\n" + t.vm.sh("p=$(systemctl show -p MainPID --value edged); ls -l /proc/$p/fd | "
+                                   "sed 's/.*:[0-9][0-9] //'; for f in /proc/$p/fd/*; do "
+                                   "[ \"$(readlink $f)\" = 'anon_inode:[eventpoll]' ] && "
+                                   "echo \"epoll $f\" && grep tfd /proc/$p/fdinfo/${f##*/}; done", check=False).out
         except Exception as e:  # a wedged guest: the report still goes out
             tail = f"(edged's log could not be read: {e})"
         rep.sections.append(("edged's log in the guest (last 80 lines)", tail))
