@@ -237,7 +237,7 @@ def test_scan_record_of_qemu_usb_kbd_while_the_gadget_types(till, scanners, plug
         knode, gnode = kbd.event_node(), g.event_node()
         # Keys sent over QMP one command at a time: on this loaded 2-core host a gap of over a
         # second between two (seen in CI) split the recording's one scan in two.
-        _record(till, knode, "qemu-usb-kbd-de", "de", 1, timeout=10)
+        _record(till, knode, "qemu-usb-kbd-de", "de", 1, timeout=5)
         _record(till, gnode, "usb-gadget-no-beside-kbd", "no", 1)
         g.type("no", BARCODES["no"], wait=False, delay=0.02)
         kbd.type("de", QEMU_BARCODE)
