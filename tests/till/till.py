@@ -329,8 +329,10 @@ class QemuKeyboard:
     def __init__(self, till: Till, dev_id: str, serial: str, bound: bool) -> None:
         self.till, self.id, self.serial, self.bound = till, dev_id, serial, bound
 
-    def type(self, layout: str, text: str, enter: bool = True) -> None:
-        """TEXT as the scanner gadget would type it under LAYOUT: the same hand-made key tables."""
+    def type(self, layout: str, text: str, enter: bool = True, gap: float = 0.03) -> None:
+        """TEXT as the scanner gadget would type it under LAYOUT: the same hand-made key tables;
+        GAP seconds between two keys (QEMU drops keys its 16-event queue cannot hold while the
+        guest is too busy to poll it: no SYN_DROPPED, the keys are simply gone)."""
         import sys
 
         sys.path.insert(0, str(Path(__file__).parent / "guest"))
@@ -347,7 +349,7 @@ class QemuKeyboard:
             if self.bound:
                 args["device"] = "vga0"  # a keyboard bound to the console gets the aimed events
             self.till.vm.qmp("input-send-event", **args)
-            time.sleep(0.03)
+            time.sleep(gap)
 
     def event_node(self, timeout: float = 30) -> str:
         return input_node(self.till.vm, "0627", self.serial, timeout)
