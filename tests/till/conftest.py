@@ -120,7 +120,9 @@ def pytest_runtest_makereport(item, call):
             tail += "\n" + t.vm.sh("p=$(systemctl show -p MainPID --value edged); ls -l /proc/$p/fd | "
                                    "sed 's/.*:[0-9][0-9] //'; for f in /proc/$p/fd/*; do "
                                    "[ \"$(readlink $f)\" = 'anon_inode:[eventpoll]' ] && "
-                                   "echo \"epoll $f\" && grep tfd /proc/$p/fdinfo/${f##*/}; done", check=False).out
+                                   "echo \"epoll $f\" && grep tfd /proc/$p/fdinfo/${f##*/}; done; "
+                                   "grep -E '^(N|U|H):' /proc/bus/input/devices; echo tty1:; cat /dev/vcs1 | tr -s ' '",
+                                   check=False).out
         except Exception as e:  # a wedged guest: the report still goes out
             tail = f"(edged's log could not be read: {e})"
         rep.sections.append(("edged's log in the guest (last 80 lines)", tail))
