@@ -272,6 +272,10 @@ def test_udev_rules_packaged_and_site(tmp_path):
 
     site_file = site / registry.SITE_RULES_NAME
     assert check(cfg)[1] == ("WARN", f"no {site_file}, and the packaged rules miss scanner front")
+    epson = tmp_path / "epson.toml"  # granted by the packaged rules only while it shows its printer class
+    epson.write_text('[printers.receipt]\nbackend = "usb"\nvendor_id = 0x04b8\nproduct_id = 0x0e15\n')
+    assert check(config.load(epson))[1] == ("WARN", f"no {site_file}, and the packaged rules cover printer "
+                                                    "receipt only while it shows its USB printer interface")
     made = edged("udev-rules", "--for-config", str(cfg_path))
     assert made.returncode == 0 and 'ATTRS{idVendor}=="abcd"' in made.stdout
     site_file.write_text(made.stdout)

@@ -145,6 +145,12 @@ def covered(subsystem: str, vendor: str, product: str) -> Kind | None:
     return None
 
 
+def printer_class_only(vendor: str) -> bool:
+    """Do the packaged rules grant this vendor's USB printers only while they show a printer
+    interface (class 7)?"""
+    return any(m.printer_class_only and m.vendor == vendor.lower() for kind in KINDS for m in kind.matches)
+
+
 def configured_uncovered(cfg: Config) -> list[tuple[Kind, Match]]:
     """Devices the config names by USB id that the packaged rules do not grant."""
     kinds = {kind.name: kind for kind in KINDS}
