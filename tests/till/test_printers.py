@@ -48,7 +48,6 @@ def printers(till):
             wait_state(till, name, lambda p: p["state"] == "ok", "ready", timeout=60)
         yield gadgets
     finally:
-        till.configure("")
         for g in gadgets.values():
             g.remove()
 

@@ -110,8 +110,7 @@ baudrate = 9600
 @pytest.fixture(scope="module")
 def serial_till(till) -> Iterator[SerialTill]:
     """edged configured with a serial scanner and a serial printer, each on its own adapter;
-    afterwards the adapters are gone and edged runs with the configuration it had."""
-    original = till.vm.sh("cat /etc/edged/edged.toml").out
+    afterwards the adapters are gone."""
     sa, pa = UsbSerial(till.vm, "ftdi-scan", SCANNER_SERIAL), UsbSerial(till.vm, "ftdi-prn", PRINTER_SERIAL)
     scanner, printer = SerialScanner(b"\r\n"), SerialPrinter()
     watch = None
@@ -131,7 +130,6 @@ def serial_till(till) -> Iterator[SerialTill]:
         for adapter, peer in ((sa, scanner), (pa, printer)):
             adapter.unplug()
             peer.close()
-        till.configure(original)
 
 
 def test_serial_scanner_scans_reach_a_watching_client(serial_till):

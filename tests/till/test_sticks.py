@@ -148,10 +148,9 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(till, tmp_path_factory):
-    """edged configured to carry each closed day to the next stick, as debian/edged.toml suggests; the
-    packaged config back afterwards, and no stick left in."""
-    original = till.vm.sh("cat /etc/edged/edged.toml").out
-    till.configure(original + '\n[export]\nusb = "on_day_close"\n')
+    """edged configured to carry each closed day to the next stick, as debian/edged.toml suggests;
+    no stick left in afterwards."""
+    till.configure(till.packaged + '\n[export]\nusb = "on_day_close"\n')
     port = StickPort(till)
     try:
         yield Shop(till, port, tmp_path_factory.mktemp("sticks"))
@@ -159,7 +158,6 @@ def shop(till, tmp_path_factory):
         for dev_id in list(port.stick_ids):
             UsbStick(port, dev_id, f"{dev_id}-drive", Path(), False, None).yank()
         till.vm.sh("systemctl kill -s CONT edged", check=False)
-        till.configure(original)
 
 
 def _day_path(shop: Shop, look: Path, day: str) -> Path:
