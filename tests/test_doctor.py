@@ -89,7 +89,7 @@ def test_a_running_till_then_paper_out_then_stopped_then_a_damaged_journal(short
         assert all(x.startswith("OK ") for x in lines["scanners"]) and len(lines["scanners"]) == 2  # simulated
         assert re.fullmatch(rf"(OK|WARN|FAIL) [\d.]+ [GM]B free of [\d.]+ [GM]B \(\d+ %\) on {state}",
                             lines["disk"][0])
-        assert lines["sticks"] == ["OK none plugged in"], lines["sticks"]
+        assert lines["sticks"] == ["OK no stick edged can use is plugged in"], lines["sticks"]
         assert list(lines) == ["config", "user", "devices", "udev", "socket", "journal", "printers",
                                "scanners", "sticks", "disk"]
         # What only the Debian package brings does not apply to a simulated till: N/A, never FAIL.
@@ -333,4 +333,7 @@ def test_sticks_edged_sees_are_listed_for_the_technician():
     assert [str(f) for f in found] == ["OK    sticks    sda1 (vfat, TILLSTICK, usb): plugged in",
                                        "OK    sticks    sdb (vfat, usb): mounted"]
     assert [f.level for f in doctor.check_sticks({"usb": {}})] == ["N/A"]
+    assert [f.level for f in doctor.check_sticks({"usb": {"watching": False, "sticks": []}})] == ["WARN"]
+    hostile = doctor.check_sticks({"usb": {"sticks": [{**stick, "label": "\x1b]0;pwn\x07"}]}})
+    assert "\x1b" not in hostile[0].found and "\\x1b" in hostile[0].found
     assert doctor.check_sticks(None)[0].found == "not checked: daemon not reachable"

@@ -95,8 +95,15 @@ def test_a_probe_overtaken_by_the_sticks_removal_brings_no_phantom_back():
         sticks.handle("add", {**props, "ID_FS_UUID": "NEXT-0001"}, ancestors)  # the next stick
         await asyncio.gather(*sticks._tasks)
         assert sticks.present["sda1"].uuid == "NEXT-0001"
+        # A later `change` whose probe finds less (no filesystem props) does not undo a good one.
+        sticks.handle("remove", props, ancestors)
+        sticks.handle("add", props, ancestors)
+        sticks.handle("change", {k: v for k, v in props.items() if not k.startswith("ID_FS_")}, ancestors)
+        await asyncio.gather(*sticks._tasks)
+        assert list(sticks.present) == ["sda1"]
         return events
 
     events = asyncio.run(scenario())
     assert [(e["event"], e.get("uuid", "")) for e in events] == [
-        ("usb.inserted", events[0]["uuid"]), ("usb.removed", ""), ("usb.inserted", "NEXT-0001")]
+        ("usb.inserted", events[0]["uuid"]), ("usb.removed", ""), ("usb.inserted", "NEXT-0001"),
+        ("usb.removed", ""), ("usb.inserted", events[0]["uuid"])]

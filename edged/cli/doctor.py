@@ -20,6 +20,7 @@ from .. import config
 from ..client import BlockingClient, ClientError
 from ..config import Config
 from ..journal.verify import verify
+from ..printable import printable
 from . import journal as cli_journal
 from .format import plural
 
@@ -196,11 +197,16 @@ def check_sticks(status: dict[str, Any] | None) -> list[Finding]:
     usb = status.get("usb") or {}
     if not usb:
         return [Finding("N/A", "sticks", "edged does not watch for USB sticks on this till")]
+    if usb.get("watching") is False:
+        return [Finding("WARN", "sticks", "edged cannot watch for USB sticks (no udev monitor)",
+                        "journalctl -u edged -e says why; is this a container?")]
     sticks = usb.get("sticks") or []
     if not sticks:
-        return [Finding("OK", "sticks", "none plugged in")]
-    return [Finding("OK", "sticks", f"{s['device']} ({s['fs_type']}{', ' + s['label'] if s.get('label') else ''}, "
-                                    f"{s['bus']}): {'mounted' if s.get('mounted') else 'plugged in'}")
+        # Sticks it cannot use (ext4, unformatted) are not listed: edged's log says why each was left.
+        return [Finding("OK", "sticks", "no stick edged can use is plugged in")]
+    return [Finding("OK", "sticks", printable(f"{s.get('device')} ({s.get('fs_type')}"
+                                              f"{', ' + s['label'] if s.get('label') else ''}, {s.get('bus')}): "
+                                              f"{'mounted' if s.get('mounted') else 'plugged in'}"))
             for s in sticks]
 
 

@@ -144,8 +144,10 @@ def check_udev(cfg: Config | None, config_path: str, rules_dirs: Iterable[Path] 
             # set to a vendor-defined class; the technician should not read that as "missed".
             partly = [m.name for _, m in missing
                       if m.name.startswith("printer ") and registry.printer_class_only(m.vendor)]
-            what = (f"the packaged rules cover {', '.join(partly)} only while it shows its USB printer interface"
-                    if partly and len(partly) == len(missing) else f"the packaged rules miss {names}")
+            rest = [m.name for _, m in missing if m.name not in partly]
+            what = "; ".join(
+                ([f"the packaged rules miss {', '.join(rest)}"] if rest else [])
+                + [f"the packaged rules cover {p} only while it shows its USB printer interface" for p in partly])
             out.append(Finding("WARN", "udev", f"no {site}, and {what}", hint))
         # Rule lines only: the header names the config file as it was typed when it was made.
         elif _rule_lines(site.read_text()) != _rule_lines(registry.site_rules_text(cfg, config_path)):

@@ -42,7 +42,7 @@ class Sticks:
         self.monitor: pyudev.Monitor | None = None
         self.source = ""
         self._tasks: set[asyncio.Task] = set()
-        self._events: dict[str, int] = {}  # device -> udev events heard for it (stale probes are dropped)
+        self._removals: dict[str, int] = {}  # device -> times udev said it was removed (stale probes)
         self._sim = itertools.count(1)
 
     async def start(self) -> None:
@@ -60,7 +60,7 @@ class Sticks:
             return
         asyncio.get_running_loop().add_reader(self.monitor.fileno(), self._readable)
         for device in context.list_devices(subsystem="block"):  # sticks already plugged in
-            self.spawn(self._added(dict(device.properties), _ancestors(device)))
+            self.handle("add", dict(device.properties), _ancestors(device))
 
     async def stop(self) -> None:
         if self.monitor is not None:
@@ -80,6 +80,7 @@ class Sticks:
 
     def describe(self) -> dict[str, Any]:
         return {"mounter": self.settings.mounter, "source": self.source or None,
+                "watching": self.monitor is not None or self.settings.mounter == "directory",
                 "sticks": [{**s.describe(), "mounted": d in self.mounted} for d, s in self.present.items()]}
 
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -102,15 +103,15 @@ class Sticks:
             log.warning("block device monitor: %s", e)
 
     def handle(self, action: str, props: dict[str, str], ancestors: list[tuple[str, str]]) -> None:
-        """One udev event for a block device. Each event for a device makes the probes started
-        for its earlier events stale: seen on real USB, a `change` (udisks2 probing) probed after
-        the stick was pulled brought back a phantom `sda`, and the next stick, also `sda`, was
-        then never announced."""
+        """One udev event for a block device. A removal makes every probe started before it stale:
+        seen on real USB, a `change` (udisks2 probing) probed after the stick was pulled brought
+        back a phantom `sda`, and the next stick, also `sda`, was then never announced. (A later
+        `change` does not: its probe may find less than an earlier one did.)"""
         device = os.path.basename(props.get("DEVNAME", "")) or props.get("DEVPATH", "").rsplit("/", 1)[-1]
-        seen = self._events[device] = self._events.get(device, 0) + 1
         if action in ("add", "change"):
-            self.spawn(self._added(props, ancestors, (device, seen)))
+            self.spawn(self._added(props, ancestors, (device, self._removals.get(device, 0))))
         elif action == "remove":
+            self._removals[device] = self._removals.get(device, 0) + 1
             self.removed(device)
 
     async def _added(self, props: dict[str, str], ancestors: list[tuple[str, str]],
@@ -120,8 +121,8 @@ class Sticks:
         except OSError as e:  # blkid missing, or the device went while probing
             log.warning("cannot probe %s: %s", props.get("DEVNAME", "?"), e)
             return
-        if event is not None and self._events.get(event[0]) != event[1]:
-            return  # a later event for this device (pulled, or probed again) has the last word
+        if event is not None and self._removals.get(event[0], 0) != event[1]:
+            return  # pulled while it was being probed: what the probe found is gone
         if stick is not None:
             self.inserted(stick)
 

@@ -31,22 +31,24 @@ def send_job(link: Link, data: bytes, report: Report) -> Sent:
     failed before the job's last piece did: the job may be tried again),
     `done` (confirmed on paper; for a write-only device: written),
     or `unknown` (bytes went out, the printer never confirmed them)."""
+    fresh = link.escpos is None  # a connection this job opens: nothing read on it yet
     if not link.ensure_open():
         report(st.PrinterStatus.unreachable())
         return "unsent", link.detail
     if link.can_read:
         try:
             link.drain()
-            if not link.replies_ok:
-                # The spooler's reading before the job was not well-formed, or was on a connection
-                # since closed: one more, now (seen on real USB: a printer plugged back in first
-                # sends what it owed the old connection, which the drain above dropped). Still not
-                # well-formed: the job goes all the same (a broken return channel must not stop
-                # receipts) and ends `unknown`, never `done`.
-                status, _ = link.read_status()
+            if fresh:
+                # The spooler's reading was on a connection since closed (seen on real USB: a
+                # printer unplugged and back): one on this one. Not well-formed: the job goes all
+                # the same (a broken return channel must not stop receipts) and ends `unknown`,
+                # never `done`.
+                status, confirmed = link.read_status()
                 report(status)
                 if status.state == "error":  # offline, paper out: it waits, unsent
                     return "unsent", f"the printer reports {', '.join(status.reasons)}"
+                if confirmed:  # a confirmation nobody asked for here: owed to an old connection
+                    link.replies_ok = False
         except Flooding as e:
             report(link.flooded(e))
             return "unsent", link.detail

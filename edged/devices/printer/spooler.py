@@ -70,6 +70,11 @@ class Spooler:
                 await self.book.expire_job(job, s.job_max_age)
                 continue
             await self.printer.refresh()  # before each job, not the last poll's word
+            if "malformed_reply" in self.printer.status.reasons:
+                # One more reading (its drain drops what came late): a printer plugged back in
+                # first answers what it owed the old connection (seen on real USB). Read before
+                # the job is journaled as sent, so a stop meanwhile leaves it waiting.
+                await self.printer.refresh()
             if not self.printer.status.printable:
                 for waiting in jobs:
                     await self.book.transition(waiting, "held", held_reason(self.printer))
