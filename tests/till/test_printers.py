@@ -129,9 +129,13 @@ def test_unplugged_mid_job_is_held_then_printed_once(till, printers):
     queues 10 x 8 KiB in its kernel): a job that fits wholly in a printer's buffer before the pull
     may well print, so edged rightly calls that one `unknown`."""
     doc = {"blocks": [{"text": f"line {i:04d} of a long receipt"} for i in range(5000)] + [{"cut": "full"}]}
-    jobs = {name: submit(till, doc, "yank", name) for name in printers}
-    deadline = time.monotonic() + 60
-    for g in printers.values():
+    jobs = {}
+    for name, g in printers.items():
+        # Each pulled as soon as its own job is under way: a job wholly sent before the pull (CI
+        # once took 6 s to submit the second printer's, and the first's had gone by then) may
+        # well print, and edged rightly calls that one `unknown`.
+        jobs[name] = submit(till, doc, "yank", name)
+        deadline = time.monotonic() + 60
         while b"line 0050" not in g.received():
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.05)
