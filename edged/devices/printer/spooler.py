@@ -24,6 +24,9 @@ log = logging.getLogger("edged.jobs")
 HOUSEKEEPING = 5.0  # seconds between expiry checks
 
 
+UNKNOWN_READINGS = 3  # readings more before a job goes to a printer whose replies are not well-formed
+
+
 def held_reason(printer: Printer) -> str:
     reasons = ", ".join(printer.status.reasons) or printer.status.state
     return f"{reasons} ({printer.detail})" if printer.detail else reasons
@@ -70,10 +73,14 @@ class Spooler:
                 await self.book.expire_job(job, s.job_max_age)
                 continue
             await self.printer.refresh()  # before each job, not the last poll's word
-            if "malformed_reply" in self.printer.status.reasons:
-                # One more reading (its drain drops what came late): a printer plugged back in
-                # first answers what it owed the old connection (seen on real USB). Read before
-                # the job is journaled as sent, so a stop meanwhile leaves it waiting.
+            for _ in range(UNKNOWN_READINGS):
+                if self.printer.status.state != "unknown":
+                    break
+                # A few more readings, a moment apart (each drain drops what came late): a printer
+                # plugged back in answers late, or first with what it owed the old connection
+                # (seen on real USB). Only a well-formed one lets the job count as `done`; one
+                # that never answers well still gets it, and the job ends `unknown`.
+                await self._sleep(s.status_interval)
                 await self.printer.refresh()
             if not self.printer.status.printable:
                 for waiting in jobs:
