@@ -69,7 +69,7 @@ run: $(STAMP)
 	$(VENV)/bin/edged run --simulate --state-dir $(VENV)/state --socket $(VENV)/edged.sock
 
 $(STAMP): pyproject.toml
-	$(call apt_install,the packages a virtualenv with C extensions needs,$(DEBIAN_BUILD_DEPS))
+	$(call apt_install,the build tools for C extensions in the virtualenv,$(DEBIAN_BUILD_DEPS))
 	@echo "edged: setting up $(VENV) (first run only, ~1 min)"
 	@$(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]' >> "$(SETUP_LOG)" 2>&1 || \

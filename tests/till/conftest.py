@@ -101,8 +101,11 @@ def till(vm) -> Till:
 def _timed(request):
     """Each test's wall time as the run goes (the suite's budget is minutes: where they go shows)."""
     t0 = time.monotonic()
+    machine = request.getfixturevalue("vm") if "vm" in request.fixturenames else None
+    before = list(machine.spent) if machine else [0, 0.0]
     yield
-    log(f"{request.node.name}: {time.monotonic() - t0:.1f} s")
+    spent = f" ({machine.spent[0] - before[0]} guest commands, {machine.spent[1] - before[1]:.1f} s)" if machine else ""
+    log(f"{request.node.name}: {time.monotonic() - t0:.1f} s{spent}")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -95,6 +95,7 @@ class VM:
         self._qmp: _JsonChannel | None = None
         self._qga: _JsonChannel | None = None
         self._ids = 0
+        self.spent = [0, 0.0]  # guest commands run and their wall time, for the per-test log
 
     # --- the machine -------------------------------------------------------------------------
     def boot(self, timeout: float = 240) -> None:
@@ -280,6 +281,7 @@ class VM:
                       "capture-output": True}
         if stdin is not None:
             args["input-data"] = base64.b64encode(stdin).decode()
+        t0 = time.monotonic()
         pid = self._agent("guest-exec", **args)["pid"]
         deadline = time.monotonic() + timeout + 15
         delay = 0.02
@@ -291,6 +293,8 @@ class VM:
                 raise TimeoutError(f"guest command did not end: {script}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+        self.spent[0] += 1
+        self.spent[1] += time.monotonic() - t0
         res = Result(status.get("exitcode", -1 if "signal" in status else 0),
                      base64.b64decode(status.get("out-data", "")).decode(errors="replace"),
                      base64.b64decode(status.get("err-data", "")).decode(errors="replace"))
