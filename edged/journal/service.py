@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
@@ -34,6 +34,7 @@ from .store import Appended, Entry, JournalError, Store
 from .txindex import EDGED, make_key
 
 log = logging.getLogger("edged.journal")
+JournalState = Literal["ok", "degraded", "read_only"]  # status journal.state
 CACHE = 10_000  # recent records kept in memory for live subscribers, at most this many
 CACHE_BYTES = 16 << 20  # and at most this many bytes of encoded events (docs/PROTOCOL.md, "Limits")
 _ENTRY_COST = 120  # bytes a cached record costs beside its encoded event (the Wired object, the deque)
@@ -145,7 +146,7 @@ class Journal:
             _settle(fut, None, err)
 
     def info(self) -> dict[str, Any]:
-        state = "degraded" if self.store.problems else ("read_only" if self.store.read_only else "ok")
+        state: JournalState = "degraded" if self.store.problems else ("read_only" if self.store.read_only else "ok")
         info: dict[str, Any] = {"first_seq": self.first_seq, "last_seq": self.last_seq, "state": state,
                                 "segments": len(self.store.segments)}
         if self.store.read_only:

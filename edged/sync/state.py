@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 
@@ -35,6 +35,8 @@ from ..relay.registry import Level, may, op
 from .acklog import AckLog, last_acks, select
 
 log = logging.getLogger("edged.sync")
+# What a sync.state event reports (its "change") and the sync log notes.
+SyncChange = Literal["online", "offline", "behind", "caught_up"]
 TICK = 1.0
 FILL_CHUNK = 20_000  # records per journal-thread read while filling a consumer's pending list
 AGE_EVERY = 10.0  # seconds between disk reads of one consumer's oldest unacked record's time
@@ -220,7 +222,7 @@ class Sync:
         else:
             by_age = bool(s.lag_age and age is not None and age >= s.lag_age)
         behind = bool(s.lag_records and lag >= s.lag_records) or by_age
-        changes = []
+        changes: list[SyncChange] = []
         if online != c.online:
             c.online, c.since = online, now
             changes.append("online" if online else "offline")

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import evdev
 import serial
@@ -30,6 +30,7 @@ from .identity import Identity
 from .keymap import REPEAT
 
 log = logging.getLogger("edged.scanner")
+ScannerState = Literal["online", "offline"]  # what status and scanner.state events say
 SERIAL_SUFFIX = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
 MAX_SCAN = 4096  # bytes without a suffix before a serial scanner's line is cut
 RETRY = 2.0  # seconds between attempts to re-open a scanner that is gone
@@ -60,7 +61,8 @@ class Scanner:
         self.kept: collections.deque[dict] = collections.deque(maxlen=settings.keep_unheard)  # 0: keeps none
         self.last_keys: list[RawEvent] = []  # the last scan's key events, for `scan_layouts`
         self._keys: list[RawEvent] = []
-        self.state, self.detail, self.since = "offline", "not opened yet", time.time()
+        self.state: ScannerState = "offline"
+        self.detail, self.since = "not opened yet", time.time()
         self.scans = self.unheard = self.invalid = self.torn = 0
         self._dev: Any = None
         self._asm: Assembler | None = None
@@ -138,7 +140,7 @@ class Scanner:
     def _fd(self) -> int:
         return self._dev.fd if self.settings.backend == "evdev" else self._dev.fileno()
 
-    def _set(self, state: str, detail: str) -> None:
+    def _set(self, state: ScannerState, detail: str) -> None:
         if state != self.state:
             log.log(logging.INFO if state == "online" or detail == "stopped" else logging.WARNING,
                     "scanner %s: %s%s", self.name, state,
