@@ -73,7 +73,7 @@ class Carrier:
             return []
         present = list(self.sticks.present.values())
         if not present:
-            self.publish(_export_event("waiting", day))
+            self.publish(_export_event("waiting", {"business_day": day}))
         for stick in present[:1]:
             self.sticks.spawn(self.serve(stick))
         return [s.device for s in present[:1]]
@@ -93,7 +93,7 @@ class Carrier:
             self._serving = False
             for day in self.pending():  # asked for meanwhile, or failed: say so, so nobody waits unknowing
                 if day not in carried:
-                    self.publish(_export_event("waiting", day))
+                    self.publish(_export_event("waiting", {"business_day": day}))
 
     async def _carry(self, stick: Stick, days: list[str]) -> None:
         assert self.sticks is not None
@@ -133,7 +133,8 @@ class Carrier:
 
     def _failed(self, export_id: str, day: str, reason: str, device: str | None) -> None:
         log.warning("export of %s failed: %s", day, reason)
-        self.publish(_export_event("failed", day, export_id=export_id, reason=reason, device=device))
+        self.publish(_export_event("failed", {"export_id": export_id, "business_day": day}, reason=reason,
+                                   device=device))
 
     async def write(self, day: str, root: str, device: str | None = None) -> Written:
         """Write closed `day` under root (ExportError after a `failed` event)."""
@@ -145,14 +146,14 @@ class Carrier:
                                   self.book.identity)
         loop = asyncio.get_running_loop()
         last = [0.0]
+        base = {"export_id": export_id, "business_day": day, "device": device}
 
         def progress(done: int, total: int) -> None:  # worker thread
             now = time.monotonic()
             if now - last[0] >= PROGRESS_EVERY or done == total:
                 last[0] = now
-                loop.call_soon_threadsafe(self.publish, _export_event("writing", day, export_id=export_id,
-                                                                    device=device, bytes=done, total=total))
-        self.publish(_export_event("started", day, export_id=export_id, device=device))
+                loop.call_soon_threadsafe(self.publish, _export_event("writing", base, bytes=done, total=total))
+        self.publish(_export_event("started", base))
         try:
             path = await asyncio.to_thread(ex.write, root, closed["till_id"], day, files, manifest, progress,
                                            self.on_step)
@@ -177,10 +178,11 @@ class Carrier:
         self.requested.discard(w.day)
         log.info("business day %s exported to %s (records %d..%d)", w.day, w.path, w.manifest["first_seq"],
                  w.manifest["last_seq"])
-        self.publish(_export_event("done", w.day, export_id=w.export_id, path=w.path, device=w.device,
-                                   bytes=w.size))
+        self.publish(_export_event("done", {"export_id": w.export_id, "business_day": w.day}, path=w.path,
+                                   device=w.device, bytes=w.size))
         return done
 
 
-def _export_event(state: ExportState, day: str, **fields: Any) -> dict[str, Any]:
-    return {"event": "usb.export", "business_day": day, "state": state, **fields}
+def _export_event(state: ExportState, which: dict[str, Any], **detail: Any) -> dict[str, Any]:
+    """A usb.export event: which export, its state, then the detail (the order events show in)."""
+    return {"event": "usb.export", **which, "state": state, **detail}
