@@ -1,5 +1,5 @@
 """One request to edged on its socket, its result printed as JSON: lighter than edged's CLI,
-which imports the printer stack (seconds under emulation).
+which imports the printer stack, and than edged.client (asyncio): seconds under emulation.
 
 Usage (in the guest): edged_request.py OP [JSON_PARAMS | -]   (-: the parameters on stdin)
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import sys
 
-sys.path.insert(0, "/usr/lib/edged")
-from edged.client import BlockingClient  # noqa: E402
+from wire import Wire
 
-with BlockingClient.connect(client="till-test") as client:
-    arg = sys.argv[2] if len(sys.argv) > 2 else "{}"
-    params = json.loads(sys.stdin.read() if arg == "-" else arg)
-    print(json.dumps(client.request(sys.argv[1], **params), default=repr))
+client = Wire("till-test")
+arg = sys.argv[2] if len(sys.argv) > 2 else "{}"
+params = json.loads(sys.stdin.read() if arg == "-" else arg)
+print(json.dumps(client.request(sys.argv[1], **params), default=repr))
+client.close()

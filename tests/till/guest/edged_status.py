@@ -10,8 +10,7 @@ import json
 import sys
 import time
 
-sys.path.insert(0, "/usr/lib/edged")
-from edged.client import BlockingClient  # noqa: E402
+from wire import Wire
 
 
 def main() -> int:
@@ -21,17 +20,17 @@ def main() -> int:
         timeout, args = float(args[1]), args[2:]
     want = dict(a.split("=", 1) for a in args)
     deadline = time.monotonic() + timeout
-    with BlockingClient.connect(client="till-test-status") as client:
-        while True:
-            status = client.request("status")
-            devices = status["devices"]
-            if all(devices.get(n, {}).get("state") == s for n, s in want.items()):
-                print(json.dumps(status, default=repr))
-                return 0
-            if time.monotonic() > deadline:
-                print(json.dumps(status, default=repr))
-                return 1
-            time.sleep(0.3)
+    client = Wire("till-test-status")
+    while True:
+        status = client.request("status")
+        devices = status["devices"]
+        if all(devices.get(n, {}).get("state") == s for n, s in want.items()):
+            print(json.dumps(status, default=repr))
+            return 0
+        if time.monotonic() > deadline:
+            print(json.dumps(status, default=repr))
+            return 1
+        time.sleep(0.3)
 
 
 if __name__ == "__main__":
