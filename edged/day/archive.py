@@ -93,19 +93,28 @@ class _Batches:
         self.db, self.till, self.day = db, till, day
         self.first, self.last = first, last  # the manifest's range: nothing outside it reaches the database
         self.added = self.skipped = 0
+        # Above the till's highest archived seq no record can be archived already: the usual import
+        # (a day not seen before) then needs no look-up per batch.
+        self.top = db.execute("SELECT max(seq) FROM records WHERE till=?", (till,)).fetchone()[0] or 0
 
     def __call__(self, batch: list[tuple[int, bytes, int, str, bytes]]) -> None:
         lo, hi = batch[0][0], batch[-1][0]
         if lo < self.first or hi > self.last:
             raise _Refused(f"{self.till} {self.day}: journal.seg holds seqs {lo}..{hi}, outside the manifest's "
                            f"{self.first}..{self.last}")
+        till, day = self.till, self.day
+        if lo > self.top:
+            self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)",
+                                [(till, seq, chain, ts, kind, day, frame) for seq, chain, ts, kind, frame in batch])
+            self.added += len(batch)
+            return
         have = dict(self.db.execute("SELECT seq, chain FROM records WHERE till=? AND seq BETWEEN ? AND ?",
-                                    (self.till, lo, hi)))
+                                    (till, lo, hi)))
         new = []
         for seq, chain, ts, kind, frame in batch:
             old = have.get(seq)
             if old is None:
-                new.append((self.till, seq, chain, ts, kind, self.day, frame))
+                new.append((till, seq, chain, ts, kind, day, frame))
             elif old != chain:
                 raise _Conflict(f"seq {seq} is archived with another chain link: the same seq twice with "
                                 "different contents")

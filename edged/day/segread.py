@@ -70,6 +70,7 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
     counts: collections.Counter[bytes] = collections.Counter()
     unpack, sha, max_payload = fr.HEAD.unpack_from, hashlib.sha256, fr.MAX_PAYLOAD
     expect, last_kind, n_records = first, b"", 0
+    names: dict[bytes, str] = {}  # each kind decoded once, not once per record
     close: tuple[bytes, bytes] | None = None
     buf = b""
     while remaining > 0:
@@ -80,7 +81,7 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
         h.update(chunk)
         data = buf + chunk if buf else chunk
         view, n, pos = memoryview(data), len(data), 0
-        batch: list[tuple[int, bytes, int, bytes, bytes]] = []  # the kind decoded once, at the end
+        batch: list[tuple[int, bytes, int, str, bytes]] = []
         while n - pos >= 72:
             length, seq, ts, _bf, _bl, link, _crc = unpack(data, pos)
             if length == 0 or length > max_payload:
@@ -115,14 +116,17 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
                     raise SegmentError(f"journal.seg: record {seq}: a day.close of {length} bytes")
                 close = (data[pos:end], chain)
             if sink is not None:
-                batch.append((seq, link, ts, last_kind, data[pos:end]))
+                name = names.get(last_kind)
+                if name is None:
+                    try:
+                        name = names[last_kind] = last_kind.decode()
+                    except UnicodeDecodeError:
+                        raise SegmentError(f"journal.seg: record {seq}: its kind is not UTF-8") from None
+                batch.append((seq, link, ts, name, data[pos:end]))
             chain, expect, pos = link, seq + 1, end
             n_records += 1
         if batch and sink is not None:
-            try:
-                sink([(s, c, t, k.decode(), f) for s, c, t, k, f in batch])
-            except UnicodeDecodeError:
-                raise SegmentError("journal.seg: a record's kind is not UTF-8") from None
+            sink(batch)
         del view
         buf = data[pos:]
     if buf:
