@@ -126,7 +126,7 @@ def test_paper_out_is_read_back_and_the_job_waits(till, printers):
 def test_unplugged_mid_job_is_held_then_printed_once(till, printers):
     """The cable pulled while a long job is on its way: the job is held (offline), and printed
     once, whole, when the printer is back. The job is longer than the printer's buffer (the gadget
-    queues 10 x 8 KiB in its kernel): a job that fits wholly in a printer's buffer before the pull
+    takes 2 x 8 KiB in its kernel and 8 KiB more to print): a job that fits wholly in a printer's buffer before the pull
     may well print, so edged rightly calls that one `unknown`."""
     doc = {"blocks": [{"text": f"line {i:04d} of a long receipt"} for i in range(5000)] + [{"cut": "full"}]}
     jobs = {}

@@ -6,8 +6,17 @@ vendor/product id, usblp binds /dev/usb/lpN, udev runs edged's rules, pyusb can 
 program is the printer's firmware: every byte received is appended to DIR/received.bin, the
 commands are executed by edged's printer emulator (installed with the package), so DLE EOT is
 answered with real status bytes and GS r only once what came before is "printed"; receipts go to
-DIR/receipts.txt. Writing JSON such as {"paper_out": true} to DIR/state changes the printer's state
-(and the IEEE 1284 status usblp reads with LPGETSTATUS).
+DIR/receipts.txt. Like a real printer it prints from a receive buffer while its USB side reads
+(a thread): the emulator runs ~25 times slower under TCG than on the host (~36 KB/s), and reading
+only between whole 64 KiB feeds once held edged's 4 KiB bulk writes past their 2 s timeout, on
+every retry (a CI run's yanked job never printed). The host still meets a printer that takes bytes
+only as fast as it prints: the kernel queues Q_LEN x 8 KiB, and the node is read only while less
+than LOW waits to be printed. Each read takes all the kernel holds: two versions whose reads
+often left part of a request behind, while the host reset the device, crashed 6.1's f_printer
+(list_del corruption in setup_rx_reqs, from poll); the loop that never did has not.
+
+Writing JSON such as {"paper_out": true} to DIR/state changes the printer's state (and the IEEE
+1284 status usblp reads with LPGETSTATUS).
 
 Usage (as root in the guest): printer_gadget.py NAME VID PID SERIAL UDC DIR [MANUFACTURER PRODUCT]
 Unplug / replug: write "" / UDC to /sys/kernel/config/usb_gadget/NAME/UDC; the program keeps going.
@@ -21,6 +30,7 @@ import json
 import os
 import select
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +40,9 @@ from edged.sim.printer import STATE_KEYS, PrinterEmulator, _Stream  # noqa: E402
 CONFIGFS = Path("/sys/kernel/config/usb_gadget")
 GADGET_SET_PRINTER_STATUS = 0xC0016722  # _IOWR('g', 0x22, unsigned char), linux/usb/g_printer.h
 NOT_ERROR, SELECTED, PAPER_EMPTY = 0x08, 0x10, 0x20
+Q_LEN = 2  # the kernel's requests each way, 8 KiB each: at most 16 KiB taken per read
+LOW = 8 << 10  # the node is read only while less than this waits to be printed
+SLICE = 2048  # bytes printed at a time (~60 ms under TCG): a state change waits no longer
 
 
 def make_gadget(name: str, vid: str, pid: str, serial: str, udc: str, manufacturer: str, product: str) -> Path:
@@ -46,7 +59,7 @@ def make_gadget(name: str, vid: str, pid: str, serial: str, udc: str, manufactur
     f = g / "functions/printer.usb0"
     f.mkdir(parents=True)
     (f / "pnp_string").write_text(f"MFG:{manufacturer};CMD:ESC/POS;MDL:{product};CLS:PRINTER;")
-    (f / "q_len").write_text("10")
+    (f / "q_len").write_text(str(Q_LEN))
     c = g / "configs/c.1"
     (c / "strings/0x409").mkdir(parents=True)
     (c / "strings/0x409/configuration").write_text("printer")
@@ -79,6 +92,36 @@ def lpstatus(state) -> int:
     return NOT_ERROR | SELECTED
 
 
+class Printing(threading.Thread):
+    """Prints what the USB side took, a slice at a time, in the order it came."""
+
+    def __init__(self, emu: PrinterEmulator, stream: _Stream, pending: bytearray, lock: threading.Lock) -> None:
+        super().__init__(name="printing", daemon=True)
+        self.emu, self.stream, self.pending, self.lock = emu, stream, pending, lock
+        self.buffer = bytearray()
+        self.more = threading.Condition()
+        self.start()
+
+    def waiting(self) -> int:
+        with self.more:
+            return len(self.buffer)
+
+    def take(self, data: bytes) -> None:
+        with self.more:
+            self.buffer += data
+            self.more.notify()
+
+    def run(self) -> None:
+        while True:
+            with self.more:
+                while not self.buffer:
+                    self.more.wait()
+                piece = bytes(self.buffer[:SLICE])
+                del self.buffer[:SLICE]
+            with self.lock:
+                self.pending += self.emu.feed(self.stream, piece)
+
+
 def main() -> None:
     name, vid, pid, serial, udc, out = sys.argv[1:7]
     manufacturer, product = sys.argv[7:9] if len(sys.argv) >= 9 else ("EPSON", "TM-T20II")
@@ -93,6 +136,8 @@ def main() -> None:
     fd = -1
     pending = bytearray()  # answers not yet taken by the host
     stream = _Stream(lambda reply: pending.extend(reply))
+    lock = threading.Lock()  # the emulator and `pending`, shared with the printing thread
+    printer = Printing(emu, stream, pending, lock)
     state_file, state_seen = d / "state", ""
     (d / "ready").write_text(f"{os.getpid()}\n")
     while True:
@@ -103,7 +148,8 @@ def main() -> None:
         if text != state_seen:
             state_seen = text
             wanted = json.loads(text or "{}")  # the whole state: what it does not name is off
-            emu.set_state(**{key: bool(wanted.get(key)) for key in STATE_KEYS})
+            with lock:
+                emu.set_state(**{key: bool(wanted.get(key)) for key in STATE_KEYS})
             if fd >= 0:
                 fcntl.ioctl(fd, GADGET_SET_PRINTER_STATUS, lpstatus(emu.state))
         if fd < 0:
@@ -117,6 +163,9 @@ def main() -> None:
             except OSError:
                 time.sleep(0.1)
                 continue
+        if printer.waiting() >= LOW:
+            time.sleep(0.02)  # busy printing: USB is not read, the host waits
+            continue
         events = select.poll()
         events.register(fd, select.POLLIN | (select.POLLOUT if pending else 0))
         try:
@@ -131,11 +180,15 @@ def main() -> None:
                     (d / "open").write_text("0")
                     break
                 if ev & select.POLLIN:
-                    data = os.read(fd, 65536)
+                    data = os.read(fd, 65536)  # more than Q_LEN requests hold: never a partial read
                     received.write(data)
-                    pending += emu.feed(stream, data)
+                    printer.take(data)
                 if ev & select.POLLOUT and pending:
-                    del pending[:os.write(fd, bytes(pending))]
+                    with lock:
+                        answer = bytes(pending)
+                    written = os.write(fd, answer)
+                    with lock:
+                        del pending[:written]
         except OSError as e:
             # While the host resets the device or the UDC is unbound, the gadget's endpoints are
             # gone: wait and go on (a reader blocked here would never re-queue its requests).
