@@ -136,9 +136,8 @@ class Store:
             try:
                 results = []
                 for entry in group:
-                    known = None
-                    if entry.tx_id is not None:
-                        known = self._known(entry, new_tx)
+                    key = entry.key() if entry.tx_id is not None else None  # made once per entry
+                    known = self._known(entry, key, new_tx) if key is not None else None
                     if known is not None:
                         results.append(Appended(known[0], known[1], True))
                         continue
@@ -155,8 +154,8 @@ class Store:
                         counters[entry.counter] = number
                     seq += 1
                     appended = Appended(seq, number, False)
-                    if entry.tx_id is not None:
-                        new_tx[entry.key()] = (seq, number)
+                    if key is not None:
+                        new_tx[key] = (seq, number)
                     todo.append((seq, entry, number, appended))
                     results.append(appended)
                 out.append(results)
@@ -215,10 +214,10 @@ class Store:
             self.txi.add(seg.name, key, s, number)
         return out
 
-    def _known(self, e: Entry, new_tx: dict) -> tuple[int, int | None] | None:
-        """The record already holding e's tx_id in e's scope. A client's tx_id also matches a
-        record from before scopes (it has no uid): what that client may have appended then."""
-        key = e.key()
+    def _known(self, e: Entry, key: str, new_tx: dict) -> tuple[int, int | None] | None:
+        """The record already holding e's tx_id (index key `key`) in e's scope. A client's tx_id
+        also matches a record from before scopes (it has no uid): what that client may have
+        appended then."""
         known = new_tx.get(key) or self.txi.get(key, self._confirm)
         if known is None and e.tx_uid is not None:
             legacy = make_key(None, e.tx_id or "")

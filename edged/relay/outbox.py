@@ -57,6 +57,14 @@ class Outbox:
         self._append(frames, count)
 
     def _append(self, frames: bytes, count: int = 1) -> None:
+        transport = self.writer.transport
+        if not self._frames and not transport.is_closing() and not transport.get_write_buffer_size():
+            # Nothing queued and the socket took everything so far: write now, in order, instead of
+            # a loop turn later in the writer task. Once the socket holds bytes back, frames queue
+            # (and the queue's bounds apply) until the writer task has drained them.
+            self.writer.write(frames)
+            self.sent += count
+            return
         self._frames.append((frames, count))
         self.bytes += len(frames)
         self.count += count
