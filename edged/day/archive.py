@@ -127,9 +127,9 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
                 out: Outcome) -> None:
     m = ex.manifest
     till, day = m["till_id"], m["business_day"]
-    sink = _Batches(db, till, day, m["first_seq"], m["last_seq"])
     db.execute("BEGIN IMMEDIATE")
     try:
+        sink = _Batches(db, till, day, m["first_seq"], m["last_seq"])  # in the transaction: its `top` holds
         prev = _link(db, till, m["first_seq"] - 1)
         if prev is not None and prev.hex() != m["chain_before"]:
             raise _Conflict(f"its chain before seq {m['first_seq']} differs from the archived record "

@@ -58,10 +58,13 @@ class Outbox:
 
     def _append(self, frames: bytes, count: int = 1) -> None:
         transport = self.writer.transport
-        if not self._frames and not transport.is_closing() and not transport.get_write_buffer_size():
+        if (not self._frames and len(frames) <= transport.get_write_buffer_limits()[1]
+                and not transport.is_closing() and not transport.get_write_buffer_size()):
             # Nothing queued and the socket took everything so far: write now, in order, instead of
             # a loop turn later in the writer task. Once the socket holds bytes back, frames queue
-            # (and the queue's bounds apply) until the writer task has drained them.
+            # (and the queue's bounds apply) until the writer task has drained them. Only up to the
+            # transport's high-water mark (64 KiB): a larger message the socket could not take would
+            # sit in the transport's buffer uncounted by the queue's bounds.
             self.writer.write(frames)
             self.sent += count
             return
