@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..journal import kinds
-from . import exportdir, manifest, segread, signing
+from . import cores, exportdir, manifest, segread, signing
 from .trust import Trust
 
 MANIFEST = "manifest.json"
@@ -183,7 +183,8 @@ def _segment(ex: Export, fd: int, size: int, trust: Trust | None, allow_unsigned
     held, counted = sum(b - a + 1 for a, b, _ in runs), sum(excluded.get("counts", {}).values())
     if counted != held:
         raise segread.SegmentError(f"manifest: {counted} records counted as left out, but the runs hold {held}")
-    seg = segread.read(fd, size, runs, sink)
+    # An import archives in this process what a worker checks in another (day/cores.py)
+    seg = segread.read(fd, size, runs) if sink is None else cores.read_beside(fd, size, runs, sink)
     ex.records, ex.counts = seg.records, seg.counts
     problems = ex.problems
     if seg.first_seq != m["first_seq"] or seg.chain_before.hex() != m["chain_before"]:
