@@ -51,6 +51,7 @@ class Record:
     batch_last: int = 0
     wire: bytes | None = None  # the encoded `record` event, once a subscriber needed it
     tx_uid: int | None = None  # whose tx_id it is: the appending client's uid; None: edged's or legacy
+    frame: bytes | None = None  # its frame as written, for a record this run appended (frames subscribers)
 
     def event(self) -> dict[str, Any]:
         """The `record` event of PROTOCOL.md."""
@@ -145,6 +146,7 @@ class Wired:
     kind: str
     wire: bytes
     ts: int = 0  # unix us: sync state reads the age of a consumer's oldest unacked record
+    frame: bytes | None = None  # the frame itself, byte for byte (recent records: frames subscribers)
 
 
 # The `record` event map, written around slices of the payload: replaying a backlog

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edged.journal")
 MAX_WINDOW = 100_000
+FRAMES_BATCH = 500  # records per `frames` event by default
+MAX_FRAMES_BATCH = 5000
+FRAMES_BYTES = 256 << 10  # bytes of frames per event, unless one frame alone is larger
 # The loop thread's own packer (a Packer is not thread-safe; reusing one beats packb).
 _PACK = msgpack.Packer(use_bin_type=True).pack
 _HEAD = framing.HEADER.pack
@@ -103,7 +106,8 @@ class JournalOps:
                                                                           if a.number is not None else {})}
                             for a in results]}
 
-    @op("subscribe", Level.ANY, consumer=needs(str), from_=needs(int, str), kinds=may(list), window=may(int))
+    @op("subscribe", Level.ANY, consumer=needs(str), from_=needs(int, str), kinds=may(list), window=may(int),
+        frames=may(bool), batch=may(int))
     async def op_subscribe(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         consumer = _consumer(params)
         start = p.param(params, "from", (int, str))
@@ -122,6 +126,13 @@ class JournalOps:
         window = p.param(params, "window", int, required=False, default=1000)
         if not 1 <= window <= MAX_WINDOW:
             raise p.RequestError(p.BAD_REQUEST, f"'window' must be between 1 and {MAX_WINDOW}")
+        frames = p.param(params, "frames", bool, required=False, default=False)
+        batch = p.param(params, "batch", int, required=False, default=FRAMES_BATCH)
+        if frames and kinds is not None:
+            raise p.RequestError(p.BAD_REQUEST, "'kinds' cannot go with 'frames': a frames subscriber gets every "
+                                                "record, so what it relays can be checked as one chain")
+        if not 1 <= batch <= MAX_FRAMES_BATCH:
+            raise p.RequestError(p.BAD_REQUEST, f"'batch' must be between 1 and {MAX_FRAMES_BATCH}")
         await self.owners.admit(session, consumer)
         for old in list(session.subscriptions.values()):  # replaced: ended before the new one starts
             await old.stop()
@@ -130,7 +141,7 @@ class JournalOps:
         if self.sync is not None:
             await self.sync.subscribed(consumer, kinds)
         sub = Subscription(self.journal, session, consumer, start, set(kinds) if kinds else None, window,
-                           self.sync)
+                           self.sync, batch if frames else 0)
         session.after_response.append(sub.start)
         session.subscriptions[consumer] = sub
         return {"from_seq": start}
@@ -156,9 +167,11 @@ class Subscription:
     """Backlog, then live records, never more than `window` beyond the last ack."""
 
     def __init__(self, journal: Journal, session: Session, consumer: str, start: int,
-                 kinds: set[str] | None, window: int, sync: Sync | None = None) -> None:
+                 kinds: set[str] | None, window: int, sync: Sync | None = None, frames: int = 0) -> None:
         self.journal, self.session, self.consumer, self.sync = journal, session, consumer, sync
         self.next_seq, self.kinds, self.window = start, kinds, window
+        self.frames = frames  # > 0: `frames` events of up to this many records instead of `record` events
+        self.chain: bytes | None = None  # frames mode: the link after the last frame sent
         self.in_flight: collections.deque[int] = collections.deque()
         self._room = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -190,6 +203,8 @@ class Subscription:
             self.sync.disconnected(self.consumer)
 
     async def _deliver(self) -> None:
+        if self.frames:
+            return await self._deliver_frames()
         backlog: list = []
         while True:
             if len(self.in_flight) >= self.window:
@@ -216,3 +231,30 @@ class Subscription:
                 frames.append(rec.wire)
             if frames:  # one queue entry per batch: replaying a backlog is mostly this loop
                 await self.session.outbox.put(b"".join(frames), len(frames))
+
+    async def _deliver_frames(self) -> None:
+        """`frames` events: seq-contiguous runs of frames, byte for byte, each with the chain link
+        before it, so a relay can hand them on and head office can check them as one chain."""
+        backlog: list = []
+        while True:
+            if len(self.in_flight) >= self.window:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            if self.next_seq > self.journal.last_seq:
+                await self.journal.wait_beyond(self.next_seq - 1)
+                continue
+            room = self.window - len(self.in_flight)
+            frames = await self.journal.read_frames(self.next_seq, min(room, self.frames), FRAMES_BYTES, backlog)
+            if not frames:
+                await self.journal.wait_beyond(self.next_seq - 1)
+                continue
+            first, last = frames[0][0], frames[-1][0]
+            if self.chain is None or first != self.next_seq:  # the first event, or after a lost range
+                self.chain = await self.journal.chain_before(first)
+            event = _PACK({"event": "frames", "first_seq": first, "last_seq": last, "chain_before": self.chain,
+                           "frames": [raw for _, raw in frames]})
+            self.chain = frames[-1][1][36:68]  # the frame's own chain link (journal/frame.py)
+            self.next_seq = last + 1
+            self.in_flight.extend(seq for seq, _ in frames)
+            await self.session.outbox.put(_HEAD(len(event)) + event, 1)

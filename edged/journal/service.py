@@ -252,10 +252,11 @@ class Journal:
             if rec.wire is None:  # encoded once, however many subscribers get it
                 event = _PACK(rec.event())
                 rec.wire = _HEAD(len(event)) + event
-            cache.append(fr.Wired(rec.seq, rec.kind, rec.wire, rec.ts))
-            self._cache_bytes += len(rec.wire) + _ENTRY_COST
+            cache.append(fr.Wired(rec.seq, rec.kind, rec.wire, rec.ts, rec.frame))
+            self._cache_bytes += len(rec.wire) + len(rec.frame or b"") + _ENTRY_COST
         while cache and (len(cache) > CACHE or self._cache_bytes > CACHE_BYTES):
-            self._cache_bytes -= len(cache.popleft().wire) + _ENTRY_COST
+            gone = cache.popleft()
+            self._cache_bytes -= len(gone.wire) + len(gone.frame or b"") + _ENTRY_COST
 
     def _check_ranges(self, records: list[fr.Record]) -> None:
         for rec in records:
@@ -291,6 +292,32 @@ class Journal:
         else:
             backlog.clear()
         return records
+
+    async def read_frames(self, from_seq: int, limit: int, max_bytes: int, backlog: list) -> list[tuple[int, bytes]]:
+        """Up to `limit` durable frames from from_seq, seq-contiguous (a lost range ends the list), at
+        most `max_bytes` of them but at least one: recent ones from memory, older ones from disk
+        (`backlog` holds the disk reader between calls)."""
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        cache = self._cache
+        if cache and cache[0].seq <= from_seq:
+            for i in range(from_seq - cache[0].seq, min(from_seq - cache[0].seq + limit, len(cache))):
+                w = cache[i]
+                if w.frame is None or (out and (w.seq != out[-1][0] + 1 or size + len(w.frame) > max_bytes)):
+                    break
+                out.append((w.seq, w.frame))
+                size += len(w.frame)
+            if out:
+                return out
+        if not backlog or backlog[0][0] != from_seq:
+            backlog[:] = [(from_seq, _FrameReader(self.store.numbered_frames(from_seq)))]
+        _, reader = backlog[0]
+        out = await self._run(reader.take, limit, max_bytes)
+        if out:
+            backlog[0] = (out[-1][0] + 1, reader)
+        else:
+            backlog.clear()
+        return out
 
     async def scan(self, from_seq: int, kinds: tuple[str, ...], match: Callable[[Any], bool] | None = None,
                    to_seq: int | None = None) -> list[fr.Record]:
@@ -400,6 +427,29 @@ def _settle(fut: asyncio.Future, result: Any, error: BaseException | None) -> No
         fut.set_exception(error)
     else:
         fut.set_result(result)
+
+
+class _FrameReader:
+    """Frames from disk in seq order for a frames subscriber; one that did not fit a batch is held
+    for the next."""
+
+    def __init__(self, it: Iterator[tuple[int, bytes]]) -> None:
+        self.it = it
+        self.held: tuple[int, bytes] | None = None
+
+    def take(self, n: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        while len(out) < n:
+            item, self.held = self.held or next(self.it, None), None
+            if item is None:
+                break
+            if out and (item[0] != out[-1][0] + 1 or size + len(item[1]) > max_bytes):
+                self.held = item
+                break
+            out.append(item)
+            size += len(item[1])
+        return out
 
 
 def _take(it: Iterator[fr.Record], n: int) -> list[fr.Record]:

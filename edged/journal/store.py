@@ -181,7 +181,7 @@ class Store:
             data, chain = fr.encode(s, ts, payload, first, last, chain)
             parts.append(data)
             appended.record = fr.Record(s, ts, entry.kind, entry.body, entry.tx_id, entry.counter, number, chain,
-                                        len(data), first, last, tx_uid=tx_uid)
+                                        len(data), first, last, tx_uid=tx_uid, frame=data)
         blob = b"".join(parts)
         offset = self.active.size
         assert self._handle is not None
@@ -319,10 +319,14 @@ class Store:
 
     def frames(self, from_seq: int, to_seq: int) -> Iterator[bytes]:
         """The frames of from_seq..to_seq, byte for byte, CRC checked."""
+        return (raw for _seq, raw in self.numbered_frames(from_seq, to_seq))
+
+    def numbered_frames(self, from_seq: int, to_seq: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """(seq, frame) from from_seq on (up to to_seq), byte for byte, CRC checked."""
         def read(data: memoryview, pos: int) -> _Frame:
             seq, size, _chain = fr.check(data, pos, None)
             return _Frame(seq, bytes(data[pos:pos + size]))
-        return (f.raw for f in self._scan(from_seq, to_seq, read))
+        return ((f.seq, f.raw) for f in self._scan(from_seq, to_seq, read))
 
     def chain_before(self, seq: int) -> bytes:
         """The chain head just before record `seq` (its segment's head chain, then its links)."""
