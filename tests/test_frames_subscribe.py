@@ -7,10 +7,10 @@ import asyncio
 import hashlib
 
 import pytest
-from test_journal_ops import run
 
 from edged.client import Client, ClientError
 from edged.journal import frame as fr
+from test_journal_ops import run
 
 
 async def _frames_event(client: Client, timeout: float = 5) -> dict:
