@@ -316,6 +316,31 @@ class SyncSettings:
 
 
 @dataclass
+class RelaySettings:
+    broker: str = field(default="", metadata=_help(
+        "head office's MQTT 5 broker, mqtts://HOST:PORT (TLS) or mqtt://HOST:PORT; empty: `edged relay` has "
+        "nowhere to send and stops at once (docs/FLEET.md)"))
+    ca: str = field(default="", metadata=_help("the CA certificate that signed the broker's (PEM file); empty: "
+                                               "the system's CAs"))
+    cert: str = field(default="", metadata=_help("this till's client certificate (PEM file), for mqtts://"))
+    key: str = field(default="", metadata=_help("its private key (PEM file, readable by the relay's user only)"))
+    batch: int = field(default=500, metadata=_range(1, 5000) | _help("records per message to head office"))
+    window: int = field(default=2000, metadata=_range(1, 100_000) | _help(
+        "records sent but not yet acknowledged by head office, at most"))
+    ack_timeout: float = field(default=30.0, metadata=_range(1, 3600) | _help(
+        "seconds to wait for head office to acknowledge what was sent; then send again from the last ack"))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.broker and not self.broker.startswith(("mqtt://", "mqtts://")):
+            return [("broker", f"{self.broker!r}: write mqtts://HOST:PORT (or mqtt://HOST:PORT without TLS)")]
+        if bool(self.cert) != bool(self.key):
+            return [("cert" if not self.cert else "key", "give both the client certificate and its key")]
+        if self.cert and not self.broker.startswith("mqtts://"):
+            return [("broker", "a client certificate needs TLS: write mqtts://HOST:PORT")]
+        return []
+
+
+@dataclass
 class DeadlineSettings:
     consumer: str = field(default="", metadata=_help("the consumer that must ack records of this kind, e.g. pos"))
     within: float = field(default=300.0, metadata=_range(1, 30 * 86400) | _help(
@@ -339,6 +364,7 @@ class Config:
     usb: UsbSettings = field(default_factory=UsbSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
     deadlines: dict[str, DeadlineSettings] = field(default_factory=dict, metadata={"entries": _KIND})
 
     def problems(self) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from .. import __version__, config
 from ..bench import cli as bench
 from ..identity import IdentityError
 from ..journal.statefile import StateFileError
-from . import daemon, day, demo, identity, install, journal, printing, scan, sim, status, sync
+from . import daemon, day, demo, fleet, identity, install, journal, printing, scan, sim, status, sync
 from .common import EXIT_USAGE
 
 _DESCRIPTION = """\
@@ -31,6 +31,7 @@ Start here:
   edged journal verify            check every journal record (exit 1 on any problem)
   edged sync log                  has head office got this till's data? who acked what, and when
   edged identity                  this till's signing key, and how head office enrolls it
+  edged relay --check             can this till reach head office's MQTT broker?
 """
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (daemon, status, demo, sim, scan, day, journal, printing, install, sync, identity, bench):
+    for group in (daemon, status, demo, sim, scan, day, journal, printing, install, sync, fleet, identity, bench):
         group.register(sub)
     return parser
 

@@ -1,0 +1,218 @@
+"""`edged headoffice ingest`: batches from the tills' relays, checked and written into head office's
+archive, then acknowledged (docs/FLEET.md).
+
+A broker client, never a server of our own. Each batch is checked as `edged import` checks a
+stick's journal.seg: the topic's till is the payload's, the till is enrolled, every frame's CRC
+and chain link from the batch's `chain_before`, seqs contiguous, every `day.close` record signed
+by a key enrolled for that till. Then, in one transaction: the batch must link to the archived
+record before it and to the one after it (nothing slips into a gap), records the archive holds
+with the same chain link are skipped (a resend adds nothing), the same seq with another link is a
+conflict (the batch is refused whole and the till is told), and the till's watermark (every seq
+up to it archived) moves on. Only after the commit is the MQTT message acknowledged and the ack
+published: a crash before that gets the batch again, from the broker or from the till's resend.
+Several ingest processes share the tills' batches through an MQTT 5 shared subscription.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import msgpack
+
+from ..day import archive, segread, signing
+from ..day import trust as keys
+from ..journal import frame as fr
+from ..journal import kinds
+from . import mqtt, wire
+
+log = logging.getLogger("edged.fleet")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL,
+    last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
+"""
+UP = f"{wire.PREFIX}/+/up"
+
+
+class Refused(Exception):
+    """A batch not taken: str() says why (logged, and told to the till when it is its own)."""
+
+
+def check_frames(batch: wire.Batch) -> tuple[list[tuple[int, bytes, int, str, bytes]], list[fr.Record]]:
+    """The batch's frames as archive rows (seq, chain, ts, kind, frame), every one checked, and its
+    day.close records decoded (for their signatures)."""
+    rows: list[tuple[int, bytes, int, str, bytes]] = []
+    closes: list[fr.Record] = []
+    chain, seq = batch.chain_before, batch.first_seq
+    for raw in batch.frames:
+        try:
+            got, size, link = fr.check(raw, 0, None)  # length and CRC
+        except fr.FrameError as e:
+            raise Refused(f"record {seq}: {e.reason}") from None
+        if size != len(raw) or got != seq:
+            raise Refused(f"record {seq}: the frame holds seq {got} in {size} of {len(raw)} bytes")
+        h = hashlib.sha256(chain)
+        h.update(raw[:36])
+        h.update(raw[72:])
+        if h.digest() != link:
+            raise Refused(f"record {seq}: chain link mismatch (changed, inserted or reordered after it was "
+                          "journaled)")
+        kind = _kind(raw, seq)
+        rows.append((seq, link, int.from_bytes(raw[12:20], "big", signed=True), kind, raw))
+        if kind == "day.close":
+            if len(raw) > segread.MAX_CLOSE:
+                raise Refused(f"record {seq}: a day.close of {len(raw)} bytes")
+            closes.append(fr.decode(raw, 0, None))  # small: decoded in full for its signature
+        chain, seq = link, seq + 1
+    return rows, closes
+
+
+def _kind(raw: bytes, seq: int) -> str:
+    """Only the kind of a payload (its first item): bodies are never decoded here, so a hostile
+    batch of nested empty arrays costs its bytes, not 70 times them."""
+    unpacker = msgpack.Unpacker(raw=False, max_str_len=256, max_bin_len=0, max_array_len=6, max_map_len=0)
+    unpacker.feed(raw[fr.HEAD_SIZE:fr.HEAD_SIZE + 512])
+    try:
+        if unpacker.read_array_header() not in (5, 6):
+            raise ValueError("not a record")
+        kind = unpacker.unpack()
+    except Exception:
+        raise Refused(f"record {seq}: its payload is not a record") from None
+    if not isinstance(kind, str) or not kind:
+        raise Refused(f"record {seq}: its payload is not a record")
+    return kind
+
+
+def _signed_days(db: sqlite3.Connection, till: str, closes: list[fr.Record]) -> list[dict]:
+    """The batch's day.close records, each checked against the keys enrolled for its till."""
+    trust = keys.from_archive(db)
+    days = []
+    for rec in closes:
+        why = kinds.problem(rec)
+        body = rec.body
+        if why is None and body["till_id"] != till:
+            why = f"it is till {body['till_id']!r}'s day.close"
+        if why is None:
+            sig = body.get("signature")
+            public = trust.by_fingerprint(till, sig["fingerprint"]) if isinstance(sig, dict) else None
+            why = "no enrolled key of this till signed it" if public is None else signing.day_problem(body, public)
+        if why is not None:
+            raise Refused(f"the day.close record {rec.seq}: {why}")
+        days.append({**body, "seq": rec.seq})
+    return days
+
+
+def open_archive(directory: Path) -> sqlite3.Connection:
+    db = archive.open_archive(directory)
+    db.executescript(SCHEMA)
+    return db
+
+
+def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
+    """One batch from the broker: checked, written, committed. The ack to publish (None when the
+    message cannot be answered to a till: not one of ours)."""
+    try:
+        till = wire.till_of(topic, "up")
+        batch = wire.decode_batch(payload)
+    except wire.WireError as e:
+        log.error("ingest: dropped a message on %s: %s", topic[:200], e)
+        return None
+    if batch.till != till:
+        log.error("ingest: refused a batch on %s naming till %r: a till publishes only its own records", topic,
+                  batch.till)
+        return None
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not any(k.till == till and k.retired_at is None for k in keys.listed(db)):
+            raise Refused(f"till {till} is not enrolled (`edged archive enroll`): nothing of it is archived")
+        rows, closes = check_frames(batch)
+        days = _signed_days(db, till, closes)
+        prev = archive._link(db, till, batch.first_seq - 1)
+        if prev is not None and prev != batch.chain_before:
+            raise Refused(f"its chain before seq {batch.first_seq} differs from the archived record "
+                          f"{batch.first_seq - 1}")
+        sink = archive._Batches(db, till, "", batch.first_seq, batch.last_seq)
+        sink(rows)
+        archive._next_links(db, till, {"chain_after": rows[-1][1].hex(), "last_seq": batch.last_seq})
+        for day in days:
+            _close_day(db, till, day)
+        ack = _advance(db, till, batch.first_seq)
+        db.execute("COMMIT")
+    except (Refused, archive._Conflict, archive._Refused) as e:
+        db.execute("ROLLBACK")
+        log.error("ingest: refused records %d..%d of %s: %s", batch.first_seq, batch.last_seq, till, e)
+        through, chain = _watermark(db, till)
+        return wire.Ack(till, through, chain, conflict=f"records {batch.first_seq}..{batch.last_seq}: {e}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    log.debug("ingest: %s %d..%d: %d added, %d already archived; archived through %d", till, batch.first_seq,
+              batch.last_seq, sink.added, sink.skipped, ack.archived_through)
+    return ack
+
+
+def _close_day(db: sqlite3.Connection, till: str, day: dict) -> None:
+    """A day.close came online: its records get their business day, the day is listed as a stick's
+    would be (so the same day imported from a stick later is recognised, and stored once)."""
+    db.execute("UPDATE records SET business_day=? WHERE till=? AND seq BETWEEN ? AND ? AND business_day=''",
+               (day["business_day"], till, day["first_seq"], day["seq"]))
+    before = archive._link(db, till, day["first_seq"] - 1)
+    db.execute("INSERT OR IGNORE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
+               "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?)",
+               (till, day["business_day"], day["first_seq"], day["seq"], time.time(), "online",
+                day["signature"]["fingerprint"], before))
+
+
+def _watermark(db: sqlite3.Connection, till: str) -> tuple[int, bytes]:
+    row = db.execute("SELECT archived_through, chain FROM online WHERE till=?", (till,)).fetchone()
+    return (row[0], bytes(row[1])) if row else (0, fr.GENESIS)
+
+
+def _advance(db: sqlite3.Connection, till: str, first_seq: int) -> wire.Ack:
+    """Move the till's watermark over every archived seq that follows it; the ack to send."""
+    row = db.execute("SELECT archived_through FROM online WHERE till=?", (till,)).fetchone()
+    if row is None:  # the till's first batch: what came before it (retention, sticks) is the archive's
+        low = db.execute("SELECT min(seq) FROM records WHERE till=?", (till,)).fetchone()[0]
+        through = min(low, first_seq) - 1
+    else:
+        through = row[0]
+    while True:
+        seqs = [s for (s,) in db.execute("SELECT seq FROM records WHERE till=? AND seq > ? ORDER BY seq LIMIT 5000",
+                                         (till, through))]
+        for s in seqs:
+            if s != through + 1:
+                break
+            through = s
+        else:
+            if len(seqs) == 5000:
+                continue
+        break
+    chain = archive._link(db, till, through) or fr.GENESIS
+    db.execute("INSERT INTO online (till, archived_through, chain, last_seen, batches) VALUES (?,?,?,?,1) "
+               "ON CONFLICT (till) DO UPDATE SET archived_through=excluded.archived_through, chain=excluded.chain, "
+               "last_seen=excluded.last_seen, batches=batches+1", (till, through, chain, time.time()))
+    return wire.Ack(till, through, chain)
+
+
+async def run(directory: Path, endpoint: mqtt.Endpoint, client_id: str, group: str = "ingest") -> None:
+    """Until cancelled: take batches, acknowledge each once committed."""
+    db = open_archive(directory)
+    link = mqtt.Link(endpoint, client_id, manual_ack=True)
+    link.subscribe(f"$share/{group}/{UP}" if group else UP)
+    link.start()
+    log.info("ingest: archive %s, broker %s, shared group %r", directory, endpoint.url, group)
+    try:
+        while True:
+            topic, payload, mid = await link.messages.get()
+            ack = take(db, topic, payload)
+            link.ack(mid)  # committed (or refused for good): the broker may forget it
+            if ack is not None:
+                try:
+                    await link.publish(wire.ack_topic(ack.till), wire.encode_ack(ack))
+                except (mqtt.BrokerDown, mqtt.BrokerRefused) as e:  # the till resends; its resend is acked
+                    log.warning("ingest: ack to %s not sent: %s", ack.till, e)
+    finally:
+        await link.stop()
+        db.close()

@@ -1,0 +1,150 @@
+"""`edged relay`: the till's journal to head office over MQTT, acked to edged only once head office
+has it committed (docs/FLEET.md).
+
+A client of edged's socket like any sync client: consumer `head-office`, subscribed from its
+acked cursor with `frames` (PROTOCOL.md), so what it publishes is the journal byte for byte and
+head office checks it as one chain. Each `frames` event becomes one batch on
+`edged/v1/till/<till>/up` (QoS 1). Head office answers on `.../ack` with the highest seq up to
+which it holds every record; only then does the relay ack edged, so the cursor follows head
+office's archive, never the broker. Whatever goes wrong (broker down, network gone, head office
+down or restarted, a batch lost with a broker that keeps nothing) ends in the same place: the
+relay starts again from edged's cursor, and head office skips what it has.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..client import Client, ClientError, ConnectionClosed
+from . import mqtt, wire
+
+log = logging.getLogger("edged.fleet")
+CONSUMER = "head-office"
+
+
+@dataclass
+class RelayState:
+    """What the relay knows, for its log and its tests."""
+
+    till: str = ""
+    sent_through: int = 0  # the highest seq published in this session
+    acked: int = 0  # what head office acknowledged, and edged was told
+    batches: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+class Relay:
+    def __init__(self, socket_path: str, endpoint: mqtt.Endpoint, *, window: int = 2000, batch: int = 500,
+                 ack_timeout: float = 30.0, retry: float = 1.0) -> None:
+        self.socket_path, self.endpoint = socket_path, endpoint
+        self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
+        self.state = RelayState()
+        self._progress = asyncio.Event()  # set by every ack that moves the cursor
+
+    async def run(self) -> None:
+        """Until cancelled: relay, and after any failure start again from edged's cursor."""
+        till = await self._till_id()
+        self.state.till = till
+        link = mqtt.Link(self.endpoint, till, will=(wire.status_topic(till), b"offline"))
+        link.subscribe(wire.ack_topic(till))
+        link.start()
+        try:
+            while True:
+                await link.connected.wait()
+                try:
+                    await self._session(link, till)
+                except (mqtt.BrokerDown, mqtt.BrokerRefused, ConnectionClosed, ClientError, OSError,
+                        _Stalled) as e:
+                    log.warning("relay: %s; starting again from edged's cursor", e)
+                await asyncio.sleep(self.retry)
+        finally:
+            with contextlib.suppress(Exception):
+                await link.publish(wire.status_topic(till), b"offline", retain=True, timeout=2)
+            await link.stop()
+
+    async def _till_id(self) -> str:
+        while True:
+            try:
+                async with await Client.connect(self.socket_path, "edged-relay") as c:
+                    return str(c.server_info["till_id"])
+            except (OSError, ClientError) as e:
+                log.warning("relay: edged's socket %s: %s; trying again", self.socket_path, e)
+                await asyncio.sleep(self.retry)
+
+    async def _session(self, link: mqtt.Link, till: str) -> None:
+        """One connection to edged while the broker is up: publish frames, pass acks on."""
+        await link.publish(wire.status_topic(till), b"online", retain=True)
+        async with await Client.connect(self.socket_path, "edged-relay") as edged:
+            r = await edged.request("subscribe", consumer=CONSUMER, **{"from": "acked"}, frames=True,
+                                    window=self.window, batch=self.batch)
+            self.state.acked = self.state.sent_through = r["from_seq"] - 1
+            log.info("relay: %s online; sending from seq %d", till, r["from_seq"])
+            tasks = [asyncio.create_task(self._publish(link, edged, till)),
+                     asyncio.create_task(self._acks(link, edged, till)),
+                     asyncio.create_task(self._watch(link))]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for t in done:
+                    t.result()  # raises what ended the session
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _publish(self, link: mqtt.Link, edged: Client, till: str) -> None:
+        topic = wire.up_topic(till)
+        while True:
+            ev = await edged.next_event()
+            if ev.get("event") != "frames":
+                continue
+            batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"])
+            await link.publish(topic, wire.encode_batch(batch))
+            self.state.sent_through = batch.last_seq
+            self.state.batches += 1
+
+    async def _acks(self, link: mqtt.Link, edged: Client, till: str) -> None:
+        while True:
+            topic, payload, _mid = await link.messages.get()
+            try:
+                ack = wire.decode_ack(payload)
+                if wire.till_of(topic, "ack") != till or ack.till != till:
+                    raise wire.WireError(f"an ack for till {ack.till!r} on {topic}")
+            except wire.WireError as e:
+                log.error("relay: ignored a message on %s: %s", topic, e)
+                continue
+            if ack.conflict:
+                log.critical("relay: head office refused records of this till: %s", ack.conflict)
+                self.state.conflicts.append(ack.conflict)
+            # Never beyond what this session sent: head office may hold more (a day from a stick),
+            # but edged's cursor moves only over records relayed or known archived in order.
+            through = min(ack.archived_through, self.state.sent_through)
+            if through > self.state.acked:
+                r = await edged.request("ack", consumer=CONSUMER, seq=through)
+                self.state.acked = r["acked"]
+                self._progress.set()
+
+    async def _watch(self, link: mqtt.Link) -> None:
+        """Ends the session when the broker goes, or when sent batches wait too long for head office."""
+        waiting_since: float | None = None
+        while True:
+            if not link.connected.is_set():
+                raise mqtt.BrokerDown(link.last_error)
+            if self.state.sent_through > self.state.acked:
+                waiting_since = waiting_since or time.monotonic()
+                if time.monotonic() - waiting_since > self.ack_timeout:
+                    raise _Stalled(f"head office acknowledged nothing for {self.ack_timeout:g} s "
+                                   f"(sent through {self.state.sent_through}, acked {self.state.acked})")
+            else:
+                waiting_since = None
+            self._progress.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), 0.5)
+            if self._progress.is_set():
+                waiting_since = None
+
+
+class _Stalled(Exception):
+    pass

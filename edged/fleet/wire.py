@@ -1,0 +1,123 @@
+"""What travels over the broker between a till's relay and head office's ingest (docs/FLEET.md):
+topics, the batch a till publishes and the ack head office answers with, as msgpack maps.
+
+Everything read here is hostile until checked (a broker message may be forged or damaged): each
+decoder checks every field's type and bound and raises WireError naming what is wrong.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+PREFIX = "edged/v1/till"
+TILL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # config.py's till_id rule
+MAX_FRAMES = 5000  # records in one batch (PROTOCOL.md `frames` events: at most 5000)
+MAX_BATCH_BYTES = 32 << 20  # one batch; a single journal record may be up to 16 MiB
+
+
+class WireError(ValueError):
+    """A message that is not what the other side sends; str() names what is wrong."""
+
+
+def up_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/up"
+
+
+def ack_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/ack"
+
+
+def status_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/status"
+
+
+def till_of(topic: str, leaf: str) -> str:
+    """The till id in `edged/v1/till/<till>/<leaf>`; WireError for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != PREFIX or parts[4] != leaf or not TILL_ID.match(parts[3]):
+        raise WireError(f"topic {topic[:200]!r} is not {PREFIX}/<till>/{leaf}")
+    return parts[3]
+
+
+@dataclass
+class Batch:
+    till: str
+    first_seq: int
+    last_seq: int
+    chain_before: bytes
+    frames: list[bytes]
+
+
+@dataclass
+class Ack:
+    till: str
+    archived_through: int  # every seq of the till up to this one is in head office's archive
+    chain: bytes  # the chain link after it (32 zero bytes when nothing is archived)
+    conflict: str | None = None  # why the last batch was refused, if it was
+
+
+def encode_batch(b: Batch) -> bytes:
+    return msgpack.packb({"v": VERSION, "till": b.till, "first_seq": b.first_seq, "last_seq": b.last_seq,
+                          "chain_before": b.chain_before, "frames": b.frames}, use_bin_type=True)
+
+
+def encode_ack(a: Ack) -> bytes:
+    body: dict[str, Any] = {"v": VERSION, "till": a.till, "archived_through": a.archived_through, "chain": a.chain}
+    if a.conflict is not None:
+        body["conflict"] = a.conflict
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _map(payload: bytes, what: str, max_len: int) -> dict[str, Any]:
+    if len(payload) > max_len:
+        raise WireError(f"{what} of {len(payload)} bytes: more than {max_len}")
+    try:
+        # Bounded decoding: a batch holds at most MAX_FRAMES frames, nothing nested.
+        data = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_array_len=MAX_FRAMES,
+                               max_map_len=16, max_str_len=4096, max_bin_len=MAX_BATCH_BYTES)
+    except Exception as e:
+        raise WireError(f"{what} is not msgpack ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise WireError(f"{what} is not a map")
+    if data.get("v") != VERSION:
+        raise WireError(f"{what} of version {data.get('v')!r}; this head office speaks {VERSION}")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, tp: type, what: str) -> Any:
+    value = data.get(name)
+    if type(value) is not tp:
+        raise WireError(f"{what}: {name!r} must be {tp.__name__}, not {type(value).__name__}")
+    return value
+
+
+def decode_batch(payload: bytes) -> Batch:
+    data = _map(payload, "batch", MAX_BATCH_BYTES + (1 << 20))
+    till = _field(data, "till", str, "batch")
+    if not TILL_ID.match(till):
+        raise WireError(f"batch: till {till[:80]!r} is not a till id")
+    first, last = _field(data, "first_seq", int, "batch"), _field(data, "last_seq", int, "batch")
+    chain = _field(data, "chain_before", bytes, "batch")
+    frames = _field(data, "frames", list, "batch")
+    if len(chain) != 32:
+        raise WireError("batch: chain_before must be 32 bytes")
+    if not 1 <= first <= last or last - first + 1 != len(frames):
+        raise WireError(f"batch: seqs {first}..{last} do not match its {len(frames)} frames")
+    if not all(type(f) is bytes for f in frames):
+        raise WireError("batch: every frame must be bytes")
+    return Batch(till, first, last, chain, frames)
+
+
+def decode_ack(payload: bytes) -> Ack:
+    data = _map(payload, "ack", 64 << 10)
+    till = _field(data, "till", str, "ack")
+    through = _field(data, "archived_through", int, "ack")
+    chain = _field(data, "chain", bytes, "ack")
+    conflict = data.get("conflict")
+    if through < 0 or len(chain) != 32 or not (conflict is None or isinstance(conflict, str)):
+        raise WireError("ack: archived_through, chain or conflict out of shape")
+    return Ack(till, through, chain, conflict)
