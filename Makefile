@@ -11,8 +11,9 @@ export XDG_CACHE_HOME := $(CURDIR)/$(VENV)/.cache
 # evdev and xkbcommon compile C extensions: venv/ensurepip, Python.h, a compiler and
 # libxkbcommon's header; scanners need the keyboard layouts (xkb-data).
 DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
-# `make test`: duktape's `duk` runs the package's polkit rule (the engine Debian 12's polkitd uses).
-TEST_DEPS := duktape
+# `make test`: duktape's `duk` runs the package's polkit rule (the engine Debian 12's polkitd uses);
+# mosquitto is the MQTT broker the relay tests start on loopback (tests/brokers.py).
+TEST_DEPS := duktape mosquitto
 # The USB stick tests (root only) partition loop devices, mount exfat through FUSE, and run
 # udevd + udisksd for the udisks2 mounter (the tests start and stop them; pgrep finds them).
 STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2 procps
