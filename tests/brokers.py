@@ -66,7 +66,7 @@ class Mosquitto:
                 return self
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start: {(self.dir / 'log').read_text()[-2000:]}")
+                    raise RuntimeError(f"mosquitto did not start: {(self.dir / 'log').read_text()[-2000:]}") from None
                 time.sleep(0.05)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

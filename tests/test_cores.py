@@ -7,13 +7,19 @@ import errno
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from edged.day import cores, segread
 from edged.journal import frame as fr
 from test_segread import _segment
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _sales(n: int) -> bytes:
@@ -58,7 +64,7 @@ def test_a_damaged_frame_is_refused_by_the_worker_as_in_one_process():
     assert not multiprocessing.active_children()
 
 
-def test_a_sink_that_refuses_stops_the_worker():
+def test_a_sink_that_refuses_stops_the_worker(caplog):
     data = _sales(20_000)
     calls = []
 
@@ -70,6 +76,72 @@ def test_a_sink_that_refuses_stops_the_worker():
         _beside(data, refuse)
     assert len(calls) == 1  # the worker, blocked on the pipe or reading on, is gone
     assert not multiprocessing.active_children()
+    assert "did not end by itself" not in caplog.text  # it got EPIPE and ended: it was not killed
+
+
+def test_a_killed_importer_leaves_no_worker_behind(tmp_path):
+    """SIGKILL of the importer while the worker waits on a full pipe: the worker dies with it and
+    does not keep the stick's file open."""
+    seg = tmp_path / "journal.seg"
+    seg.write_bytes(_sales(40_000))
+    pidfile = tmp_path / "worker.pid"
+    script = f'''
+import multiprocessing, os, time
+from edged.day import cores
+fd = os.open({str(seg)!r}, os.O_RDONLY)
+def stuck(batch):
+    (child,) = multiprocessing.active_children()
+    open({str(pidfile)!r}, "w").write(str(child.pid))
+    time.sleep(600)
+cores.read_beside(fd, os.fstat(fd).st_size, [], stuck)
+'''
+    importer = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while not pidfile.exists() or not pidfile.read_text():
+            assert importer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = int(pidfile.read_text())
+    finally:
+        importer.kill()
+        importer.wait()
+    deadline = time.monotonic() + 10
+    while _alive(worker):
+        assert time.monotonic() < deadline, f"worker {worker} outlived its importer"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_deeply_nested_day_close_comes_back_as_in_one_process():
+    """A day.close body nested deeper than pickle can go: it crosses as its frame, and the caller
+    gets what one process would have (here: decoded, for its shape check to refuse)."""
+    body: object = 0
+    for _ in range(900):
+        body = [body]
+    data = _segment([fr.payload_of("sale", {"i": 1}, None, None, None, 1000),
+                     fr.payload_of("day.close", body, "day.close:2026-01-05", None, None)])
+    alone, beside = _alone(data, lambda b: None), _beside(data, lambda b: None)
+    assert beside.close is not None and beside.close.body == alone.close.body
+    assert beside.close_chain == alone.close_chain
+
+
+def test_a_worker_killed_in_the_middle_of_a_message_is_an_error_not_a_read_error():
+    data = _segment([fr.payload_of("sale", "z" * (2 << 20), None, None, None, 1000) for _ in range(4)])
+
+    def kill_it(batch):
+        (child,) = multiprocessing.active_children()
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+
+    with pytest.raises(RuntimeError, match="ended without an answer"):
+        _beside(data, kill_it)
 
 
 def test_a_worker_that_dies_is_an_error_not_a_hang():

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from brokers import Mosquitto, need_mosquitto
 
+from brokers import Mosquitto, need_mosquitto
 from edged.bench.common import edged_run
 from edged.client import Client
 

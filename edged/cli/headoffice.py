@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +82,15 @@ def _checked(exports: list[verify.Export], chosen: trust.Trust | None, allow_uns
     """Every export in order, checked side by side on the machine's cores (day/cores.py)."""
     todo = [ex for ex in exports if not ex.problems]
     done = cores.in_order(todo, lambda ex: verify.check(ex, chosen, allow_unsigned))
+    broken = ""
     for ex in exports:
-        if not ex.problems:
-            cores.copy_into(ex, next(done))
+        if not ex.problems and not broken:
+            try:
+                cores.copy_into(ex, next(done))
+            except BrokenProcessPool as e:  # a worker killed (the OOM killer): the rest are named, not lost
+                broken = f"not checked: a worker process died ({e})"
+        if broken and not ex.problems and not ex.records:
+            ex.problems.append(broken)
         yield ex
 
 
@@ -92,7 +99,11 @@ def _trust(keys: list[str], archive_dir: str | None) -> trust.Trust | None:
     if archive_dir is not None:
         if not (Path(archive_dir) / "archive.sqlite").is_file():
             raise trust.EnrollError(f"{archive_dir}: no archive there")
-        found = trust.listed(archive.open_archive(Path(archive_dir)))
+        db = archive.open_archive(Path(archive_dir))
+        try:  # closed before verify forks its workers: none of them inherits an open archive
+            found = trust.listed(db)
+        finally:
+            db.close()
     if keys:
         found += trust.from_arguments(keys).keys.values()
     if archive_dir is None and not keys:

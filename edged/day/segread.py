@@ -41,6 +41,7 @@ class Segment:
     chain: bytes = b""  # after the last record
     close: fr.Record | None = None  # the last record, when it is a day.close
     close_chain: bytes = b""  # the chain head before that day.close
+    close_frame: bytes = b""  # its frame (at most MAX_CLOSE): what a worker process hands back, not the decoded body
 
 
 def _read(fd: int, n: int) -> bytes:
@@ -143,5 +144,5 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
             out.close = fr.decode(close[0], 0, None)
         except fr.FrameError as e:
             raise SegmentError(f"journal.seg: the day.close record: {e.reason}") from None
-        out.close_chain = close[1]
+        out.close_chain, out.close_frame = close[1], bytes(close[0])
     return out
