@@ -10,14 +10,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from brokers import Mosquitto, need_mosquitto
+from brokers import FLEET_ACL, Mosquitto, Pki, free_port, need_mosquitto
 from edged.bench.common import edged_run
 from edged.client import Client
+from edged.fleet import wire
 
 REPO = Path(__file__).resolve().parents[1]
 TILL = "shop1-till1"
@@ -32,17 +34,25 @@ def _edged(*args: str, **kw) -> subprocess.Popen:
 class Fleet:
     """One till (edged + relay) and head office (ingest + archive) around one broker."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, tls: bool = False) -> None:
         self.base = base
         self.state, self.sock, self.archive = base / "state", str(base / "s.sock"), base / "archive"
         self.cfg = base / "edged.toml"
         self.cfg.write_text(f'till_id = "{TILL}"\n')
-        self.broker = Mosquitto(base / "broker")
+        self.pki = Pki(base / "pki") if tls else None
+        self.broker = Mosquitto(base / "broker", acl=FLEET_ACL if tls else None, pki=self.pki)
         self.procs: dict[str, subprocess.Popen] = {}
+
+    def creds(self, cn: str) -> list[str]:
+        """--ca/--cert/--key for a client whose certificate says CN (nothing without TLS)."""
+        if self.pki is None:
+            return []
+        cert, key = self.pki.issue(cn)
+        return ["--ca", self.pki.ca, "--cert", cert, "--key", key]
 
     def logs(self, name: str) -> str:
         try:
-            return (self.base / f"{name}.log").read_text()[-3000:]
+            return (self.base / f"{name}.log").read_text()[-20000:]
         except FileNotFoundError:
             return ""
 
@@ -52,11 +62,20 @@ class Fleet:
         return proc
 
     def relay(self) -> subprocess.Popen:
-        return self.start("relay", "relay", "--broker", self.broker.url, "--socket", self.sock)
+        return self.start("relay", "relay", "--config", str(self.cfg), "--broker", self.broker.url, "--socket", self.sock,
+                          *self.creds(TILL))
 
     def ingest(self, name: str = "ingest") -> subprocess.Popen:
-        return self.start(name, "headoffice", "ingest", "--archive", str(self.archive), "--broker", self.broker.url,
-                          "--client-id", name)
+        """An ingest, returned once it is subscribed (what the relay publishes before is not lost,
+        but comes again only when the relay tries again)."""
+        seen = self.logs(name).count("mqtt: subscribed")
+        proc = self.start(name, "headoffice", "ingest", "--archive", str(self.archive), "--broker", self.broker.url,
+                          "--client-id", "ingest" if self.pki else name, *self.creds("ingest"))
+        deadline = time.monotonic() + 30
+        while self.logs(name).count("mqtt: subscribed") <= seen:
+            assert proc.poll() is None and time.monotonic() < deadline, self.logs(name)
+            time.sleep(0.05)
+        return proc
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
@@ -100,14 +119,15 @@ class Fleet:
             time.sleep(0.2)
 
 
-async def _append(sock: str, n: int, start: int = 0) -> int:
-    """n sales, 200 per request; the last seq."""
+async def _append(sock: str, n: int, start: int = 0, pause: float = 0) -> int:
+    """n sales, 200 per request (`pause` s between requests); the last seq."""
     async with await Client.connect(sock, "pos") as pos:
         last = 0
         for i in range(start, start + n, 200):
             r = await pos.request("append", records=[{"kind": "sale", "tx_id": f"s{j}", "body": {"n": j, "pad": "x" * 150}}
                                                      for j in range(i, min(i + 200, start + n))])
             last = r["records"][-1]["seq"]
+            await asyncio.sleep(pause)
         return last
 
 
@@ -131,9 +151,9 @@ async def _acked(sock: str) -> int:
 
 
 @pytest.fixture
-def fleet(short_dir):
+def fleet(short_dir, request):
     need_mosquitto()
-    f = Fleet(short_dir)
+    f = Fleet(short_dir, tls=getattr(request, "param", False))
     f.broker.start()
     try:
         with edged_run(str(f.cfg), str(f.state), f.sock, simulate=True):
@@ -177,16 +197,123 @@ def test_broker_down_sales_go_on_and_head_office_catches_up_without_loss(fleet):
 
 
 def test_killed_relay_and_ingest_lose_nothing_and_store_nothing_twice(fleet):
+    """SIGKILL of the ingest and of the relay, several times each, while sales go on: the archive
+    ends equal to the journal, every seq once."""
     fleet.ingest()
     fleet.relay()
-    total = 0
-    for round_ in range(3):
-        total = asyncio.run(_append(fleet.sock, 1500, start=round_ * 1500))
-        time.sleep(0.3 + 0.2 * round_)
-        fleet.kill("relay")
-        fleet.kill("ingest")
-        fleet.ingest()
-        fleet.relay()
-    rows = fleet.wait_archived(total)
-    assert [s for s, _ in rows] == list(range(1, total + 1))  # the key (till, seq): nothing twice
-    assert rows == asyncio.run(_journal(fleet.sock))[:total]
+    appending = threading.Thread(target=lambda: asyncio.run(_append(fleet.sock, 12_000, pause=0.01)))
+    appending.start()
+    try:
+        for round_ in range(6):
+            time.sleep(0.4)
+            archived = len(fleet.archived())
+            fleet.kill("ingest" if round_ % 2 else "relay")  # mid-batch: batches go every few ms
+            fleet.ingest() if round_ % 2 else fleet.relay()
+            assert len(fleet.archived()) >= archived  # nothing taken back
+    finally:
+        appending.join()
+    total = asyncio.run(_journal(fleet.sock))
+    last = max(s for s, _ in total)
+    rows = fleet.wait_archived(last)
+    assert [s for s, _ in rows] == list(range(1, last + 1))  # the key (till, seq): nothing twice
+    assert rows == total[:last]
+    assert _watermark(fleet) == last
+
+
+def _watermark(fleet: Fleet) -> int:
+    db = sqlite3.connect(fleet.archive / "archive.sqlite", timeout=30)
+    try:
+        return db.execute("SELECT archived_through FROM online WHERE till=?", (TILL,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_two_ingest_workers_share_the_batches_and_the_watermark_is_right(fleet):
+    """Small batches shared by two ingest processes (MQTT 5 shared subscription): they commit out of
+    order at times; the watermark only moves over what is all there, and ends at the last seq."""
+    fleet.cfg.write_text(f'till_id = "{TILL}"\n[relay]\nbatch = 20\n')
+    fleet.ingest("ingest-a")
+    fleet.ingest("ingest-b")
+    fleet.relay()
+    last = asyncio.run(_append(fleet.sock, 4000))
+    rows = fleet.wait_archived(last)
+    assert [s for s, _ in rows] == list(range(1, last + 1))
+    took = [fleet.logs(n).count("added") for n in ("ingest-a", "ingest-b")]
+    assert all(took), took  # both took batches
+    deadline = time.monotonic() + 30
+    while _watermark(fleet) != last:
+        assert time.monotonic() < deadline, _watermark(fleet)
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("fleet", [True], indirect=True)
+def test_over_mutual_tls_with_the_per_till_acl(fleet):
+    """The till's client certificate is its identity at the broker: it may publish only under its own
+    id. A certificate of till A publishing as till B is refused by the broker (PUBACK "Not
+    authorized"); a batch on A's own topic that names B is refused by the ingest. Nothing of either
+    is archived; A's own sales are."""
+    fleet.ingest()
+    fleet.relay()
+    last = asyncio.run(_append(fleet.sock, 300))
+    fleet.wait_archived(last)
+    cert, key = fleet.pki.issue(TILL)
+    forged = wire.encode_batch(wire.Batch("shop1-till2", 1, 1, bytes(32), [b"x" * 80]))
+    reasons = _publish_as(fleet, cert, key, {wire.up_topic("shop1-till2"): forged,
+                                              wire.up_topic(TILL): forged})
+    assert "Not authorized" in reasons[wire.up_topic("shop1-till2")]
+    assert reasons[wire.up_topic(TILL)] in ("Success", "No matching subscribers")  # the broker took it ...
+    deadline = time.monotonic() + 10
+    while "naming till 'shop1-till2'" not in fleet.logs("ingest"):  # ... and the ingest refused it
+        assert time.monotonic() < deadline, fleet.logs("ingest")
+        time.sleep(0.1)
+    db = sqlite3.connect(fleet.archive / "archive.sqlite")
+    assert db.execute("SELECT DISTINCT till FROM records").fetchall() == [(TILL,)]
+    assert fleet.archived()[-1][0] == last
+
+
+def _publish_as(fleet: Fleet, cert: str, key: str, messages: dict[str, bytes]) -> dict[str, str]:
+    """Publish each message QoS 1 with this client certificate; the broker's PUBACK reason per topic."""
+    import ssl
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="forger", protocol=MQTTProtocolVersion.MQTTv5)
+    c.tls_set(ca_certs=fleet.pki.ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    reasons: dict[int, str] = {}
+    c.on_publish = lambda client, userdata, mid, reason, props: reasons.__setitem__(mid, str(reason))
+    c.connect("127.0.0.1", fleet.broker.port)
+    c.loop_start()
+    try:
+        mids = {topic: c.publish(topic, payload, qos=1).mid for topic, payload in messages.items()}
+        deadline = time.monotonic() + 10
+        while len(reasons) < len(mids):
+            assert time.monotonic() < deadline, reasons
+            time.sleep(0.05)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return {topic: reasons[mid] for topic, mid in mids.items()}
+
+
+@pytest.mark.parametrize("fleet", [True], indirect=True)
+def test_relay_check_says_in_one_line_what_is_wrong(fleet):
+    def check(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edged", "relay", "--check", *args], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+
+    good = check("--broker", fleet.broker.url, *fleet.creds(TILL))
+    assert good.returncode == 0 and "connected to mqtts://127.0.0.1" in good.stdout, good.stdout + good.stderr
+    other_ca = Pki(fleet.base / "other-pki")
+    cert, key = fleet.pki.issue(TILL)
+    wrong_ca = check("--broker", fleet.broker.url, "--ca", other_ca.ca, "--cert", cert, "--key", key)
+    assert wrong_ca.returncode == 1 and "TLS with 127.0.0.1" in wrong_ca.stdout, wrong_ca.stdout
+    assert len(wrong_ca.stdout.strip().splitlines()) == 1
+    foreign = other_ca.issue(TILL)  # a certificate the broker's CA did not sign
+    refused = check("--broker", fleet.broker.url, "--ca", fleet.pki.ca, "--cert", foreign[0], "--key", foreign[1])
+    assert refused.returncode == 1 and len(refused.stdout.strip().splitlines()) == 1, refused.stdout
+    nobody = check("--broker", f"mqtts://127.0.0.1:{free_port()}", *fleet.creds(TILL))
+    assert nobody.returncode == 1 and "cannot reach 127.0.0.1" in nobody.stdout, nobody.stdout
+    unset = subprocess.run([sys.executable, "-m", "edged", "relay", "--config", str(fleet.cfg)], capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert unset.returncode == 2 and "relay.broker is not set" in unset.stderr

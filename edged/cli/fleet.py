@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import ssl
@@ -13,7 +12,7 @@ import sys
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from .. import config
+from .. import config, logs
 from ..fleet import ingest, mqtt
 from ..fleet.relay import Relay
 from .common import EXIT_USAGE, socket_path
@@ -65,10 +64,6 @@ def _endpoint(args: argparse.Namespace, settings: config.RelaySettings | None) -
     return mqtt.Endpoint(args.broker or s.broker, args.ca or s.ca, args.cert or s.cert, args.key or s.key)
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-
-
 def cmd_relay(args: argparse.Namespace) -> int:
     settings = config.load(args.config).relay if (args.config or not args.broker) else config.RelaySettings()
     endpoint = _endpoint(args, settings)
@@ -86,7 +81,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         print(f"relay: {why}" if why else f"relay: connected to {endpoint.url}"
               + (" with the client certificate" if endpoint.cert else ""))
         return 1 if why else 0
-    _logging()
+    logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     relay = Relay(socket_path(args), endpoint, window=settings.window, batch=settings.batch,
                   ack_timeout=settings.ack_timeout)
     try:
@@ -134,7 +129,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
-    _logging()
+    logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     from pathlib import Path
 
     client_id = args.client_id or f"ingest-{socket.gethostname()}-{os.getpid()}"

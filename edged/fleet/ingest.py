@@ -138,7 +138,7 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
         archive._next_links(db, till, {"chain_after": rows[-1][1].hex(), "last_seq": batch.last_seq})
         for day in days:
             _close_day(db, till, day)
-        ack = _advance(db, till, batch.first_seq)
+        ack = _advance(db, till, batch.since)
         db.execute("COMMIT")
     except (Refused, archive._Conflict, archive._Refused) as e:
         db.execute("ROLLBACK")
@@ -148,7 +148,7 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    log.debug("ingest: %s %d..%d: %d added, %d already archived; archived through %d", till, batch.first_seq,
+    log.info("ingest: %s %d..%d: %d added, %d already archived; archived through %d", till, batch.first_seq,
               batch.last_seq, sink.added, sink.skipped, ack.archived_through)
     return ack
 
@@ -170,14 +170,14 @@ def _watermark(db: sqlite3.Connection, till: str) -> tuple[int, bytes]:
     return (row[0], bytes(row[1])) if row else (0, fr.GENESIS)
 
 
-def _advance(db: sqlite3.Connection, till: str, first_seq: int) -> wire.Ack:
-    """Move the till's watermark over every archived seq that follows it; the ack to send."""
+def _advance(db: sqlite3.Connection, till: str, since: int) -> wire.Ack:
+    """Move the till's watermark over every archived seq that follows it; the ack to send. A till
+    new online starts below its relay's `since` (never below the first batch that commits: with
+    two ingest workers that may be the second one, and acking over the first would lose it)."""
     row = db.execute("SELECT archived_through FROM online WHERE till=?", (till,)).fetchone()
-    if row is None:  # the till's first batch: what came before it (retention, sticks) is the archive's
-        low = db.execute("SELECT min(seq) FROM records WHERE till=?", (till,)).fetchone()[0]
-        through = min(low, first_seq) - 1
-    else:
-        through = row[0]
+    # Below `since` the till holds nothing it has not had acknowledged: a watermark left below it (the
+    # till's consumer made anew at its retention floor) would wait for ever for seqs nobody has.
+    through = max(since - 1, row[0] if row else 0)
     while True:
         seqs = [s for (s,) in db.execute("SELECT seq FROM records WHERE till=? AND seq > ? ORDER BY seq LIMIT 5000",
                                          (till, through))]

@@ -79,7 +79,7 @@ class Link:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.reconnect_delay_set(1, 60)
         c.on_connect, c.on_disconnect = self._connected, self._disconnected
-        c.on_message, c.on_publish = self._message, self._published
+        c.on_message, c.on_publish, c.on_subscribe = self._message, self._published, self._subscribed
         self.client = c
         self._host, self._port = host, port
 
@@ -100,9 +100,10 @@ class Link:
         if self.connected.is_set():
             self.client.subscribe(topic, qos)
 
-    async def publish(self, topic: str, payload: bytes, retain: bool = False, timeout: float = 30) -> None:
-        """QoS 1: returns once the broker acknowledged it; BrokerRefused on a failure reason code,
-        BrokerDown when not connected or the connection went first."""
+    async def publish(self, topic: str, payload: bytes, retain: bool = False, timeout: float = 30) -> str:
+        """QoS 1: returns once the broker acknowledged it, with its reason ("Success", or "No matching
+        subscribers": nobody got it); BrokerRefused on a failure reason code, BrokerDown when not
+        connected or the connection went first."""
         if not self.connected.is_set():
             raise BrokerDown(self.last_error)
         fut = self.loop.create_future()
@@ -111,7 +112,7 @@ class Link:
             raise BrokerDown(paho.error_string(info.rc))
         self._pending[info.mid] = fut  # before the loop runs paho's PUBACK callback (call_soon_threadsafe)
         try:
-            await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise BrokerDown(f"no PUBACK within {timeout:g} s") from None
         finally:
@@ -131,6 +132,13 @@ class Link:
             client.subscribe(topic, qos)
         self.loop.call_soon_threadsafe(self._up)
 
+    def _subscribed(self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            self.loop.call_soon_threadsafe(log.error, "mqtt: subscription refused: %s", ", ".join(failed))
+        else:
+            self.loop.call_soon_threadsafe(log.info, "mqtt: subscribed")
+
     def _disconnected(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self.last_error = f"disconnected from the broker ({reason})"
         self.loop.call_soon_threadsafe(self._down)
@@ -142,8 +150,7 @@ class Link:
         self.loop.call_soon_threadsafe(self.messages.put_nowait, (msg.topic, bytes(msg.payload), msg.mid))
 
     def _published(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
-        why = str(reason) if reason.is_failure else None
-        self.loop.call_soon_threadsafe(self._settle, mid, why)
+        self.loop.call_soon_threadsafe(self._settle, mid, str(reason), reason.is_failure)
 
     # --- back on the loop ---
     def _up(self) -> None:
@@ -158,11 +165,11 @@ class Link:
             if not fut.done():
                 fut.set_exception(BrokerDown(self.last_error))
 
-    def _settle(self, mid: int, why: str | None) -> None:
+    def _settle(self, mid: int, reason: str, failed: bool) -> None:
         fut = self._pending.get(mid)
         if fut is None or fut.done():
             return
-        if why is None:
-            fut.set_result(None)
+        if failed:
+            fut.set_exception(BrokerRefused(reason))
         else:
-            fut.set_exception(BrokerRefused(why))
+            fut.set_result(reason)

@@ -23,6 +23,7 @@ from . import mqtt, wire
 
 log = logging.getLogger("edged.fleet")
 CONSUMER = "head-office"
+NOBODY = "No matching subscribers"  # the MQTT 5 PUBACK reason when no subscription matched
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Relay:
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
         self._progress = asyncio.Event()  # set by every ack that moves the cursor
+        self.since = 1  # where this session began: edged's cursor + 1
 
     async def run(self) -> None:
         """Until cancelled: relay, and after any failure start again from edged's cursor."""
@@ -81,6 +83,7 @@ class Relay:
             r = await edged.request("subscribe", consumer=CONSUMER, **{"from": "acked"}, frames=True,
                                     window=self.window, batch=self.batch)
             self.state.acked = self.state.sent_through = r["from_seq"] - 1
+            self.since = r["from_seq"]
             log.info("relay: %s online; sending from seq %d", till, r["from_seq"])
             tasks = [asyncio.create_task(self._publish(link, edged, till)),
                      asyncio.create_task(self._acks(link, edged, till)),
@@ -100,10 +103,13 @@ class Relay:
             ev = await edged.next_event()
             if ev.get("event") != "frames":
                 continue
-            batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"])
-            await link.publish(topic, wire.encode_batch(batch))
+            batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"], self.since)
+            # Before the PUBACK: head office may commit and ack the batch before paho hands us that.
             self.state.sent_through = batch.last_seq
+            reason = await link.publish(topic, wire.encode_batch(batch))
             self.state.batches += 1
+            if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon, not after ack_timeout
+                raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
 
     async def _acks(self, link: mqtt.Link, edged: Client, till: str) -> None:
         while True:

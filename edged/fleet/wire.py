@@ -50,6 +50,9 @@ class Batch:
     last_seq: int
     chain_before: bytes
     frames: list[bytes]
+    since: int = 1  # where the relay's session began (its cursor + 1): every seq below it head office has
+    # acknowledged, or the till no longer holds. Head office starts a till's watermark there, never at
+    # whatever batch happens to commit first.
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Ack:
 
 def encode_batch(b: Batch) -> bytes:
     return msgpack.packb({"v": VERSION, "till": b.till, "first_seq": b.first_seq, "last_seq": b.last_seq,
-                          "chain_before": b.chain_before, "frames": b.frames}, use_bin_type=True)
+                          "chain_before": b.chain_before, "since": b.since, "frames": b.frames}, use_bin_type=True)
 
 
 def encode_ack(a: Ack) -> bytes:
@@ -109,7 +112,10 @@ def decode_batch(payload: bytes) -> Batch:
         raise WireError(f"batch: seqs {first}..{last} do not match its {len(frames)} frames")
     if not all(type(f) is bytes for f in frames):
         raise WireError("batch: every frame must be bytes")
-    return Batch(till, first, last, chain, frames)
+    since = _field(data, "since", int, "batch")
+    if not 1 <= since <= first:
+        raise WireError(f"batch: since {since} is not between 1 and its first seq {first}")
+    return Batch(till, first, last, chain, frames, since)
 
 
 def decode_ack(payload: bytes) -> Ack:
