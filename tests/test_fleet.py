@@ -317,3 +317,44 @@ def test_relay_check_says_in_one_line_what_is_wrong(fleet):
     unset = subprocess.run([sys.executable, "-m", "edged", "relay", "--config", str(fleet.cfg)], capture_output=True,
                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert unset.returncode == 2 and "relay.broker is not set" in unset.stderr
+
+
+def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
+    fleet.ingest()
+    fleet.relay()
+    asyncio.run(_append(fleet.sock, 500))
+
+    (fleet.base / "stick").mkdir()
+
+    async def close_and_export() -> dict:
+        async with await Client.connect(fleet.sock, "till-admin") as c:
+            closed = await c.request("day_close", business_day="2026-11-02")
+            await c.request("export", business_day="2026-11-02", target=str(fleet.base / "stick"))
+            return closed
+    closed = asyncio.run(close_and_export())
+    rows = fleet.wait_archived(closed["seq"])
+    db = sqlite3.connect(fleet.archive / "archive.sqlite", timeout=30)
+    day_rows = db.execute("SELECT first_seq, last_seq, source FROM days WHERE till=?", (TILL,)).fetchall()
+    assert day_rows == [(closed["first_seq"], closed["seq"], "online")]
+    fleet.kill("ingest", signal.SIGTERM)  # the stick's import and the ingest take turns at the archive
+    out = subprocess.run([sys.executable, "-m", "edged", "import", "--archive", str(fleet.archive),
+                          str(fleet.base / "stick")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"0 records added, {closed['seq'] - closed['first_seq'] + 1} already archived" in out.stdout, out.stdout
+    assert fleet.archived() == rows  # once, as they came online
+    assert db.execute("SELECT count(*) FROM days WHERE till=?", (TILL,)).fetchone() == (1,)
+
+
+def test_catch_up_of_100000_records_after_the_broker_was_down(fleet):
+    """The issue's bar: 100,000 sales appended while the broker is down, then it comes back: the
+    archive equals the journal, every seq once, byte for byte."""
+    fleet.ingest()
+    fleet.relay()
+    fleet.broker.stop()
+    last = asyncio.run(_append(fleet.sock, 100_000))
+    fleet.broker.start()
+    rows = fleet.wait_archived(last, timeout=600)
+    assert [s for s, _ in rows] == list(range(1, last + 1))
+    assert rows == asyncio.run(_journal(fleet.sock))[:last]
+    assert _watermark(fleet) == last
