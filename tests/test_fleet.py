@@ -332,7 +332,8 @@ def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
             await c.request("export", business_day="2026-11-02", target=str(fleet.base / "stick"))
             return closed
     closed = asyncio.run(close_and_export())
-    rows = fleet.wait_archived(closed["seq"])
+    last = asyncio.run(_journal(fleet.sock))[-1][0]  # day.exported follows the day: relayed too
+    rows = fleet.wait_archived(last)
     db = sqlite3.connect(fleet.archive / "archive.sqlite", timeout=30)
     day_rows = db.execute("SELECT first_seq, last_seq, source FROM days WHERE till=?", (TILL,)).fetchall()
     assert day_rows == [(closed["first_seq"], closed["seq"], "online")]
@@ -344,6 +345,10 @@ def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
     assert f"0 records added, {closed['seq'] - closed['first_seq'] + 1} already archived" in out.stdout, out.stdout
     assert fleet.archived() == rows  # once, as they came online
     assert db.execute("SELECT count(*) FROM days WHERE till=?", (TILL,)).fetchone() == (1,)
+    status = subprocess.run([sys.executable, "-m", "edged", "archive", "status", str(fleet.archive)],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert f"online: every record through seq {last} archived" in status.stdout, status.stdout
+    assert "gaps: none" in status.stdout, status.stdout
 
 
 def test_catch_up_of_100000_records_after_the_broker_was_down(fleet):

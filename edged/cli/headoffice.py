@@ -206,6 +206,12 @@ def run_status(archive_dir: str, as_json: bool) -> int:
                     if st["left_out"] else "")
         print(f"{till}: {plural(len(days), 'day')}{span}, {plural(st['records'], 'record')}{left_out}, "
               f"seq {seq_range(st['first_seq'], st['last_seq'])}, gaps: {gaps}")
+        online = st.get("online")
+        if online:
+            ago = time.time() - online["last_seen"]
+            print(f"  online: every record through seq {online['archived_through']} archived; last batch "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(online['last_seen']))} ({ago:.0f} s ago), "
+                  f"{plural(online['batches'], 'batch', 'batches')} in all")
         for k in st["keys"]:
             print(f"  key {k['fingerprint']} (epoch {k['epoch'] if k['epoch'] is not None else '?'})"
                   f"{' retired' if k['retired'] else ''}: signed {plural(k['days'], 'day')}")

@@ -264,8 +264,19 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
                      "days": signers.pop(k.fingerprint, 0)} for k in keys.listed(db) if k.till == till]
         out[till] = {"records": n, "first_seq": lo, "last_seq": hi, "gaps": gaps, "days": days,
                      "left_out": left_out, "left_out_kinds": kinds, "keys": enrolled,
-                     "other_signers": {str(fp): n for fp, n in signers.items()}}
+                     "other_signers": {str(fp): n for fp, n in signers.items()}, "online": _online(db, till)}
     return out
+
+
+def _online(db: sqlite3.Connection, till: str) -> dict | None:
+    """The till's relay as the ingest last saw it (docs/FLEET.md); None when it never came online."""
+    try:
+        row = db.execute("SELECT archived_through, last_seen, batches FROM online WHERE till=?", (till,)).fetchone()
+    except sqlite3.OperationalError:  # an archive no ingest has written to: no such table
+        return None
+    if row is None:
+        return None
+    return {"archived_through": row[0], "last_seen": row[1], "batches": row[2]}
 
 
 def gap_lines(db: sqlite3.Connection) -> list[str]:
