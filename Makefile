@@ -11,6 +11,8 @@ export XDG_CACHE_HOME := $(CURDIR)/$(VENV)/.cache
 # evdev and xkbcommon compile C extensions: venv/ensurepip, Python.h, a compiler and
 # libxkbcommon's header; scanners need the keyboard layouts (xkb-data).
 DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
+# `make demo` starts a Mosquitto on loopback for its step "online to head office".
+DEMO_DEPS := mosquitto
 # `make test`: duktape's `duk` runs the package's polkit rule (the engine Debian 12's polkitd uses);
 # mosquitto is the MQTT broker the relay tests start on loopback (tests/brokers.py).
 TEST_DEPS := duktape mosquitto
@@ -51,6 +53,7 @@ endef
 .PHONY: demo test lint run clean package bundle test-package test-till test-fresh
 
 demo: $(STAMP)
+	$(call apt_install,the demo's MQTT broker,$(DEMO_DEPS))
 	$(VENV)/bin/edged demo
 
 test: $(STAMP)

@@ -225,6 +225,15 @@ def test_demo_runs_end_to_end(tmp_path):
     assert re.search(r"signature good; manifest.json: signature good", out)
     assert re.search(r"demo-till-1: 1 day \(\d{4}-\d\d-\d\d\), 11 records, 2 left out by the till \(stock\.move; "
                      r"not gaps\), seq 1\.\.13, gaps: none", out)
+    # Step 16: online to head office: a sale there in milliseconds, sales wait while the broker is gone,
+    # then the archive catches up with the journal.
+    assert re.search(r"^  a sale \(seq \d+\) reached head office's archive \d+ ms after the POS app appended it$", out,
+                     re.M)
+    assert re.search(r"^  50 sales later \(last seq \d+\): head-office acked through \d+, 50 records wait", out, re.M)
+    caught = re.search(r"caught up in [\d.]+ s; head office holds \d+ records of demo-till-1 through seq (\d+), the "
+                       r"till's journal ends at seq (\d+)$", out, re.M)
+    assert caught and caught[1] == caught[2], out
+    assert re.search(rf"^  online: every record through seq {caught[1]} archived; last batch ", out, re.M)
     # The doctor step: what only the Debian package brings does not apply; the counts match the lists.
     assert re.search(r"^OK +socket +edged\.sock: edged [\d.]+ on till demo-till-1 \(simulated\), up \d+ s; "
                      r"1 printer, 2 scanners$", out, re.M)

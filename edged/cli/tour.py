@@ -4,7 +4,8 @@ It starts `edged run --simulate` in a temporary directory with a real sd_notify 
 to it as a client, runs the technician's commands in that directory, and stops it with
 SIGTERM. The directory goes at the end, with whatever the processes it started put in $TMPDIR;
 the daemon's log is kept in a file whose path is printed, with the log's last warnings.
-Every capability adds its step (tour_steps.py, tour_journal.py, tour_identity.py, tour_trust.py).
+Every capability adds its step (tour_steps.py, tour_journal.py, tour_identity.py, tour_trust.py,
+tour_online.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from ..systemd import NotifyListener
 from .format import plural
 from .tour_identity import identity_steps
 from .tour_journal import day_steps, journal_steps, sync_steps
+from .tour_online import online_steps
 from .tour_steps import DemoTill, device_steps, step
 from .tour_trust import trust_steps
 
@@ -95,12 +97,13 @@ def _run(till: DemoTill, log_path: Path) -> int:
         asyncio.run(_client_steps(till))
         identity_steps(till)
         asyncio.run(trust_steps(till))
-        step(16, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
+        online_steps(till)
+        step(17, "a technician checks the journal files, then the whole till (`edged doctor`: what only "
                  "the Debian package brings, its user and udev rules, does not apply to a simulated till)")
         till.cli("journal", "verify", "--state-dir", "state")
         till.cli("doctor", "--config", "edged.toml", "--socket", "edged.sock", "--state-dir", "state")
     finally:
-        step(17, "stop it the way systemd does (SIGTERM)")
+        step(18, "stop it the way systemd does (SIGTERM)")
         with till.held():  # a second Ctrl+C must not leave it running
             code = _stop(proc)
         print(f"systemd would hear: {notify.wait_for('STOPPING=1', 2)}; exit code {code}")

@@ -1,0 +1,148 @@
+"""`edged demo`, step 16: the till online to head office (docs/FLEET.md). A Mosquitto the demo
+starts on loopback, head office's ingest into the archive of step 14, and `edged relay`: a sale
+reaches head office in milliseconds; with the broker stopped, sales go on and wait in the journal;
+the broker back, the archive catches up and equals the till's journal.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+from ..client import Client
+from .tour_steps import DemoTill, step
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+TILL = "demo-till-1"
+
+
+class _Broker:
+    """Mosquitto on 127.0.0.1 only, nothing persisted, stopped by its PID."""
+
+    def __init__(self, till: DemoTill) -> None:
+        self.till = till
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.conf = till.root / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else it drops to user mosquitto, who cannot read the demo's directory
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = self.till.spawn([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+        self.till.check_stop()
+        _until(lambda: _listening(self.port), 10)
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _until(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _archived(till: DemoTill) -> tuple[int, int]:
+    """(records, highest seq) of the demo till in head office's archive."""
+    db = sqlite3.connect(till.root / "head-office" / "archive.sqlite", timeout=10)
+    try:
+        n, top = db.execute("SELECT count(*), max(seq) FROM records WHERE till=?", (TILL,)).fetchone()
+        return n, top or 0
+    finally:
+        db.close()
+
+
+async def _sales(till: DemoTill, n: int) -> int:
+    async with await Client.connect(till.socket, client="pos") as pos:
+        last = 0
+        for i in range(n):
+            r = await pos.request("append", records=[{"kind": "sale", "body": {"total": 450 + i}}])
+            last = r["records"][0]["seq"]
+        return last
+
+
+async def _lag(till: DemoTill) -> tuple[int, int]:
+    async with await Client.connect(till.socket, client="demo-check") as c:
+        r = await c.request("consumers")
+        ho = r["consumers"].get("head-office", {})
+        return ho.get("acked", 0), ho.get("lag", 0)
+
+
+def online_steps(till: DemoTill) -> None:
+    step(16, "online to head office: edged relay over MQTT (docs/FLEET.md); edged's cursor moves only when "
+             "head office has the records in its archive")
+    if not os.path.exists(MOSQUITTO):
+        print(f"  skipped: no MQTT broker here ({MOSQUITTO}: the Debian package mosquitto, which `make demo` "
+              "installs)")
+        return
+    broker = _Broker(till)
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    procs: list[subprocess.Popen] = []
+    try:
+        broker.start()
+        print(f"  a Mosquitto on {url} (loopback only; in a shop: mqtts:// with the till's certificate)")
+        log = open(till.root / "online.log", "w")
+        for argv in (["headoffice", "ingest", "--archive", "head-office", "--broker", url],
+                     ["relay", "--config", "edged.toml", "--broker", url, "--socket", "edged.sock"]):
+            print("$ edged " + " ".join(argv) + " &")
+            procs.append(till.spawn([sys.executable, "-m", "edged", *argv], stdout=log, stderr=subprocess.STDOUT))
+            till.check_stop()
+            if argv[0] == "headoffice":  # listening before the relay sends
+                _until(lambda: "mqtt: subscribed" in (till.root / "online.log").read_text(), 15)
+        before = asyncio.run(_lag(till))
+        _until(lambda: asyncio.run(_lag(till))[1] == 0, 30)
+        print(f"  the relay caught up from edged's cursor {before[0]} (lag {before[1]}): head office has "
+              f"{_archived(till)[0]} records of {TILL}")
+        t0 = time.monotonic()
+        seq = asyncio.run(_sales(till, 1))
+        _until(lambda: _archived(till)[1] >= seq, 10)
+        print(f"  a sale (seq {seq}) reached head office's archive {1000 * (time.monotonic() - t0):.0f} ms after the "
+              "POS app appended it")
+        broker.stop()
+        print("  the broker stopped (the network gone): sales go on, edged acks each one once it is on disk")
+        seq = asyncio.run(_sales(till, 50))
+        acked, lag = asyncio.run(_lag(till))
+        print(f"  50 sales later (last seq {seq}): head-office acked through {acked}, {lag} records wait in "
+              "the journal")
+        broker.start()
+        t0 = time.monotonic()
+        _until(lambda: asyncio.run(_lag(till))[1] == 0, 60)
+        n, top = _archived(till)
+        print(f"  the broker back: caught up in {time.monotonic() - t0:.1f} s; head office holds {n} records of "
+              f"{TILL} through seq {top}, the till's journal ends at seq {seq}")
+        till.cli("archive", "status", "head-office")
+    finally:
+        for proc in procs:
+            _stop(proc)
+        broker.stop()
