@@ -94,6 +94,37 @@ def test_security_exposure_at_most_3(till):
     assert level <= 3.0 and level_offline <= 3.0
 
 
+def test_relay_unit_is_installed_off_and_runs_as_a_socket_client_when_configured(till):
+    """edged-relay.service: disabled until [relay] is set; unset, it exits 2 and stays stopped; set,
+    it runs as _edged-relay (group edged: a socket client), hardened, and `--check` says in one
+    line why the broker cannot be reached."""
+    enabled = till.sh("systemctl is-enabled edged-relay", check=False).stdout.strip()
+    groups = till.sh("id -nG _edged-relay").stdout.split()
+    assert enabled == "disabled" and "edged" in groups, (enabled, groups)
+    till.sh("systemctl start edged-relay", check=False)
+    time.sleep(2)
+    state = till.sh("systemctl show edged-relay -p ActiveState -p Result -p ExecMainStatus --value").stdout.split()
+    said = till.sh("journalctl -u edged-relay -o cat --no-pager").stdout
+    assert state[0] in ("failed", "inactive") and state[-1] == "2" and "relay.broker is not set" in said, (state, said)
+    till.sh("cp /etc/edged/edged.toml /etc/edged/edged.toml.before-relay")
+    till.sh("printf '\\n[relay]\\nbroker = \"mqtt://127.0.0.1:1\"\\n' >> /etc/edged/edged.toml")
+    check = till.sh("edged relay --check", user="_edged-relay", check=False)
+    till.sh("systemctl restart edged-relay")
+    time.sleep(3)
+    active = till.sh("systemctl is-active edged-relay", check=False).stdout.strip()
+    user = till.sh("ps -o user= -p $(systemctl show -p MainPID --value edged-relay)", check=False).stdout.strip()
+    relay_log = till.sh("journalctl -u edged-relay -o cat --no-pager").stdout
+    out = till.sh("systemd-analyze security --offline=yes /lib/systemd/system/edged-relay.service --no-pager").stdout
+    level = float(re.search(r"Overall exposure level for edged-relay.service: ([\d.]+)", out).group(1))
+    till.sh("systemctl stop edged-relay; mv /etc/edged/edged.toml.before-relay /etc/edged/edged.toml")
+    log(f"relay: {enabled}, groups {groups}; unset: {state}; --check: {check.stdout.strip()} (exit "
+        f"{check.returncode}); set: {active} as {user}; exposure {level}")
+    assert check.returncode == 1 and "cannot reach 127.0.0.1:1" in check.stdout
+    assert active == "active" and user == "_edged-relay", relay_log
+    assert "edged's socket" not in relay_log, relay_log  # it could connect: hello answered
+    assert level <= 3.0
+
+
 def test_udev_rules_pass_udevadm(till):
     def problems() -> list[str]:
         out = till.sh("udevadm test --action=add /sys/class/tty/tty0 2>&1", check=False).stdout
