@@ -6,10 +6,7 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,18 +15,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+from edged.fleet.localbroker import MOSQUITTO, LocalBroker, free_port  # noqa: F401  (free_port: for the tests)
 
 
 def need_mosquitto() -> None:
     if not os.path.exists(MOSQUITTO):
         pytest.skip("mosquitto is not installed (`make test` installs it as root: apt-get install mosquitto)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # The broker's per-till ACL (docs/FLEET.md, "Who may publish what"): a till's certificate CN is its
@@ -86,23 +77,20 @@ class Pki:
                                                            serialization.NoEncryption())))
 
 
-class Mosquitto:
+class Mosquitto(LocalBroker):
+    """edged's loopback broker with the tests' settings: anonymous, passwords, or mutual TLS with
+    the per-till ACL."""
+
     def __init__(self, workdir: Path, acl: str | None = None, passwords: dict[str, str] | None = None,
                  pki: Pki | None = None) -> None:
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-        lines = ["persistence false", "log_dest stdout", "log_type error", "log_type warning", "log_type notice"]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to `mosquitto`, who cannot read the test's files
-        self.tls = pki is not None
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
         if pki is not None:  # mutual TLS: the client certificate's CN is the username the ACL sees
             cert, key = pki.issue("broker", server=True)
             lines += [f"cafile {pki.ca}", f"certfile {cert}", f"keyfile {key}", "require_certificate true",
                       "use_identity_as_username true", "use_username_as_clientid true", "allow_anonymous false"]
         elif passwords is not None:
-            pw = self.dir / "passwords"
+            pw = workdir / "passwords"
             pw.write_text("")
             for user, password in passwords.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
@@ -110,48 +98,9 @@ class Mosquitto:
         else:
             lines.append("allow_anonymous true")
         if acl is not None:
-            (self.dir / "acl").write_text(acl)
-            lines.append(f"acl_file {self.dir / 'acl'}")
-        self.settings = "\n".join(lines) + "\n"
-
-    @property
-    def url(self) -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
-
-    def start(self, port: int | None = None) -> Mosquitto:
-        """Start (again: on the same port when it ran before)."""
-        self.port = port or self.port or free_port()
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\n" + self.settings)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=open(self.dir / "log", "ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto did not start: {(self.dir / 'log').read_text()[-2000:]}") from None
-                time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> Mosquitto:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            (workdir / "acl").write_text(acl)
+            lines.append(f"acl_file {workdir / 'acl'}")
+        super().__init__(workdir, lines, tls=pki is not None)
 
 
 def have_tools() -> bool:

@@ -62,6 +62,20 @@ def register(sub: Any) -> None:
     bi.add_argument("--record-bytes", type=int, default=256, metavar="B",
                     help="bytes per sale record on disk, header included (default 256)")
     _dir_arg(bi)
+    bf = bsub.add_parser("fleet", help="tills online to head office over MQTT: latency, archived rate, catch-up",
+                         description="Starts a Mosquitto on loopback, TILLS simulated tills (edged and edged relay "
+                                     "each) and one edged headoffice ingest writing an SQLite archive, then "
+                                     "measures append -> committed at head office one sale at a time, records/s "
+                                     "archived with every till appending at once beside the archive's own insert "
+                                     "rate, and the catch-up of a till back after an outage. Writes only to a "
+                                     "temporary directory, removed at the end.")
+    bf.add_argument("--tills", type=int, default=4, metavar="N", help="simulated tills (default 4)")
+    bf.add_argument("--records", type=int, default=20_000, metavar="N",
+                    help="sales each till appends at once (default 20000)")
+    bf.add_argument("--samples", type=int, default=500, help="single sales timed online (default 500)")
+    bf.add_argument("--catch-up", type=int, default=1_000_000, metavar="N",
+                    help="records in the journal of a till back after an outage (default 1000000; 0: skip)")
+    _dir_arg(bf)
     bench.set_defaults(func=cmd_bench)
 
 
@@ -82,6 +96,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   "1048576", file=sys.stderr)
             return EXIT_USAGE
         return import_.run(args.megabytes, args.record_bytes, args.dir)
+    if args.bench_command == "fleet":
+        from . import fleet
+
+        if args.tills < 1 or args.records < 1 or args.samples < 1 or args.catch_up < 0:
+            print("edged: --tills, --records and --samples are at least 1, --catch-up at least 0", file=sys.stderr)
+            return EXIT_USAGE
+        return fleet.run(args.tills, args.records, args.samples, args.catch_up, args.dir)
     if args.bench_command == "relay":
         from . import relay
 

@@ -7,51 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 
 from ..client import Client
+from ..fleet.localbroker import MOSQUITTO, LocalBroker
 from .tour_steps import DemoTill, step
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 TILL = "demo-till-1"
-
-
-class _Broker:
-    """Mosquitto on 127.0.0.1 only, nothing persisted, stopped by its PID."""
-
-    def __init__(self, till: DemoTill) -> None:
-        self.till = till
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.conf = till.root / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to user mosquitto, who cannot read the demo's directory
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = self.till.spawn([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-        self.till.check_stop()
-        _until(lambda: _listening(self.port), 10)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self.proc = None
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def _until(cond, timeout: float) -> bool:
@@ -106,11 +71,13 @@ def online_steps(till: DemoTill) -> None:
         print(f"  skipped: no MQTT broker here ({MOSQUITTO}: the Debian package mosquitto, which `make demo` "
               "installs)")
         return
-    broker = _Broker(till)
-    url = f"mqtt://127.0.0.1:{broker.port}"
+    broker = LocalBroker(till.root / "broker")
     procs: list[subprocess.Popen] = []
     try:
-        broker.start()
+        with till.held():  # a stop signal meanwhile would leave it running unowned
+            broker.start()
+        till.check_stop()
+        url = broker.url
         print(f"  a Mosquitto on {url} (loopback only; in a shop: mqtts:// with the till's certificate)")
         log = open(till.root / "online.log", "w")
         for argv in (["headoffice", "ingest", "--archive", "head-office", "--broker", url],
@@ -135,7 +102,9 @@ def online_steps(till: DemoTill) -> None:
         acked, lag = asyncio.run(_lag(till))
         print(f"  50 sales later (last seq {seq}): head-office acked through {acked}, {lag} records wait in "
               "the journal")
-        broker.start()
+        with till.held():
+            broker.start()
+        till.check_stop()
         t0 = time.monotonic()
         _until(lambda: asyncio.run(_lag(till))[1] == 0, 60)
         n, top = _archived(till)

@@ -8,8 +8,10 @@ while the connection is down is refused at once (BrokerDown) instead of piling u
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +82,7 @@ class Link:
         c.reconnect_delay_set(1, 60)
         c.on_connect, c.on_disconnect = self._connected, self._disconnected
         c.on_message, c.on_publish, c.on_subscribe = self._message, self._published, self._subscribed
+        c.on_socket_open = _no_delay
         self.client = c
         self._host, self._port = host, port
 
@@ -173,3 +176,10 @@ class Link:
             fut.set_exception(BrokerRefused(reason))
         else:
             fut.set_result(reason)
+
+
+def _no_delay(client: paho.Client, userdata: Any, sock: Any) -> None:
+    """No Nagle on the broker connection: a batch, its PUBACK and head office's ack are small
+    messages one after another, each would wait for the last one's TCP ACK (40 ms with delayed ACKs)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
