@@ -208,11 +208,8 @@ async def run(directory: Path, endpoint: mqtt.Endpoint, client_id: str, group: s
             topic, payload, mid = await link.messages.get()
             ack = take(db, topic, payload)
             link.ack(mid)  # committed (or refused for good): the broker may forget it
-            if ack is not None:
-                try:
-                    await link.publish(wire.ack_topic(ack.till), wire.encode_ack(ack))
-                except (mqtt.BrokerDown, mqtt.BrokerRefused) as e:  # the till resends; its resend is acked
-                    log.warning("ingest: ack to %s not sent: %s", ack.till, e)
+            if ack is not None:  # not waited for: the next batch need not wait for this PUBACK
+                link.send(wire.ack_topic(ack.till), wire.encode_ack(ack))
     finally:
         await link.stop()
         db.close()

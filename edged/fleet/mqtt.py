@@ -121,6 +121,16 @@ class Link:
         finally:
             self._pending.pop(info.mid, None)
 
+    def send(self, topic: str, payload: bytes) -> None:
+        """QoS 1, not waited for: an ack head office sends. One lost with the connection costs only
+        time: the till sends the batch again after its ack_timeout, and that resend is acked."""
+        if not self.connected.is_set():
+            log.warning("mqtt: %s not sent: %s", topic, self.last_error)
+            return
+        info = self.client.publish(topic, payload, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            log.warning("mqtt: %s not sent: %s", topic, paho.error_string(info.rc))
+
     def ack(self, mid: int) -> None:
         """With manual_ack: the PUBACK for a message taken over (after it is committed)."""
         self.client.ack(mid, 1)

@@ -23,6 +23,7 @@ from . import mqtt, wire
 
 log = logging.getLogger("edged.fleet")
 CONSUMER = "head-office"
+IN_FLIGHT = 8  # batches published and not yet acknowledged by the broker (PUBACK)
 NOBODY = "No matching subscribers"  # the MQTT 5 PUBACK reason when no subscription matched
 
 
@@ -98,18 +99,34 @@ class Relay:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish(self, link: mqtt.Link, edged: Client, till: str) -> None:
+        """Each `frames` event as one batch; up to IN_FLIGHT batches wait for their PUBACK at once (one
+        round trip to the broker per batch would cap a catch-up), any failed one ends the session."""
         topic = wire.up_topic(till)
-        while True:
-            ev = await edged.next_event()
-            if ev.get("event") != "frames":
-                continue
-            batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"], self.since)
-            # Before the PUBACK: head office may commit and ack the batch before paho hands us that.
-            self.state.sent_through = batch.last_seq
-            reason = await link.publish(topic, wire.encode_batch(batch))
-            self.state.batches += 1
-            if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon, not after ack_timeout
-                raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
+        pubacks: set[asyncio.Task] = set()
+        room = asyncio.Semaphore(IN_FLIGHT)
+        try:
+            while True:
+                for done in [t for t in pubacks if t.done()]:
+                    pubacks.discard(done)
+                    reason = done.result()  # raises BrokerDown / BrokerRefused
+                    if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon
+                        raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
+                ev = await edged.next_event()
+                if ev.get("event") != "frames":
+                    continue
+                batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"],
+                                   self.since)
+                # Before the PUBACK: head office may commit and ack the batch before paho hands us that.
+                self.state.sent_through = batch.last_seq
+                await room.acquire()
+                task = asyncio.create_task(link.publish(topic, wire.encode_batch(batch)))
+                task.add_done_callback(lambda _t: room.release())
+                pubacks.add(task)
+                self.state.batches += 1
+        finally:
+            for t in pubacks:
+                t.cancel()
+            await asyncio.gather(*pubacks, return_exceptions=True)
 
     async def _acks(self, link: mqtt.Link, edged: Client, till: str) -> None:
         while True:
