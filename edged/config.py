@@ -327,7 +327,7 @@ class RelaySettings:
     batch: int = field(default=500, metadata=_range(1, 5000) | _help("records per message to head office"))
     window: int = field(default=2000, metadata=_range(1, 100_000) | _help(
         "records sent but not yet acknowledged by head office, at most"))
-    ack_timeout: float = field(default=30.0, metadata=_range(1, 3600) | _help(
+    ack_timeout: float = field(default=10.0, metadata=_range(1, 3600) | _help(
         "seconds to wait for head office to acknowledge what was sent; then send again from the last ack"))
 
     def problems(self) -> list[tuple[str, str]]:

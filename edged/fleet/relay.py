@@ -40,7 +40,7 @@ class RelayState:
 
 class Relay:
     def __init__(self, socket_path: str, endpoint: mqtt.Endpoint, *, window: int = 2000, batch: int = 500,
-                 ack_timeout: float = 30.0, retry: float = 1.0) -> None:
+                 ack_timeout: float = 10.0, retry: float = 1.0) -> None:
         self.socket_path, self.endpoint = socket_path, endpoint
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
