@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from ..client import Client
 from ..day import archive, trust
 from ..fleet import wire
-from ..fleet.localbroker import MOSQUITTO, LocalBroker
+from ..fleet.localbroker import MOSQUITTO, LocalBroker, stop_process
 from .common import RECORD, build_journal, edged_argv, edged_run, p50_p99, scratch
 
 
@@ -87,16 +87,7 @@ class _Till:
 def _spawn(stack: contextlib.ExitStack, args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         proc = subprocess.Popen(edged_argv(*args), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    stack.callback(stop)
+    stack.callback(stop_process, proc, 15)
     return proc
 
 

@@ -64,17 +64,23 @@ def _endpoint(args: argparse.Namespace, settings: config.RelaySettings | None) -
     return mqtt.Endpoint(args.broker or s.broker, args.ca or s.ca, args.cert or s.cert, args.key or s.key)
 
 
-def cmd_relay(args: argparse.Namespace) -> int:
-    settings = config.load(args.config).relay if (args.config or not args.broker) else config.RelaySettings()
-    endpoint = _endpoint(args, settings)
+def _unusable(endpoint: mqtt.Endpoint, unset: str) -> str | None:
+    """Why this broker cannot be used (`unset` when none is given), or None."""
     if not endpoint.url:
-        print("edged: relay.broker is not set in edged.toml: the relay has nowhere to send "
-              "(docs/FLEET.md)", file=sys.stderr)
-        return EXIT_USAGE
+        return unset
     try:
         endpoint.parts()
     except ValueError as e:
-        print(f"edged: {e}", file=sys.stderr)
+        return str(e)
+    return None
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    settings = config.load(args.config).relay if (args.config or not args.broker) else config.RelaySettings()
+    endpoint = _endpoint(args, settings)
+    why = _unusable(endpoint, "relay.broker is not set in edged.toml: the relay has nowhere to send (docs/FLEET.md)")
+    if why:
+        print(f"edged: {why}", file=sys.stderr)
         return EXIT_USAGE
     if args.check:
         why = check(endpoint, f"check-{socket.gethostname()}-{os.getpid()}")
@@ -121,13 +127,9 @@ def check(endpoint: mqtt.Endpoint, client_id: str, timeout: float = 10) -> str |
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     endpoint = _endpoint(args, None)
-    if not endpoint.url:
-        print("edged: give the broker with --broker mqtts://HOST:PORT", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        endpoint.parts()
-    except ValueError as e:
-        print(f"edged: {e}", file=sys.stderr)
+    why = _unusable(endpoint, "give the broker with --broker mqtts://HOST:PORT")
+    if why:
+        print(f"edged: {why}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     from pathlib import Path

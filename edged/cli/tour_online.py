@@ -13,7 +13,7 @@ import sys
 import time
 
 from ..client import Client
-from ..fleet.localbroker import MOSQUITTO, LocalBroker
+from ..fleet.localbroker import MOSQUITTO, LocalBroker, stop_process
 from .tour_steps import DemoTill, step
 
 TILL = "demo-till-1"
@@ -26,16 +26,6 @@ def _until(cond, timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _archived(till: DemoTill) -> tuple[int, int]:
@@ -113,5 +103,5 @@ def online_steps(till: DemoTill) -> None:
         till.cli("archive", "status", "head-office")
     finally:
         for proc in procs:
-            _stop(proc)
+            stop_process(proc)
         broker.stop()

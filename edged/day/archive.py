@@ -25,12 +25,12 @@ them as left out.
 """
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..journal import frame as fr
 from . import trust as keys
 from . import verify
 from .trust import Trust
@@ -214,11 +214,7 @@ def _next_links(db: sqlite3.Connection, till: str, m: dict) -> None:
     after, nxt = bytes.fromhex(m["chain_after"]), m["last_seq"] + 1
     row = db.execute("SELECT chain, frame FROM records WHERE till=? AND seq=?", (till, nxt)).fetchone()
     if row is not None:
-        chain, frame = bytes(row[0]), bytes(row[1])
-        h = hashlib.sha256(after)
-        h.update(frame[:36])
-        h.update(frame[72:])
-        if h.digest() != chain:
+        if fr.link(after, bytes(row[1])) != bytes(row[0]):
             raise _Conflict(f"the archived record {nxt} after it does not follow on from its last record "
                             "(its chain does not link into the archive after the gap)")
     for (before,) in db.execute("SELECT chain_before FROM days WHERE till=? AND first_seq=? AND chain_before "

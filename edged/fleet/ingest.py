@@ -14,7 +14,6 @@ Several ingest processes share the tills' batches through an MQTT 5 shared subsc
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import time
@@ -53,10 +52,7 @@ def check_frames(batch: wire.Batch) -> tuple[list[tuple[int, bytes, int, str, by
             raise Refused(f"record {seq}: {e.reason}") from None
         if size != len(raw) or got != seq:
             raise Refused(f"record {seq}: the frame holds seq {got} in {size} of {len(raw)} bytes")
-        h = hashlib.sha256(chain)
-        h.update(raw[:36])
-        h.update(raw[72:])
-        if h.digest() != link:
+        if fr.link(chain, raw) != link:
             raise Refused(f"record {seq}: chain link mismatch (changed, inserted or reordered after it was "
                           "journaled)")
         kind = _kind(raw, seq)

@@ -26,6 +26,18 @@ def listening(port: int) -> bool:
         return False
 
 
+def stop_process(proc: subprocess.Popen | None, grace: float = 10) -> None:
+    """SIGTERM, and SIGKILL after `grace` seconds; waited for either way (no zombie)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LocalBroker:
     def __init__(self, workdir: Path, settings: list[str] | None = None, tls: bool = False) -> None:
         """settings: lines of mosquitto.conf for its one listener (TLS, passwords, ACL); none: anonymous."""
@@ -68,14 +80,7 @@ class LocalBroker:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 5)
 
     def __enter__(self) -> LocalBroker:
         return self.start()

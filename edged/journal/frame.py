@@ -139,6 +139,15 @@ def decode(buf: bytes | memoryview, pos: int, prev_chain: bytes | None) -> Recor
 _unpack_head, _crc32, _sha256, _unpackb = HEAD.unpack_from, zlib.crc32, hashlib.sha256, msgpack.unpackb
 
 
+def link(prev_chain: bytes, frame: bytes | memoryview) -> bytes:
+    """The chain link a whole frame must carry after prev_chain: SHA-256 over it, the frame's first
+    36 bytes and its payload (for checking frames that travelled: head office, sticks)."""
+    h = _sha256(prev_chain)
+    h.update(frame[:36])
+    h.update(frame[HEAD_SIZE:])
+    return h.digest()
+
+
 @dataclass(slots=True)
 class Wired:
     """A record as a subscriber gets it: its `record` event, already framed for the socket."""

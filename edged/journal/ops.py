@@ -202,19 +202,23 @@ class Subscription:
         finally:  # the connection closed (this task is cancelled with it)
             self.sync.disconnected(self.consumer)
 
+    async def _ready(self) -> int:
+        """How many records may go now: once the window has room and a record beyond next_seq is durable."""
+        while True:
+            if len(self.in_flight) >= self.window:
+                self._room.clear()
+                await self._room.wait()
+            elif self.next_seq > self.journal.last_seq:
+                await self.journal.wait_beyond(self.next_seq - 1)
+            else:
+                return self.window - len(self.in_flight)
+
     async def _deliver(self) -> None:
         if self.frames:
             return await self._deliver_frames()
         backlog: list = []
         while True:
-            if len(self.in_flight) >= self.window:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            if self.next_seq > self.journal.last_seq:
-                await self.journal.wait_beyond(self.next_seq - 1)
-                continue
-            room = self.window - len(self.in_flight)
+            room = await self._ready()
             records = await self.journal.read(self.next_seq, min(room, 1000), backlog)
             if not records:
                 await self.journal.wait_beyond(self.next_seq - 1)
@@ -237,14 +241,7 @@ class Subscription:
         before it, so a relay can hand them on and head office can check them as one chain."""
         backlog: list = []
         while True:
-            if len(self.in_flight) >= self.window:
-                self._room.clear()
-                await self._room.wait()
-                continue
-            if self.next_seq > self.journal.last_seq:
-                await self.journal.wait_beyond(self.next_seq - 1)
-                continue
-            room = self.window - len(self.in_flight)
+            room = await self._ready()
             frames = await self.journal.read_frames(self.next_seq, min(room, self.frames), FRAMES_BYTES, backlog)
             if not frames:
                 await self.journal.wait_beyond(self.next_seq - 1)

@@ -1,0 +1,27 @@
+"""`edged bench fleet` runs end to end on a small fleet and reports every figure it promises."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from brokers import need_mosquitto
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_bench_fleet_reports_latency_rate_baseline_and_catch_up(tmp_path):
+    need_mosquitto()
+    out = subprocess.run([sys.executable, "-m", "edged", "bench", "fleet", "--tills", "2", "--records", "300",
+                          "--samples", "20", "--catch-up", "2000", "--dir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert re.search(r"append -> committed at head office p50 [\d.]+ ms  p99 [\d.]+ ms \(20 sales", text), text
+    assert re.search(r"2 tills appending 300 sales each at once: [\d,]+ records/s archived .* the archive alone "
+                     r"takes [\d,]+ rows/s: [\d.]+x", text), text
+    assert re.search(r"caught up in [\d.]+ s: [\d,]+ records/s", text), text
+    held = int(re.search(r"the archive holds ([\d,]+) records", text)[1].replace(",", ""))
+    assert held >= 2 * 300 + 20 + 2000, text  # every sale of every till, and the one back from its outage
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
