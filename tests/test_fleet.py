@@ -364,3 +364,24 @@ def test_catch_up_of_100000_records_after_the_broker_was_down(fleet):
     assert [s for s, _ in rows] == list(range(1, last + 1))
     assert rows == asyncio.run(_journal(fleet.sock))[:last]
     assert _watermark(fleet) == last
+
+
+def test_a_qos0_message_does_not_knock_the_ingest_off_the_broker(fleet):
+    """A QoS 0 message has no PUBACK: the ingest must not send one (the broker would drop it)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    fleet.ingest()
+    fleet.relay()
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="qos0", protocol=MQTTProtocolVersion.MQTTv5)
+    c.connect("127.0.0.1", fleet.broker.port)
+    c.loop_start()
+    try:
+        for payload in (b"junk", wire.encode_batch(wire.Batch(TILL, 1, 1, bytes(32), [b"x" * 80]))):
+            c.publish(wire.up_topic(TILL), payload, qos=0).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    last = asyncio.run(_append(fleet.sock, 200))
+    fleet.wait_archived(last)
+    assert "dropped a message" in fleet.logs("ingest") and "disconnected" not in fleet.logs("ingest")

@@ -4,6 +4,8 @@ told to the till, and the archive is unchanged."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 
 import msgpack
 import pytest
@@ -127,6 +129,10 @@ def test_a_till_not_enrolled_gets_nothing_archived(ho):
                    "since": 1, "frames": [b"a"]}),
     msgpack.packb({"v": 1, "till": "t1", "first_seq": 1, "last_seq": 1, "chain_before": b"x" * 32,
                    "since": 5, "frames": [b"a"]}),
+    msgpack.packb({"v": 1, "till": "t1", "first_seq": 1 << 63, "last_seq": 1 << 63, "chain_before": b"x" * 32,
+                   "since": 1, "frames": [b"a"]}),
+    msgpack.packb({"v": 1, "till": "t1", "first_seq": 1, "last_seq": 1, "chain_before": b"x" * 32,
+                   "since": 1, "frames": [[[]]]}),
 ])
 def test_malformed_messages_are_dropped(ho, payload):
     db, _ = ho
@@ -167,3 +173,65 @@ def test_a_day_close_signed_by_a_key_not_enrolled_is_refused(ho, tmp_path):
     close, _ = _frames([_close(stranger, 1, 4, chain)], first=5, chain=chain)
     ack = _take(db, _batch(sales + close))
     assert "day.close record 5" in ack.conflict and _rows(db) == []
+
+
+def test_a_batch_of_nested_arrays_is_refused_before_it_costs_memory():
+    """2 MB of empty arrays (5,000 lists of 400) would decode to ~110 MiB of lists: the second list
+    ends the decoding. Measured in a fresh process (peak RSS, KiB)."""
+    script = """
+import resource, msgpack
+from edged.fleet import wire
+inner = b"\\xdc" + (400).to_bytes(2, "big") + b"\\x90" * 400
+nested = b"\\xdc" + (5000).to_bytes(2, "big") + inner * 5000
+payload = (b"\\x87" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("till") + msgpack.packb("t1")
+           + msgpack.packb("first_seq") + msgpack.packb(1) + msgpack.packb("last_seq") + msgpack.packb(1)
+           + msgpack.packb("chain_before") + msgpack.packb(b"x" * 32) + msgpack.packb("since") + msgpack.packb(1)
+           + msgpack.packb("frames") + nested)
+assert len(payload) > 2_000_000
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    wire.decode_batch(payload)
+except wire.WireError as e:
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, e)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    grew, why = out.stdout.split(" ", 1)
+    assert "nested arrays" in why and int(grew) < 16 * 1024, out.stdout  # not ~110 MiB
+
+
+def _lost(first: int, last: int, found: int) -> bytes:
+    return fr.payload_of("journal.lost", {"first_seq": first, "last_seq": last, "found": found, "acked": last,
+                                          "reason": "test"}, None, None, None)
+
+
+def test_a_lost_range_the_till_declares_is_stepped_over(ho):
+    """After storage lost a flushed tail, the till numbers on above it with a journal.lost record first
+    (its link follows the last record it still had): the archive takes it and the watermark steps over
+    seqs nobody will ever send, instead of waiting for them for ever."""
+    db, _ = ho
+    one, c5 = _frames(_sales(5))
+    assert _take(db, _batch(one)).archived_through == 5
+    after, _ = _frames([_lost(6, 1029, 5)] + _sales(3, first=1031), first=1030, chain=c5)
+    ack = _take(db, _batch(after, first=1030, chain=c5))
+    assert (ack.archived_through, ack.conflict) == (1033, None)
+    assert db.execute("SELECT first_seq, last_seq, seq FROM lost").fetchall() == [(6, 1029, 1030)]
+
+
+def test_a_lost_record_that_does_not_declare_the_seqs_below_it_is_refused(ho):
+    db, _ = ho
+    one, c5 = _frames(_sales(5))
+    _take(db, _batch(one))
+    after, _ = _frames([_lost(6, 1000, 5)] + _sales(1, first=1031), first=1030, chain=c5)  # 1001..1029 unsaid
+    ack = _take(db, _batch(after, first=1030, chain=c5))
+    assert "does not declare" in ack.conflict and ack.archived_through == 5 and len(_rows(db)) == 5
+
+
+def test_records_archived_after_their_day_close_get_its_business_day(ho):
+    """Two ingest workers: the day.close's batch may commit before its day's records."""
+    db, ident = ho
+    sales, chain = _frames(_sales(4))
+    close, _ = _frames([_close(ident, 1, 4, chain)], first=5, chain=chain)
+    assert _take(db, _batch(close, first=5, chain=chain)).archived_through == 0  # 1..4 not there yet
+    assert _take(db, _batch(sales)).archived_through == 5
+    assert db.execute("SELECT DISTINCT business_day FROM records").fetchall() == [("2026-01-05",)]

@@ -31,7 +31,10 @@ log = logging.getLogger("edged.fleet")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL,
     last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS lost (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (till, first_seq));
 """
+LOST = "journal.lost"
 UP = f"{wire.PREFIX}/+/up"
 
 
@@ -57,10 +60,10 @@ def check_frames(batch: wire.Batch) -> tuple[list[tuple[int, bytes, int, str, by
                           "journaled)")
         kind = _kind(raw, seq)
         rows.append((seq, link, int.from_bytes(raw[12:20], "big", signed=True), kind, raw))
-        if kind == "day.close":
+        if kind in ("day.close", LOST):  # edged's, small: decoded in full (a signature, a lost range)
             if len(raw) > segread.MAX_CLOSE:
-                raise Refused(f"record {seq}: a day.close of {len(raw)} bytes")
-            closes.append(fr.decode(raw, 0, None))  # small: decoded in full for its signature
+                raise Refused(f"record {seq}: a {kind} of {len(raw)} bytes")
+            closes.append(fr.decode(raw, 0, None))
         chain, seq = link, seq + 1
     return rows, closes
 
@@ -86,6 +89,8 @@ def _signed_days(db: sqlite3.Connection, till: str, closes: list[fr.Record]) -> 
     trust = keys.from_archive(db)
     days = []
     for rec in closes:
+        if rec.kind != "day.close":
+            continue
         why = kinds.problem(rec)
         body = rec.body
         if why is None and body["till_id"] != till:
@@ -103,6 +108,7 @@ def _signed_days(db: sqlite3.Connection, till: str, closes: list[fr.Record]) -> 
 def open_archive(directory: Path) -> sqlite3.Connection:
     db = archive.open_archive(directory)
     db.executescript(SCHEMA)
+    db.execute("PRAGMA busy_timeout=60000")  # a stick's import may hold the archive a while: wait, not fail
     return db
 
 
@@ -125,15 +131,20 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
             raise Refused(f"till {till} is not enrolled (`edged archive enroll`): nothing of it is archived")
         rows, closes = check_frames(batch)
         days = _signed_days(db, till, closes)
-        prev = archive._link(db, till, batch.first_seq - 1)
+        before = _lost_before(db, till, batch, closes)  # the seq the batch links to (below a lost range)
+        prev = archive._link(db, till, before)
         if prev is not None and prev != batch.chain_before:
-            raise Refused(f"its chain before seq {batch.first_seq} differs from the archived record "
-                          f"{batch.first_seq - 1}")
+            raise Refused(f"its chain before seq {batch.first_seq} differs from the archived record {before}")
         sink = archive._Batches(db, till, "", batch.first_seq, batch.last_seq)
         sink(rows)
         archive._next_links(db, till, {"chain_after": rows[-1][1].hex(), "last_seq": batch.last_seq})
         for day in days:
             _close_day(db, till, day)
+        # Records of a day whose day.close came first (out of order) get its business day now.
+        db.execute("UPDATE records SET business_day=(SELECT d.business_day FROM days d WHERE d.till=records.till "
+                   "AND records.seq BETWEEN d.first_seq AND d.last_seq) WHERE till=? AND seq BETWEEN ? AND ? "
+                   "AND business_day='' AND EXISTS (SELECT 1 FROM days d WHERE d.till=records.till AND "
+                   "records.seq BETWEEN d.first_seq AND d.last_seq)", (till, batch.first_seq, batch.last_seq))
         ack = _advance(db, till, batch.since)
         db.execute("COMMIT")
     except (Refused, archive._Conflict, archive._Refused) as e:
@@ -147,6 +158,23 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
     log.info("ingest: %s %d..%d: %d added, %d already archived; archived through %d", till, batch.first_seq,
               batch.last_seq, sink.added, sink.skipped, ack.archived_through)
     return ack
+
+
+def _lost_before(db: sqlite3.Connection, till: str, batch: wire.Batch, closes: list[fr.Record]) -> int:
+    """The seq whose chain link the batch's chain_before must be: the one before it, or, when it
+    starts with the till's `journal.lost` record declaring the seqs just below it lost, the one below
+    those (the record's link follows the last record the till still had). Such a range is kept, so
+    the watermark steps over seqs nobody will ever send."""
+    first = closes[0] if closes and closes[0].seq == batch.first_seq and closes[0].kind == LOST else None
+    if first is None:
+        return batch.first_seq - 1
+    body = first.body
+    lo, hi = (body.get("first_seq"), body.get("last_seq")) if isinstance(body, dict) else (None, None)
+    if not (type(lo) is int and type(hi) is int and 1 <= lo <= hi == batch.first_seq - 1):
+        raise Refused(f"record {first.seq}: a journal.lost record that does not declare the seqs just below it")
+    db.execute("INSERT OR IGNORE INTO lost (till, first_seq, last_seq, seq) VALUES (?,?,?,?)",
+               (till, lo, hi, first.seq))
+    return lo - 1
 
 
 def _close_day(db: sqlite3.Connection, till: str, day: dict) -> None:
@@ -179,7 +207,13 @@ def _advance(db: sqlite3.Connection, till: str, since: int) -> wire.Ack:
                                          (till, through))]
         for s in seqs:
             if s != through + 1:
-                break
+                lost = db.execute("SELECT last_seq FROM lost WHERE till=? AND first_seq=?",
+                                  (till, through + 1)).fetchone()
+                if lost is None:
+                    break
+                through = lost[0]  # declared lost by the till: never coming, not a gap to wait on
+                if s != through + 1:
+                    break
             through = s
         else:
             if len(seqs) == 5000:
@@ -201,9 +235,14 @@ async def run(directory: Path, endpoint: mqtt.Endpoint, client_id: str, group: s
     log.info("ingest: archive %s, broker %s, shared group %r", directory, endpoint.url, group)
     try:
         while True:
-            topic, payload, mid = await link.messages.get()
-            ack = take(db, topic, payload)
-            link.ack(mid)  # committed (or refused for good): the broker may forget it
+            topic, payload, mid, qos = await link.messages.get()
+            try:
+                ack = take(db, topic, payload)
+            except Exception as e:  # the archive busy or failing, or a check missed something: not this batch
+                log.error("ingest: a batch on %s not archived (%s: %s); the till sends it again", topic[:200],
+                          type(e).__name__, e)
+                ack = None
+            link.ack(mid, qos)  # committed, refused, or to come again from the till: the broker may forget it
             if ack is not None:  # not waited for: the next batch need not wait for this PUBACK
                 link.send(wire.ack_topic(ack.till), wire.encode_ack(ack))
     finally:

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger("edged.fleet")
@@ -53,7 +55,9 @@ class Endpoint:
         return u.hostname, u.port or (8883 if tls else 1883), tls
 
 
-Message = tuple[str, bytes, int]  # topic, payload, mid (for manual acks)
+Message = tuple[str, bytes, int, int]  # topic, payload, mid (for manual acks), qos
+RECEIVE_MAXIMUM = 16  # QoS 1 messages the broker may send before we acknowledge one: bounds what waits here
+QOS0_HELD = 64  # QoS 0 messages (no till sends one) beyond this wait here are dropped, not queued
 
 
 class Link:
@@ -87,7 +91,9 @@ class Link:
         self._host, self._port = host, port
 
     def start(self) -> None:
-        self.client.connect_async(self._host, self._port, keepalive=30)
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        self.client.connect_async(self._host, self._port, keepalive=30, properties=props)
         self.client.loop_start()
 
     async def stop(self) -> None:
@@ -131,9 +137,11 @@ class Link:
         if info.rc != paho.MQTT_ERR_SUCCESS:
             log.warning("mqtt: %s not sent: %s", topic, paho.error_string(info.rc))
 
-    def ack(self, mid: int) -> None:
-        """With manual_ack: the PUBACK for a message taken over (after it is committed)."""
-        self.client.ack(mid, 1)
+    def ack(self, mid: int, qos: int) -> None:
+        """With manual_ack: the PUBACK for a QoS 1 message taken over (after it is committed). A QoS 0
+        message has none: a PUBACK for packet id 0 would make the broker drop the connection."""
+        if qos == 1:
+            self.client.ack(mid, 1)
 
     # --- paho's thread ---
     def _connected(self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
@@ -160,12 +168,19 @@ class Link:
         client.reconnect_delay_set(random.randint(1, 4), 60)
 
     def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.loop.call_soon_threadsafe(self.messages.put_nowait, (msg.topic, bytes(msg.payload), msg.mid))
+        self.loop.call_soon_threadsafe(self._held, (msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     def _published(self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any) -> None:
         self.loop.call_soon_threadsafe(self._settle, mid, str(reason), reason.is_failure)
 
     # --- back on the loop ---
+    def _held(self, message: Message) -> None:
+        if message[3] == 0 and self.messages.qsize() >= QOS0_HELD:
+            log.warning("mqtt: dropped a QoS 0 message on %s: %d messages wait already", message[0][:200],
+                        self.messages.qsize())
+            return
+        self.messages.put_nowait(message)
+
     def _up(self) -> None:
         self.last_error = ""
         self.connected.set()
@@ -173,6 +188,8 @@ class Link:
             self._on_connect()
 
     def _down(self) -> None:
+        if self.connected.is_set():
+            log.warning("mqtt: %s", self.last_error)
         self.connected.clear()
         for fut in self._pending.values():
             if not fut.done():

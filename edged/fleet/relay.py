@@ -130,7 +130,7 @@ class Relay:
 
     async def _acks(self, link: mqtt.Link, edged: Client, till: str) -> None:
         while True:
-            topic, payload, _mid = await link.messages.get()
+            topic, payload, _mid, _qos = await link.messages.get()
             try:
                 ack = wire.decode_ack(payload)
                 if wire.till_of(topic, "ack") != till or ack.till != till:
@@ -138,9 +138,10 @@ class Relay:
             except wire.WireError as e:
                 log.error("relay: ignored a message on %s: %s", topic, e)
                 continue
-            if ack.conflict:
+            if ack.conflict:  # edged is not acked on it: the refused records stay in the journal
                 log.critical("relay: head office refused records of this till: %s", ack.conflict)
                 self.state.conflicts.append(ack.conflict)
+                continue
             # Never beyond what this session sent: head office may hold more (a day from a stick),
             # but edged's cursor moves only over records relayed or known archived in order.
             through = min(ack.archived_through, self.state.sent_through)

@@ -17,6 +17,7 @@ PREFIX = "edged/v1/till"
 TILL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # config.py's till_id rule
 MAX_FRAMES = 5000  # records in one batch (PROTOCOL.md `frames` events: at most 5000)
 MAX_BATCH_BYTES = 32 << 20  # one batch; a single journal record may be up to 16 MiB
+MAX_SEQ = 1 << 63  # seqs are stored as SQLite (and PostgreSQL) signed 64-bit integers
 
 
 class WireError(ValueError):
@@ -78,12 +79,27 @@ def encode_ack(a: Ack) -> bytes:
 def _map(payload: bytes, what: str, max_len: int) -> dict[str, Any]:
     if len(payload) > max_len:
         raise WireError(f"{what} of {len(payload)} bytes: more than {max_len}")
+    made = [0, 0]  # lists, maps decoded so far
+
+    def one_list(items: list) -> list:
+        made[0] += 1
+        if made[0] > 1:  # a batch holds one list (its frames): anything nested is refused as it is met
+            raise ValueError("nested arrays")
+        return items
+
+    def one_map(pairs: list) -> dict:
+        made[1] += 1
+        if made[1] > 1:
+            raise ValueError("nested maps")
+        return dict(pairs)
+
     try:
-        # Bounded decoding: a batch holds at most MAX_FRAMES frames, nothing nested.
+        # Bounded decoding: 1 MiB of empty arrays would be ~70 MiB of lists; here the second is refused.
         data = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_array_len=MAX_FRAMES,
-                               max_map_len=16, max_str_len=4096, max_bin_len=MAX_BATCH_BYTES)
+                               max_map_len=16, max_str_len=4096, max_bin_len=MAX_BATCH_BYTES,
+                               list_hook=one_list, object_pairs_hook=one_map)
     except Exception as e:
-        raise WireError(f"{what} is not msgpack ({type(e).__name__}: {e})") from None
+        raise WireError(f"{what} is not msgpack of the expected shape ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise WireError(f"{what} is not a map")
     if data.get("v") != VERSION:
@@ -108,7 +124,7 @@ def decode_batch(payload: bytes) -> Batch:
     frames = _field(data, "frames", list, "batch")
     if len(chain) != 32:
         raise WireError("batch: chain_before must be 32 bytes")
-    if not 1 <= first <= last or last - first + 1 != len(frames):
+    if not 1 <= first <= last < MAX_SEQ or last - first + 1 != len(frames):
         raise WireError(f"batch: seqs {first}..{last} do not match its {len(frames)} frames")
     if not all(type(f) is bytes for f in frames):
         raise WireError("batch: every frame must be bytes")
