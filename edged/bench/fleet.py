@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -67,11 +68,12 @@ class _Acks:
 
 
 class _Till:
-    def __init__(self, base: Path, n: int) -> None:
+    def __init__(self, base: Path, n: int, sockets: Path) -> None:
         self.name = f"bench-till-{n}"
         self.root = base / self.name
         self.root.mkdir()
-        self.state, self.sock, self.cfg = self.root / "state", str(self.root / "s.sock"), self.root / "edged.toml"
+        # Sockets in a short directory of their own: a unix socket path holds at most 107 bytes.
+        self.state, self.sock, self.cfg = self.root / "state", str(sockets / f"{n}.sock"), self.root / "edged.toml"
         self.cfg.write_text(f'till_id = "{self.name}"\n')
 
     def public_key(self, timeout: float = 60) -> str:
@@ -79,7 +81,7 @@ class _Till:
         deadline = time.monotonic() + timeout
         while not (path.exists() and os.path.exists(self.sock)):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: edged did not start")
+                raise RuntimeError(f"{self.name}: edged did not start within {timeout:g} s")
             time.sleep(0.05)
         return str(json.loads(path.read_text())["public_key"])
 
@@ -128,7 +130,8 @@ def run(tills: int, records: int, samples: int, catch_up: int, where: str | None
         broker = stack.enter_context(LocalBroker(base / "broker"))
         print(f"edged bench fleet: {tills} tills (edged + edged relay each) -> Mosquitto {broker.url} -> "
               f"edged headoffice ingest -> SQLite archive, under {base}")
-        shop = [_Till(base, n) for n in range(1, tills + 1)]
+        sockets = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ebf-")))
+        shop = [_Till(base, n, sockets) for n in range(1, tills + 1)]
         for t in shop:
             stack.enter_context(edged_run(str(t.cfg), str(t.state), t.sock, simulate=True))
         arch = base / "archive"
@@ -188,7 +191,7 @@ def run(tills: int, records: int, samples: int, catch_up: int, where: str | None
 
         # A till back after a long outage.
         if catch_up:
-            late = _Till(base, tills + 1)
+            late = _Till(base, tills + 1, sockets)
             t0 = time.perf_counter()
             build_journal(str(late.state / "journal"), 0, catch_up)
             print(f"  a till back after an outage: {catch_up:,} records in its journal (built in "
