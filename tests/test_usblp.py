@@ -59,7 +59,12 @@ def test_a_printer_unplugged_mid_job_holds_it_and_prints_it_once_whole_when_back
     async def scenario():
         emu = PrinterEmulator()
         got = bytearray()
-        emu.tap = got.extend
+
+        def tap(data: bytes) -> None:
+            got.extend(data)
+            if len(got) > 20_000:  # stalled here, or the rest (129 KB) could pass before the test looks
+                emu.stall()
+        emu.tap = tap
         await emu.start()
         link = short_dir / "printer-lp-0416-5011"
         link.symlink_to(emu.pty_path)

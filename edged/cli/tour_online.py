@@ -86,6 +86,7 @@ def online_steps(till: DemoTill) -> None:
         _until(lambda: _archived(till)[1] >= seq, 10)
         print(f"  a sale (seq {seq}) reached head office's archive {1000 * (time.monotonic() - t0):.0f} ms after the "
               "POS app appended it")
+        _until(lambda: asyncio.run(_lag(till))[1] == 0, 10)  # its ack back at edged too, or it would wait below
         broker.stop()
         print("  the broker stopped (the network gone): sales go on, edged acks each one once it is on disk")
         seq = asyncio.run(_sales(till, 50))

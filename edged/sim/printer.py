@@ -119,6 +119,12 @@ class PrinterEmulator:
         self._release_held()
         return self.state
 
+    def stall(self) -> None:
+        """Take no more bytes on the pty, as a printer whose cable is being pulled (tests: the
+        job must not finish between the moment a test sees it under way and its unplug)."""
+        if self._pty:
+            asyncio.get_running_loop().remove_reader(self._pty[0])
+
     def run_out_after(self, lines: int) -> None:
         """The roll ends after this many more printed lines (paper runs out mid-receipt)."""
         self.paper_left = lines
