@@ -14,8 +14,9 @@ DEBIAN_BUILD_DEPS := python3-venv python3-dev gcc libxkbcommon-dev xkb-data
 # `make demo` starts a Mosquitto on loopback for its step "online to head office".
 DEMO_DEPS := mosquitto
 # `make test`: duktape's `duk` runs the package's polkit rule (the engine Debian 12's polkitd uses);
-# mosquitto is the MQTT broker the relay tests start on loopback (tests/brokers.py).
-TEST_DEPS := duktape mosquitto
+# mosquitto is the MQTT broker the relay tests start on loopback (tests/brokers.py); postgresql the
+# server the archive's tests start on a unix socket (edged/fleet/localpg.py; its libpq5 is psycopg's).
+TEST_DEPS := duktape mosquitto postgresql
 # The USB stick tests (root only) partition loop devices, mount exfat through FUSE, and run
 # udevd + udisksd for the udisks2 mounter (the tests start and stop them; pgrep finds them).
 STICK_TEST_DEPS := fdisk exfatprogs exfat-fuse udisks2 procps
@@ -76,7 +77,7 @@ $(STAMP): pyproject.toml
 	$(call apt_install,the build tools for C extensions in the virtualenv,$(DEBIAN_BUILD_DEPS))
 	@echo "edged: setting up $(VENV) (first run only, ~1 min)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]' >> "$(SETUP_LOG)" 2>&1 || \
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,headoffice]' >> "$(SETUP_LOG)" 2>&1 || \
 	  { tail -n 15 "$(SETUP_LOG)" >&2; echo "edged: pip install failed (whole log: $(SETUP_LOG))" >&2; exit 1; }
 	@touch $@
 

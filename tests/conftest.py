@@ -23,6 +23,30 @@ def short_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL of the tests' own (unix socket only), for the whole run; each test makes its database."""
+    from edged.fleet.localpg import BINARIES, LocalPostgres, binaries
+    if binaries() is None:
+        pytest.skip(f"no PostgreSQL server installed ({BINARIES}; make test installs postgresql)")
+    pg = LocalPostgres(Path(tempfile.gettempdir()) / "edged-tests-pg")
+    pg.start()
+    yield pg
+    pg.stop()
+
+
+_databases = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def archive_at(request, tmp_path):
+    """Where a new, empty head-office archive is: a directory (SQLite), or a PostgreSQL database.
+    The archive's tests run on both: one code path (edged/day/backend.py)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "archive")
+    return request.getfixturevalue("postgres").create_database(f"archive{next(_databases)}")
+
+
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
                      help="run the long variants (ten times the power-loss workloads and fuzz cases, 500 SIGKILLs)")

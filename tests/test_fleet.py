@@ -1,13 +1,13 @@
 """The journal online to head office (docs/FLEET.md), with real processes: edged (`run --simulate`),
 a real Mosquitto on loopback, `edged relay` and `edged headoffice ingest` as the CLI starts them,
-the archive in SQLite. What head office holds is compared byte for byte with the till's journal."""
+the archive in SQLite or in PostgreSQL (a real one, tests/conftest.py). What head office holds is
+compared byte for byte with the till's journal."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,7 +19,7 @@ import pytest
 from brokers import FLEET_ACL, Mosquitto, Pki, free_port, need_mosquitto
 from edged.bench.common import edged_run
 from edged.client import Client
-from edged.fleet import wire
+from edged.fleet import ingest, wire
 
 REPO = Path(__file__).resolve().parents[1]
 TILL = "shop1-till1"
@@ -34,9 +34,9 @@ def _edged(*args: str, **kw) -> subprocess.Popen:
 class Fleet:
     """One till (edged + relay) and head office (ingest + archive) around one broker."""
 
-    def __init__(self, base: Path, tls: bool = False) -> None:
-        self.base = base
-        self.state, self.sock, self.archive = base / "state", str(base / "s.sock"), base / "archive"
+    def __init__(self, base: Path, archive: str, tls: bool = False) -> None:
+        self.base, self.archive = base, archive  # a directory (SQLite) or a postgresql:// URL
+        self.state, self.sock = base / "state", str(base / "s.sock")
         self.cfg = base / "edged.toml"
         # ack_timeout: a batch whose ack an ingest killed mid-way never sent comes again after 2 s, not 10
         self.cfg.write_text(f'till_id = "{TILL}"\n[relay]\nack_timeout = 2\n')
@@ -70,7 +70,7 @@ class Fleet:
         """An ingest, returned once it is subscribed (what the relay publishes before is not lost,
         but comes again only when the relay tries again)."""
         seen = self.logs(name).count("mqtt: subscribed")
-        proc = self.start(name, "headoffice", "ingest", "--archive", str(self.archive), "--broker", self.broker.url,
+        proc = self.start(name, "headoffice", "ingest", "--archive", self.archive, "--broker", self.broker.url,
                           "--client-id", "ingest" if self.pki else name, *self.creds("ingest"))
         deadline = time.monotonic() + 30
         while self.logs(name).count("mqtt: subscribed") <= seen:
@@ -90,22 +90,23 @@ class Fleet:
 
     def enroll(self) -> None:
         ident = json.loads((self.state / "identity" / "identity.json").read_text())
-        out = subprocess.run([sys.executable, "-m", "edged", "archive", "enroll", str(self.archive), TILL,
+        out = subprocess.run([sys.executable, "-m", "edged", "archive", "enroll", self.archive, TILL,
                               ident["public_key"]], capture_output=True, text=True, env={**os.environ,
                                                                                           "PYTHONPATH": str(REPO)})
         assert out.returncode == 0, out.stdout + out.stderr
 
-    def archived(self) -> list[tuple[int, bytes]]:
-        if not (self.archive / "archive.sqlite").exists():
-            return []
-        db = sqlite3.connect(self.archive / "archive.sqlite", timeout=30)
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of the archive, read as head office's commands read it (SQLite's file or PostgreSQL)."""
+        db = ingest.open_archive(self.archive)
         try:
-            return [(s, bytes(f)) for s, f in db.execute("SELECT seq, frame FROM records WHERE till=? ORDER BY seq",
-                                                         (TILL,))]
-        except sqlite3.OperationalError:  # the ingest has not made the tables yet
-            return []
+            return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
+                    for row in db.execute(sql, params).fetchall()]
         finally:
             db.close()
+
+    def archived(self) -> list[tuple[int, bytes]]:
+        return [(s, bytes(f)) for s, f in self.query("SELECT seq, frame FROM records WHERE till=? ORDER BY seq",
+                                                      (TILL,))]
 
     def wait_archived(self, last_seq: int, timeout: float = 120) -> list[tuple[int, bytes]]:
         deadline = time.monotonic() + timeout
@@ -153,8 +154,14 @@ async def _acked(sock: str) -> int:
 
 @pytest.fixture
 def fleet(short_dir, request):
+    """param: {"tls": True} for mutual TLS and the per-till ACL, {"archive": "postgresql"} for a
+    PostgreSQL archive (else a directory: SQLite)."""
     need_mosquitto()
-    f = Fleet(short_dir, tls=getattr(request, "param", False))
+    param = getattr(request, "param", {})
+    where = str(short_dir / "archive")
+    if param.get("archive") == "postgresql":
+        where = request.getfixturevalue("postgres").create_database(f"fleet{next(_databases)}")
+    f = Fleet(short_dir, where, tls=param.get("tls", False))
     f.broker.start()
     try:
         with edged_run(str(f.cfg), str(f.state), f.sock, simulate=True):
@@ -169,6 +176,12 @@ def fleet(short_dir, request):
         f.broker.stop()
 
 
+_databases = iter(range(1, 1_000_000))
+BOTH = pytest.mark.parametrize("fleet", [{}, {"archive": "postgresql"}], indirect=True, ids=["sqlite", "postgresql"])
+POSTGRES = pytest.mark.parametrize("fleet", [{"archive": "postgresql"}], indirect=True, ids=["postgresql"])
+
+
+@BOTH
 def test_sales_reach_head_office_byte_for_byte_and_edged_is_acked_after_the_commit(fleet):
     fleet.ingest()
     fleet.relay()
@@ -197,6 +210,7 @@ def test_broker_down_sales_go_on_and_head_office_catches_up_without_loss(fleet):
     assert rows == asyncio.run(_journal(fleet.sock))[:last]
 
 
+@POSTGRES
 def test_killed_relay_and_ingest_lose_nothing_and_store_nothing_twice(fleet):
     """SIGKILL of the ingest and of the relay, several times each, while sales go on: the archive
     ends equal to the journal, every seq once."""
@@ -222,13 +236,10 @@ def test_killed_relay_and_ingest_lose_nothing_and_store_nothing_twice(fleet):
 
 
 def _watermark(fleet: Fleet) -> int:
-    db = sqlite3.connect(fleet.archive / "archive.sqlite", timeout=30)
-    try:
-        return db.execute("SELECT archived_through FROM online WHERE till=?", (TILL,)).fetchone()[0]
-    finally:
-        db.close()
+    return fleet.query("SELECT archived_through FROM online WHERE till=?", (TILL,))[0][0]
 
 
+@POSTGRES
 def test_two_ingest_workers_share_the_batches_and_the_watermark_is_right(fleet):
     """Small batches shared by two ingest processes (MQTT 5 shared subscription): they commit out of
     order at times; the watermark only moves over what is all there, and ends at the last seq."""
@@ -247,7 +258,7 @@ def test_two_ingest_workers_share_the_batches_and_the_watermark_is_right(fleet):
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("fleet", [True], indirect=True)
+@pytest.mark.parametrize("fleet", [{"tls": True}], indirect=True)
 def test_over_mutual_tls_with_the_per_till_acl(fleet):
     """The till's client certificate is its identity at the broker: it may publish only under its own
     id. A certificate of till A publishing as till B is refused by the broker (PUBACK "Not
@@ -267,8 +278,7 @@ def test_over_mutual_tls_with_the_per_till_acl(fleet):
     while "naming till 'shop1-till2'" not in fleet.logs("ingest"):  # ... and the ingest refused it
         assert time.monotonic() < deadline, fleet.logs("ingest")
         time.sleep(0.1)
-    db = sqlite3.connect(fleet.archive / "archive.sqlite")
-    assert db.execute("SELECT DISTINCT till FROM records").fetchall() == [(TILL,)]
+    assert fleet.query("SELECT DISTINCT till FROM records") == [(TILL,)]
     assert fleet.archived()[-1][0] == last
 
 
@@ -297,7 +307,7 @@ def _publish_as(fleet: Fleet, cert: str, key: str, messages: dict[str, bytes]) -
     return {topic: reasons[mid] for topic, mid in mids.items()}
 
 
-@pytest.mark.parametrize("fleet", [True], indirect=True)
+@pytest.mark.parametrize("fleet", [{"tls": True}], indirect=True)
 def test_relay_check_says_in_one_line_what_is_wrong(fleet):
     def check(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "edged", "relay", "--check", *args], capture_output=True,
@@ -320,6 +330,7 @@ def test_relay_check_says_in_one_line_what_is_wrong(fleet):
     assert unset.returncode == 2 and "relay.broker is not set" in unset.stderr
 
 
+@POSTGRES
 def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
     fleet.ingest()
     fleet.relay()
@@ -335,23 +346,23 @@ def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
     closed = asyncio.run(close_and_export())
     last = asyncio.run(_journal(fleet.sock))[-1][0]  # day.exported follows the day: relayed too
     rows = fleet.wait_archived(last)
-    db = sqlite3.connect(fleet.archive / "archive.sqlite", timeout=30)
-    day_rows = db.execute("SELECT first_seq, last_seq, source FROM days WHERE till=?", (TILL,)).fetchall()
+    day_rows = fleet.query("SELECT first_seq, last_seq, source FROM days WHERE till=?", (TILL,))
     assert day_rows == [(closed["first_seq"], closed["seq"], "online")]
     fleet.kill("ingest", signal.SIGTERM)  # the stick's import and the ingest take turns at the archive
-    out = subprocess.run([sys.executable, "-m", "edged", "import", "--archive", str(fleet.archive),
+    out = subprocess.run([sys.executable, "-m", "edged", "import", "--archive", fleet.archive,
                           str(fleet.base / "stick")], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"0 records added, {closed['seq'] - closed['first_seq'] + 1} already archived" in out.stdout, out.stdout
     assert fleet.archived() == rows  # once, as they came online
-    assert db.execute("SELECT count(*) FROM days WHERE till=?", (TILL,)).fetchone() == (1,)
-    status = subprocess.run([sys.executable, "-m", "edged", "archive", "status", str(fleet.archive)],
+    assert fleet.query("SELECT count(*) FROM days WHERE till=?", (TILL,)) == [(1,)]
+    status = subprocess.run([sys.executable, "-m", "edged", "archive", "status", fleet.archive],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert f"online: every record through seq {last} archived" in status.stdout, status.stdout
     assert "gaps: none" in status.stdout, status.stdout
 
 
+@POSTGRES
 def test_catch_up_of_100000_records_after_the_broker_was_down(fleet):
     """The issue's bar: 100,000 sales appended while the broker is down, then it comes back: the
     archive equals the journal, every seq once, byte for byte."""

@@ -3,7 +3,6 @@ message. A batch is archived whole or not at all; a forged or altered one is ref
 told to the till, and the archive is unchanged."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 
 from edged import identity
 from edged.day import trust as keys
+from edged.day.backend import Db
 from edged.day.signing import sign_day
 from edged.fleet import ingest, wire
 from edged.journal import frame as fr
@@ -36,15 +36,15 @@ def _batch(frames: list[bytes], first: int = 1, chain: bytes = fr.GENESIS, till:
 
 
 @pytest.fixture
-def ho(tmp_path):
-    db = ingest.open_archive(tmp_path / "archive")
+def ho(tmp_path, archive_at):
+    db = ingest.open_archive(archive_at)
     ident = identity.create(str(tmp_path / "till"), 1)
     keys.enroll(db, TILL, ident.public_text)
     yield db, ident
     db.close()
 
 
-def _rows(db: sqlite3.Connection) -> list[tuple[int, bytes]]:
+def _rows(db: Db) -> list[tuple[int, bytes]]:
     return [(s, bytes(f)) for s, f in db.execute("SELECT seq, frame FROM records ORDER BY till, seq")]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 import sticks
 from edged.day import archive, trust, verify
+from edged.day.backend import Db
 from edged.journal import frame as fr
 
 D2 = "2026-03-02"
@@ -31,7 +31,14 @@ def base():
     tmp, short = Path(tempfile.mkdtemp(prefix="edged-stick-")), Path(tempfile.mkdtemp(prefix="e-", dir="/tmp"))
     g = sticks.genuine(tmp / "genuine", short)
     arc = tmp / "archive"
-    db = archive.open_archive(arc)
+    _fill(g, arc)
+    yield g, arc
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(short, ignore_errors=True)
+
+
+def _fill(g: sticks.Genuine, where: str | Path) -> None:
+    db = archive.open_archive(where)
     trust.enroll(db, "till-a", g.keys["till-a"])
     trust.enroll(db, "till-b", g.keys["till-b"])
     trust.enroll(db, "till-a", RETIRED.public_text)
@@ -41,12 +48,32 @@ def base():
     out = archive.import_exports(db, [g.stick("till-a", sticks.DAYS[0]), g.stick("till-a", sticks.DAYS[2])])
     assert not out.refused and out.added == 4 + 7, out
     db.close()
-    yield g, arc
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(short, ignore_errors=True)
 
 
-def dump(db: sqlite3.Connection) -> list:
+@pytest.fixture(scope="module")
+def base_pg(base, postgres):
+    """The same archive in PostgreSQL: the template each test's database is copied from."""
+    g, _ = base
+    url = postgres.create_database("hostile_base")
+    _fill(g, url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def copied(request, base, tmp_path):
+    """A copy of the base archive for one test, in SQLite and in PostgreSQL (one code path, both refuse)."""
+    _, arc = base
+    if request.param == "sqlite":
+        shutil.copytree(arc, tmp_path / "archive")
+        return str(tmp_path / "archive")
+    return request.getfixturevalue("postgres").create_database(f"hostile{next(_copies)}",
+                                                                template=request.getfixturevalue("base_pg"))
+
+
+_copies = iter(range(1, 1_000_000))
+
+
+def dump(db: Db) -> list:
     return [db.execute("SELECT * FROM records ORDER BY till, seq").fetchall(),
             db.execute("SELECT till, business_day, first_seq, last_seq, fingerprint, chain_before FROM days "
                        "ORDER BY 1, 2").fetchall(),
@@ -269,14 +296,13 @@ def test_the_corpus_is_big_enough():
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_hostile_export_refused_beside_a_genuine_one(base, name, tmp_path):
+def test_hostile_export_refused_beside_a_genuine_one(base, copied, name, tmp_path):
     g, arc = base
     how, fragment = HOSTILE[name]
     stick = tmp_path / "stick"
     sticks.copy_export(g.export("till-a", sticks.DAYS[3]), stick)  # the genuine one beside it
     how(sticks.copy_export(g.export("till-a", D2), stick), g)
-    shutil.copytree(arc, tmp_path / "archive")
-    db = archive.open_archive(tmp_path / "archive")
+    db = archive.open_archive(copied)
     before = dump(db)
     out = archive.import_exports(db, [stick])
     assert out.imported == ["till-a 2026-03-04: 8 records added, 0 already archived, signed by "
@@ -291,7 +317,7 @@ def test_hostile_export_refused_beside_a_genuine_one(base, name, tmp_path):
     assert [d for d in after[1] if d[1] != sticks.DAYS[3]] == before[1] and after[2:] == before[2:]
 
 
-def test_forged_day_in_a_gap_must_link_both_ways(base, tmp_path):
+def test_forged_day_in_a_gap_must_link_both_ways(base, copied, tmp_path):
     """A re-chained day 2 starts where day 1 ends but cannot end where day 3 begins: the archive's link
     after the gap refuses it (checked directly: as an import, --allow-unsigned refuses it sooner,
     since day 1 before it was signed); the genuine day 2 then goes in."""
@@ -300,8 +326,7 @@ def test_forged_day_in_a_gap_must_link_both_ways(base, tmp_path):
     e = sticks.copy_export(g.export("till-a", D2), stick)
     forged = sticks.rechain(e, _alter_sales, sign_day=False)
     _unsigned_v1(e)
-    shutil.copytree(arc, tmp_path / "archive")
-    db = archive.open_archive(tmp_path / "archive")
+    db = archive.open_archive(copied)
     before = dump(db)
     with pytest.raises(archive._Conflict, match="does not follow on from its last record"):
         archive._next_links(db, "till-a", forged)
@@ -330,15 +355,14 @@ def test_unsigned_exports_with_allow_unsigned_are_reported_so(base, tmp_path):
     assert db.execute("SELECT fingerprint FROM days WHERE business_day=?", (sticks.DAYS[0],)).fetchone() == ("unsigned",)
 
 
-def test_unsigned_day_after_signed_days_is_refused_even_when_allowed(base, tmp_path):
+def test_unsigned_day_after_signed_days_is_refused_even_when_allowed(base, copied, tmp_path):
     """The review's attack: an unsigned forgery of day 4 after signed days would take its seqs for good."""
     g, arc = base
     stick = tmp_path / "stick"
     e = sticks.copy_export(g.export("till-a", sticks.DAYS[3]), stick)
     sticks.rechain(e, _alter_sales, sign_day=False)
     _unsigned_v1(e)
-    shutil.copytree(arc, tmp_path / "archive")
-    db = archive.open_archive(tmp_path / "archive")
+    db = archive.open_archive(copied)
     before = dump(db)
     out = archive.import_exports(db, [stick], allow_unsigned=True)
     assert len(out.refused) == 1 and "which the till signed" in out.refused[0], out.refused

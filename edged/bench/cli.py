@@ -64,17 +64,20 @@ def register(sub: Any) -> None:
     _dir_arg(bi)
     bf = bsub.add_parser("fleet", help="tills online to head office over MQTT: latency, archived rate, catch-up",
                          description="Starts a Mosquitto on loopback, TILLS simulated tills (edged and edged relay "
-                                     "each) and one edged headoffice ingest writing an SQLite archive, then "
-                                     "measures append -> committed at head office one sale at a time, records/s "
-                                     "archived with every till appending at once beside the archive's own insert "
-                                     "rate, and the catch-up of a till back after an outage. Writes only to a "
-                                     "temporary directory, removed at the end.")
+                                     "each) and one edged headoffice ingest writing a PostgreSQL archive (a "
+                                     "server of its own, on a unix socket) or an SQLite one, then measures "
+                                     "append -> committed at head office one sale at a time, records/s archived "
+                                     "with every till appending at once beside the same rows written straight "
+                                     "into the archive (PostgreSQL: COPY), and the catch-up of a till back after "
+                                     "an outage. Writes only to a temporary directory, removed at the end.")
     bf.add_argument("--tills", type=int, default=4, metavar="N", help="simulated tills (default 4)")
     bf.add_argument("--records", type=int, default=20_000, metavar="N",
                     help="sales each till appends at once (default 20000)")
     bf.add_argument("--samples", type=int, default=500, help="single sales timed online (default 500)")
     bf.add_argument("--catch-up", type=int, default=1_000_000, metavar="N",
                     help="records in the journal of a till back after an outage (default 1000000; 0: skip)")
+    bf.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql",
+                    help="head office's archive (default postgresql: needs the Debian package postgresql)")
     _dir_arg(bf)
     bench.set_defaults(func=cmd_bench)
 
@@ -102,7 +105,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.tills < 1 or args.records < 1 or args.samples < 1 or args.catch_up < 0:
             print("edged: --tills, --records and --samples are at least 1, --catch-up at least 0", file=sys.stderr)
             return EXIT_USAGE
-        return fleet.run(args.tills, args.records, args.samples, args.catch_up, args.dir)
+        return fleet.run(args.tills, args.records, args.samples, args.catch_up, args.dir, args.backend)
     if args.bench_command == "relay":
         from . import relay
 

@@ -8,6 +8,9 @@ import sys
 from .common import call, connected, socket_arg
 from .format import seq_range
 
+ARCHIVE_HELP = ("head office's archive: a directory (one SQLite file in it, for one head-office machine) or "
+                "a PostgreSQL database, postgresql://USER@HOST/DBNAME (its database must exist; docs/FLEET.md)")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The day tools (`day`, `export`), then head office's (`verify`, `import`, `archive`)."""
@@ -52,7 +55,8 @@ def _add_day_parsers(sub: argparse._SubParsersAction) -> None:
     ver.add_argument("paths", nargs="+", metavar="PATH")
     ver.add_argument("--key", action="append", default=[], metavar="TILL_ID=ed25519:HEX",
                      help="a till's public key, as `edged identity` prints it on the till (repeat for more tills)")
-    ver.add_argument("--archive", metavar="DIR", help="check against the keys enrolled in this archive")
+    ver.add_argument("--archive", metavar="ARCHIVE", help="check against the keys enrolled in this archive "
+                                                         "(" + ARCHIVE_HELP + ")")
     ver.add_argument("--allow-unsigned", action="store_true",
                      help="accept exports made before tills signed their days (reported as unsigned)")
     day.set_defaults(func=cmd_day)
@@ -142,13 +146,13 @@ def _add_head_office_parsers(sub: argparse._SubParsersAction) -> None:
                                      "line and the others are imported. Gaps between imported days are listed. "
                                      "Exit 1 when an export was refused.")
     imp.add_argument("paths", nargs="+", metavar="PATH")
-    imp.add_argument("--archive", required=True, metavar="DIR", help="the archive directory (created if new)")
+    imp.add_argument("--archive", required=True, metavar="ARCHIVE", help=ARCHIVE_HELP + "; created if new")
     imp.add_argument("--allow-unsigned", action="store_true",
                      help="also accept exports made before tills signed their days (archived as unsigned)")
     arc = sub.add_parser("archive", help="head office: the archive's till keys and what it holds")
     asub = arc.add_subparsers(dest="archive_command", metavar="ACOMMAND", required=True)
     st = asub.add_parser("status", help="per till: days, records, last sequence number, gaps, keys")
-    st.add_argument("archive", metavar="DIR")
+    st.add_argument("archive", metavar="ARCHIVE", help=ARCHIVE_HELP)
     st.add_argument("--json", action="store_true", help="per till, as JSON: days, records, seq range, gaps, keys")
     en = asub.add_parser("enroll", help="trust a till's public key: its exports are then accepted",
                          description="Enrolls the public key a till prints with `edged identity` (compare it "
@@ -156,19 +160,19 @@ def _add_head_office_parsers(sub: argparse._SubParsersAction) -> None:
                                      "key again changes nothing; a key enrolled for another till is refused. A "
                                      "till whose key was lost and replaced has a key of a new epoch: enroll it "
                                      "too. Creates the archive if new.")
-    en.add_argument("archive", metavar="DIR")
+    en.add_argument("archive", metavar="ARCHIVE", help=ARCHIVE_HELP)
     en.add_argument("till_id", metavar="TILL_ID")
     en.add_argument("public_key", metavar="PUBKEY", help="ed25519:<64 hex digits>")
     en.add_argument("--epoch", type=int, help="the key's epoch as `edged identity` shows it (else learnt from "
                                               "the first export it signed)")
     ks = asub.add_parser("keys", help="list enrolled keys: till, epoch, fingerprint, enrolled and retired times")
-    ks.add_argument("archive", metavar="DIR")
+    ks.add_argument("archive", metavar="ARCHIVE", help=ARCHIVE_HELP)
     ks.add_argument("--json", action="store_true", help="as JSON")
     rt = asub.add_parser("retire", help="stop accepting exports signed by a key (a till replaced or compromised)",
                          description="Retires an enrolled key by its fingerprint (`edged archive keys` lists "
                                      "them): exports it signed are refused from then on. What it signed before "
                                      "stays archived.")
-    rt.add_argument("archive", metavar="DIR")
+    rt.add_argument("archive", metavar="ARCHIVE", help=ARCHIVE_HELP)
     rt.add_argument("fingerprint", metavar="FINGERPRINT", help="sha256:<32 hex digits>")
     imp.set_defaults(func=cmd_import)
     arc.set_defaults(func=cmd_archive)

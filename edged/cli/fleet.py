@@ -13,9 +13,11 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from .. import config, logs
+from ..day import backend
 from ..fleet import ingest, mqtt
 from ..fleet.relay import Relay
 from .common import EXIT_USAGE, socket_path
+from .day import ARCHIVE_HELP
 
 
 def _broker_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "archive (records already there are skipped; the same seq with other contents is "
                     "refused and reported) and, after the commit, tells the till how far its records "
                     "are archived. Run several to share the load (MQTT 5 shared subscription).")
-    ing.add_argument("--archive", metavar="DIR", required=True, help="the archive (as for `edged import`)")
+    ing.add_argument("--archive", metavar="ARCHIVE", required=True, help=ARCHIVE_HELP)
     _broker_args(ing, "")
     ing.add_argument("--group", default="ingest", help="shared subscription group (default: ingest; "
                                                        "empty: every ingest gets every batch)")
@@ -132,11 +134,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"edged: {why}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
-    from pathlib import Path
-
     client_id = args.client_id or f"ingest-{socket.gethostname()}-{os.getpid()}"
     try:
-        asyncio.run(ingest.run(Path(args.archive), endpoint, client_id, args.group))
+        asyncio.run(ingest.run(args.archive, endpoint, client_id, args.group))
     except KeyboardInterrupt:
         return 130
+    except backend.ArchiveError as e:
+        print(f"edged: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from ..day import archive, cores, trust, verify
+from ..day import archive, backend, cores, trust, verify
 from .format import plural, seq_range
 
 NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its export names, but nothing here says "
@@ -28,12 +27,13 @@ NOT_CHECKED = ("authenticity NOT checked: each signature matches the key its exp
 
 
 def _one_line(fn: Callable[..., int]) -> Callable[..., int]:
-    """A damaged keys table stops the command with one line (exit 2), never a traceback."""
+    """A damaged keys table, or an archive that cannot be opened, stops the command with one line
+    (exit 2), never a traceback."""
     @functools.wraps(fn)
     def wrapped(*args: Any, **kw: Any) -> int:
         try:
             return fn(*args, **kw)
-        except trust.EnrollError as e:
+        except (trust.EnrollError, backend.ArchiveError) as e:
             print(f"edged: {e}", file=sys.stderr)
             return 2
     return wrapped
@@ -42,7 +42,7 @@ def _one_line(fn: Callable[..., int]) -> Callable[..., int]:
 def run_verify(paths: list[str], keys: list[str], archive_dir: str | None, allow_unsigned: bool) -> int:
     try:
         chosen = _trust(keys, archive_dir)
-    except trust.EnrollError as e:
+    except (trust.EnrollError, backend.ArchiveError) as e:
         print(f"edged: {e}", file=sys.stderr)
         return 2
     missing = [p for p in paths if not os.path.lexists(p)]
@@ -97,9 +97,9 @@ def _checked(exports: list[verify.Export], chosen: trust.Trust | None, allow_uns
 def _trust(keys: list[str], archive_dir: str | None) -> trust.Trust | None:
     found = []
     if archive_dir is not None:
-        if not (Path(archive_dir) / "archive.sqlite").is_file():
-            raise trust.EnrollError(f"{archive_dir}: no archive there")
-        db = archive.open_archive(Path(archive_dir))
+        if not backend.exists(archive_dir):
+            raise trust.EnrollError(f"{backend.shown(archive_dir)}: no archive there")
+        db = archive.open_archive(archive_dir)
         try:  # closed before verify forks its workers: none of them inherits an open archive
             found = trust.listed(db)
         finally:
@@ -117,7 +117,7 @@ def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
     if missing:
         print(f"edged: {missing[0]}: no such file or directory", file=sys.stderr)
         return 1
-    db = archive.open_archive(Path(archive_dir))
+    db = archive.open_archive(archive_dir)
     if not trust.listed(db) and not allow_unsigned:
         print(f"note: no till keys are enrolled in {archive_dir}: every signed export is refused until "
               "`edged archive enroll` is run for its till")
@@ -133,16 +133,17 @@ def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
     return 1 if out.refused else 0
 
 
-def _existing(archive_dir: str) -> sqlite3.Connection | None:
-    if not (Path(archive_dir) / "archive.sqlite").is_file():
-        print(f"edged: {archive_dir}: no archive there (edged import or edged archive enroll creates one)",
-              file=sys.stderr)
+def _existing(archive_dir: str) -> backend.Db | None:
+    if not backend.exists(archive_dir):
+        print(f"edged: {backend.shown(archive_dir)}: no archive there (edged import or edged archive enroll "
+              "creates one)", file=sys.stderr)
         return None
-    return archive.open_archive(Path(archive_dir))
+    return archive.open_archive(archive_dir)
 
 
+@_one_line
 def run_enroll(archive_dir: str, till: str, public: str, epoch: int | None) -> int:
-    db = archive.open_archive(Path(archive_dir))
+    db = archive.open_archive(archive_dir)
     try:
         key, new = trust.enroll(db, till, public, epoch)
     except trust.EnrollError as e:
@@ -172,6 +173,7 @@ def run_keys(archive_dir: str, as_json: bool) -> int:
     return 0
 
 
+@_one_line
 def run_retire(archive_dir: str, fingerprint: str) -> int:
     db = _existing(archive_dir)
     if db is None:

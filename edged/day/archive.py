@@ -1,6 +1,7 @@
 """Head office: `edged import` merges exports into an archive, `edged archive status` reports it.
 
-The archive is one SQLite file (`DIR/archive.sqlite`): every record of every
+The archive is one SQLite file (`DIR/archive.sqlite`) or a PostgreSQL database
+(`postgresql://...`; day/backend.py: one code path for both): every record of every
 till, keyed by (till, seq), with its chain link and exact frame, and the keys
 enrolled for each till (day/trust.py). An export is accepted only when signed
 by an enrolled, unretired key of its till (or, with --allow-unsigned, made
@@ -25,14 +26,14 @@ them as left out.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..journal import frame as fr
+from . import backend, verify
 from . import trust as keys
-from . import verify
+from .backend import Db
 from .trust import Trust
 
 SCHEMA = """
@@ -43,8 +44,11 @@ CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL,
     last_seq INTEGER NOT NULL, imported_at REAL NOT NULL, source TEXT NOT NULL, PRIMARY KEY (till, business_day));
 CREATE TABLE IF NOT EXISTS excluded (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     chain BLOB NOT NULL, business_day TEXT NOT NULL, kinds TEXT NOT NULL, PRIMARY KEY (till, first_seq));
+CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL,
+    last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS lost (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (till, first_seq));
 """ + keys.SCHEMA
-PAGE_SIZE = 65536
 # Added since: which key signed each day ("unsigned" under --allow-unsigned) and the chain before it,
 # which an export filling the gap before this day must end in.
 _DAY_COLUMNS = {"fingerprint": "TEXT", "chain_before": "BLOB"}
@@ -58,23 +62,18 @@ class Outcome:
     imported: list[str] = field(default_factory=list)
 
 
-def open_archive(directory: Path) -> sqlite3.Connection:
-    directory.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(directory / "archive.sqlite", isolation_level=None)
-    # A new archive only (an existing one keeps its size): a records row holds a whole frame (~300
-    # bytes), and with 64 KiB pages an import inserts ~1.5x as many rows per second as with 4 KiB.
-    db.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.executescript(SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(days)")}
+def open_archive(where: str | Path) -> Db:
+    """The archive in directory DIR (SQLite, created if new) or at a postgresql:// URL."""
+    db = backend.connect(where)
+    db.create(SCHEMA)
+    have = db.columns("days")
     for name, kind in _DAY_COLUMNS.items():
         if name not in have:
-            db.execute(f"ALTER TABLE days ADD COLUMN {name} {kind}")
+            db.execute(f"ALTER TABLE days ADD COLUMN {name} {'BYTEA' if db.postgres and kind == 'BLOB' else kind}")
     return db
 
 
-def import_exports(db: sqlite3.Connection, paths: list[Path], allow_unsigned: bool = False) -> Outcome:
+def import_exports(db: Db, paths: list[Path], allow_unsigned: bool = False) -> Outcome:
     out = Outcome()
     trust = keys.from_archive(db)
     for ex in verify.loaded(paths):
@@ -93,7 +92,7 @@ class _Batches:
     """The sink of one export's verified frames: inserts the new ones, skips those archived with the
     same chain link, raises _Conflict on one archived with another."""
 
-    def __init__(self, db: sqlite3.Connection, till: str, day: str, first: int, last: int) -> None:
+    def __init__(self, db: Db, till: str, day: str, first: int, last: int) -> None:
         self.db, self.till, self.day = db, till, day
         self.first, self.last = first, last  # the manifest's range: nothing outside it reaches the database
         self.added = self.skipped = 0
@@ -108,8 +107,8 @@ class _Batches:
                            f"{self.first}..{self.last}")
         till, day = self.till, self.day
         if lo > self.top:
-            self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?)",
-                                [(till, seq, chain, ts, kind, day, frame) for seq, chain, ts, kind, frame in batch])
+            self.db.insert("records", [(till, seq, chain, ts, kind, day, frame)
+                                       for seq, chain, ts, kind, frame in batch])
             self.added += len(batch)
             return
         have = dict(self.db.execute("SELECT seq, chain FROM records WHERE till=? AND seq BETWEEN ? AND ?",
@@ -127,11 +126,11 @@ class _Batches:
         self.skipped += len(batch) - len(new)
 
 
-def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_unsigned: bool,
+def _import_one(db: Db, ex: verify.Export, trust: Trust, allow_unsigned: bool,
                 out: Outcome) -> None:
     m = ex.manifest
     till, day = m["till_id"], m["business_day"]
-    db.execute("BEGIN IMMEDIATE")
+    db.begin(till)
     try:
         sink = _Batches(db, till, day, m["first_seq"], m["last_seq"])  # in the transaction: its `top` holds
         prev = _link(db, till, m["first_seq"] - 1)
@@ -151,34 +150,34 @@ def _import_one(db: sqlite3.Connection, ex: verify.Export, trust: Trust, allow_u
             if have is not None and have.hex() != link:
                 raise _Conflict(f"left-out records {first}..{last} end in another chain link than the archived "
                                 f"record {last}")
-            db.execute("INSERT OR IGNORE INTO excluded VALUES (?,?,?,?,?,?)",
+            db.execute("INSERT INTO excluded VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                        (till, first, last, bytes.fromhex(link), day, ",".join(excluded["kinds"])))
         fingerprint = "unsigned" if ex.unsigned else m["key"]["fingerprint"]
         if not ex.unsigned:
             keys.learn_epoch(db, fingerprint, m["key"]["epoch"])
-        db.execute("INSERT OR IGNORE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
-                   "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?)",
+        db.execute("INSERT INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
+                   "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                    (till, day, m["first_seq"], m["last_seq"], time.time(), str(ex.path), fingerprint,
                     bytes.fromhex(m["chain_before"])))
         if not ex.unsigned:  # the same day, archived unsigned before, now known signed
             db.execute("UPDATE days SET fingerprint=?, source=? WHERE till=? AND business_day=? AND "
                        "fingerprint='unsigned'", (fingerprint, str(ex.path), till, day))
-        db.execute("COMMIT")
+        db.commit()
     except _Conflict as e:
-        db.execute("ROLLBACK")
+        db.rollback()
         out.refused.append(f"CONFLICT {till} {day} ({ex.path}): {e}")
         return
     except _Refused as e:
-        db.execute("ROLLBACK")
+        db.rollback()
         out.refused.append(str(e))
         return
     except Exception as e:  # a check missed something: that export is refused, the others go on
-        db.execute("ROLLBACK")
+        db.rollback()
         out.refused.append(f"{ex.line() if ex.problems else ex.label} ({ex.path}): could not be imported "
                            f"({type(e).__name__}: {e})")
         return
     except BaseException:
-        db.execute("ROLLBACK")
+        db.rollback()
         raise
     out.added += sink.added
     out.skipped += sink.skipped
@@ -193,7 +192,7 @@ class _Refused(Exception):
     pass
 
 
-def _unsigned_allowed(db: sqlite3.Connection, till: str, first_seq: int) -> None:
+def _unsigned_allowed(db: Db, till: str, first_seq: int) -> None:
     """--allow-unsigned is for days closed before the till signed: none after a signed day of it."""
     row = db.execute("SELECT business_day FROM days WHERE till=? AND fingerprint != 'unsigned' AND first_seq < ? "
                      "ORDER BY first_seq LIMIT 1", (till, first_seq)).fetchone()
@@ -202,14 +201,14 @@ def _unsigned_allowed(db: sqlite3.Connection, till: str, first_seq: int) -> None
                        "its days, every later day must be signed (--allow-unsigned does not cover it)")
 
 
-def _same_day(db: sqlite3.Connection, till: str, day: str, m: dict) -> None:
+def _same_day(db: Db, till: str, day: str, m: dict) -> None:
     """A day archived once keeps its records: another range under its name is a conflict."""
     row = db.execute("SELECT first_seq, last_seq FROM days WHERE till=? AND business_day=?", (till, day)).fetchone()
     if row is not None and tuple(row) != (m["first_seq"], m["last_seq"]):
         raise _Conflict(f"{day} is archived as records {row[0]}..{row[1]}; this export says "
                         f"{m['first_seq']}..{m['last_seq']}")
 
-def _next_links(db: sqlite3.Connection, till: str, m: dict) -> None:
+def _next_links(db: Db, till: str, m: dict) -> None:
     """The archived record or day after this export must follow on from its chain_after."""
     after, nxt = bytes.fromhex(m["chain_after"]), m["last_seq"] + 1
     row = db.execute("SELECT chain, frame FROM records WHERE till=? AND seq=?", (till, nxt)).fetchone()
@@ -224,7 +223,7 @@ def _next_links(db: sqlite3.Connection, till: str, m: dict) -> None:
                             "(its chain does not link into the archive after the gap)")
 
 
-def _link(db: sqlite3.Connection, till: str, seq: int) -> bytes | None:
+def _link(db: Db, till: str, seq: int) -> bytes | None:
     """The chain link after seq: an archived record's, or a left-out run's that ends there."""
     row = db.execute("SELECT chain FROM records WHERE till=? AND seq=?", (till, seq)).fetchone()
     if row is None:
@@ -232,7 +231,7 @@ def _link(db: sqlite3.Connection, till: str, seq: int) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def status(db: sqlite3.Connection) -> dict[str, dict]:
+def status(db: Db) -> dict[str, dict]:
     """Per till: days, records, first and last seq, records left out on purpose, gaps as
     (first missing, last missing)."""
     out = {}
@@ -251,6 +250,7 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
         (left_out,) = db.execute("SELECT COALESCE(SUM(e.last_seq - e.first_seq + 1 - (SELECT COUNT(*) FROM records r "
                                  "WHERE r.till = e.till AND r.seq BETWEEN e.first_seq AND e.last_seq)), 0) "
                                  "FROM excluded e WHERE e.till=?", (till,)).fetchone()
+        left_out = int(left_out)  # PostgreSQL's SUM is a numeric
         kinds = sorted({k for (ks,) in db.execute("SELECT DISTINCT kinds FROM excluded WHERE till=?", (till,))
                         for k in ks.split(",")})
         days = [d for (d,) in db.execute("SELECT business_day FROM days WHERE till=? ORDER BY first_seq", (till,))]
@@ -264,18 +264,15 @@ def status(db: sqlite3.Connection) -> dict[str, dict]:
     return out
 
 
-def _online(db: sqlite3.Connection, till: str) -> dict | None:
+def _online(db: Db, till: str) -> dict | None:
     """The till's relay as the ingest last saw it (docs/FLEET.md); None when it never came online."""
-    try:
-        row = db.execute("SELECT archived_through, last_seen, batches FROM online WHERE till=?", (till,)).fetchone()
-    except sqlite3.OperationalError:  # an archive no ingest has written to: no such table
-        return None
+    row = db.execute("SELECT archived_through, last_seen, batches FROM online WHERE till=?", (till,)).fetchone()
     if row is None:
         return None
     return {"archived_through": row[0], "last_seen": row[1], "batches": row[2]}
 
 
-def gap_lines(db: sqlite3.Connection) -> list[str]:
+def gap_lines(db: Db) -> list[str]:
     lines = []
     for till, st in status(db).items():
         for lo, hi in st["gaps"]:
@@ -286,7 +283,7 @@ def gap_lines(db: sqlite3.Connection) -> list[str]:
     return lines
 
 
-def _day_of(db: sqlite3.Connection, till: str, seq: int) -> str:
+def _day_of(db: Db, till: str, seq: int) -> str:
     row = db.execute("SELECT business_day FROM records WHERE till=? AND seq=? UNION ALL SELECT business_day "
                      "FROM excluded WHERE till=? AND ? BETWEEN first_seq AND last_seq",
                      (till, seq, till, seq)).fetchone()

@@ -8,11 +8,11 @@ is enrolled on its own, and a retired key signs nothing acceptable any more.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from .. import identity
+from .backend import Db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (fingerprint TEXT PRIMARY KEY, till TEXT NOT NULL, public_key TEXT NOT NULL,
@@ -83,11 +83,11 @@ def from_arguments(pairs: list[str]) -> Trust:
     return Trust(keys, "not among the --key keys")
 
 
-def from_archive(db: sqlite3.Connection) -> Trust:
+def from_archive(db: Db) -> Trust:
     return Trust(listed(db), "not enrolled in the archive")
 
 
-def listed(db: sqlite3.Connection) -> list[Key]:
+def listed(db: Db) -> list[Key]:
     """The enrolled keys; a row edited by hand into nonsense stops the command with one line."""
     out = []
     for fp, till, pk, epoch, at, retired in db.execute("SELECT fingerprint, till, public_key, epoch, enrolled_at, "
@@ -104,7 +104,7 @@ def listed(db: sqlite3.Connection) -> list[Key]:
     return out
 
 
-def enroll(db: sqlite3.Connection, till: str, text: str, epoch: int | None = None) -> tuple[Key, bool]:
+def enroll(db: Db, till: str, text: str, epoch: int | None = None) -> tuple[Key, bool]:
     """(the key, whether it is new). Enrolling a key again for its till changes nothing."""
     if not till or not till.isprintable() or len(till) > 128:
         raise EnrollError(f"till id {till!r}: printable, 1 to 128 characters")
@@ -125,7 +125,7 @@ def enroll(db: sqlite3.Connection, till: str, text: str, epoch: int | None = Non
     return key, True
 
 
-def retire(db: sqlite3.Connection, fingerprint: str) -> Key:
+def retire(db: Db, fingerprint: str) -> Key:
     row = db.execute("SELECT till, retired_at FROM keys WHERE fingerprint=?", (fingerprint,)).fetchone()
     if row is None:
         raise EnrollError(f"no key {fingerprint} in the archive (`edged archive keys DIR` lists them)")
@@ -134,6 +134,6 @@ def retire(db: sqlite3.Connection, fingerprint: str) -> Key:
     return next(k for k in listed(db) if k.fingerprint == fingerprint)
 
 
-def learn_epoch(db: sqlite3.Connection, fingerprint: str, epoch: int) -> None:
+def learn_epoch(db: Db, fingerprint: str, epoch: int) -> None:
     """The epoch a signed manifest gives its key, kept for `archive keys` when enrollment did not say."""
     db.execute("UPDATE keys SET epoch=? WHERE fingerprint=? AND epoch IS NULL", (epoch, fingerprint))

@@ -15,25 +15,19 @@ Several ingest processes share the tills' batches through an MQTT 5 shared subsc
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
 import msgpack
 
-from ..day import archive, segread, signing
+from ..day import archive, backend, segread, signing
 from ..day import trust as keys
+from ..day.backend import Db
 from ..journal import frame as fr
 from ..journal import kinds
 from . import mqtt, wire
 
 log = logging.getLogger("edged.fleet")
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL,
-    last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS lost (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    seq INTEGER NOT NULL, PRIMARY KEY (till, first_seq));
-"""
 LOST = "journal.lost"
 UP = f"{wire.PREFIX}/+/up"
 
@@ -84,7 +78,7 @@ def _kind(raw: bytes, seq: int) -> str:
     return kind
 
 
-def _signed_days(db: sqlite3.Connection, till: str, closes: list[fr.Record]) -> list[dict]:
+def _signed_days(db: Db, till: str, closes: list[fr.Record]) -> list[dict]:
     """The batch's day.close records, each checked against the keys enrolled for its till."""
     trust = keys.from_archive(db)
     days = []
@@ -105,14 +99,13 @@ def _signed_days(db: sqlite3.Connection, till: str, closes: list[fr.Record]) -> 
     return days
 
 
-def open_archive(directory: Path) -> sqlite3.Connection:
-    db = archive.open_archive(directory)
-    db.executescript(SCHEMA)
-    db.execute("PRAGMA busy_timeout=60000")  # a stick's import may hold the archive a while: wait, not fail
+def open_archive(where: str | Path) -> Db:
+    db = archive.open_archive(where)
+    db.busy_timeout(60)  # a stick's import may hold an SQLite archive a while: wait, not fail
     return db
 
 
-def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
+def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
     """One batch from the broker: checked, written, committed. The ack to publish (None when the
     message cannot be answered to a till: not one of ours)."""
     try:
@@ -125,7 +118,7 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
         log.error("ingest: refused a batch on %s naming till %r: a till publishes only its own records", topic,
                   batch.till)
         return None
-    db.execute("BEGIN IMMEDIATE")
+    db.begin(till)
     try:
         if not any(k.till == till and k.retired_at is None for k in keys.listed(db)):
             raise Refused(f"till {till} is not enrolled (`edged archive enroll`): nothing of it is archived")
@@ -146,21 +139,21 @@ def take(db: sqlite3.Connection, topic: str, payload: bytes) -> wire.Ack | None:
                    "AND business_day='' AND EXISTS (SELECT 1 FROM days d WHERE d.till=records.till AND "
                    "records.seq BETWEEN d.first_seq AND d.last_seq)", (till, batch.first_seq, batch.last_seq))
         ack = _advance(db, till, batch.since)
-        db.execute("COMMIT")
+        db.commit()
     except (Refused, archive._Conflict, archive._Refused) as e:
-        db.execute("ROLLBACK")
+        db.rollback()
         log.error("ingest: refused records %d..%d of %s: %s", batch.first_seq, batch.last_seq, till, e)
         through, chain = _watermark(db, till)
         return wire.Ack(till, through, chain, conflict=f"records {batch.first_seq}..{batch.last_seq}: {e}")
     except BaseException:
-        db.execute("ROLLBACK")
+        db.rollback()
         raise
     log.info("ingest: %s %d..%d: %d added, %d already archived; archived through %d", till, batch.first_seq,
               batch.last_seq, sink.added, sink.skipped, ack.archived_through)
     return ack
 
 
-def _lost_before(db: sqlite3.Connection, till: str, batch: wire.Batch, closes: list[fr.Record]) -> int:
+def _lost_before(db: Db, till: str, batch: wire.Batch, closes: list[fr.Record]) -> int:
     """The seq whose chain link the batch's chain_before must be: the one before it, or, when it
     starts with the till's `journal.lost` record declaring the seqs just below it lost, the one below
     those (the record's link follows the last record the till still had). Such a range is kept, so
@@ -172,29 +165,29 @@ def _lost_before(db: sqlite3.Connection, till: str, batch: wire.Batch, closes: l
     lo, hi = (body.get("first_seq"), body.get("last_seq")) if isinstance(body, dict) else (None, None)
     if not (type(lo) is int and type(hi) is int and 1 <= lo <= hi == batch.first_seq - 1):
         raise Refused(f"record {first.seq}: a journal.lost record that does not declare the seqs just below it")
-    db.execute("INSERT OR IGNORE INTO lost (till, first_seq, last_seq, seq) VALUES (?,?,?,?)",
+    db.execute("INSERT INTO lost (till, first_seq, last_seq, seq) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                (till, lo, hi, first.seq))
     return lo - 1
 
 
-def _close_day(db: sqlite3.Connection, till: str, day: dict) -> None:
+def _close_day(db: Db, till: str, day: dict) -> None:
     """A day.close came online: its records get their business day, the day is listed as a stick's
     would be (so the same day imported from a stick later is recognised, and stored once)."""
     db.execute("UPDATE records SET business_day=? WHERE till=? AND seq BETWEEN ? AND ? AND business_day=''",
                (day["business_day"], till, day["first_seq"], day["seq"]))
     before = archive._link(db, till, day["first_seq"] - 1)
-    db.execute("INSERT OR IGNORE INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
-               "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?)",
+    db.execute("INSERT INTO days (till, business_day, first_seq, last_seq, imported_at, source, "
+               "fingerprint, chain_before) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                (till, day["business_day"], day["first_seq"], day["seq"], time.time(), "online",
                 day["signature"]["fingerprint"], before))
 
 
-def _watermark(db: sqlite3.Connection, till: str) -> tuple[int, bytes]:
+def _watermark(db: Db, till: str) -> tuple[int, bytes]:
     row = db.execute("SELECT archived_through, chain FROM online WHERE till=?", (till,)).fetchone()
     return (row[0], bytes(row[1])) if row else (0, fr.GENESIS)
 
 
-def _advance(db: sqlite3.Connection, till: str, since: int) -> wire.Ack:
+def _advance(db: Db, till: str, since: int) -> wire.Ack:
     """Move the till's watermark over every archived seq that follows it; the ack to send. A till
     new online starts below its relay's `since` (never below the first batch that commits: with
     two ingest workers that may be the second one, and acking over the first would lose it)."""
@@ -222,17 +215,32 @@ def _advance(db: sqlite3.Connection, till: str, since: int) -> wire.Ack:
     chain = archive._link(db, till, through) or fr.GENESIS
     db.execute("INSERT INTO online (till, archived_through, chain, last_seen, batches) VALUES (?,?,?,?,1) "
                "ON CONFLICT (till) DO UPDATE SET archived_through=excluded.archived_through, chain=excluded.chain, "
-               "last_seen=excluded.last_seen, batches=batches+1", (till, through, chain, time.time()))
+               "last_seen=excluded.last_seen, batches=online.batches+1", (till, through, chain, time.time()))
     return wire.Ack(till, through, chain)
 
 
-async def run(directory: Path, endpoint: mqtt.Endpoint, client_id: str, group: str = "ingest") -> None:
+def _reopened(db: Db, where: str | Path) -> Db:
+    """A new connection after a failure (PostgreSQL restarted, a connection cut): the old one may be
+    unusable for good. While the archive cannot be opened, the old one stays (the next batch says why)."""
+    try:
+        fresh = open_archive(where)
+    except backend.ArchiveError as e:
+        log.error("ingest: %s", e)
+        return db
+    try:
+        db.close()
+    except Exception:  # noqa: S110 - already broken: nothing of it is needed
+        pass
+    return fresh
+
+
+async def run(where: str | Path, endpoint: mqtt.Endpoint, client_id: str, group: str = "ingest") -> None:
     """Until cancelled: take batches, acknowledge each once committed."""
-    db = open_archive(directory)
+    db = open_archive(where)
     link = mqtt.Link(endpoint, client_id, manual_ack=True)
     link.subscribe(f"$share/{group}/{UP}" if group else UP)
     link.start()
-    log.info("ingest: archive %s, broker %s, shared group %r", directory, endpoint.url, group)
+    log.info("ingest: archive %s, broker %s, shared group %r", backend.shown(where), endpoint.url, group)
     try:
         while True:
             topic, payload, mid, qos = await link.messages.get()
@@ -242,6 +250,7 @@ async def run(directory: Path, endpoint: mqtt.Endpoint, client_id: str, group: s
                 log.error("ingest: a batch on %s not archived (%s: %s); the till sends it again", topic[:200],
                           type(e).__name__, e)
                 ack = None
+                db = _reopened(db, where)
             link.ack(mid, qos)  # committed, refused, or to come again from the till: the broker may forget it
             if ack is not None:  # not waited for: the next batch need not wait for this PUBACK
                 link.send(wire.ack_topic(ack.till), wire.encode_ack(ack))
