@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -359,6 +360,7 @@ def test_a_day_relayed_online_and_imported_from_a_stick_is_stored_once(fleet):
     status = subprocess.run([sys.executable, "-m", "edged", "archive", "status", fleet.archive],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert f"online: every record through seq {last} archived" in status.stdout, status.stdout
+    assert re.search(rf"in all; lag 0 records \(the till's journal was at seq {last}\)", status.stdout), status.stdout
     assert "gaps: none" in status.stdout, status.stdout
 
 

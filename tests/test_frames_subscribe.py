@@ -68,6 +68,7 @@ def test_frames_respect_the_window_and_resume_from_acked_with_the_chain_before(s
                 await relay.request("subscribe", consumer="ho", **{"from": 1}, frames=True, batch=4, window=8)
                 evs = [await _frames_event(relay), await _frames_event(relay)]
                 assert [(e["first_seq"], e["last_seq"]) for e in evs] == [(1, 4), (5, 8)]
+                assert [e["journal_last"] for e in evs] == [20, 20]  # how far behind the relay is
                 with pytest.raises(asyncio.TimeoutError):  # 8 in flight: nothing more until an ack
                     await _frames_event(relay, timeout=0.5)
                 await relay.request("ack", consumer="ho", seq=6)

@@ -3,6 +3,7 @@ message. A batch is archived whole or not at all; a forged or altered one is ref
 told to the till, and the archive is unchanged."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import msgpack
 import pytest
 
 from edged import identity
+from edged.day import archive
 from edged.day import trust as keys
 from edged.day.backend import Db
 from edged.day.signing import sign_day
@@ -133,6 +135,10 @@ def test_a_till_not_enrolled_gets_nothing_archived(ho):
                    "since": 1, "frames": [b"a"]}),
     msgpack.packb({"v": 1, "till": "t1", "first_seq": 1, "last_seq": 1, "chain_before": b"x" * 32,
                    "since": 1, "frames": [[[]]]}),
+    msgpack.packb({"v": 1, "till": "t1", "first_seq": 1, "last_seq": 2, "chain_before": b"x" * 32,
+                   "since": 1, "journal_last": 1, "frames": [b"a", b"b"]}),  # a journal ending before the batch
+    msgpack.packb({"v": 1, "till": "t1", "first_seq": 1, "last_seq": 1, "chain_before": b"x" * 32,
+                   "since": 1, "journal_last": "9", "frames": [b"a"]}),
 ])
 def test_malformed_messages_are_dropped(ho, payload):
     db, _ = ho
@@ -235,3 +241,33 @@ def test_records_archived_after_their_day_close_get_its_business_day(ho):
     assert _take(db, _batch(close, first=5, chain=chain)).archived_through == 0  # 1..4 not there yet
     assert _take(db, _batch(sales)).archived_through == 5
     assert db.execute("SELECT DISTINCT business_day FROM records").fetchall() == [("2026-01-05",)]
+
+
+def test_the_tills_lag_is_what_its_relay_last_said_and_never_goes_back(ho):
+    """`journal_last` in a batch: the till's journal end when it was sent. `archive status` shows the
+    lag from it; a batch committed late (two workers) cannot make it smaller."""
+    db, _ = ho
+    frames, chain = _frames(_sales(10))
+    batch = wire.Batch(TILL, 1, 5, fr.GENESIS, frames[:5], 1, journal_last=40)
+    _take(db, wire.encode_batch(batch))
+    assert archive.status(db)[TILL]["online"] | {"last_seen": 0} == {
+        "archived_through": 5, "last_seen": 0, "batches": 1, "journal_last": 40, "lag": 35}
+    older = wire.Batch(TILL, 6, 10, frames[4][36:68], frames[5:], 1, journal_last=30)
+    _take(db, wire.encode_batch(older))
+    online = archive.status(db)[TILL]["online"]
+    assert (online["archived_through"], online["journal_last"], online["lag"]) == (10, 40, 30)
+    _take(db, _batch(frames))  # from a relay that does not say: the last word stays
+    assert archive.status(db)[TILL]["online"]["journal_last"] == 40
+
+
+def test_an_archive_made_before_the_lag_column_gets_it(tmp_path):
+    old = sqlite3.connect(tmp_path / "archive.sqlite")
+    old.execute("CREATE TABLE online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL, "
+                "last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0)")
+    old.execute("INSERT INTO online VALUES ('t1', 7, ?, 1.0, 3)", (bytes(32),))
+    old.commit()
+    old.close()
+    db = ingest.open_archive(str(tmp_path))
+    assert "journal_last" in db.columns("online")
+    assert archive._online(db, "t1") == {"archived_through": 7, "last_seen": 1.0, "batches": 3, "journal_last": None,
+                                         "lag": None}

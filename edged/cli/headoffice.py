@@ -211,9 +211,11 @@ def run_status(archive_dir: str, as_json: bool) -> int:
         online = st.get("online")
         if online:
             ago = time.time() - online["last_seen"]
+            lag = ("" if online["lag"] is None else
+                   f"; lag {plural(online['lag'], 'record')} (the till's journal was at seq {online['journal_last']})")
             print(f"  online: every record through seq {online['archived_through']} archived; last batch "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(online['last_seen']))} ({ago:.0f} s ago), "
-                  f"{plural(online['batches'], 'batch', 'batches')} in all")
+                  f"{plural(online['batches'], 'batch', 'batches')} in all{lag}")
         for k in st["keys"]:
             print(f"  key {k['fingerprint']} (epoch {k['epoch'] if k['epoch'] is not None else '?'})"
                   f"{' retired' if k['retired'] else ''}: signed {plural(k['days'], 'day')}")

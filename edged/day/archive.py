@@ -45,13 +45,14 @@ CREATE TABLE IF NOT EXISTS days (till TEXT NOT NULL, business_day TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS excluded (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     chain BLOB NOT NULL, business_day TEXT NOT NULL, kinds TEXT NOT NULL, PRIMARY KEY (till, first_seq));
 CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEGER NOT NULL, chain BLOB NOT NULL,
-    last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0);
+    last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0, journal_last INTEGER);
 CREATE TABLE IF NOT EXISTS lost (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (till, first_seq));
 """ + keys.SCHEMA
 # Added since: which key signed each day ("unsigned" under --allow-unsigned) and the chain before it,
 # which an export filling the gap before this day must end in.
-_DAY_COLUMNS = {"fingerprint": "TEXT", "chain_before": "BLOB"}
+# And the till's last journaled seq as its relay last said (its lag), for archives an ingest made before.
+_ADDED = {"days": {"fingerprint": "TEXT", "chain_before": "BLOB"}, "online": {"journal_last": "INTEGER"}}
 
 
 @dataclass
@@ -66,10 +67,11 @@ def open_archive(where: str | Path) -> Db:
     """The archive in directory DIR (SQLite, created if new) or at a postgresql:// URL."""
     db = backend.connect(where)
     db.create(SCHEMA)
-    have = db.columns("days")
-    for name, kind in _DAY_COLUMNS.items():
-        if name not in have:
-            db.execute(f"ALTER TABLE days ADD COLUMN {name} {'BYTEA' if db.postgres and kind == 'BLOB' else kind}")
+    for table, added in _ADDED.items():
+        have = db.columns(table)
+        for name, kind in added.items():
+            if name not in have:
+                db.create(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
     return db
 
 
@@ -266,10 +268,13 @@ def status(db: Db) -> dict[str, dict]:
 
 def _online(db: Db, till: str) -> dict | None:
     """The till's relay as the ingest last saw it (docs/FLEET.md); None when it never came online."""
-    row = db.execute("SELECT archived_through, last_seen, batches FROM online WHERE till=?", (till,)).fetchone()
+    row = db.execute("SELECT archived_through, last_seen, batches, journal_last FROM online WHERE till=?",
+                     (till,)).fetchone()
     if row is None:
         return None
-    return {"archived_through": row[0], "last_seen": row[1], "batches": row[2]}
+    last = row[3]
+    return {"archived_through": row[0], "last_seen": row[1], "batches": row[2], "journal_last": last,
+            "lag": None if last is None else max(last - row[0], 0)}
 
 
 def gap_lines(db: Db) -> list[str]:

@@ -83,6 +83,7 @@ class Db:
         self.conn, self.dialect = conn, dialect
         self.postgres = dialect == "postgresql"
         self._spelled: dict[str, str] = {}
+        self._types: dict[str, list[str]] = {}  # per table, its columns' PostgreSQL types (binary COPY)
 
     def _sql(self, sql: str) -> str:
         if not self.postgres:
@@ -109,14 +110,22 @@ class Db:
         if not rows:
             return
         if self.postgres:
-            with self.conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN") as copy:
+            # Binary COPY: bytea goes as it is (text COPY escapes every byte of every frame).
+            types = self._types.get(table)
+            if types is None:
+                types = self._types[table] = [r[0] for r in self.conn.execute(
+                    "SELECT udt_name FROM information_schema.columns WHERE table_schema = current_schema() AND "
+                    "table_name = %s ORDER BY ordinal_position", (table,))]
+            with self.conn.cursor() as cur, cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
         else:
             self.conn.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})", rows)
 
     def create(self, schema: str) -> None:
-        """CREATE TABLE IF NOT EXISTS statements, with SQLite's column types."""
+        """Statements that make or add to tables (CREATE TABLE IF NOT EXISTS, ALTER TABLE ... ADD
+        COLUMN), with SQLite's column types."""
         if not self.postgres:
             self.conn.executescript(schema)
             return

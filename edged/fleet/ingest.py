@@ -138,7 +138,7 @@ def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
                    "AND records.seq BETWEEN d.first_seq AND d.last_seq) WHERE till=? AND seq BETWEEN ? AND ? "
                    "AND business_day='' AND EXISTS (SELECT 1 FROM days d WHERE d.till=records.till AND "
                    "records.seq BETWEEN d.first_seq AND d.last_seq)", (till, batch.first_seq, batch.last_seq))
-        ack = _advance(db, till, batch.since)
+        ack = _advance(db, till, batch.since, batch.journal_last)
         db.commit()
     except (Refused, archive._Conflict, archive._Refused) as e:
         db.rollback()
@@ -187,7 +187,7 @@ def _watermark(db: Db, till: str) -> tuple[int, bytes]:
     return (row[0], bytes(row[1])) if row else (0, fr.GENESIS)
 
 
-def _advance(db: Db, till: str, since: int) -> wire.Ack:
+def _advance(db: Db, till: str, since: int, journal_last: int | None = None) -> wire.Ack:
     """Move the till's watermark over every archived seq that follows it; the ack to send. A till
     new online starts below its relay's `since` (never below the first batch that commits: with
     two ingest workers that may be the second one, and acking over the first would lose it)."""
@@ -195,6 +195,11 @@ def _advance(db: Db, till: str, since: int) -> wire.Ack:
     # Below `since` the till holds nothing it has not had acknowledged: a watermark left below it (the
     # till's consumer made anew at its retention floor) would wait for ever for seqs nobody has.
     through = max(since - 1, row[0] if row else 0)
+    # The usual case, every batch in order: all archived above the watermark is one contiguous run.
+    top, count = db.execute("SELECT max(seq), count(*) FROM records WHERE till=? AND seq > ?",
+                            (till, through)).fetchone()
+    if top is not None and count == top - through:
+        through = top
     while True:
         seqs = [s for (s,) in db.execute("SELECT seq FROM records WHERE till=? AND seq > ? ORDER BY seq LIMIT 5000",
                                          (till, through))]
@@ -213,9 +218,13 @@ def _advance(db: Db, till: str, since: int) -> wire.Ack:
                 continue
         break
     chain = archive._link(db, till, through) or fr.GENESIS
-    db.execute("INSERT INTO online (till, archived_through, chain, last_seen, batches) VALUES (?,?,?,?,1) "
-               "ON CONFLICT (till) DO UPDATE SET archived_through=excluded.archived_through, chain=excluded.chain, "
-               "last_seen=excluded.last_seen, batches=online.batches+1", (till, through, chain, time.time()))
+    # journal_last only grows: batches of two workers commit in any order.
+    db.execute("INSERT INTO online (till, archived_through, chain, last_seen, batches, journal_last) "
+               "VALUES (?,?,?,?,1,?) ON CONFLICT (till) DO UPDATE SET archived_through=excluded.archived_through, "
+               "chain=excluded.chain, last_seen=excluded.last_seen, batches=online.batches+1, "
+               "journal_last=CASE WHEN online.journal_last IS NULL OR excluded.journal_last > online.journal_last "
+               "THEN excluded.journal_last ELSE online.journal_last END",
+               (till, through, chain, time.time(), journal_last))
     return wire.Ack(till, through, chain)
 
 

@@ -115,7 +115,7 @@ class Relay:
                 if ev.get("event") != "frames":
                     continue
                 batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"],
-                                   self.since)
+                                   self.since, ev.get("journal_last"))
                 # Before the PUBACK: head office may commit and ack the batch before paho hands us that.
                 self.state.sent_through = batch.last_seq
                 await room.acquire()

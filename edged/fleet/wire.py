@@ -54,6 +54,7 @@ class Batch:
     since: int = 1  # where the relay's session began (its cursor + 1): every seq below it head office has
     # acknowledged, or the till no longer holds. Head office starts a till's watermark there, never at
     # whatever batch happens to commit first.
+    journal_last: int | None = None  # the till's last journaled seq when it was sent: its lag (optional)
 
 
 @dataclass
@@ -65,8 +66,11 @@ class Ack:
 
 
 def encode_batch(b: Batch) -> bytes:
-    return msgpack.packb({"v": VERSION, "till": b.till, "first_seq": b.first_seq, "last_seq": b.last_seq,
-                          "chain_before": b.chain_before, "since": b.since, "frames": b.frames}, use_bin_type=True)
+    body: dict[str, Any] = {"v": VERSION, "till": b.till, "first_seq": b.first_seq, "last_seq": b.last_seq,
+                            "chain_before": b.chain_before, "since": b.since, "frames": b.frames}
+    if b.journal_last is not None:
+        body["journal_last"] = b.journal_last
+    return msgpack.packb(body, use_bin_type=True)
 
 
 def encode_ack(a: Ack) -> bytes:
@@ -131,7 +135,10 @@ def decode_batch(payload: bytes) -> Batch:
     since = _field(data, "since", int, "batch")
     if not 1 <= since <= first:
         raise WireError(f"batch: since {since} is not between 1 and its first seq {first}")
-    return Batch(till, first, last, chain, frames, since)
+    journal_last = data.get("journal_last")  # optional: relays before it did not send it
+    if journal_last is not None and (type(journal_last) is not int or not last <= journal_last < MAX_SEQ):
+        raise WireError(f"batch: journal_last {journal_last!r} is not a seq from its last seq {last} on")
+    return Batch(till, first, last, chain, frames, since, journal_last)
 
 
 def decode_ack(payload: bytes) -> Ack:

@@ -250,7 +250,7 @@ class Subscription:
             if self.chain is None or first != self.next_seq:  # the first event, or after a lost range
                 self.chain = await self.journal.chain_before(first)
             event = _PACK({"event": "frames", "first_seq": first, "last_seq": last, "chain_before": self.chain,
-                           "frames": [raw for _, raw in frames]})
+                           "journal_last": max(self.journal.last_seq, last), "frames": [raw for _, raw in frames]})
             self.chain = frames[-1][1][36:68]  # the frame's own chain link (journal/frame.py)
             self.next_seq = last + 1
             self.in_flight.extend(seq for seq, _ in frames)
