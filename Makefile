@@ -84,7 +84,7 @@ $(STAMP): pyproject.toml
 package:
 	@[ "$$(id -u)" = 0 ] || { echo "edged: make package needs root (debootstrap and systemd-nspawn make the clean build root)" >&2; exit 1; }
 	$(call apt_install,the package build tools,$(PACKAGE_TOOLS))
-	rm -rf $(PKG_DIR)/src $(PKG_DIR)/edged_* && mkdir -p $(PKG_DIR)/src
+	rm -rf $(PKG_DIR)/src $(PKG_DIR)/edged_* $(PKG_DIR)/edged-headoffice_* && mkdir -p $(PKG_DIR)/src
 	@# What git tracks or would track (a checkout, not .venv or caches), symlinks kept; the
 	@# checkout may belong to another user than root (sudo make package).
 	git -c safe.directory='*' ls-files -co --exclude-standard > $(PKG_DIR)/files
@@ -96,8 +96,8 @@ package:
 	  && mv debian/changelog.new debian/changelog; fi
 	@# Debian's own way: a clean Debian 12 with build-essential and the Build-Depends only.
 	python3 tests/package/build.py $(PKG_DIR)
-	lintian --fail-on error,warning --info $(PKG_DIR)/edged_*.deb
-	@ls $(PKG_DIR)/edged_*.deb
+	lintian --fail-on error,warning --info $(PKG_DIR)/edged_*.deb $(PKG_DIR)/edged-headoffice_*.deb
+	@ls $(PKG_DIR)/edged_*.deb $(PKG_DIR)/edged-headoffice_*.deb
 
 # The .deb and the Debian packages a bare Debian 12 till (systemd, udev, udisks2) lacks for it,
 # for a till with no network: copy PKG_DIR/bundle/ to a stick, `apt install ./bundle/*.deb`.

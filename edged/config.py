@@ -15,7 +15,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .cpu import problem as cpu_problem
 from .devices.printer.codepages import codepage_problem, profile_dots, profile_problem
@@ -30,6 +30,9 @@ _ENTRY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # no '.': it would spl
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _USB_ID = re.compile(r"^[0-9a-fA-F]{4}$")
 _SOCKET_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
+
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -425,20 +428,27 @@ def load(path: Path | str | None) -> Config:
         if not DEFAULT_PATH.exists():
             return Config()
         path = DEFAULT_PATH
-    path = Path(path)
+    return from_dict(_read(Path(path)), str(path))
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return from_dict(data, str(path))
 
 
 def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     return _build(Config, data, "", source)
+
+
+def load_as(cls: type[T], path: Path) -> T:
+    """Another program's config file (head office's), read as strictly as edged.toml."""
+    return typing.cast(T, _build(cls, _read(path), "", str(path)))
 
 
 def _join(prefix: str, key: str) -> str:

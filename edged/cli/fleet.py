@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from .. import config, logs
 from ..day import backend
-from ..fleet import ingest, mqtt
+from ..fleet import ingest, mqtt, settings
 from ..fleet.relay import Relay
 from .common import EXIT_USAGE, socket_path
 from .day import ARCHIVE_HELP
@@ -53,10 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "archive (records already there are skipped; the same seq with other contents is "
                     "refused and reported) and, after the commit, tells the till how far its records "
                     "are archived. Run several to share the load (MQTT 5 shared subscription).")
-    ing.add_argument("--archive", metavar="ARCHIVE", required=True, help=ARCHIVE_HELP)
-    _broker_args(ing, "")
-    ing.add_argument("--group", default="ingest", help="shared subscription group (default: ingest; "
-                                                       "empty: every ingest gets every batch)")
+    ing.add_argument("--config", metavar="FILE", help=f"head office's settings, [ingest] (default "
+                                                      f"{settings.DEFAULT_PATH} if it exists); options win")
+    ing.add_argument("--archive", metavar="ARCHIVE", help=ARCHIVE_HELP + " (default: ingest.archive)")
+    _broker_args(ing, " (default: ingest.broker)")
+    ing.add_argument("--group", help="shared subscription group (default: ingest.group, or ingest; "
+                                     "empty: every ingest gets every batch)")
     ing.add_argument("--client-id", metavar="ID", help="MQTT client id (default: ingest-HOSTNAME-PID)")
     ing.set_defaults(func=cmd_ingest)
 
@@ -128,15 +130,23 @@ def check(endpoint: mqtt.Endpoint, client_id: str, timeout: float = 10) -> str |
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    endpoint = _endpoint(args, None)
-    why = _unusable(endpoint, "give the broker with --broker mqtts://HOST:PORT")
+    try:
+        s = settings.load(args.config).ingest
+    except config.ConfigError as e:
+        print(f"edged: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    endpoint = mqtt.Endpoint(args.broker or s.broker, args.ca or s.ca, args.cert or s.cert, args.key or s.key)
+    archive = args.archive or s.archive
+    why = _unusable(endpoint, "give the broker with --broker mqtts://HOST:PORT or ingest.broker")
+    if not archive:
+        why = "give the archive with --archive DIR|postgresql://... or ingest.archive"
     if why:
         print(f"edged: {why}", file=sys.stderr)
         return EXIT_USAGE
     logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     client_id = args.client_id or f"ingest-{socket.gethostname()}-{os.getpid()}"
     try:
-        asyncio.run(ingest.run(args.archive, endpoint, client_id, args.group))
+        asyncio.run(ingest.run(archive, endpoint, client_id, s.group if args.group is None else args.group))
     except KeyboardInterrupt:
         return 130
     except backend.ArchiveError as e:

@@ -38,6 +38,14 @@ def debs() -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def headoffice_bundle(debs) -> Path:
+    """edged-headoffice (built beside the first edged .deb) with Mosquitto and what they need, offline:
+    /mnt/packages/headoffice/ inside the till."""
+    ho = next((WORK / "first").glob("edged-headoffice_*.deb"))
+    return bundle(debs[0], debs[0].parent / "headoffice", log, also=(ho,), packages=("mosquitto",))
+
+
+@pytest.fixture(scope="session")
 def till(debs):
     # The offline bundle lands beside the debs: /mnt/packages/bundle/ inside the till.
     bundle(debs[0], debs[0].parent / "bundle", log)

@@ -60,22 +60,28 @@ def offline(root: Path) -> None:
         lists.unlink()
 
 
-def bundle(deb: Path, out: Path, log) -> Path:
-    """OUT/: the .deb and the Debian packages a bare till lacks for it, for `apt install ./OUT/*.deb`."""
+def bundle(deb: Path, out: Path, log, also: tuple[Path, ...] = (), packages: tuple[str, ...] = ()) -> Path:
+    """OUT/: the .deb (and the .debs `also`, and the Debian `packages`) and the Debian packages a
+    bare till lacks for them, for `apt install ./OUT/*.deb`."""
     root = base_rootfs(log)
     archives = root / "var/cache/apt/archives"
     for old in archives.glob("*.deb"):
         old.unlink()
-    shutil.copy(deb, root / "tmp" / deb.name)
+    ours = [deb, *also]
+    for d in ours:
+        shutil.copy(d, root / "tmp" / d.name)
     subprocess.run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--download-only",
-                    f"/tmp/{deb.name}"], check=True, stdout=subprocess.DEVNULL)
-    (root / "tmp" / deb.name).unlink()
+                    *[f"/tmp/{d.name}" for d in ours], *packages], check=True, stdout=subprocess.DEVNULL)
+    for d in ours:
+        (root / "tmp" / d.name).unlink()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    shutil.copy(deb, out)
+    for d in ours:
+        shutil.copy(d, out)
     for dep in archives.glob("*.deb"):
         shutil.move(str(dep), out)
-    log(f"bundle: {out}: {deb.name} and {len(list(out.glob('*.deb'))) - 1} Debian packages, "
+    log(f"bundle: {out}: {', '.join(d.name for d in ours)} and {len(list(out.glob('*.deb'))) - len(ours)} Debian "
+        "packages, "
         f"{sum(p.stat().st_size for p in out.glob('*.deb')) / 1e6:.1f} MB")
     return out
 

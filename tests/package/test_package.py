@@ -47,7 +47,8 @@ while i < total and time.monotonic() < gave_up:
 
 
 def test_lintian_clean(debs):
-    out = subprocess.run(["lintian", "--fail-on", "error,warning", "-L", ">=info", str(debs[0])],
+    ho = next(debs[0].parent.parent.glob("first/edged-headoffice_*.deb"))
+    out = subprocess.run(["lintian", "--fail-on", "error,warning", "-L", ">=info", str(debs[0]), str(ho)],
                          capture_output=True, text=True)
     tags = sorted({re.sub(r"\s*\[.*", "", line) for line in out.stdout.splitlines() if line[:2] in ("E:", "W:", "I:")})
     log("lintian: " + ("; ".join(tags) or "no tags"))
@@ -124,6 +125,51 @@ def test_relay_unit_is_installed_off_and_runs_as_a_socket_client_when_configured
     assert active == "active" and user == "_edged-relay", relay_log
     assert "edged's socket" not in relay_log, relay_log  # it could connect: hello answered
     assert level <= 3.0
+
+
+def test_headoffice_package_archives_the_tills_journal_through_mosquitto(till, headoffice_bundle):
+    """edged-headoffice beside edged, offline, with Debian's Mosquitto: edged-ingest.service is
+    installed disabled and exits 2 until a broker is set; set, it runs as _edged-ho (hardened) and
+    archives what this till's relay sends through the broker, the till's cursor following. Removed
+    again at the end (the tests after this one are the till's)."""
+    till.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y /mnt/packages/{headoffice_bundle.name}/*.deb",
+            timeout=300)
+    enabled = till.sh("systemctl is-enabled edged-ingest", check=False).stdout.strip()
+    till.sh("systemctl start edged-ingest", check=False)
+    time.sleep(2)
+    unset = till.show("edged-ingest", "ActiveState", "ExecMainStatus")
+    said = till.sh("journalctl -u edged-ingest -o cat --no-pager").stdout
+    assert enabled == "disabled" and unset["ExecMainStatus"] == "2" and "give the broker" in said, (enabled, unset, said)
+
+    archive = "/var/lib/edged-headoffice/archive"
+    ident = json.loads(till.sh("edged identity --json").stdout)
+    till.sh(f"edged archive enroll {archive} {ident['till_id']} {ident['public_key']}", user="_edged-ho")
+    till.sh("sed -i 's|^broker = \"\"|broker = \"mqtt://127.0.0.1:1883\"|' /etc/edged/headoffice.toml")
+    till.sh("cp /etc/edged/edged.toml /etc/edged/edged.toml.before-relay")
+    till.sh("printf '\\n[relay]\\nbroker = \"mqtt://127.0.0.1:1883\"\\n' >> /etc/edged/edged.toml")
+    till.sh("systemctl start edged-ingest && systemctl restart edged-relay")
+    till.sh("cat > /tmp/ho-appender.py", input=APPENDER)
+    till.sh("python3 /tmp/ho-appender.py /tmp/ho-appended 200", timeout=180)
+    last = int(till.sh("tail -1 /tmp/ho-appended").stdout.split()[1])
+
+    def status() -> str:
+        return till.sh(f"edged archive status {archive}", user="_edged-ho", check=False).stdout
+    till.wait_for("the till's records archived at head office",
+                  lambda: f"online: every record through seq {last} archived" in status(), timeout=60)
+    till.wait_for("edged's cursor at head office's ack", lambda: json.loads(
+        till.sh("edged status --json").stdout)["consumers"].get("head-office") == last, timeout=30)
+    user = till.sh("ps -o user= -p $(systemctl show -p MainPID --value edged-ingest)", check=False).stdout.strip()
+    out = till.sh("systemd-analyze security --offline=yes /lib/systemd/system/edged-ingest.service --no-pager").stdout
+    level = float(re.search(r"Overall exposure level for edged-ingest.service: ([\d.]+)", out).group(1))
+    text = status()
+    till.sh("systemctl stop edged-relay edged-ingest; mv /etc/edged/edged.toml.before-relay /etc/edged/edged.toml")
+    till.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y edged-headoffice mosquitto", timeout=300)
+    gone = till.sh("ls /lib/systemd/system/edged-ingest.service /etc/edged/headoffice.toml 2>/dev/null || true").stdout
+    log(f"headoffice: ingest {enabled}, unset exit {unset['ExecMainStatus']}; set: runs as {user}, exposure {level}; "
+        f"archived through {last}: {text.splitlines()[0] if text else '?'}; purged: {gone.split() or 'nothing left'}")
+    assert user == "_edged-ho" and level <= 3.0
+    assert "gaps: none" in text and "lag 0 records" in text, text
+    assert gone.split() == []
 
 
 def test_udev_rules_pass_udevadm(till):
