@@ -71,7 +71,9 @@ class Fleet:
         """An ingest, returned once it is subscribed (what the relay publishes before is not lost,
         but comes again only when the relay tries again)."""
         seen = self.logs(name).count("mqtt: subscribed")
-        proc = self.start(name, "headoffice", "ingest", "--archive", self.archive, "--broker", self.broker.url,
+        settings = self.base / "headoffice.toml"  # as the package's edged-ingest.service reads it
+        settings.write_text(f'[ingest]\narchive = "{self.archive}"\nbroker = "{self.broker.url}"\n')
+        proc = self.start(name, "headoffice", "ingest", "--config", str(settings),
                           "--client-id", "ingest" if self.pki else name, *self.creds("ingest"))
         deadline = time.monotonic() + 30
         while self.logs(name).count("mqtt: subscribed") <= seen:

@@ -271,3 +271,18 @@ def test_an_archive_made_before_the_lag_column_gets_it(tmp_path):
     assert "journal_last" in db.columns("online")
     assert archive._online(db, "t1") == {"archived_through": 7, "last_seen": 1.0, "batches": 3, "journal_last": None,
                                          "lag": None}
+
+
+@pytest.mark.parametrize("text, said", [
+    ('[ingest]\narchiv = "/srv/a"\n', "ingest.archiv: unknown key (did you mean 'archive'?)"),
+    ('[ingest]\nbroker = "tcp://x:1"\n', "ingest.broker: 'tcp://x:1': write mqtts://HOST:PORT"),
+    ('[ingest]\narchive = "relative"\nbroker = "mqtt://127.0.0.1:1"\n', "ingest.archive: 'relative': an absolute"),
+    ('[ingest]\nbroker = "mqtt://127.0.0.1:1"\n', "give the archive with --archive"),
+    ("[ingest\n", "not valid TOML"),
+])
+def test_a_bad_headoffice_config_stops_the_ingest_with_one_line(tmp_path, text, said):
+    cfg = tmp_path / "headoffice.toml"
+    cfg.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "edged", "headoffice", "ingest", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and said in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
