@@ -20,7 +20,8 @@ import pytest
 from brokers import FLEET_ACL, Mosquitto, Pki, free_port, need_mosquitto
 from edged.bench.common import edged_run
 from edged.client import Client
-from edged.fleet import ingest, wire
+from edged.day import archive
+from edged.fleet import wire
 
 REPO = Path(__file__).resolve().parents[1]
 TILL = "shop1-till1"
@@ -100,7 +101,7 @@ class Fleet:
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Rows of the archive, read as head office's commands read it (SQLite's file or PostgreSQL)."""
-        db = ingest.open_archive(self.archive)
+        db = archive.open_archive(self.archive)
         try:
             return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
                     for row in db.execute(sql, params).fetchall()]

@@ -39,7 +39,7 @@ def _batch(frames: list[bytes], first: int = 1, chain: bytes = fr.GENESIS, till:
 
 @pytest.fixture
 def ho(tmp_path, archive_at):
-    db = ingest.open_archive(archive_at)
+    db = archive.open_archive(archive_at)
     ident = identity.create(str(tmp_path / "till"), 1)
     keys.enroll(db, TILL, ident.public_text)
     yield db, ident
@@ -243,21 +243,26 @@ def test_records_archived_after_their_day_close_get_its_business_day(ho):
     assert db.execute("SELECT DISTINCT business_day FROM records").fetchall() == [("2026-01-05",)]
 
 
-def test_the_tills_lag_is_what_its_relay_last_said_and_never_goes_back(ho):
+def test_the_tills_lag_is_what_its_newest_batch_said(ho):
     """`journal_last` in a batch: the till's journal end when it was sent. `archive status` shows the
-    lag from it; a batch committed late (two workers) cannot make it smaller."""
+    lag from it. A resend of archived records does not set it back; a wrong one (the largest seq
+    there is) is put right by the next batch; a relay that does not send it changes nothing."""
     db, _ = ho
-    frames, chain = _frames(_sales(10))
-    batch = wire.Batch(TILL, 1, 5, fr.GENESIS, frames[:5], 1, journal_last=40)
-    _take(db, wire.encode_batch(batch))
-    assert archive.status(db)[TILL]["online"] | {"last_seen": 0} == {
-        "archived_through": 5, "last_seen": 0, "batches": 1, "journal_last": 40, "lag": 35}
-    older = wire.Batch(TILL, 6, 10, frames[4][36:68], frames[5:], 1, journal_last=30)
-    _take(db, wire.encode_batch(older))
-    online = archive.status(db)[TILL]["online"]
-    assert (online["archived_through"], online["journal_last"], online["lag"]) == (10, 40, 30)
-    _take(db, _batch(frames))  # from a relay that does not say: the last word stays
-    assert archive.status(db)[TILL]["online"]["journal_last"] == 40
+    frames, chain = _frames(_sales(12))
+
+    def take(first: int, last: int, journal_last: int | None) -> dict:
+        chain_before = fr.GENESIS if first == 1 else frames[first - 2][36:68]
+        _take(db, wire.encode_batch(wire.Batch(TILL, first, last, chain_before, frames[first - 1:last], 1,
+                                               journal_last)))
+        return archive.status(db)[TILL]["online"]
+    online = take(1, 5, 40)
+    assert online | {"last_seen": 0} == {"archived_through": 5, "last_seen": 0, "batches": 1, "journal_last": 40,
+                                         "lag": 35}
+    assert take(1, 5, 5)["journal_last"] == 40  # a resend of what is archived: older news
+    assert take(6, 10, (1 << 63) - 1)["lag"] == (1 << 63) - 11
+    online = take(11, 12, 12)
+    assert (online["journal_last"], online["lag"]) == (12, 0)
+    assert take(1, 12, None)["journal_last"] == 12
 
 
 def test_an_archive_made_before_the_lag_column_gets_it(tmp_path):
@@ -267,7 +272,7 @@ def test_an_archive_made_before_the_lag_column_gets_it(tmp_path):
     old.execute("INSERT INTO online VALUES ('t1', 7, ?, 1.0, 3)", (bytes(32),))
     old.commit()
     old.close()
-    db = ingest.open_archive(str(tmp_path))
+    db = archive.open_archive(str(tmp_path))
     assert "journal_last" in db.columns("online")
     assert archive._online(db, "t1") == {"archived_through": 7, "last_seen": 1.0, "batches": 3, "journal_last": None,
                                          "lag": None}

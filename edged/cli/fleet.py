@@ -149,7 +149,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         asyncio.run(ingest.run(archive, endpoint, client_id, s.group if args.group is None else args.group))
     except KeyboardInterrupt:
         return 130
-    except backend.ArchiveError as e:
+    except backend.ArchiveUnreachable as e:  # the database down: the service tries again (exit 1)
+        print(f"edged: {e}", file=sys.stderr)
+        return 1
+    except backend.ArchiveError as e:  # no psycopg, tables it may not make: a setting to fix (exit 2)
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
     return 0

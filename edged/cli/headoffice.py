@@ -119,7 +119,7 @@ def run_import(paths: list[str], archive_dir: str, allow_unsigned: bool) -> int:
         return 1
     db = archive.open_archive(archive_dir)
     if not trust.listed(db) and not allow_unsigned:
-        print(f"note: no till keys are enrolled in {archive_dir}: every signed export is refused until "
+        print(f"note: no till keys are enrolled in {backend.shown(archive_dir)}: every signed export is refused until "
               "`edged archive enroll` is run for its till")
     out = archive.import_exports(db, [Path(p) for p in paths], allow_unsigned)
     for line in out.imported:

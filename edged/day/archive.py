@@ -66,12 +66,11 @@ class Outcome:
 def open_archive(where: str | Path) -> Db:
     """The archive in directory DIR (SQLite, created if new) or at a postgresql:// URL."""
     db = backend.connect(where)
-    db.create(SCHEMA)
-    for table, added in _ADDED.items():
-        have = db.columns(table)
-        for name, kind in added.items():
-            if name not in have:
-                db.create(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+    try:
+        db.ensure(SCHEMA, _ADDED)
+    except backend.ArchiveError as e:
+        db.close()
+        raise backend.ArchiveError(f"{backend.shown(where)}: {e}") from None
     return db
 
 

@@ -31,13 +31,19 @@ class ArchiveError(Exception):
     """The archive cannot be opened; str() is the one line to print."""
 
 
+class ArchiveUnreachable(ArchiveError):
+    """The archive's server did not answer: worth trying again later (a service restarts)."""
+
+
 def is_url(where: str | Path) -> bool:
     return str(where).startswith(URL_SCHEMES)
 
 
 def shown(where: str | Path) -> str:
-    """The archive as logs and messages name it: a URL without its password."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(where))
+    """The archive as logs and messages name it: a URL without its password (user:PASSWORD@ or
+    ?password=...)."""
+    text = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", str(where))
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", text)
 
 
 def exists(where: str | Path) -> bool:
@@ -53,19 +59,33 @@ def exists(where: str | Path) -> bool:
 
 def connect(where: str | Path) -> Db:
     """The archive at DIR (SQLite, created if new) or at a postgresql:// URL (its database must exist)."""
-    if is_url(where):
-        try:
-            import psycopg
-        except ImportError:
-            raise ArchiveError("a PostgreSQL archive needs psycopg 3 (Debian: apt install python3-psycopg)") from None
-        try:
-            return Db(psycopg.connect(str(where), autocommit=True), "postgresql")
-        except psycopg.Error as e:
-            raise ArchiveError(f"{shown(where)}: cannot connect: {str(e).strip().splitlines()[0]}") from None
-    directory = Path(where)
+    return _postgres(str(where)) if is_url(where) else _sqlite(Path(where))
+
+
+def _postgres(url: str) -> Db:
+    try:
+        import psycopg
+    except ImportError:
+        raise ArchiveError("a PostgreSQL archive needs psycopg 3 (Debian: apt install python3-psycopg)") from None
+    try:
+        # Keepalives: a connection to a server gone silent (a half-open TCP connection) must end,
+        # or the till lock it holds would stop every other writer of that till.
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=15, keepalives=1, keepalives_idle=30,
+                               keepalives_interval=10, keepalives_count=3)
+        # A writer never waits for ever on another (a stuck import, a lost client): as SQLite's busy
+        # timeout below; then that batch fails and its till sends it again.
+        conn.execute("SET lock_timeout = '60s'")
+        conn.execute("SET idle_in_transaction_session_timeout = '120s'")
+    except psycopg.Error as e:
+        raise ArchiveUnreachable(f"{shown(url)}: cannot connect: {str(e).strip().splitlines()[0]}") from None
+    return Db(conn, "postgresql")
+
+
+def _sqlite(directory: Path) -> Db:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(directory / SQLITE_FILE, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=60000")  # a stick's import and the ingest take turns: wait, not fail
         # A new archive only (an existing one keeps its size): a records row holds a whole frame (~300
         # bytes), and with 64 KiB pages an import inserts ~1.5x as many rows per second as with 4 KiB.
         conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
@@ -123,16 +143,44 @@ class Db:
         else:
             self.conn.executemany(f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})", rows)
 
-    def create(self, schema: str) -> None:
-        """Statements that make or add to tables (CREATE TABLE IF NOT EXISTS, ALTER TABLE ... ADD
-        COLUMN), with SQLite's column types."""
-        if not self.postgres:
-            self.conn.executescript(schema)
-            return
-        for statement in filter(str.strip, schema.split(";")):
+    def ensure(self, schema: str, added: dict[str, dict[str, str]]) -> None:
+        """The tables of `schema` (CREATE TABLE IF NOT EXISTS, SQLite's column types) and the columns
+        `added` since ({table: {column: type}}), made where missing. Nothing is changed in an
+        archive that has them all (a role that may only read can open it); two programs opening a
+        new PostgreSQL archive at once take turns (its CREATE TABLE IF NOT EXISTS is not safe
+        side by side)."""
+        try:
+            if self._complete(schema, added):
+                return
+            if self.postgres:
+                self.conn.execute("BEGIN")
+                self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('edged archive schema'))")
+            for statement in [s for s in schema.split(";") if s.strip()]:
+                self._make(statement)
+            for table, columns in added.items():  # tables made before these columns were
+                have = self.columns(table)
+                for name, kind in columns.items():
+                    if name not in have:
+                        self._make(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            if self.postgres:
+                self.commit()
+        except ArchiveError:
+            raise
+        except Exception as e:  # psycopg's or sqlite3's: a database refusing, not a bug here
+            if self.postgres:
+                self.rollback()
+            raise ArchiveError(f"cannot make the archive's tables: {type(e).__name__}: {e}") from None
+
+    def _make(self, statement: str) -> None:
+        if self.postgres:
             for pattern, name in _PG_TYPES:
                 statement = pattern.sub(name, statement)
-            self.conn.execute(statement)
+        self.conn.execute(statement)
+
+    def _complete(self, schema: str, added: dict[str, dict[str, str]]) -> bool:
+        tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema))
+        have = self.tables()
+        return tables <= have and all(set(columns) <= self.columns(table) for table, columns in added.items())
 
     def columns(self, table: str) -> set[str]:
         if self.postgres:
@@ -147,23 +195,31 @@ class Db:
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def begin(self, till: str) -> None:
-        """A write transaction for one till's records (module docstring)."""
+        """A write transaction for one till's records (module docstring). READ COMMITTED whatever
+        the server's default: each statement must see what the lock's previous holder committed."""
         if self.postgres:
-            self.conn.execute("BEGIN")
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("edged archive " + till,))
+            self.conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            try:
+                self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("edged archive " + till,))
+            except BaseException:
+                self.rollback()
+                raise
         else:
             self.conn.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        """Raises when the transaction did not commit (PostgreSQL answers COMMIT on a failed
+        transaction with a rollback, not an error)."""
+        done = self.conn.execute("COMMIT")
+        if self.postgres and done.statusmessage != "COMMIT":
+            raise ArchiveError(f"the archive rolled the transaction back ({done.statusmessage})")
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
-
-    def busy_timeout(self, seconds: float) -> None:
-        """How long a writer waits for another (SQLite: a stick's import may hold the file a while)."""
-        if not self.postgres:  # PostgreSQL's advisory lock waits as long as it takes
-            self.conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        """Ends the transaction; on a connection already broken there is none left to end."""
+        try:
+            self.conn.execute("ROLLBACK")
+        except Exception:  # noqa: S110 - the server dropped it with the connection
+            pass
 
     def close(self) -> None:
         self.conn.close()

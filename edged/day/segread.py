@@ -123,6 +123,8 @@ def read(fd: int, size: int, runs: list[tuple[int, int, bytes]], sink: Sink | No
                         name = names[last_kind] = last_kind.decode()
                     except UnicodeDecodeError:
                         raise SegmentError(f"journal.seg: record {seq}: its kind is not UTF-8") from None
+                    if "\0" in name:  # PostgreSQL's text cannot hold it (edged refuses it at append)
+                        raise SegmentError(f"journal.seg: record {seq}: its kind holds a NUL character")
                 batch.append((seq, link, ts, name, data[pos:end]))
             chain, expect, pos = link, seq + 1, end
             n_records += 1

@@ -75,6 +75,8 @@ def _kind(raw: bytes, seq: int) -> str:
         raise Refused(f"record {seq}: its payload is not a record") from None
     if not isinstance(kind, str) or not kind:
         raise Refused(f"record {seq}: its payload is not a record")
+    if "\0" in kind:  # edged refuses it at append since; PostgreSQL's text cannot hold it
+        raise Refused(f"record {seq}: its kind holds a NUL character")
     return kind
 
 
@@ -97,12 +99,6 @@ def _signed_days(db: Db, till: str, closes: list[fr.Record]) -> list[dict]:
             raise Refused(f"the day.close record {rec.seq}: {why}")
         days.append({**body, "seq": rec.seq})
     return days
-
-
-def open_archive(where: str | Path) -> Db:
-    db = archive.open_archive(where)
-    db.busy_timeout(60)  # a stick's import may hold an SQLite archive a while: wait, not fail
-    return db
 
 
 def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
@@ -138,7 +134,7 @@ def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
                    "AND records.seq BETWEEN d.first_seq AND d.last_seq) WHERE till=? AND seq BETWEEN ? AND ? "
                    "AND business_day='' AND EXISTS (SELECT 1 FROM days d WHERE d.till=records.till AND "
                    "records.seq BETWEEN d.first_seq AND d.last_seq)", (till, batch.first_seq, batch.last_seq))
-        ack = _advance(db, till, batch.since, batch.journal_last)
+        ack = _advance(db, till, batch)
         db.commit()
     except (Refused, archive._Conflict, archive._Refused) as e:
         db.rollback()
@@ -187,14 +183,17 @@ def _watermark(db: Db, till: str) -> tuple[int, bytes]:
     return (row[0], bytes(row[1])) if row else (0, fr.GENESIS)
 
 
-def _advance(db: Db, till: str, since: int, journal_last: int | None = None) -> wire.Ack:
+def _advance(db: Db, till: str, batch: wire.Batch) -> wire.Ack:
     """Move the till's watermark over every archived seq that follows it; the ack to send. A till
     new online starts below its relay's `since` (never below the first batch that commits: with
     two ingest workers that may be the second one, and acking over the first would lose it)."""
     row = db.execute("SELECT archived_through FROM online WHERE till=?", (till,)).fetchone()
     # Below `since` the till holds nothing it has not had acknowledged: a watermark left below it (the
     # till's consumer made anew at its retention floor) would wait for ever for seqs nobody has.
-    through = max(since - 1, row[0] if row else 0)
+    through = max(batch.since - 1, row[0] if row else 0)
+    # The till's journal end as the newest batch says: a resend of archived records (or a late one of
+    # two workers) does not set it back; a wrong one is put right by the next batch.
+    journal_last = batch.journal_last if row is None or batch.last_seq > row[0] else None
     # The usual case, every batch in order: all archived above the watermark is one contiguous run.
     top, count = db.execute("SELECT max(seq), count(*) FROM records WHERE till=? AND seq > ?",
                             (till, through)).fetchone()
@@ -218,12 +217,10 @@ def _advance(db: Db, till: str, since: int, journal_last: int | None = None) -> 
                 continue
         break
     chain = archive._link(db, till, through) or fr.GENESIS
-    # journal_last only grows: batches of two workers commit in any order.
     db.execute("INSERT INTO online (till, archived_through, chain, last_seen, batches, journal_last) "
                "VALUES (?,?,?,?,1,?) ON CONFLICT (till) DO UPDATE SET archived_through=excluded.archived_through, "
                "chain=excluded.chain, last_seen=excluded.last_seen, batches=online.batches+1, "
-               "journal_last=CASE WHEN online.journal_last IS NULL OR excluded.journal_last > online.journal_last "
-               "THEN excluded.journal_last ELSE online.journal_last END",
+               "journal_last=COALESCE(excluded.journal_last, online.journal_last)",
                (till, through, chain, time.time(), journal_last))
     return wire.Ack(till, through, chain)
 
@@ -232,7 +229,7 @@ def _reopened(db: Db, where: str | Path) -> Db:
     """A new connection after a failure (PostgreSQL restarted, a connection cut): the old one may be
     unusable for good. While the archive cannot be opened, the old one stays (the next batch says why)."""
     try:
-        fresh = open_archive(where)
+        fresh = archive.open_archive(where)
     except backend.ArchiveError as e:
         log.error("ingest: %s", e)
         return db
@@ -245,7 +242,7 @@ def _reopened(db: Db, where: str | Path) -> Db:
 
 async def run(where: str | Path, endpoint: mqtt.Endpoint, client_id: str, group: str = "ingest") -> None:
     """Until cancelled: take batches, acknowledge each once committed."""
-    db = open_archive(where)
+    db = archive.open_archive(where)
     link = mqtt.Link(endpoint, client_id, manual_ack=True)
     link.subscribe(f"$share/{group}/{UP}" if group else UP)
     link.start()

@@ -54,6 +54,8 @@ def _entries(params: dict[str, Any], uid: int) -> list[Entry]:
         kind = rec.get("kind")
         if not isinstance(kind, str) or not 0 < len(kind) <= _NAME_MAX:
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must be a non-empty string")
+        if "\0" in kind:  # head office's archive (PostgreSQL text) cannot hold it
+            raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind must not hold a NUL character")
         if reserved(kind):  # edged acts on its own records after a restart: never a client's
             prefix = next(r for r in RESERVED if kind.startswith(r))
             raise p.RequestError(p.BAD_REQUEST, f"records[{i}].kind {p.shown(kind)}: kinds starting with {prefix!r} "
