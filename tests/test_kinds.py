@@ -52,6 +52,9 @@ def test_a_client_cannot_append_any_of_edgeds_kinds(short_dir):
                     r = await c.request("append", records=[{"kind": kind, "body": "x"}])
                     assert r["records"][0]["duplicate"] is False
                 assert (await c.request("days"))["days"] == []
+                with pytest.raises(ClientError) as e:  # head office's PostgreSQL archive cannot hold it
+                    await c.request("append", records=[{"kind": "sa\0le", "body": 1}])
+                assert e.value.code == "bad_request" and "NUL" in e.value.message
     asyncio.run(scenario())
 
 
