@@ -28,6 +28,7 @@ def test_bench_fleet_reports_latency_rate_baseline_and_catch_up(tmp_path, backen
     how = "by COPY" if backend == "postgresql" else "inserted 5,000 to a transaction"
     assert re.search(r"2 tills appending 300 sales each at once: [\d,]+ records/s archived .* the same rows "
                      rf"{how} by one process: [\d,]+ rows/s: [\d.]+x", text), text
+    assert re.search(r"the tills' appends \(fdatasync each\) ended after [\d.]+ s of [\d.]+ s \([\d,]+ records/s", text)
     assert ("-> PostgreSQL archive" if backend == "postgresql" else "-> SQLite archive") in text
     assert re.search(r"caught up in [\d.]+ s: [\d,]+ records/s", text), text
     held = int(re.search(r"the archive holds ([\d,]+) records", text)[1].replace(",", ""))

@@ -76,6 +76,8 @@ def register(sub: Any) -> None:
     bf.add_argument("--samples", type=int, default=500, help="single sales timed online (default 500)")
     bf.add_argument("--catch-up", type=int, default=1_000_000, metavar="N",
                     help="records in the journal of a till back after an outage (default 1000000; 0: skip)")
+    bf.add_argument("--ingests", type=int, default=1, metavar="N",
+                    help="ingest processes sharing the batches (MQTT 5 shared subscription; default 1)")
     bf.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql",
                     help="head office's archive (default postgresql: needs the Debian package postgresql)")
     _dir_arg(bf)
@@ -102,10 +104,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "fleet":
         from . import fleet
 
-        if args.tills < 1 or args.records < 1 or args.samples < 1 or args.catch_up < 0:
-            print("edged: --tills, --records and --samples are at least 1, --catch-up at least 0", file=sys.stderr)
+        if args.tills < 1 or args.records < 1 or args.samples < 1 or args.catch_up < 0 or not 1 <= args.ingests <= 16:
+            print("edged: --tills, --records and --samples are at least 1, --catch-up at least 0, --ingests 1 to 16",
+                  file=sys.stderr)
             return EXIT_USAGE
-        return fleet.run(args.tills, args.records, args.samples, args.catch_up, args.dir, args.backend)
+        return fleet.run(args.tills, args.records, args.samples, args.catch_up, args.dir, args.backend, args.ingests)
     if args.bench_command == "relay":
         from . import relay
 
