@@ -18,9 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .cpu import problem as cpu_problem
-from .devices.printer.codepages import codepage_problem, profile_dots, profile_problem
-from .devices.printer.codepages import columns as profile_columns
-from .devices.scanner.keymap import check_layout
 from .usb import filesystems as stick_filesystems
 
 DEFAULT_PATH = Path("/etc/edged/edged.toml")
@@ -140,11 +137,15 @@ class PrinterSettings:
         """Characters per line in the normal font."""
         if self.columns:
             return self.columns
-        return 32 if self.paper_width == 58 else profile_columns(self.profile)
+        from .devices.printer import codepages  # the printer stack, only once a printer is configured
+
+        return 32 if self.paper_width == 58 else codepages.columns(self.profile)
 
     def head_dots(self) -> int:
         """Print-head width in dots, for images."""
-        return 384 if self.paper_width == 58 else profile_dots(self.profile) or 512
+        from .devices.printer import codepages
+
+        return 384 if self.paper_width == 58 else codepages.profile_dots(self.profile) or 512
 
     def problems(self) -> list[tuple[str, str]]:
         """Cross-field checks: (key, message) for each problem."""
@@ -155,9 +156,11 @@ class PrinterSettings:
         if self.backend == "usb" and not (self.vendor_id and self.product_id):
             out.append(("vendor_id", "backend 'usb' needs vendor_id and product_id"))
         out += self._endpoint_problems()
-        if msg := profile_problem(self.profile):
+        from .devices.printer import codepages
+
+        if msg := codepages.profile_problem(self.profile):
             out.append(("profile", msg))
-        elif msg := codepage_problem(self.profile, self.codepage):
+        elif msg := codepages.codepage_problem(self.profile, self.codepage):
             out.append(("codepage", msg))
         return out
 
@@ -230,6 +233,8 @@ class ScannerSettings:
         if self.backend == "evdev":
             if serial_suffix:
                 return [("suffix", "a keyboard-wedge scanner ends scans with enter, tab or none")]
+            from .devices.scanner.keymap import check_layout  # xkbcommon, only for a wedge scanner
+
             if msg := check_layout(self.layout, self.variant):
                 return [("layout", msg)]
         return []

@@ -1,20 +1,39 @@
 """The `edged` command: the daemon, the technician's tools and the demo.
 
 Each command group is one module with a `register(sub)` that adds its subcommands
-and names each one's handler (set_defaults(func=...)); the order of the calls in
-build_parser is the order `edged --help` lists them in.
+and names each one's handler (set_defaults(func=...)); the order of GROUPS is the
+order `edged --help` lists them in.
+
+`edged COMMAND` imports only COMMAND's group: all of them together (the printer
+stack, MQTT, the archive's database drivers, cryptography) take seconds to import
+on a slow till, and a technician's `edged status` or the daemon's own start should
+not wait for code it never runs. COMMANDS names the group of every top-level
+command; a test checks it against what the groups register.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from .. import __version__, config
-from ..bench import cli as bench
-from ..identity import IdentityError
-from ..journal.statefile import StateFileError
-from . import daemon, day, demo, fleet, identity, install, journal, printing, scan, sim, status, sync
 from .common import EXIT_USAGE
+
+GROUPS = ("daemon", "status", "demo", "sim", "scan", "day", "journal", "printing", "install", "sync", "fleet",
+          "identity", "bench")
+COMMANDS = {
+    "run": "daemon", "check-config": "daemon", "status": "status", "events": "status", "demo": "demo",
+    "sim": "sim", "scan": "scan", "day": "day", "export": "day", "verify": "day", "import": "day",
+    "archive": "day", "journal": "journal", "tail": "journal", "print-test": "printing", "print": "printing",
+    "jobs": "printing", "reprint": "printing", "drawer": "printing", "udev-rules": "install",
+    "doctor": "install", "sync": "sync", "relay": "fleet", "headoffice": "fleet", "identity": "identity",
+    "bench": "bench",
+}
+
+
+def group(name: str) -> ModuleType:
+    return importlib.import_module("edged.bench.cli" if name == "bench" else f"edged.cli.{name}")
 
 _DESCRIPTION = """\
 edged runs the till's hardware (receipt printer, cash drawer, scanners, USB
@@ -35,18 +54,20 @@ Start here:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for COMMAND alone (only its group imported), or for every command."""
     parser = argparse.ArgumentParser(prog="edged", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (daemon, status, demo, sim, scan, day, journal, printing, install, sync, fleet, identity, bench):
-        group.register(sub)
+    for name in [COMMANDS[command]] if command in COMMANDS else GROUPS:
+        group(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -56,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (StateFileError, IdentityError) as e:  # one line, never a traceback: the technician reads it in the journal
-        print(f"edged: {e}", file=sys.stderr)
+    except Exception as e:
+        # Imported here, not above: they would pull their modules into every command's start.
+        from ..identity import IdentityError
+        from ..journal.statefile import StateFileError
+
+        if not isinstance(e, StateFileError | IdentityError):
+            raise
+        print(f"edged: {e}", file=sys.stderr)  # one line, never a traceback: the technician reads it in the journal
         return 1
     except KeyboardInterrupt:
         return 130

@@ -251,7 +251,9 @@ def test_stick_pulled_at_each_step_of_an_export_then_plugged_in_again(shop):
                 assert owed["exported"] is None and owed["pending"], (at, owed)
         finally:
             watch.stop()
-        look = shop.look(stick, check=at != "renamed")
+        # Pulled before its writes were synced, the stick's FAT may be torn (a directory entry
+        # whose clusters never reached it): mtools then copies what it can and exits 1.
+        look = shop.look(stick, check=at not in ("writing", "written", "renamed"))
         final = _day_path(shop, look, day)
         if at in ("inserted", "started", "writing", "written"):
             assert not final.exists(), f"pulled at {at} ({pinned}): a complete-looking export is on the stick"
@@ -312,7 +314,10 @@ def test_sticks_edged_cannot_use_say_why_and_lose_nothing(shop):
                 assert sticks == [], (kind, sticks, log)
             else:
                 end = watch.export_end(day)
-                assert (end["state"], end.get("reason")) == ("failed", message), (kind, end)
+                # A day owed from before (an earlier test that failed) is tried first; the ones after
+                # it say "not written: " and the same reason.
+                assert (end["state"], end.get("reason", "").removeprefix("not written: ")) == ("failed", message), \
+                    (kind, end)
                 watch.wait(lambda e: e.get("event") == "usb.safe_to_remove", 120, f"the {kind} stick unmounted all the same")
             owed = shop.days()[day]
             assert owed["exported"] is None and owed["pending"], (kind, owed)

@@ -253,8 +253,10 @@ class UsbStick:
         if dest.exists():
             subprocess.run(["rm", "-rf", str(dest)], check=True)
         dest.mkdir(parents=True)
-        subprocess.run(["mcopy", "-s", "-n", "-i", _mtools_target(self.image, self.partitioned), "::/", str(dest)],
-                       check=check, capture_output=True)
+        res = subprocess.run(["mcopy", "-s", "-n", "-i", _mtools_target(self.image, self.partitioned), "::/",
+                              str(dest)], capture_output=True, text=True)
+        if check and res.returncode != 0:
+            raise RuntimeError(f"mcopy of stick {self.dev_id} exited {res.returncode}: {res.stderr[-1500:]}")
         return dest
 
 
