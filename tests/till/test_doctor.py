@@ -37,12 +37,9 @@ def test_doctor_names_the_printer_both_scanners_and_the_stick(till, tmp_path):
     stick = port.plug(make_stick_image(tmp_path / "doctor-stick.img"), serial="DOCSTICK1")
     try:
         till.configure(CONFIG)
-        till.vm.wait_for("the stick seen by edged", "python3 /mnt/host/guest/edged_request.py status | "
-                         "grep -q '\"fs_type\": \"vfat\"'", timeout=120)
-        for name in ("receipt", "left", "right"):
-            till.vm.wait_for(f"{name} ready", f"python3 /mnt/host/guest/edged_request.py status | python3 -c "
-                             f"\"import json,sys; sys.exit(json.load(sys.stdin)['devices']['{name}']['state'] != 'ok')\"",
-                             timeout=120)
+        till.wait_status("the stick seen by edged and every device ready", lambda st: any(
+            s.get("fs_type") == "vfat" for s in st["usb"]["sticks"]) and all(
+            st["devices"][name]["state"] == "ok" for name in ("receipt", "left", "right")), timeout=120)
         out = till.edged("doctor", check=False, timeout=180).out
         till.log("edged doctor in the guest:\n" + out)
         lines = out.splitlines()

@@ -13,7 +13,6 @@ import uuid
 import pytest
 
 from golden import REFERENCE_DOC, expected_path
-from till import GUEST
 
 POS58 = ("0416", "5011")  # POS-58/80 printers on a Winbond chip: matched by vendor and product
 EPSON = ("04b8", "0e15")  # Epson TM-T20II: the rules want its printer interface (class 7)
@@ -60,11 +59,11 @@ def wait_state(till, name: str, ok, what: str, timeout: float = 30) -> dict:
             return p
         if time.monotonic() > deadline:
             raise AssertionError(f"printer {name} not {what} within {timeout} s: {p}")
-        time.sleep(0.5)
+        time.sleep(0.5)  # each request costs edged emulated CPU, which the printing needs
 
 
 def job(till, job_id: str) -> dict:
-    jobs = till.request("jobs", limit=200)["jobs"]
+    jobs = till.request("jobs")["jobs"]  # the 50 newest: a module's jobs are fewer
     return next(j for j in jobs if j["job_id"] == job_id)
 
 
@@ -76,7 +75,7 @@ def wait_job(till, job_id: str, states: tuple[str, ...], timeout: float = 60) ->
             return j
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} not {states} within {timeout} s: {j}")
-        time.sleep(0.5)
+        time.sleep(0.5)  # each request costs edged emulated CPU, which the printing needs
 
 
 def submit(till, doc: dict, job_id: str, printer: str) -> str:
@@ -87,8 +86,7 @@ def submit(till, doc: dict, job_id: str, printer: str) -> str:
         till.vm.sh(f"cat > /tmp/{job_id}.json", stdin=json.dumps(doc).encode())
         till.edged(f"print --no-wait --printer {printer} --job-id {job_id} /tmp/{job_id}.json")
     else:  # the socket, as the POS does (the CLI costs seconds of start-up under emulation)
-        params = {"printer": printer, "job_id": job_id, "document": doc}
-        till.vm.sh(f"python3 {GUEST}/edged_request.py print -", stdin=json.dumps(params).encode())
+        till.request("print", printer=printer, job_id=job_id, document=doc)
     return job_id
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,14 +44,8 @@ def scanners(till):
 def _state(till, name: str, state: str = "ok", timeout: float = 120) -> dict:
     """The scanner as `edged status` describes it, once its state is STATE ("ok": edged has it
     open, grabbed; "error": offline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        dev = till.status()["devices"][name]
-        if dev["state"] == state:
-            return dev
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"scanner {name} not {state} within {timeout} s: {dev}")
-        time.sleep(1)
+    return till.wait_status(f"scanner {name} {state}", lambda st: st["devices"][name]["state"] == state,
+                            timeout)["devices"][name]
 
 
 def _evidence(till, name: str) -> str:
@@ -212,20 +207,33 @@ def test_unplugged_mid_scan_comes_back_and_the_half_scan_is_no_barcode(till, sca
     assert [d for s, d in states if s == "offline"][0] in ("unplugged", "device gone", "read failed: [Errno 19] No such device"), states
 
 
+def _wait_share(till, what: str, path: Path, ready, timeout: float) -> str:
+    """PATH in the 9p share (written by the guest, read here: no guest command), once READY says so."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if ready(text):
+            return text
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s; {path.name}: {text[-1500:]}")
+        time.sleep(0.1)
+
+
 def _record(till, node: str, name: str, layout: str, scans: int, timeout: float = TIMEOUT) -> str:
     """`edged scan record` on NODE in the guest (as a technician runs it), started and listening."""
     log = f"{OUT}/{name}.log"
-    till.vm.sh(f"rm -f {OUT}/{name}.*; systemd-run --unit=record-{name} -p StandardOutput=file:{log} "
+    till.vm.sh(f"rm -f {OUT}/{name}.*; systemd-run --unit=record-{name} --collect -p StandardOutput=file:{log} "
                f"-p StandardError=file:{log} edged scan record {node} {OUT}/{name}.json --layout {layout} "
                f"--scans {scans} --timeout {timeout}")
-    till.vm.wait_for(f"edged scan record {name} listening", f"grep -q '^recording' {log}", timeout=120)
+    _wait_share(till, f"edged scan record {name} listening", till.vm.share / "out" / f"{name}.log",
+                lambda text: any(line.startswith("recording") for line in text.splitlines()), 120)
     return name
 
 
 def _recorded(till, name: str) -> dict:
-    till.vm.wait_for(f"edged scan record {name} done",
-                     f"! systemctl is-active -q record-{name} && grep -q '^wrote' {OUT}/{name}.log", timeout=300)
-    till.vm.sh(f"systemctl reset-failed record-{name} 2>/dev/null; true")
+    # `wrote` is its last line, printed once the recording is saved.
+    _wait_share(till, f"edged scan record {name} done", till.vm.share / "out" / f"{name}.log",
+                lambda text: any(line.startswith("wrote") for line in text.splitlines()), 300)
     return json.loads((till.vm.share / "out" / f"{name}.json").read_text())
 
 

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vm import VM, Result
+from vm import VM, GuestError, Result
 
 GUEST = "/mnt/host/guest"  # tests/till/guest/, over 9p
 OUT = "/mnt/host/out"  # what gadgets record, read by the host as plain files
+AGENT_FIFO = "/run/till-agent.fifo"  # requests for guest/agent.py
 UDCS = 4  # dummy_hcd ports: one gadget each (printer, two scanners, a spare)
 
 
@@ -82,6 +83,12 @@ class Till:
         vm.sh(f"modprobe dummy_hcd num={UDCS} && modprobe libcomposite")
         # The configuration the .deb installed, read before any test changes it.
         self.packaged = vm.sh("cat /etc/edged/edged.toml").out
+        self._requests = 0
+        self._answers = vm.share / "out" / "agent"
+        vm.sh(f"systemctl stop till-agent 2>/dev/null; rm -rf {OUT}/agent {AGENT_FIFO}; "
+              f"systemd-run --unit=till-agent --collect -p StandardOutput=file:{OUT}/agent.log "
+              f"-p StandardError=file:{OUT}/agent.log python3 {GUEST}/agent.py {AGENT_FIFO} {OUT}/agent")
+        vm.wait_for("the tests' request agent", f"test -f {OUT}/agent/ready", timeout=60)
 
     # --- edged -------------------------------------------------------------------------------
     def configure(self, toml: str) -> None:
@@ -103,12 +110,40 @@ class Till:
         cmd = f"edged {args}" if user == "root" else f"setpriv --reuid={user} --regid={user} --init-groups edged {args}"
         return self.vm.sh(cmd, check=check, timeout=timeout)
 
-    def request(self, op: str, **params) -> dict:
-        """One request on edged's socket (guest/edged_request.py: no CLI start-up cost)."""
-        return json.loads(self.vm.sh(f"python3 {GUEST}/edged_request.py {op} {shlex.quote(json.dumps(params))}").out)
+    def request(self, op: str, timeout: float = 60, **params) -> dict:
+        """One request on edged's socket, through the request agent in the guest (guest/agent.py:
+        no process started per request); its result."""
+        self._requests += 1
+        n = self._requests
+        (self._answers / f"{n}.req").write_text(json.dumps({"op": op, "params": params}))
+        self.vm.write(AGENT_FIFO, f"{n}\n".encode())
+        answer = self._answers / f"{n}.json"
+        deadline = time.monotonic() + timeout
+        while not answer.exists():
+            if time.monotonic() > deadline:
+                log = self.vm.share / "out" / "agent.log"
+                raise TimeoutError(f"request {op}: no answer from the request agent in {timeout} s; its log: "
+                                   f"{log.read_text()[-1500:] if log.exists() else '(none)'}")
+            time.sleep(0.01)
+        reply = json.loads(answer.read_text())
+        answer.unlink()
+        if not reply["ok"]:
+            raise GuestError(f"request {op} {params}: {reply['error']}")
+        return reply["result"]
 
     def status(self) -> dict:
         return self.request("status")
+
+    def wait_status(self, what: str, ready: Callable[[dict], bool], timeout: float = 60) -> dict:
+        """edged's status, once READY says it is what the test waits for."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if ready(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not within {timeout} s; edged's status: {json.dumps(st)[-2000:]}")
+            time.sleep(0.3)
 
     def cursor(self) -> str:
         """The journal's position now, to read only what edged logs after it."""

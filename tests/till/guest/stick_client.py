@@ -3,7 +3,6 @@ to the packaged edged over its socket with edged's client library, as a POS app 
 
     stick_client.py sales DAY N            append N sales for DAY (the day's records to export)
     stick_client.py watch OUT [--pin AT]   write every usb/day event to OUT (JSON lines)
-    stick_client.py days                   the `days` answer, as JSON (closed days, exported, pending)
 
 `--pin AT` stops edged (SIGSTOP: all its threads at once) the moment the export reaches AT, and
 says so in OUT; the host then pulls the stick over QMP and lets edged go on (SIGCONT). Without
@@ -39,11 +38,6 @@ async def sales(day: str, n: int) -> None:
             await c.request("append", records=[
                 {"kind": "sale", "body": {"day": day, "i": j, "lines": "espresso 2.40 " * 10},
                  "tx_id": f"{day}-{j}"} for j in range(i, min(n, i + 250))])
-
-
-async def days() -> None:
-    async with await Client.connect(SOCKET, "stick-test") as c:
-        print(json.dumps((await c.request("days"))["days"]))
 
 
 def _edged_pid() -> int:
@@ -137,12 +131,9 @@ def main() -> None:
     w.add_argument("--pin", choices=["inserted", "started", "writing", "written", "renamed", "unmount",
                                               "safe_to_remove"])
     w.add_argument("--day-dir", default="")
-    sub.add_parser("days")
     a = p.parse_args()
     if a.cmd == "sales":
         asyncio.run(sales(a.day, a.n))
-    elif a.cmd == "days":
-        asyncio.run(days())
     else:
         asyncio.run(Watch(a.out, a.pin, a.day_dir).run())
 
