@@ -29,14 +29,14 @@ def test_the_full_help_still_lists_every_command():
     assert missing == [], text
 
 
-HEAVY = ("escpos.escpos", "paho.mqtt.client", "psycopg", "cryptography", "edged.day.archive", "asyncio")
+HEAVY = ("escpos.escpos", "paho.mqtt.client", "psycopg", "cryptography", "edged.day.archive", "asyncio", "biip")
 
 
 @pytest.mark.parametrize("argv, allowed", [
     (["status"], ()),
     (["day", "close", "2026-11-02"], ()),
     (["doctor"], ("asyncio",)),
-    (["scan", "record", "/dev/null", "x.json"], ("asyncio",)),
+    (["scan", "record", "/dev/null", "x.json"], ("asyncio",)),  # python-evdev imports asyncio itself
     (["journal", "verify"], ("asyncio",)),
 ])
 def test_a_command_loads_only_what_it_uses(argv, allowed):

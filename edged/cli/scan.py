@@ -176,10 +176,8 @@ def _open_input(path: str) -> tuple[Any, int]:
         return None, os.open(path, os.O_RDONLY)
     if not stat.S_ISCHR(mode):
         raise OSError(errno.EINVAL, "not an input device, file or FIFO")
-    from ..devices.scanner.device import open_evdev
-
     try:
-        dev = open_evdev(path)
+        dev = fixture.open_evdev(path)
     except OSError as e:
         if e.errno == errno.EBUSY:
             raise OSError(e.errno, "another program has grabbed it (a running edged? systemctl stop edged)") from None

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import evdev
 import serial
 from evdev import ecodes
 
@@ -25,7 +24,7 @@ from ...config import ScannerSettings
 from ...relay.protocol import Publish
 from .assemble import Assembler
 from .decode import decode
-from .fixture import RawEvent
+from .fixture import RawEvent, open_evdev
 from .identity import Identity
 from .keymap import REPEAT
 
@@ -34,17 +33,6 @@ ScannerState = Literal["online", "offline"]  # what status and scanner.state eve
 SERIAL_SUFFIX = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
 MAX_SCAN = 4096  # bytes without a suffix before a serial scanner's line is cut
 RETRY = 2.0  # seconds between attempts to re-open a scanner that is gone
-
-
-def open_evdev(path: str) -> evdev.InputDevice:
-    """The real transport: open the node and grab it, so scans never reach a console."""
-    dev = evdev.InputDevice(path)
-    try:
-        dev.grab()
-    except OSError:
-        dev.close()
-        raise
-    return dev
 
 
 class Scanner:

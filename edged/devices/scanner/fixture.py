@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import evdev
 from evdev import ecodes
 
 from .assemble import Assembler
@@ -86,3 +87,16 @@ def under_layouts(events: list[RawEvent], suffix: str = "enter", timeout: float 
                   layouts: Iterable[str] = COMMON_LAYOUTS) -> dict[str, str]:
     """What the same key events read as under each layout (scans joined by newlines)."""
     return {layout: "\n".join(read_scans(events, layout, "", suffix, timeout)) for layout in layouts}
+
+
+def open_evdev(path: str) -> evdev.InputDevice:
+    """The real transport: open the node and grab it, so scans never reach a console. Here, not
+    in device.py, so `edged scan record` opens a scanner without importing the daemon's scanner
+    (asyncio, pyserial, the GS1 parser: seconds on a slow till)."""
+    dev = evdev.InputDevice(path)
+    try:
+        dev.grab()
+    except OSError:
+        dev.close()
+        raise
+    return dev
