@@ -1,5 +1,6 @@
 """A till's own client in the guest, for the USB stick tests (tests/till/test_sticks.py): it talks
-to the packaged edged over its socket with edged's client library, as a POS app would.
+to the packaged edged over its socket as a POS app would, in the protocol docs/PROTOCOL.md states
+(wire.py; edged.client's asyncio costs seconds to import under emulation).
 
     stick_client.py sales DAY N            append N sales for DAY (the day's records to export)
     stick_client.py watch OUT [--pin AT]   write every usb/day event to OUT (JSON lines)
@@ -16,28 +17,26 @@ unmount to come), seen by polling the mount from here, or `unmount`: edged has s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import glob
 import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
-sys.path.insert(0, "/usr/lib/edged")  # where the package puts edged's code
-from edged.client import Client  # noqa: E402
+from wire import Wire
 
 SOCKET = "/run/edged/edged.sock"
 
 
-async def sales(day: str, n: int) -> None:
-    async with await Client.connect(SOCKET, "stick-test") as c:
-        for i in range(0, n, 250):
-            await c.request("append", records=[
-                {"kind": "sale", "body": {"day": day, "i": j, "lines": "espresso 2.40 " * 10},
-                 "tx_id": f"{day}-{j}"} for j in range(i, min(n, i + 250))])
+def sales(day: str, n: int) -> None:
+    c = Wire("stick-test", SOCKET)
+    for i in range(0, n, 250):
+        c.request("append", records=[
+            {"kind": "sale", "body": {"day": day, "i": j, "lines": "espresso 2.40 " * 10},
+             "tx_id": f"{day}-{j}"} for j in range(i, min(n, i + 250))])
+    c.close()
 
 
 def _edged_pid() -> int:
@@ -68,7 +67,7 @@ class Watch:
         self.pinned = threading.Event()
 
     def line(self, obj: dict) -> None:
-        self.f.write(json.dumps(obj) + "\n")
+        self.f.write(json.dumps(obj, default=repr) + "\n")
         self.f.flush()
 
     def pin(self, why: dict) -> None:
@@ -103,21 +102,18 @@ class Watch:
                 return
             time.sleep(0.002)
 
-    async def run(self) -> None:
-        async with await Client.connect(SOCKET, "stick-watch") as c:
-            await c.request("watch", topics=["usb", "day"])
-            self.line({"ready": True, "pid": self.pid})
-            if self.at in ("renamed", "unmount"):
-                poll = self.poll_renamed if self.at == "renamed" else self.poll_unmount
-                threading.Thread(target=poll, daemon=True).start()
-            while True:
-                ev = await c.next_event()
-                if ev.get("event") is None:  # edged closed the connection (restarted)
-                    self.line({"closed": True})
-                    return
-                if self.at and _matches(self.at, ev):
-                    self.pin(ev)
-                self.line(ev)
+    def run(self) -> None:
+        c = Wire("stick-watch", SOCKET)
+        c.request("watch", topics=["usb", "day"])
+        self.line({"ready": True, "pid": self.pid})
+        if self.at in ("renamed", "unmount"):
+            poll = self.poll_renamed if self.at == "renamed" else self.poll_unmount
+            threading.Thread(target=poll, daemon=True).start()
+        for ev in c.events():
+            if self.at and _matches(self.at, ev):
+                self.pin(ev)
+            self.line(ev)
+        self.line({"closed": True})  # edged closed the connection (restarted)
 
 
 def main() -> None:
@@ -133,9 +129,9 @@ def main() -> None:
     w.add_argument("--day-dir", default="")
     a = p.parse_args()
     if a.cmd == "sales":
-        asyncio.run(sales(a.day, a.n))
+        sales(a.day, a.n)
     else:
-        asyncio.run(Watch(a.out, a.pin, a.day_dir).run())
+        Watch(a.out, a.pin, a.day_dir).run()
 
 
 if __name__ == "__main__":

@@ -10,16 +10,16 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "/usr/lib/edged")
-from edged.client import BlockingClient  # noqa: E402
+from wire import Wire
 
 
 def main() -> None:
     out, topics = Path(sys.argv[1]), sys.argv[2:]
-    with BlockingClient.connect(client="till-test-watch", timeout=None) as client, out.open("a") as f:
+    client = Wire("till-test-watch")
+    with out.open("a") as f:
         client.request("watch", topics=topics)
         Path(f"{out}.ready").write_text("")
-        for event in client.iter_events():
+        for event in client.events():
             f.write(json.dumps(event, default=repr) + "\n")
             f.flush()
 

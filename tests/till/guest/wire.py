@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -25,20 +26,34 @@ class Wire:
         self.ids = 0
         self.request("hello", protocol=1, client=client)
 
+    def _read(self) -> dict[str, Any]:
+        header = self.file.read(HEADER.size)
+        if len(header) < HEADER.size:
+            raise ConnectionError("edged closed the connection")
+        return msgpack.unpackb(self.file.read(HEADER.unpack(header)[0]), raw=False)
+
     def request(self, op: str, **params: Any) -> dict[str, Any]:
         self.ids += 1
         body = msgpack.packb({"op": op, "id": self.ids, **params}, use_bin_type=True)
         self.sock.sendall(HEADER.pack(len(body)) + body)
         while True:
-            header = self.file.read(HEADER.size)
-            if len(header) < HEADER.size:
-                raise ConnectionError("edged closed the connection")
-            msg = msgpack.unpackb(self.file.read(HEADER.unpack(header)[0]), raw=False)
+            msg = self._read()
             if msg.get("id") != self.ids:  # an event, or an answer that came too late
                 continue
             if msg.get("ok"):
                 return msg.get("result", {})
             raise Refused(f"{msg['error'].get('code')}: {msg['error'].get('message')}")
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every event from now on (after a `watch`), until edged closes the connection."""
+        self.sock.settimeout(None)
+        while True:
+            try:
+                msg = self._read()
+            except ConnectionError:
+                return
+            if "event" in msg:
+                yield msg
 
     def close(self) -> None:
         self.sock.close()
