@@ -116,20 +116,27 @@ class Till:
         self._requests += 1
         n = self._requests
         (self._answers / f"{n}.req").write_text(json.dumps({"op": op, "params": params}))
-        self.vm.write(AGENT_FIFO, f"{n}\n".encode())
+        try:
+            self.vm.write(AGENT_FIFO, f"{n}\n".encode())
+        except GuestError as e:  # ENXIO: nobody reads the FIFO
+            raise GuestError(f"request {op}: the request agent is not running ({e}); its log: "
+                             f"{self._agent_log()}") from e
         answer = self._answers / f"{n}.json"
         deadline = time.monotonic() + timeout
         while not answer.exists():
             if time.monotonic() > deadline:
-                log = self.vm.share / "out" / "agent.log"
                 raise TimeoutError(f"request {op}: no answer from the request agent in {timeout} s; its log: "
-                                   f"{log.read_text()[-1500:] if log.exists() else '(none)'}")
+                                   f"{self._agent_log()}")
             time.sleep(0.01)
         reply = json.loads(answer.read_text())
         answer.unlink()
         if not reply["ok"]:
             raise GuestError(f"request {op} {params}: {reply['error']}")
         return reply["result"]
+
+    def _agent_log(self) -> str:
+        log = self.vm.share / "out" / "agent.log"
+        return log.read_text()[-1500:] if log.exists() else "(none)"
 
     def status(self) -> dict:
         return self.request("status")
@@ -139,8 +146,11 @@ class Till:
         deadline = time.monotonic() + timeout
         while True:
             st = self.status()
-            if ready(st):
-                return st
+            try:
+                if ready(st):
+                    return st
+            except KeyError:  # a device not in the status yet (edged just restarted): not ready
+                pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}: not within {timeout} s; edged's status: {json.dumps(st)[-2000:]}")
             time.sleep(0.3)

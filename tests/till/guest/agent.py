@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from wire import Refused, Wire
+from wire import NotSent, Refused, Wire
 
 
 def answer(out: str, n: int, reply: dict) -> None:
@@ -56,9 +56,11 @@ def main() -> None:
             except OSError as e:  # edged restarted since the last request: a new connection, once
                 wire = None
                 reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-                if attempt == 2 or req["op"] not in ("status", "jobs", "days"):  # only reads are asked again
+                # Asked again: a request edged never saw, or a read; a write it may have seen is not.
+                if attempt == 2 or not (isinstance(e, NotSent) or req["op"] in ("status", "jobs", "days")):
                     break
-            except Exception as e:  # anything else: this request's answer, the agent lives on
+            except Exception as e:  # anything else: this request's answer, a new connection, the agent lives on
+                wire = None
                 reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
                 break
         answer(out, n, reply)

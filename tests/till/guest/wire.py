@@ -17,6 +17,11 @@ class Refused(Exception):
     """edged answered with an error: its code and message."""
 
 
+class NotSent(ConnectionError):
+    """The connection was gone before the request went out: edged never saw it (safe to send
+    again on a new connection, whatever the request)."""
+
+
 class Wire:
     def __init__(self, client: str, path: str = "/run/edged/edged.sock", timeout: float = 30) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
@@ -30,14 +35,23 @@ class Wire:
         header = self.file.read(HEADER.size)
         if len(header) < HEADER.size:
             raise ConnectionError("edged closed the connection")
-        return msgpack.unpackb(self.file.read(HEADER.unpack(header)[0]), raw=False)
+        size = HEADER.unpack(header)[0]
+        body = self.file.read(size)
+        if len(body) < size:
+            raise ConnectionError("edged closed the connection inside a frame")
+        return msgpack.unpackb(body, raw=False)
 
     def request(self, op: str, **params: Any) -> dict[str, Any]:
         self.ids += 1
         body = msgpack.packb({"op": op, "id": self.ids, **params}, use_bin_type=True)
-        self.sock.sendall(HEADER.pack(len(body)) + body)
+        try:
+            self.sock.sendall(HEADER.pack(len(body)) + body)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise NotSent(f"{type(e).__name__}: {e}") from e
         while True:
             msg = self._read()
+            if msg.get("id") is None and "error" in msg:  # bad_frame, frame_too_large: then edged closes
+                raise Refused(f"{msg['error'].get('code')}: {msg['error'].get('message')}")
             if msg.get("id") != self.ids:  # an event, or an answer that came too late
                 continue
             if msg.get("ok"):
