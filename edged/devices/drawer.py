@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Any
 
-from escpos.printer import Dummy
-
 from ..config import DrawerSettings
 from ..journal.service import Journal
 from ..journal.store import Entry
@@ -28,6 +26,8 @@ log = logging.getLogger("edged.drawer")
 
 def kick_bytes(pin: int, pulse_ms: int) -> bytes:
     """ESC p m t1 t2 (t in 2 ms units), encoded by python-escpos."""
+    from escpos.printer import Dummy  # here: a till without a printer never loads python-escpos
+
     out = Dummy()
     t = max(1, min(255, pulse_ms // 2))
     out.cashdraw([27, 112, 0 if pin == 2 else 1, t, t])

@@ -42,7 +42,7 @@ class Gadget:
 
     def remove(self) -> None:
         """Stop its program and take the gadget apart (configfs wants the reverse order)."""
-        self.till.vm.sh(f"systemctl stop gadget-{self.name} 2>/dev/null; g={self.config}; "
+        self.till.vm.sh(f"systemctl stop gadget-{self.name} 2>/dev/null; rm -f /run/till-{self.name}.fifo; g={self.config}; "
                         "[ -d $g ] || exit 0; echo '' > $g/UDC 2>/dev/null; "
                         "rm -f $g/configs/c.1/*.usb0; rmdir $g/configs/c.1/strings/0x409 $g/configs/c.1 "
                         "$g/functions/* $g/strings/0x409 $g", check=False)
@@ -62,6 +62,11 @@ class PrinterGadget(Gadget):
 
     def set_state(self, **state: bool) -> None:
         (self.out / "state").write_text(json.dumps(state))
+        self.till.vm.write(self.fifo, b"state\n")  # its program reads the file when told
+
+    @property
+    def fifo(self) -> str:
+        return f"/run/till-{self.name}.fifo"
 
     def received(self) -> bytes:
         try:
@@ -357,15 +362,14 @@ class ScannerGadget(Gadget):
             body["unplug_after"] = unplug_after
         if delay:
             body["delay"] = delay  # the scanner's intercharacter delay setting
-        tmp = self.out / f"{self.job}.tmp"
-        tmp.write_text(json.dumps(body, ensure_ascii=False))
-        tmp.rename(self.out / f"{self.job}.json")  # whole or not at all: the program polls
+        (self.out / f"{self.job}.json").write_text(json.dumps(body, ensure_ascii=False))
+        self.till.vm.write(f"/run/till-{self.name}.fifo", f"{self.job}\n".encode())  # wakes its program
         return self.outcome(timeout) if wait else ""
 
     def outcome(self, timeout: float = 60) -> str:
-        done = self.out / f"{self.job}.done"
+        done = self.out / f"{self.job}.done"  # written whole, then renamed
         deadline = time.monotonic() + timeout
-        while not done.exists() or not done.read_text():
+        while not done.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"scanner {self.name}: {self.job} not typed in {timeout} s")
             time.sleep(0.1)

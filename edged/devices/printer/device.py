@@ -16,12 +16,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...config import PrinterSettings
 from . import status as st
-from .link import Link
-from .send import Sent, send_job
+
+if TYPE_CHECKING:
+    from .send import Sent
 
 log = logging.getLogger("edged.printer")
 STOP_WAIT = 3.0  # seconds stop() waits for the worker to close the connection
@@ -76,7 +77,13 @@ class Printer:
         self.changed_at = time.time()
         # Called on the loop after every status change: events, the job queue, the drawer.
         self.listeners: list[Callable[[Printer], None]] = [on_change] if on_change else []
+        # The connection's modules load python-escpos and pyusb: imported once a printer is
+        # configured, so a till without one starts without them (seconds on a slow box).
+        from . import send
+        from .link import Link
+
         self._link = Link(settings)
+        self._send_job = send.send_job
         self._worker: Worker | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,7 +165,7 @@ class Printer:
         """Send a job and wait for the printer's word on it (send.send_job).
         Status read meanwhile reaches the listeners as it comes."""
         assert self._worker is not None
-        job = asyncio.get_running_loop().run_in_executor(self._worker, send_job, self._link, data, self._report)
+        job = asyncio.get_running_loop().run_in_executor(self._worker, self._send_job, self._link, data, self._report)
         self._job = job
         job.add_done_callback(self._job_done)
         return await asyncio.shield(job)  # a cancelled spooler leaves the job to finish in the worker

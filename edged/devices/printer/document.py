@@ -13,12 +13,12 @@ import io
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from escpos.printer import Dummy
-
 from ...relay import protocol as p
 from . import codepages
 
 if TYPE_CHECKING:
+    from escpos.printer import Dummy
+
     from ...config import PrinterSettings
 
 ALIGN = ("left", "center", "right")
@@ -107,6 +107,16 @@ def _check_kind(i: int, kind: str, block: dict[str, Any]) -> None:
         raise _bad(f"blocks[{i}].image must be a PNG")
 
 
+def _dummy(profile: str, codepage: str) -> Dummy:
+    # python-escpos is imported here, on the first job: a till without a printer never loads it.
+    from escpos.printer import Dummy
+
+    out = Dummy(profile=profile)
+    out.magic.force_encoding(codepages.canonical(codepage))
+    out.set_with_default()
+    return out
+
+
 def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC858", columns: int = 0,
            dots: int = 0, kick: bytes = b"") -> bytes:
     """ESC/POS bytes for a checked document.
@@ -114,9 +124,7 @@ def render(doc: dict[str, Any], *, profile: str = "default", codepage: str = "PC
     `columns` and `dots` are the paper's width in characters and print-head dots
     (0: the profile's); `kick` is the drawer's ESC p sequence for `open_drawer`."""
     cols = columns or codepages.columns(profile)
-    out = Dummy(profile=profile)
-    out.magic.force_encoding(codepages.canonical(codepage))
-    out.set_with_default()
+    out = _dummy(profile, codepage)
     if doc.get("copy"):
         copy_banner(out)
     for i, block in enumerate(doc["blocks"]):
@@ -148,9 +156,7 @@ def copy_banner(out: Dummy) -> None:
 
 def raw_copy(raw: bytes, *, profile: str = "default", codepage: str = "PC858") -> bytes:
     """A client-rendered (raw) job printed again: the copy banner, then its bytes."""
-    out = Dummy(profile=profile)
-    out.magic.force_encoding(codepages.canonical(codepage))
-    out.set_with_default()
+    out = _dummy(profile, codepage)
     copy_banner(out)
     return out.output + raw
 

@@ -11,8 +11,11 @@ then an all-keys-up report, then Enter.
 The layout tables below are written by hand from the layouts' key charts, on purpose not derived
 from xkbcommon: edged decodes with xkbcommon, so input made with it would test nothing.
 
-Commands come as files DIR/cmd-N.json (written by the host, renamed into place), taken in name
-order: {"layout": "de", "text": "...", "enter": true, "unplug_after": K, "delay": S}. "delay" is
+Commands come as files DIR/cmd-N.json (written by the host into the 9p share), each announced by
+the line "cmd-N" in the FIFO /run/till-NAME.fifo (written by the host through the guest agent):
+{"layout": "de", "text": "...", "enter": true, "unplug_after": K, "delay": S}. The program waits
+on the FIFO: polling the share for new files cost each scanner gadget ~14 s of the guest's
+emulated CPU in a run. "delay" is
 the scanner's intercharacter delay setting (seconds after each key; default none: as fast as the
 host polls). With unplug_after the
 program types K characters and then pulls its own cable (unbinds the gadget from its UDC, which the
@@ -211,13 +214,25 @@ def main() -> None:
     d.mkdir(parents=True, exist_ok=True)
     g = make_gadget(name, vid, pid, serial, udc, manufacturer, product)
     node = hidg_node(g / "functions/hid.usb0")
+    fifo = f"/run/till-{name}.fifo"
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo, 0o600)
+    # Read and write: the FIFO never reads as ended when the host's writer closes it.
+    commands = os.fdopen(os.open(fifo, os.O_RDWR), "rb")
     (d / "ready").write_text(f"{os.getpid()} {node}\n")
-    while True:
-        for cmd in sorted(d.glob("cmd-*.json")):
-            done = cmd.with_suffix(".done")
-            if not done.exists():
-                done.write_text(run(cmd, node, g))
-        time.sleep(0.05)
+    for line in commands:
+        job = line.decode(errors="replace").strip()
+        if not job.startswith("cmd-") or "/" in job:
+            print(f"scanner gadget: not a command: {line!r}", file=sys.stderr, flush=True)
+            continue
+        cmd = d / f"{job}.json"
+        try:
+            outcome = run(cmd, node, g)
+        except (OSError, ValueError) as e:  # a command file unreadable: its outcome says so
+            outcome = f"aborted: {cmd.name}: {e}"
+        done = cmd.with_suffix(".tmp-done")
+        done.write_text(outcome)
+        done.rename(cmd.with_suffix(".done"))
 
 
 if __name__ == "__main__":
