@@ -28,18 +28,22 @@ SLOW = 128 << 10  # bytes/s a slowed stick writes: long enough a window to pull 
 EXPORT_END = ("done", "failed")
 
 
-class Watch:
-    """stick_client.py watch in the guest, as a transient unit; its events read from the 9p share."""
+class Watcher:
+    """stick_client.py watch in the guest, one for the module, as a transient unit; its events are
+    read from the 9p share, pins asked for through a FIFO (one python3 start, not one per stick)."""
 
-    def __init__(self, shop: Shop, name: str, pin: str | None, day_dir: str) -> None:
-        self.shop, self.name = shop, name
-        self.file = shop.till.vm.share / "out" / f"{name}.jsonl"
+    UNIT = "stick-watch"
+    FIFO = "/run/till-stick-watch.fifo"
+
+    def __init__(self, till: Till) -> None:
+        self.till = till
+        self.file = till.vm.share / "out" / f"{self.UNIT}.jsonl"
         self.file.unlink(missing_ok=True)
-        pin_args = f" --pin {pin} --day-dir {day_dir}" if pin else ""
-        shop.till.vm.sh(f"systemd-run --unit={name} --collect -p StandardOutput=file:{OUT}/{name}.log "
-                        f"-p StandardError=file:{OUT}/{name}.log python3 {STICK_CLIENT} watch "
-                        f"{OUT}/{name}.jsonl{pin_args}")
-        self.pid = self.wait(lambda e: "ready" in e, 60, "the guest client watching")["pid"]
+        self.asks = 0
+        till.vm.sh(f"systemctl stop {self.UNIT} 2>/dev/null; rm -f {self.FIFO}; systemd-run --unit={self.UNIT} "
+                   f"--collect -p StandardOutput=file:{OUT}/{self.UNIT}.log -p StandardError=file:{OUT}/{self.UNIT}.log "
+                   f"python3 {STICK_CLIENT} watch {OUT}/{self.UNIT}.jsonl {self.FIFO}")
+        self.pid = Watch(self, 0).wait(lambda e: "ready" in e, 60, "the guest client watching")["pid"]
 
     def lines(self) -> list[dict]:
         try:
@@ -47,6 +51,28 @@ class Watch:
         except FileNotFoundError:
             return []
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+
+    def arm(self, pin: str | None, day_dir: str) -> Watch:
+        """A view of what comes after this ask, PIN armed (or none)."""
+        self.asks += 1
+        n = self.asks
+        self.till.vm.write(self.FIFO, f"pin {pin or '-'} {day_dir}\n".encode())
+        armed = Watch(self, 0).wait(lambda e: e.get("n") == n, 60, f"the guest client armed for {pin}")
+        return Watch(self, self.lines().index(armed) + 1)
+
+    def stop(self) -> None:
+        self.till.vm.sh(f"systemctl stop {self.UNIT}", check=False)
+
+
+class Watch:
+    """What the module's watcher saw from one point on (one stick's story)."""
+
+    def __init__(self, watcher: Watcher, start: int) -> None:
+        self.watcher, self.start = watcher, start
+        self.name = Watcher.UNIT
+
+    def lines(self) -> list[dict]:
+        return self.watcher.lines()[self.start:]
 
     def events(self) -> list[dict]:
         return [e for e in self.lines() if "event" in e]
@@ -58,7 +84,7 @@ class Watch:
                 if pred(line):
                     return line
             if time.monotonic() > deadline:
-                log = (self.shop.till.vm.share / "out" / f"{self.name}.log")
+                log = self.watcher.till.vm.share / "out" / f"{self.name}.log"
                 raise TimeoutError(f"{what or 'event'}: not within {timeout} s; seen: {self.lines()[-12:]}; "
                                    f"client: {log.read_text()[-1500:] if log.exists() else ''}")
             time.sleep(0.2)
@@ -70,18 +96,20 @@ class Watch:
     def resume(self) -> None:
         """SIGCONT for the edged the client stopped, and its udisksctl child (no-ops when running)."""
         children = " ".join(str(e["child"]) for e in self.lines() if "child" in e)
-        self.shop.till.vm.sh(f"kill -CONT {children} {self.pid}", check=False)
+        self.watcher.till.vm.sh(f"kill -CONT {children} {self.watcher.pid}", check=False)
 
     def stop(self) -> None:
+        """edged going on, whatever happened; a pin not reached is disarmed."""
         self.resume()
-        self.shop.till.vm.sh(f"systemctl stop {self.name}", check=False)
+        self.watcher.asks += 1
+        self.watcher.till.vm.write(Watcher.FIFO, b"pin -\n")
 
 
 class Shop:
     """The till in the guest with edged exporting closed days to sticks, and head office on the host."""
 
-    def __init__(self, till: Till, port: StickPort, tmp: Path) -> None:
-        self.till, self.port, self.tmp = till, port, tmp
+    def __init__(self, till: Till, port: StickPort, tmp: Path, watcher: Watcher) -> None:
+        self.till, self.port, self.tmp, self.watcher = till, port, tmp, watcher
         ident = json.loads(till.edged("identity --json").out)
         self.till_id = ident["till_id"]
         self.key = f"{self.till_id}={ident['public_key']}"
@@ -104,7 +132,7 @@ class Shop:
         return day
 
     def watch(self, pin: str | None = None, day: str = "") -> Watch:
-        return Watch(self, self.name("stick-watch"), pin, day.replace("-", ""))
+        return self.watcher.arm(pin, day.replace("-", ""))
 
     def image(self, **kw) -> Path:
         return make_stick_image(self.tmp / f"{self.name('stick')}.img", **kw)
@@ -152,9 +180,11 @@ def shop(till, tmp_path_factory):
     no stick left in afterwards."""
     till.configure(till.packaged + '\n[export]\nusb = "on_day_close"\n')
     port = StickPort(till)
+    watcher = Watcher(till)
     try:
-        yield Shop(till, port, tmp_path_factory.mktemp("sticks"))
+        yield Shop(till, port, tmp_path_factory.mktemp("sticks"), watcher)
     finally:
+        watcher.stop()
         for dev_id in list(port.stick_ids):
             UsbStick(port, dev_id, f"{dev_id}-drive", Path(), False, None).yank()
         till.vm.sh("systemctl kill -s CONT edged", check=False)

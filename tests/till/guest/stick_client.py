@@ -3,9 +3,13 @@ to the packaged edged over its socket as a POS app would, in the protocol docs/P
 (wire.py; edged.client's asyncio costs seconds to import under emulation).
 
     stick_client.py sales DAY N            append N sales for DAY (the day's records to export)
-    stick_client.py watch OUT [--pin AT]   write every usb/day event to OUT (JSON lines)
+    stick_client.py watch OUT FIFO         write every usb/day event to OUT (JSON lines); pins
+                                           are asked for by lines in FIFO
 
-`--pin AT` stops edged (SIGSTOP: all its threads at once) the moment the export reaches AT, and
+One watcher runs for the whole stick module (a python3 started per stick cost ~1.8 s of the
+guest's emulated CPU each). The host writes "pin AT DAYDIR" (or "pin -" for none) into FIFO
+before each stick; the watcher answers {"armed": AT, "n": N} in OUT, N counting the asks.
+A pin stops edged (SIGSTOP: all its threads at once) the moment the export reaches AT, once, and
 says so in OUT; the host then pulls the stick over QMP and lets edged go on (SIGCONT). Without
 it, a pull aimed from the host at an event would land wherever the export had got to by then.
 AT is an event (`inserted`, `started`, `writing`: the first progress short of the total,
@@ -60,55 +64,77 @@ def _matches(at: str, ev: dict) -> bool:
 
 
 class Watch:
-    def __init__(self, out: str, at: str | None, day_dir: str) -> None:
+    def __init__(self, out: str, fifo: str) -> None:
         self.f = open(out, "a", buffering=1)
-        self.at, self.day_dir = at, day_dir
+        self.fifo = fifo
+        self.at: str | None = None
+        self.day_dir = ""
         self.pid = _edged_pid()
+        self.lock = threading.Lock()  # the output file and the pin, shared with the pin threads
         self.pinned = threading.Event()
 
     def line(self, obj: dict) -> None:
-        self.f.write(json.dumps(obj, default=repr) + "\n")
-        self.f.flush()
+        with self.lock:
+            self.f.write(json.dumps(obj, default=repr) + "\n")
+            self.f.flush()
 
     def pin(self, why: dict) -> None:
-        if self.pinned.is_set():
-            return
-        os.kill(self.pid, signal.SIGSTOP)
-        self.pinned.set()
-        self.line({"pinned": self.at, "pid": self.pid, "at": why})
+        with self.lock:
+            if self.at is None or self.pinned.is_set():
+                return
+            os.kill(self.pid, signal.SIGSTOP)
+            self.pinned.set()
+            at, self.at = self.at, None  # once: the host sends SIGCONT and arms the next
+        self.line({"pinned": at, "pid": self.pid, "at": why})
 
-    def poll_unmount(self) -> None:
+    def poll_unmount(self, pinned: threading.Event) -> None:
         """edged's `udisksctl unmount` child, stopped as soon as it exists, before it asks udisksd."""
-        while not self.pinned.is_set():
+        while not pinned.is_set():
             for pid in os.listdir("/proc"):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         argv = f.read().split(b"\0")
                 except OSError:
                     continue
-                if argv[:2] == [b"udisksctl", b"unmount"]:
+                if argv[:2] == [b"udisksctl", b"unmount"] and not pinned.is_set():
                     os.kill(int(pid), signal.SIGSTOP)
                     self.line({"child": int(pid)})
                     self.pin({"unmount": int(pid)})
                     return
             time.sleep(0.002)
 
-    def poll_renamed(self) -> None:
+    def poll_renamed(self, pinned: threading.Event) -> None:
         """The final directory appearing under any mounted stick (udisks2 mounts in /media)."""
-        while not self.pinned.is_set():
+        while not pinned.is_set():
             found = glob.glob(f"/media/*/*/EDGED/*/{self.day_dir}")
             if found:
                 self.pin({"renamed": found[0]})
                 return
             time.sleep(0.002)
 
+    def control(self) -> None:
+        """The host's pins, one line each: "pin AT DAYDIR" or "pin -"."""
+        with open(os.open(self.fifo, os.O_RDWR), "rb") as asks:  # never EOF when the host closes
+            for n, raw in enumerate(asks, 1):
+                words = raw.decode(errors="replace").split()
+                with self.lock:
+                    self.pinned.set()  # ends the last ask's polling thread
+                    self.pinned = threading.Event()
+                    self.at = words[1] if len(words) > 1 and words[1] != "-" else None
+                    self.day_dir = words[2] if len(words) > 2 else ""
+                    at, pinned = self.at, self.pinned
+                if at in ("renamed", "unmount"):
+                    poll = self.poll_renamed if at == "renamed" else self.poll_unmount
+                    threading.Thread(target=poll, args=(pinned,), daemon=True).start()
+                self.line({"armed": at, "n": n})
+
     def run(self) -> None:
         c = Wire("stick-watch", SOCKET)
         c.request("watch", topics=["usb", "day"])
+        if not os.path.exists(self.fifo):
+            os.mkfifo(self.fifo, 0o600)
+        threading.Thread(target=self.control, daemon=True).start()
         self.line({"ready": True, "pid": self.pid})
-        if self.at in ("renamed", "unmount"):
-            poll = self.poll_renamed if self.at == "renamed" else self.poll_unmount
-            threading.Thread(target=poll, daemon=True).start()
         for ev in c.events():
             if self.at and _matches(self.at, ev):
                 self.pin(ev)
@@ -124,14 +150,12 @@ def main() -> None:
     s.add_argument("n", type=int)
     w = sub.add_parser("watch")
     w.add_argument("out")
-    w.add_argument("--pin", choices=["inserted", "started", "writing", "written", "renamed", "unmount",
-                                              "safe_to_remove"])
-    w.add_argument("--day-dir", default="")
+    w.add_argument("fifo")
     a = p.parse_args()
     if a.cmd == "sales":
         sales(a.day, a.n)
     else:
-        Watch(a.out, a.pin, a.day_dir).run()
+        Watch(a.out, a.fifo).run()
 
 
 if __name__ == "__main__":
