@@ -16,7 +16,8 @@ AT is an event (`inserted`, `started`, `writing`: the first progress short of th
 `written`: every byte written, the fsyncs and the rename to come, `safe_to_remove`), `renamed`:
 the export's final directory exists on the mounted stick (the rename done, its fsyncs and the
 unmount to come), seen by polling the mount from here, or `unmount`: edged has started
-`udisksctl unmount` (everything written and synced; stopped too, before it asks udisksd).
+`udisksctl unmount` (everything written and synced; stopped too, before it asks udisksd). Both
+are looked for only once the ask's stick is inserted.
 """
 from __future__ import annotations
 
@@ -122,11 +123,17 @@ class Watch:
                     self.pinned = threading.Event()
                     self.at = words[1] if len(words) > 1 and words[1] != "-" else None
                     self.day_dir = words[2] if len(words) > 2 else ""
-                    at, pinned = self.at, self.pinned
-                if at in ("renamed", "unmount"):
-                    poll = self.poll_renamed if at == "renamed" else self.poll_unmount
-                    threading.Thread(target=poll, args=(pinned,), daemon=True).start()
+                    at = self.at
                 self.line({"armed": at, "n": n})
+
+    def on_inserted(self) -> None:
+        """The stick of this ask is in: `renamed` and `unmount` are looked for from now on (a pull's
+        clean-up of the stick before, an unmount of its own, must not count)."""
+        with self.lock:
+            at, pinned = self.at, self.pinned
+        if at in ("renamed", "unmount"):
+            poll = self.poll_renamed if at == "renamed" else self.poll_unmount
+            threading.Thread(target=poll, args=(pinned,), daemon=True).start()
 
     def run(self) -> None:
         c = Wire("stick-watch", SOCKET)
@@ -139,6 +146,8 @@ class Watch:
             if self.at and _matches(self.at, ev):
                 self.pin(ev)
             self.line(ev)
+            if ev.get("event") == "usb.inserted":
+                self.on_inserted()
         self.line({"closed": True})  # edged closed the connection (restarted)
 
 
