@@ -15,6 +15,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from counter import plugged  # noqa: E402
 from image import image  # noqa: E402
 from install import installed  # noqa: E402
 from vm import VM  # noqa: E402
@@ -95,6 +96,13 @@ def _overlay(machine: VM, share: Path) -> None:
 @pytest.fixture(scope="session")
 def till(vm) -> Till:
     return Till(vm, log)
+
+
+@pytest.fixture(scope="session")
+def counter(till):
+    """The printers and scanners of counter.py, plugged once for the doctor, printer and scanner
+    modules (one restart of edged for the three)."""
+    yield from plugged(till)
 
 
 @pytest.fixture(autouse=True)

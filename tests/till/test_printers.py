@@ -1,7 +1,8 @@
 """Receipt printers through real USB: two configfs printer gadgets in the guest at once (the
 kernel's usbfs and usblp paths, the packaged udev rules and the hardened unit), one driven by edged
-with backend "usb" (python-escpos over pyusb), the other with "usblp" (/dev/usb/lpN). Every test
-works both printers side by side: one edged start, and half the wall time under emulation."""
+with backend "usb" (python-escpos over pyusb), the other with "usblp" (/dev/usb/lpN); plugged
+with the scanners (counter.py). Every test works both printers side by side: half the wall time
+under emulation."""
 from __future__ import annotations
 
 import io
@@ -14,41 +15,11 @@ import pytest
 
 from golden import REFERENCE_DOC, expected_path
 
-POS58 = ("0416", "5011")  # POS-58/80 printers on a Winbond chip: matched by vendor and product
-EPSON = ("04b8", "0e15")  # Epson TM-T20II: the rules want its printer interface (class 7)
-# name: (backend, ids, serial). The Epson id on usbfs checks the class-7 rule and endpoints taken
-# from the descriptors (the gadget has OUT 0x02 / IN 0x81, python-escpos guesses 0x01 / 0x82);
-# the POS58 id on usblp checks the lp rule, which must match the parent's attributes.
-PRINTERS = {"receipt": ("usb", EPSON, "RP0001"), "kitchen": ("usblp", POS58, "RP0002")}
-
-
-def _config() -> str:
-    out = ""
-    for name, (backend, (vid, pid), serial) in PRINTERS.items():
-        where = (f"vendor_id = 0x{vid}\nproduct_id = 0x{pid}\n" if backend == "usb"
-                 else f'device = "/dev/edged/printer-lp-{vid}-{pid}-{serial}"\n')
-        # confirm_timeout: the gadget's "firmware" is edged's Python emulator under software
-        # emulation, far slower to "print" a large image than a printer is.
-        out += f'[printers.{name}]\nbackend = "{backend}"\n{where}status_interval = 0.5\nconfirm_timeout = 180\n\n'
-    return out
-
 
 @pytest.fixture(scope="module")
-def printers(till):
-    """Both gadget printers plugged in and edged configured for them; undone after."""
-    gadgets = {}
-    try:
-        for name, (_, (vid, pid), serial) in PRINTERS.items():
-            gadgets[name] = till.printer(name[:2], vid, pid, serial)
-        for name, (_, (vid, pid), serial) in PRINTERS.items():
-            till.vm.wait_for(f"{name}'s nodes", f"test -e /dev/edged/printer-usb-{vid}-{pid}-{serial}", timeout=60)
-        till.configure(_config())
-        for name in PRINTERS:
-            wait_state(till, name, lambda p: p["state"] == "ok", "ready", timeout=60)
-        yield gadgets
-    finally:
-        for g in gadgets.values():
-            g.remove()
+def printers(counter):
+    """Both gadget printers plugged in and edged configured for them (counter.py)."""
+    return counter.printers
 
 
 def wait_state(till, name: str, ok, what: str, timeout: float = 30) -> dict:

@@ -10,35 +10,25 @@ import time
 from pathlib import Path
 
 import pytest
+from counter import PID, SERIALS, TIMEOUT, VID
 
 from till import OUT, Scanners
 
-VID, PID = "0c2e", "0b61"  # Honeywell, in edged's packaged udev rules
-SERIALS = {"us": "SCANUS01", "de": "SCANDE01", "no": "SCANNO01"}
-# What each layout's scanner types: digits, both cases, '-', '/', '.', and what moves between
-# layouts (German Y/Z, '-' on the US '/' key, '/' on Shift+7, AltGr '@'; Norwegian æøå).
-BARCODES = {"us": "AB-12/cd.Zy9", "de": "Zy-4711/ab.Ä@ö", "no": "Æø-42/yz.Å"}
-# Event timestamps, not wall time, split scans: a whole report path through dummy_hcd under TCG
-# can take tens of ms per key on this shared host (a real scanner types a key every few ms).
-TIMEOUT = 1.0
 EAN = "4006381333931"
 QEMU_BARCODE = "Zy-42/x.ä"
 # Characters each layout's table types with a modifier (Shift or AltGr): one more key each.
 SHIFTED = {"us": "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "de": "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÜ/@",
            "no": "ABCDEFGHIJKLMNOPQRSTUVWXYZÆØÅ/"}
-
-
-def _config(extra: str = "") -> str:
-    body = "".join(f'[scanners.{layout}]\nvendor = "{VID}"\nproduct = "{PID}"\nserial = "{serial}"\n'
-                   f'layout = "{layout}"\ntimeout = {TIMEOUT}\n\n' for layout, serial in SERIALS.items())
-    return body + extra
+# What each layout's scanner types: digits, both cases, '-', '/', '.', and what moves between
+# layouts (German Y/Z, '-' on the US '/' key, '/' on Shift+7, AltGr '@'; Norwegian æøå).
+BARCODES = {"us": "AB-12/cd.Zy9", "de": "Zy-4711/ab.Ä@ö", "no": "Æø-42/yz.Å"}
 
 
 @pytest.fixture(scope="module")
-def scanners(till):
-    """edged configured for three Honeywell scanners, one per layout, told apart by serial."""
-    till.configure(_config())
-    return Scanners(till)
+def scanners(counter) -> Scanners:
+    """edged configured for three Honeywell scanners, one per layout, told apart by serial
+    (counter.py, beside the printers)."""
+    return counter.kit
 
 
 def _state(till, name: str, state: str = "ok", timeout: float = 120) -> dict:
@@ -98,17 +88,10 @@ def watch(scanners):
 
 
 @pytest.fixture(scope="module")
-def three(till, scanners):
+def three(counter):
     """Three scanners of one model (Honeywell 0c2e:0b61), one per layout, told apart by serial:
-    plugged once for the module (a gadget costs seconds under emulation); taken apart after."""
-    made = {}
-    try:
-        for i, layout in enumerate(SERIALS):
-            made[layout] = scanners.gadget(f"scan{i}", VID, PID, SERIALS[layout])
-        yield made
-    finally:
-        for g in made.values():
-            g.remove()
+    plugged once (counter.py; a gadget costs seconds under emulation)."""
+    return counter.scanners
 
 
 @pytest.fixture
@@ -219,15 +202,22 @@ def _wait_share(till, what: str, path: Path, ready, timeout: float) -> str:
         time.sleep(0.1)
 
 
-def _record(till, node: str, name: str, layout: str, scans: int, timeout: float = TIMEOUT) -> str:
-    """`edged scan record` on NODE in the guest (as a technician runs it), started and listening."""
+def _record(till, node: str, name: str, layout: str, scans: int, timeout: float = TIMEOUT,
+            wait: bool = True) -> str:
+    """`edged scan record` on NODE in the guest (as a technician runs it), started; with WAIT,
+    listening (else _listening() says when)."""
     log = f"{OUT}/{name}.log"
     till.vm.sh(f"rm -f {OUT}/{name}.*; systemd-run --unit=record-{name} --collect -p StandardOutput=file:{log} "
                f"-p StandardError=file:{log} edged scan record {node} {OUT}/{name}.json --layout {layout} "
                f"--scans {scans} --timeout {timeout}")
+    if wait:
+        _listening(till, name)
+    return name
+
+
+def _listening(till, name: str) -> None:
     _wait_share(till, f"edged scan record {name} listening", till.vm.share / "out" / f"{name}.log",
                 lambda text: any(line.startswith("recording") for line in text.splitlines()), 120)
-    return name
 
 
 def _recorded(till, name: str) -> dict:
@@ -250,7 +240,7 @@ def test_scan_record_captures_real_kernel_events(till, scanners, plugged):
         # a full-speed gadget (the kernel then drops events; usb-gadget-de.json has one)
         assert g.type(layout, BARCODES[layout], delay=0.02) == "typed"
         assert g.type(layout, EAN, delay=0.02) == "typed"
-        doc = _recorded(till, name)
+        doc = _recorded(till, name)  # the next recording grabs the node: this one must be done
         assert doc["scans"] == [BARCODES[layout], EAN] and doc["layout"] == layout
         keys = [e for e in doc["events"] if e[2] == 1]  # EV_KEY: press and release of every key
         typed = BARCODES[layout] + EAN
@@ -267,8 +257,10 @@ def test_scan_record_of_qemu_usb_kbd_while_the_gadget_types(till, scanners, plug
         knode, gnode = kbd.event_node(), g.event_node()
         # Keys sent over QMP one command at a time: on this loaded 2-core host a gap of over a
         # second between two (seen in CI) split the recording's one scan in two.
-        _record(till, knode, "qemu-usb-kbd-de", "de", 1, timeout=5)
-        _record(till, gnode, "usb-gadget-no-beside-kbd", "no", 1)
+        _record(till, knode, "qemu-usb-kbd-de", "de", 1, timeout=5, wait=False)
+        _record(till, gnode, "usb-gadget-no-beside-kbd", "no", 1, wait=False)
+        _listening(till, "qemu-usb-kbd-de")  # both started at once, both listening before a key
+        _listening(till, "usb-gadget-no-beside-kbd")
         # One after the other, both recordings listening: QEMU's keyboard loses keys when the
         # guest is too busy to poll it (seen with the gadget typing at the same time in CI).
         assert g.type("no", BARCODES["no"], delay=0.02) == "typed"
