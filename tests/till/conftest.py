@@ -98,11 +98,31 @@ def till(vm) -> Till:
     return Till(vm, log)
 
 
+_COUNTER: list = []  # the counter's generator while its devices are plugged
+
+
 @pytest.fixture(scope="session")
 def counter(till):
     """The printers and scanners of counter.py, plugged once for the doctor, printer and scanner
-    modules (one restart of edged for the three)."""
-    yield from plugged(till)
+    modules (one restart of edged for the three); taken apart after the last test using them."""
+    devices = plugged(till)
+    _COUNTER.append(devices)
+    try:
+        yield next(devices)
+    finally:
+        _unplug_counter()
+
+
+def _unplug_counter() -> None:
+    while _COUNTER:
+        _COUNTER.pop().close()  # the generator's `finally`: every gadget removed
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """The counter's gadgets out as soon as no test ahead needs them: the serial and stick tests
+    run on a guest with no gadget program left idling."""
+    if _COUNTER and (nextitem is None or "counter" not in nextitem.fixturenames):
+        _unplug_counter()
 
 
 @pytest.fixture(autouse=True)

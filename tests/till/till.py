@@ -434,19 +434,31 @@ class Scanners:
     def gadget(self, name: str, vid: str, pid: str, serial: str, manufacturer: str = "Honeywell",
                product: str = "Barcode Scanner") -> ScannerGadget:
         """A HID boot-keyboard gadget with these ids on a free dummy_hcd port, plugged in."""
-        udc = self.till.take_udc()
-        out = f"{OUT}/{name}"
-        self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{OUT}/{name}.log "
-                   f"-p StandardError=file:{OUT}/{name}.log python3 {GUEST}/scanner_gadget.py "
-                   f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
+        return self.gadgets([(name, vid, pid, serial)], manufacturer, product)[0]
+
+    def gadgets(self, specs: list[tuple[str, str, str, str]], manufacturer: str = "Honeywell",
+                product: str = "Barcode Scanner") -> list[ScannerGadget]:
+        """Gadgets for SPECS (name, vid, pid, serial), their programs started at once: a python3
+        start costs seconds of the guest's CPU, and started one after the other each waits for
+        the last one's."""
+        made: list[ScannerGadget] = []
+        for name, vid, pid, serial in specs:
+            udc = self.till.take_udc()
+            out = f"{OUT}/{name}"
+            self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{OUT}/{name}.log "
+                       f"-p StandardError=file:{OUT}/{name}.log python3 {GUEST}/scanner_gadget.py "
+                       f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
+            g = ScannerGadget(self.till, name, udc, self.vm.share / "out" / name)
+            g.vid, g.serial = vid, serial
+            made.append(g)
         try:
-            self.vm.wait_for(f"scanner gadget {name}", f"test -f {out}/ready", timeout=120)
+            for g in made:
+                self.vm.wait_for(f"scanner gadget {g.name}", f"test -f {OUT}/{g.name}/ready", timeout=120)
         except TimeoutError:
-            self.till.free_udc(udc)
+            for g in made:
+                self.till.free_udc(g.udc)
             raise
-        g = ScannerGadget(self.till, name, udc, self.vm.share / "out" / name)
-        g.vid, g.serial = vid, serial
-        return g
+        return made
 
     def qemu_kbd(self, dev_id: str, serial: str, bound: bool = False) -> QemuKeyboard:
         """QEMU's usb-kbd hot-plugged on xhci.0; bound=True binds it to the VGA console so key
