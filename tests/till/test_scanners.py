@@ -199,7 +199,7 @@ def _wait_share(till, what: str, path: Path, ready, timeout: float) -> str:
             return text
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout} s; {path.name}: {text[-1500:]}")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _record(till, node: str, name: str, layout: str, scans: int, timeout: float = TIMEOUT,

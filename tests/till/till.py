@@ -292,7 +292,7 @@ class UsbStick:
             except RuntimeError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(0.2)
+                time.sleep(0.05)
         if self.throttle:
             vm.qmp("object-del", id=self.throttle)
         self.port.stick_ids.discard(self.dev_id)
@@ -372,7 +372,7 @@ class ScannerGadget(Gadget):
         while not done.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"scanner {self.name}: {self.job} not typed in {timeout} s")
-            time.sleep(0.1)
+            time.sleep(0.05)
         return done.read_text()
 
     def event_node(self, timeout: float = 30) -> str:
@@ -509,7 +509,7 @@ class ScanWatch:
                 return events
             if time.monotonic() > deadline:
                 raise TimeoutError(f"watcher {self.name}: {what} not within {timeout} s; events: {events[-10:]}")
-            time.sleep(0.2)
+            time.sleep(0.05)  # the share, read on the host
 
     def wait_scans(self, n: int, timeout: float = 60) -> list[dict]:
         self.wait(f"{n} scans", lambda _: len(self.scans()) >= n, timeout)
