@@ -54,12 +54,14 @@ def plugged(till: Till) -> Iterator[Counter]:
     printers: dict[str, PrinterGadget] = {}
     scanners: dict[str, ScannerGadget] = {}
     try:
-        # Printer gadgets one at a time (till.printer: each finds its node as the one that came);
-        # the scanners' programs all at once.
-        for name, (_, (vid, pid), serial) in PRINTERS.items():
-            printers[name] = till.printer(name[:2], vid, pid, serial)
-        made = kit.gadgets([(f"scan{i}", VID, PID, SERIALS[layout]) for i, layout in enumerate(SERIALS)])
-        scanners.update(zip(SERIALS, made))
+        # Every gadget's program started at once: a python3 start is seconds of emulated CPU.
+        made = till.printers([(name[:2], vid, pid, serial) for name, (_, (vid, pid), serial) in PRINTERS.items()],
+                             wait=False)
+        printers.update(zip(PRINTERS, made))
+        kinds = kit.gadgets([(f"scan{i}", VID, PID, SERIALS[layout]) for i, layout in enumerate(SERIALS)], wait=False)
+        scanners.update(zip(SERIALS, kinds))
+        for g in [*made, *kinds]:
+            g.wait_ready()
         for name, (_, (vid, pid), serial) in PRINTERS.items():
             till.vm.wait_for(f"{name}'s nodes", f"test -e /dev/edged/printer-usb-{vid}-{pid}-{serial}", timeout=60)
         till.configure(config())

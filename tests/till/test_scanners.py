@@ -99,10 +99,14 @@ def plugged(scanners):
     """Plugs more gadgets on request; takes every one apart afterwards, whatever happened."""
     made = []
 
-    def plug(layout: str, serial: str):
-        g = scanners.gadget(f"extra{len(made)}", VID, PID, serial)
-        made.append(g)
-        return g
+    def plug(*serials: str):
+        """A gadget per serial, their programs started at once; the one gadget, or the list."""
+        gs = scanners.gadgets([(f"extra{len(made) + i}", VID, PID, serial) for i, serial in enumerate(serials)],
+                              wait=False)
+        made.extend(gs)
+        for g in gs:
+            g.wait_ready()
+        return gs[0] if len(gs) == 1 else gs
     yield plug
     for g in made:
         g.remove()
@@ -157,7 +161,7 @@ def test_nothing_reaches_tty1_while_edged_holds_the_scanner(till, scanners, thre
     below can fail."""
     scanners.reset_console()
     try:
-        stranger = plugged("us", serial="SCANXX99")
+        stranger = plugged("SCANXX99")
         stranger.event_node()
         assert stranger.type("us", "771234", enter=False) == "typed"
         till.vm.wait_for("the stranger's keys on tty1", "grep -q 771234 /dev/vcs1", timeout=30)
@@ -232,15 +236,22 @@ def test_scan_record_captures_real_kernel_events(till, scanners, plugged):
     configured for, so edged holds no grab): the recording reads back as the barcodes typed under
     each layout. These recordings are the fixtures tests/fixtures/scans/usb-gadget-*.json
     (README.md there says how they were made); the ordinary suite replays them."""
-    g = plugged("us", serial="SCANREC1")
-    node = g.event_node()
-    for layout in ("us", "de", "no"):
-        name = _record(till, node, f"usb-gadget-{layout}", layout, 2)
-        # a 20 ms intercharacter delay: on this loaded TCG guest even the recorder falls behind
-        # a full-speed gadget (the kernel then drops events; usb-gadget-de.json has one)
-        assert g.type(layout, BARCODES[layout], delay=0.02) == "typed"
-        assert g.type(layout, EAN, delay=0.02) == "typed"
-        doc = _recorded(till, name)  # the next recording grabs the node: this one must be done
+    layouts = ("us", "de", "no")
+    gadgets = dict(zip(layouts, plugged(*(f"SCANREC{i}" for i in (1, 3, 4)))))
+    # All three at once, each gadget typing under its own layout into its own recording: under
+    # emulation each recorder's start is seconds of CPU, and one after the other they add up.
+    for layout, g in gadgets.items():
+        _record(till, g.event_node(), f"usb-gadget-{layout}", layout, 2, wait=False)
+    for layout in layouts:
+        _listening(till, f"usb-gadget-{layout}")
+    for text in (lambda layout: BARCODES[layout], lambda layout: EAN):
+        for layout, g in gadgets.items():
+            # a 20 ms intercharacter delay: on this loaded TCG guest even the recorder falls
+            # behind a full-speed gadget (the kernel then drops events; usb-gadget-de.json has one)
+            g.type(layout, text(layout), delay=0.02, wait=False)
+        assert [g.outcome() for g in gadgets.values()] == ["typed"] * 3
+    for layout in layouts:
+        doc = _recorded(till, f"usb-gadget-{layout}")
         assert doc["scans"] == [BARCODES[layout], EAN] and doc["layout"] == layout
         keys = [e for e in doc["events"] if e[2] == 1]  # EV_KEY: press and release of every key
         typed = BARCODES[layout] + EAN
@@ -251,7 +262,7 @@ def test_scan_record_of_qemu_usb_kbd_while_the_gadget_types(till, scanners, plug
     """Two recordings at once: QEMU's own usb-kbd on xHCI (keys sent over QMP, German layout) and
     the gadget scanner on dummy_hcd, each typing in turn; each recording holds only its own
     device's keys."""
-    g = plugged("no", serial="SCANREC2")
+    g = plugged("SCANREC2")
     kbd = scanners.qemu_kbd("reckbd", "QKBDREC1")
     try:
         knode, gnode = kbd.event_node(), g.event_node()

@@ -17,7 +17,7 @@ from vm import VM, GuestError, Result
 GUEST = "/mnt/host/guest"  # tests/till/guest/, over 9p
 OUT = "/mnt/host/out"  # what gadgets record, read by the host as plain files
 AGENT_FIFO = "/run/till-agent.fifo"  # requests for guest/agent.py
-UDCS = 6  # dummy_hcd ports: one gadget each (counter.py: two printers, three scanners; a spare)
+UDCS = 8  # dummy_hcd ports: one gadget each (counter.py: two printers, three scanners; three more)
 
 
 @dataclass
@@ -32,6 +32,14 @@ class Gadget:
     @property
     def config(self) -> str:
         return f"/sys/kernel/config/usb_gadget/{self.name}"
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Until its program has made the gadget and bound it (it writes `ready`)."""
+        try:
+            self.till.vm.wait_for(f"gadget {self.name}", f"test -f {OUT}/{self.out.name}/ready", timeout=timeout)
+        except Exception:
+            self.till.free_udc(self.udc)
+            raise
 
     def unplug(self) -> None:
         """Unbind from the UDC: for the host side of dummy_hcd, the cable is pulled."""
@@ -194,20 +202,26 @@ class Till:
 
     def printer(self, name: str, vid: str, pid: str, serial: str,
                 manufacturer: str = "EPSON", product: str = "TM-T20II") -> PrinterGadget:
-        self.clear_gadget(name)
-        udc = self.take_udc()
-        # A new directory each time: 9p in the guest may still hold an old one's entries.
-        run = f"{name}-{time.monotonic_ns()}"
-        out = f"{OUT}/{run}"
-        self.vm.sh(f"systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{out}.log "
-                   f"-p StandardError=file:{out}.log python3 {GUEST}/printer_gadget.py "
-                   f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
-        try:
-            self.vm.wait_for(f"printer gadget {name}", f"test -f {out}/ready", timeout=120)
-        except Exception:
-            self.free_udc(udc)
-            raise
-        return PrinterGadget(self, name, udc, self.vm.share / "out" / run)
+        return self.printers([(name, vid, pid, serial)], manufacturer, product)[0]
+
+    def printers(self, specs: list[tuple[str, str, str, str]], manufacturer: str = "EPSON",
+                 product: str = "TM-T20II", wait: bool = True) -> list[PrinterGadget]:
+        """Printer gadgets for SPECS (name, vid, pid, serial), their programs started at once
+        (they bind one at a time by themselves: printer_gadget.py); with WAIT, ready."""
+        made: list[PrinterGadget] = []
+        for name, vid, pid, serial in specs:
+            self.clear_gadget(name)
+            udc = self.take_udc()
+            # A new directory each time: 9p in the guest may still hold an old one's entries.
+            run = f"{name}-{time.monotonic_ns()}"
+            out = f"{OUT}/{run}"
+            self.vm.sh(f"systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{out}.log "
+                       f"-p StandardError=file:{out}.log python3 {GUEST}/printer_gadget.py "
+                       f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
+            made.append(PrinterGadget(self, name, udc, self.vm.share / "out" / run))
+        for g in made if wait else []:
+            g.wait_ready()
+        return made
 
 
 # --- USB sticks (QEMU usb-storage on xhci.0; issue 22 point 4) -------------------------------------
@@ -437,10 +451,10 @@ class Scanners:
         return self.gadgets([(name, vid, pid, serial)], manufacturer, product)[0]
 
     def gadgets(self, specs: list[tuple[str, str, str, str]], manufacturer: str = "Honeywell",
-                product: str = "Barcode Scanner") -> list[ScannerGadget]:
+                product: str = "Barcode Scanner", wait: bool = True) -> list[ScannerGadget]:
         """Gadgets for SPECS (name, vid, pid, serial), their programs started at once: a python3
         start costs seconds of the guest's CPU, and started one after the other each waits for
-        the last one's."""
+        the last one's. With WAIT, ready."""
         made: list[ScannerGadget] = []
         for name, vid, pid, serial in specs:
             udc = self.till.take_udc()
@@ -451,13 +465,8 @@ class Scanners:
             g = ScannerGadget(self.till, name, udc, self.vm.share / "out" / name)
             g.vid, g.serial = vid, serial
             made.append(g)
-        try:
-            for g in made:
-                self.vm.wait_for(f"scanner gadget {g.name}", f"test -f {OUT}/{g.name}/ready", timeout=120)
-        except TimeoutError:
-            for g in made:
-                self.till.free_udc(g.udc)
-            raise
+        for g in made if wait else []:
+            g.wait_ready()
         return made
 
     def qemu_kbd(self, dev_id: str, serial: str, bound: bool = False) -> QemuKeyboard:

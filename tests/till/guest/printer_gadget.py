@@ -74,7 +74,8 @@ def make_gadget(name: str, vid: str, pid: str, serial: str, udc: str, manufactur
 def _own_node(before: set[str]) -> str:
     """This gadget's /dev/g_printerN: the node its binding made. Nothing names an instance's minor
     in configfs (6.1), so the harness makes printer gadgets one at a time (till.py waits for
-    `ready`) and the new node is this one's; it keeps its number across unbind and bind."""
+    `ready`, or the programs take a lock) and the new node is this one's; it keeps its number
+    across unbind and bind."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         new = set(glob.glob("/dev/g_printer*")) - before
@@ -132,9 +133,13 @@ def main() -> None:
     received = open(d / "received.bin", "ab", buffering=0)
     receipts = open(d / "receipts.txt", "a", buffering=1)
     emu = PrinterEmulator(use_pty=False, on_receipt=lambda r, text: receipts.write(text + "\n=====\n"))
-    before = set(glob.glob("/dev/g_printer*"))
-    make_gadget(name, vid, pid, serial, udc, manufacturer, product)
-    node = _own_node(before)
+    # Printer gadgets bind one at a time, each finding its node as the one that came; their
+    # programs may start together (the imports above are most of a start under emulation).
+    with open("/run/till-printer-gadgets.lock", "w") as one_at_a_time:
+        fcntl.flock(one_at_a_time, fcntl.LOCK_EX)
+        before = set(glob.glob("/dev/g_printer*"))
+        make_gadget(name, vid, pid, serial, udc, manufacturer, product)
+        node = _own_node(before)
     fd = -1
     pending = bytearray()  # answers not yet taken by the host
     stream = _Stream(lambda reply: pending.extend(reply))
