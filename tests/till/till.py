@@ -17,7 +17,7 @@ from vm import VM, GuestError, Result
 GUEST = "/mnt/host/guest"  # tests/till/guest/, over 9p
 OUT = "/mnt/host/out"  # what gadgets record, read by the host as plain files
 AGENT_FIFO = "/run/till-agent.fifo"  # requests for guest/agent.py
-UDCS = 8  # dummy_hcd ports: one gadget each (counter.py: two printers, three scanners; three more)
+UDCS = 6  # dummy_hcd ports: one gadget each (counter.py: two printers, three scanners; one more)
 
 
 @dataclass
