@@ -22,6 +22,7 @@ from .devices.printer.device import Printer
 from .devices.printer.jobs import JobBook
 from .devices.printer.ops import PrintOps
 from .devices.printer.spooler import PrintService
+from .devices.scanner import decode
 from .devices.scanner.device import Scanner
 from .devices.scanner.hotplug import Hotplug
 from .devices.scanner.ops import ScanOps
@@ -47,6 +48,11 @@ GC_THRESHOLD = 50_000
 HEARTBEAT = 1.0  # seconds between STATUS refreshes when no watchdog asks for faster
 
 
+def _said_if_failed(warming: asyncio.Future[None]) -> None:
+    if not warming.cancelled() and (e := warming.exception()) is not None:
+        log.error("scanners: the GS1 parser (biip) cannot be loaded, scans will fail: %s", e)
+
+
 class Part(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -70,6 +76,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self._unhealthy: set[str] = set()
         self.server: Server | None = None
+        self._warming: asyncio.Future[None] | None = None  # the GS1 parser loading (decode.warm)
 
     def publish(self, event: dict) -> int:
         """Device events for watchers (how many got it); parts started before the socket call this too."""
@@ -190,6 +197,9 @@ class Daemon:
         scanners = {name: Scanner(name, s, self.publish,
                                   self.hw.opener(name, self.input_opener) if s.backend == "evdev" else None)
                     for name, s in settings.items()}
+        if scanners:
+            self._warming = asyncio.get_running_loop().run_in_executor(None, decode.warm)
+            self._warming.add_done_callback(_said_if_failed)
         for name, scanner in scanners.items():
             await self._start(f"scanner-{name}", scanner)
         wedges = [s for s in scanners.values() if s.settings.backend == "evdev"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -318,3 +319,29 @@ def test_edged_events_prints_device_events_as_they_happen(short_dir):
                 watcher.wait(10)
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_gs1_parser_that_cannot_load_is_said_at_start(short_dir, monkeypatch, caplog):
+    """biip is loaded in a thread once scanners are configured (not at import, not at the first
+    scan on the loop): a broken one is an error in the log at start, and edged runs on."""
+    from edged.devices.scanner import decode
+
+    def broken() -> None:
+        raise ImportError("No module named 'biip'")
+
+    monkeypatch.setattr(decode, "_biip", broken)
+    cfg = config.from_dict({"daemon": {"state_dir": str(short_dir / "state"),
+                                       "socket": str(short_dir / "edged.sock")}})
+    daemon = Daemon(cfg, simulate=True, notifier=Notifier({}))
+
+    async def scenario() -> int:
+        task = asyncio.create_task(daemon.run())
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        daemon._stop.set()
+        return await task
+
+    with caplog.at_level(logging.ERROR, logger="edged"):
+        assert asyncio.run(scenario()) == 0
+    assert any("GS1 parser (biip) cannot be loaded" in r.getMessage() and "No module named 'biip'" in r.getMessage()
+               for r in caplog.records), caplog.text

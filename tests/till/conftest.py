@@ -99,6 +99,7 @@ def till(vm) -> Till:
 
 
 _COUNTER: list = []  # the counter's generator while its devices are plugged
+_COUNTER_GONE: list = []  # set once taken apart: pytest would hand out the stale value
 
 
 @pytest.fixture(scope="session")
@@ -115,9 +116,20 @@ def counter(till):
 
 def _unplug_counter() -> None:
     while _COUNTER:
+        _COUNTER_GONE.append(True)
         _COUNTER.pop().close()  # the generator's `finally`: every gadget removed
 
 
+@pytest.fixture(autouse=True)
+def _counter_still_plugged(request):
+    """A test needing the counter after it was taken apart (modules run out of file order) fails
+    saying so, instead of timing out on gadgets that are gone."""
+    if _COUNTER_GONE and "counter" in request.fixturenames:
+        pytest.fail("the counter's devices were taken apart before this test: run the doctor, printer and "
+                    "scanner modules one after the other (as in file order)")
+
+
+@pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
 def pytest_runtest_teardown(item, nextitem):
     """The counter's gadgets out as soon as no test ahead needs them: the serial and stick tests
     run on a guest with no gadget program left idling."""

@@ -2,11 +2,10 @@
 transient unit), read by the host as JSON lines over 9p."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
-from till import GUEST, OUT, Till
+from till import GUEST, OUT, Till, whole_lines
 
 
 class EventWatch:
@@ -26,7 +25,7 @@ class EventWatch:
             text = self.host_file.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
+        return whole_lines(text)
 
     def next(self, what: str, match: Callable[[dict], bool], timeout: float = 60) -> dict:
         """The first event after those already handed out that MATCH accepts; the ones skipped

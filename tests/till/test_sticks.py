@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from till import OUT, STICK_CLIENT, StickPort, Till, UsbStick, make_stick_image
+from till import OUT, STICK_CLIENT, GuestError, StickPort, Till, UsbStick, make_stick_image, whole_lines
 
 REPO = Path(__file__).resolve().parents[2]
 SALES = 2000  # ~0.5 MB of journal: an export takes several writes, and seconds on a slowed stick
@@ -30,7 +30,8 @@ EXPORT_END = ("done", "failed")
 
 class Watcher:
     """stick_client.py watch in the guest, one for the module, as a transient unit; its events are
-    read from the 9p share, pins asked for through a FIFO (one python3 start, not one per stick)."""
+    read from the 9p share, pins asked for through a FIFO (one python3 start, not one per stick).
+    When edged closed its connection (a restart), the next stick gets a new one."""
 
     UNIT = "stick-watch"
     FIFO = "/run/till-stick-watch.fifo"
@@ -40,25 +41,33 @@ class Watcher:
         self.file = till.vm.share / "out" / f"{self.UNIT}.jsonl"
         self.file.unlink(missing_ok=True)
         self.asks = 0
-        till.vm.sh(f"systemctl stop {self.UNIT} 2>/dev/null; rm -f {self.FIFO}; systemd-run --unit={self.UNIT} "
-                   f"--collect -p StandardOutput=file:{OUT}/{self.UNIT}.log -p StandardError=file:{OUT}/{self.UNIT}.log "
-                   f"python3 {STICK_CLIENT} watch {OUT}/{self.UNIT}.jsonl {self.FIFO}")
-        self.pid = Watch(self, 0).wait(lambda e: "ready" in e, 60, "the guest client watching")["pid"]
+        self.start()
+
+    def start(self) -> None:
+        begin = len(self.lines())  # a new one appends to the same file
+        self.till.vm.sh(f"systemctl stop {self.UNIT} 2>/dev/null; rm -f {self.FIFO}; systemd-run --unit={self.UNIT} "
+                        f"--collect -p StandardOutput=file:{OUT}/{self.UNIT}.log "
+                        f"-p StandardError=file:{OUT}/{self.UNIT}.log "
+                        f"python3 {STICK_CLIENT} watch {OUT}/{self.UNIT}.jsonl {self.FIFO}")
+        self.asks = 0
+        self.pid = Watch(self, begin).wait(lambda e: "ready" in e, 60, "the guest client watching")["pid"]
 
     def lines(self) -> list[dict]:
         try:
-            text = self.file.read_text()
+            return whole_lines(self.file.read_text())
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
     def arm(self, pin: str | None, day_dir: str) -> Watch:
         """A view of what comes after this ask, PIN armed (or none)."""
+        if any("closed" in line for line in self.lines()[-3:]):
+            self.start()
         self.asks += 1
         n = self.asks
+        since = len(self.lines())
         self.till.vm.write(self.FIFO, f"pin {pin or '-'} {day_dir}\n".encode())
-        armed = Watch(self, 0).wait(lambda e: e.get("n") == n, 60, f"the guest client armed for {pin}")
-        return Watch(self, self.lines().index(armed) + 1)
+        armed = Watch(self, since).wait(lambda e: e.get("n") == n, 60, f"the guest client armed for {pin}")
+        return Watch(self, self.lines().index(armed, since) + 1)
 
     def stop(self) -> None:
         self.till.vm.sh(f"systemctl stop {self.UNIT}", check=False)
@@ -101,8 +110,11 @@ class Watch:
     def stop(self) -> None:
         """edged going on, whatever happened; a pin not reached is disarmed."""
         self.resume()
-        self.watcher.asks += 1
-        self.watcher.till.vm.write(Watcher.FIFO, b"pin -\n")
+        try:
+            self.watcher.till.vm.write(Watcher.FIFO, b"pin -\n")
+            self.watcher.asks += 1
+        except GuestError:  # the watcher ended (edged restarted): the next arm() starts one
+            pass
 
 
 class Shop:

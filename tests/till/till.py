@@ -209,18 +209,23 @@ class Till:
         """Printer gadgets for SPECS (name, vid, pid, serial), their programs started at once
         (they bind one at a time by themselves: printer_gadget.py); with WAIT, ready."""
         made: list[PrinterGadget] = []
-        for name, vid, pid, serial in specs:
-            self.clear_gadget(name)
-            udc = self.take_udc()
-            # A new directory each time: 9p in the guest may still hold an old one's entries.
-            run = f"{name}-{time.monotonic_ns()}"
-            out = f"{OUT}/{run}"
-            self.vm.sh(f"systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{out}.log "
-                       f"-p StandardError=file:{out}.log python3 {GUEST}/printer_gadget.py "
-                       f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
-            made.append(PrinterGadget(self, name, udc, self.vm.share / "out" / run))
-        for g in made if wait else []:
-            g.wait_ready()
+        try:
+            for name, vid, pid, serial in specs:
+                self.clear_gadget(name)
+                udc = self.take_udc()
+                # A new directory each time: 9p in the guest may still hold an old one's entries.
+                run = f"{name}-{time.monotonic_ns()}"
+                out = f"{OUT}/{run}"
+                made.append(PrinterGadget(self, name, udc, self.vm.share / "out" / run))
+                self.vm.sh(f"systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{out}.log "
+                           f"-p StandardError=file:{out}.log python3 {GUEST}/printer_gadget.py {name} {vid} {pid} "
+                           f"{serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
+            for g in made if wait else []:
+                g.wait_ready()
+        except BaseException:
+            for g in made:  # none left running, no port left taken
+                g.remove()
+            raise
         return made
 
 
@@ -456,17 +461,22 @@ class Scanners:
         start costs seconds of the guest's CPU, and started one after the other each waits for
         the last one's. With WAIT, ready."""
         made: list[ScannerGadget] = []
-        for name, vid, pid, serial in specs:
-            udc = self.till.take_udc()
-            out = f"{OUT}/{name}"
-            self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect -p StandardOutput=file:{OUT}/{name}.log "
-                       f"-p StandardError=file:{OUT}/{name}.log python3 {GUEST}/scanner_gadget.py "
-                       f"{name} {vid} {pid} {serial} {udc} {out} {shlex.quote(manufacturer)} {shlex.quote(product)}")
-            g = ScannerGadget(self.till, name, udc, self.vm.share / "out" / name)
-            g.vid, g.serial = vid, serial
-            made.append(g)
-        for g in made if wait else []:
-            g.wait_ready()
+        try:
+            for name, vid, pid, serial in specs:
+                g = ScannerGadget(self.till, name, self.till.take_udc(), self.vm.share / "out" / name)
+                g.vid, g.serial = vid, serial
+                made.append(g)
+                out = f"{OUT}/{name}"
+                self.vm.sh(f"rm -rf {out}; systemd-run --unit=gadget-{name} --collect "
+                           f"-p StandardOutput=file:{OUT}/{name}.log -p StandardError=file:{OUT}/{name}.log "
+                           f"python3 {GUEST}/scanner_gadget.py {name} {vid} {pid} {serial} {g.udc} {out} "
+                           f"{shlex.quote(manufacturer)} {shlex.quote(product)}")
+            for g in made if wait else []:
+                g.wait_ready()
+        except BaseException:
+            for g in made:  # none left running, no port left taken
+                g.remove()
+            raise
         return made
 
     def qemu_kbd(self, dev_id: str, serial: str, bound: bool = False) -> QemuKeyboard:
@@ -502,10 +512,10 @@ class ScanWatch:
 
     def events(self) -> list[dict]:
         try:
-            lines = self.path.read_text().splitlines()
+            text = self.path.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in lines if line.endswith("}")]
+        return whole_lines(text)
 
     def scans(self, device: str | None = None) -> list[dict]:
         return [e for e in self.events() if e.get("event") == "scanner.scan" and device in (None, e.get("device"))]
@@ -527,6 +537,12 @@ class ScanWatch:
     def stop(self) -> None:
         self.till.vm.sh(f"systemctl stop watch-{self.name}", check=False)
 
+
+
+def whole_lines(text: str) -> list[dict]:
+    """The JSON lines of a file another program is appending to: only those it ended with a
+    newline (a line being written may end in a nested object's `}`)."""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
 
 def input_node(vm: VM, vid: str, serial: str, timeout: float = 60) -> str:

@@ -45,9 +45,15 @@ def decode(raw: str) -> dict[str, Any]:
 
 
 def _biip() -> Any:
-    # Imported at the first scan, not at edged's start: biip builds its GS1 prefix tables at
-    # import (0.8 s of a restart in the till VM; tens of ms on a till), and a till restarted
-    # after a crash should be selling again first.
+    # Not imported at edged's start: biip builds its GS1 prefix tables at import (0.8 s of a
+    # restart in the till VM; tens of ms on a till), and a till restarted after a crash should be
+    # selling again first. warm() loads it in a thread meanwhile.
     import biip
 
     return biip
+
+
+def warm() -> None:
+    """Load the GS1 parser now (the daemon calls this in a thread once scanners are configured,
+    so the first scan does not wait for it on the event loop, and a broken one is said at start)."""
+    _biip()

@@ -17,7 +17,7 @@ AT is an event (`inserted`, `started`, `writing`: the first progress short of th
 the export's final directory exists on the mounted stick (the rename done, its fsyncs and the
 unmount to come), seen by polling the mount from here, or `unmount`: edged has started
 `udisksctl unmount` (everything written and synced; stopped too, before it asks udisksd). Both
-are looked for only once the ask's stick is inserted.
+are looked for only once the ask's export wrote its last byte.
 """
 from __future__ import annotations
 
@@ -126,9 +126,10 @@ class Watch:
                     at = self.at
                 self.line({"armed": at, "n": n})
 
-    def on_inserted(self) -> None:
-        """The stick of this ask is in: `renamed` and `unmount` are looked for from now on (a pull's
-        clean-up of the stick before, an unmount of its own, must not count)."""
+    def on_written(self) -> None:
+        """This ask's export wrote its last byte: `renamed` and `unmount` are looked for from now on
+        (the clean-up of a stick pulled before, which edged may run after a new one is in, must
+        not count)."""
         with self.lock:
             at, pinned = self.at, self.pinned
         if at in ("renamed", "unmount"):
@@ -146,8 +147,8 @@ class Watch:
             if self.at and _matches(self.at, ev):
                 self.pin(ev)
             self.line(ev)
-            if ev.get("event") == "usb.inserted":
-                self.on_inserted()
+            if _matches("written", ev):
+                self.on_written()
         self.line({"closed": True})  # edged closed the connection (restarted)
 
 
