@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,54 @@ def test_processes_starting_together_share_one_cache_without_reading_half_a_file
     assert len({out for out, _ in outs}) == 1 and int(outs[0][0]) > 10
     assert [p.endswith(PICKLE) for p in cached(cache / "edged")] == [True]
     assert list(tmp.iterdir()) == []
+
+
+def _python(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+LOAD_WITH_PACKAGED = ("import sys, pathlib; from edged.devices import escpos_cache as c; "
+                      "c.PACKAGED = pathlib.Path(sys.argv[1]); "
+                      "import edged.devices.printer.codepages, escpos.capabilities as e; print(len(e.CAPABILITIES['profiles']))")
+
+
+def test_the_packages_pickle_is_read_and_no_user_cache_is_made(tmp_path):
+    """The .deb ships the database pickled at build time (debian/rules: prebuild): read from there,
+    no process parses the database nor writes a cache of its own; an unusable one is passed over."""
+    tmp, cache, shelf = tmp_path / "tmp", tmp_path / "cache", tmp_path / "usr-lib-edged" / "escpos-cache"
+    tmp.mkdir()
+    env = {**clean_env(XDG_CACHE_HOME=str(cache)), "TMPDIR": str(tmp)}
+    made = _python("import sys, pathlib; from edged.devices import escpos_cache as c; "
+                   "print(c.prebuild(pathlib.Path(sys.argv[1])))", str(shelf), env=env)
+    assert made.returncode == 0, made.stderr
+    pickled = Path(made.stdout.strip())
+    assert pickled.parent.parent == shelf and pickled.name == PICKLE and pickled.stat().st_size > 1000
+    first = _python(LOAD_WITH_PACKAGED, str(shelf), env=env)
+    assert first.returncode == 0 and int(first.stdout) > 10, first.stderr
+    assert not cache.exists() and list(tmp.iterdir()) == []  # the package's pickle was read: nothing made
+    # Older than the database (escpos would then parse it and write a new pickle into the package's
+    # directory): passed over for the user's own cache; the package's file is left as it was.
+    os.utime(pickled, (0, 0))
+    before = pickled.read_bytes()
+    second = _python(LOAD_WITH_PACKAGED, str(shelf), env=env)
+    assert second.returncode == 0 and second.stdout == first.stdout, second.stderr
+    assert [p.endswith(PICKLE) for p in cached(cache / "edged")] == [True]
+    assert pickled.read_bytes() == before and pickled.stat().st_mtime == 0 and list(tmp.iterdir()) == []
+    # Unreadable (a damaged disk): a warning, and the user's own cache.
+    shutil.rmtree(cache)
+    pickled.write_bytes(b"not a pickle")
+    os.utime(pickled, None)
+    third = _python(LOAD_WITH_PACKAGED, str(shelf), env=env)
+    assert third.returncode == 0 and third.stdout == first.stdout, third.stderr
+    assert "unreadable" in third.stderr and [p.endswith(PICKLE) for p in cached(cache / "edged")] == [True]
+
+
+def test_scanner_commands_never_load_the_printer_database(tmp_path):
+    """`edged scan record` (a technician recording a scanner) loads no printer code at all."""
+    env = clean_env(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    code = ("import sys; from edged.cli import build_parser; build_parser('scan').parse_args(['scan', 'record', "
+            "'/dev/null', '/dev/null']); import edged.cli.scan, edged.devices.scanner.fixture; "
+            "print('escpos.capabilities' in sys.modules)")
+    done = _python(code, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    assert not (tmp_path / "cache").exists()

@@ -18,9 +18,9 @@ from blockdev import StickImage, require_blockdev, sh, udisks_running
 from edged import config
 from edged.client import Client
 from edged.daemon import Daemon
-from edged.day.export import STEPS
-from edged.usb.mount import mount_flags
-from edged.usb.probe import classify
+from edged.day.export import DAMAGED, STEPS
+from edged.usb.mount import MountError, Udisks, mount_flags
+from edged.usb.probe import Stick, classify
 
 DAY = "2026-11-19"
 
@@ -287,3 +287,38 @@ def test_udisks2_mounts_and_unmounts_the_stick(short_dir, tmp_path, sticks):
     assert seen and seen[0][0].startswith("/media/"), seen
     assert {"nosuid", "nodev", "noexec", "noatime"} <= seen[0][1]
     assert not Path("/run/udev/control").exists()
+
+
+def test_a_stick_pulled_before_udisksd_knew_of_it_is_not_waited_for(tmp_path):
+    """udisksd may learn of a stick after edged does, so edged retries udisksctl's "Error looking up
+    object" for a few seconds; a stick already pulled (its node gone) is given up on, saying so,
+    by the real udisksctl and udisksd."""
+    stick = Stick("sdz9", "/dev/sdz9", "vfat", "usb", disk="/dev/sdz")
+    with udisks_running(tmp_path):
+        with pytest.raises(MountError, match="^/dev/sdz9 is gone$"):
+            asyncio.run(Udisks(config.UsbSettings()).mount(stick))
+
+
+def test_a_filesystem_the_kernel_set_read_only_is_called_damaged_not_write_protected(short_dir, sticks):
+    """A stick pulled mid-write can come back with a filesystem the kernel sets read-only at the
+    first error (seen in the till VM: vfat's "deleting FAT entry beyond EOF"). Its device still
+    takes writes, so the cashier hears it is damaged, not locked: here the filesystem is remounted
+    read-only while edged writes to it (what the kernel does on an error)."""
+    stick = sticks()
+
+    async def scenario():
+        async with Daemon(_cfg(short_dir)).parts() as daemon:
+            def at_write(step: str) -> None:
+                if step == "mkdir":  # no file open for writing yet: else "mount point is busy"
+                    sh("mount", "-o", "remount,ro", daemon.till.sticks.mounted[stick.device][1])
+            daemon.carrier.on_step = at_write
+            async with await Client.connect(str(short_dir / "s.sock"), "pos") as c:
+                await c.request("watch", topics=["usb"])
+                await _sales(c, DAY, 40)
+                await c.request("day_close", business_day=DAY)
+                stick.plug()
+                events = await _until(c, lambda e: e.get("state") in ("done", "failed"))
+                assert (events[-1]["state"], events[-1]["reason"]) == ("failed", DAMAGED), events[-1]
+                await _until(c, lambda e: e["event"] == "usb.safe_to_remove")
+                assert all(d["pending"] for d in (await c.request("days"))["days"])
+    asyncio.run(scenario())

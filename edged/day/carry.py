@@ -164,6 +164,9 @@ class Carrier:
                 # Pulled: the error is whatever the write met first. On real USB, udisks2 cleans up the
                 # dead mount's directory, and that is often "No such file or directory".
                 reason = f"the stick was removed or failed ({reason})"
+            elif reason == ex.READ_ONLY and device is not None and self.sticks is not None \
+                    and not self.sticks.write_protected(device):
+                reason = ex.DAMAGED
             self._failed(export_id, day, reason, device)
             raise ex.ExportError(reason) from None
         return Written(day, export_id, path, manifest, device, ex.size(files, manifest))

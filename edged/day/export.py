@@ -181,13 +181,21 @@ def write(root: str, till_id: str, business_day: str, files: dict[str, bytes], m
             os.close(fd)
 
 
+READ_ONLY = "the stick is read-only"
+# EROFS from a stick whose device takes writes: the kernel set its filesystem read-only after an
+# error, typically left by a stick pulled out mid-write (vfat: "deleting FAT entry beyond EOF").
+DAMAGED = ("the stick's filesystem is damaged: the kernel set it read-only after an error (was it pulled out "
+           "while being written?); repair it on a computer (fsck.vfat, fsck.exfat, or Windows' error check) or "
+           "use another stick")
+
+
 def _why(e: OSError) -> str:
     if e.errno == errno.ELOOP:
         return f"{e.filename or 'a path'} on the stick is a symbolic link; refused"
     if e.errno == errno.ENOSPC:
         return "the stick is full"
     if e.errno == errno.EROFS:
-        return "the stick is read-only"
+        return READ_ONLY
     if e.errno in GONE:
         return f"the stick was removed or failed ({e.strerror})"
     return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")

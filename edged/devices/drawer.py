@@ -26,7 +26,10 @@ log = logging.getLogger("edged.drawer")
 
 def kick_bytes(pin: int, pulse_ms: int) -> bytes:
     """ESC p m t1 t2 (t in 2 ms units), encoded by python-escpos."""
-    from escpos.printer import Dummy  # here: a till without a printer never loads python-escpos
+    from . import escpos_cache
+
+    escpos_cache.load()  # here: a till without a printer never loads python-escpos
+    from escpos.printer import Dummy
 
     out = Dummy()
     t = max(1, min(255, pulse_ms // 2))

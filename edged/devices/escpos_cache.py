@@ -2,9 +2,16 @@
 
 python-escpos pickles its capabilities database at import into ESCPOS_CAPABILITIES_PICKLE_DIR,
 and calls mkdtemp() at import even when that is set, so a plain import leaves a /tmp/tmpXXXXXXXX
-behind in every process. load() runs that import once, before anything else imports escpos.
+behind in every process. load() runs that import once, before anything else imports escpos: the
+printer package and the drawer call it, so a command without printer code (`edged scan record`)
+never pays it.
 A cache is only a cache: whatever is wrong with it (half-written after a power cut, disk full,
 unwritable), edged starts, reading the database from the package instead.
+
+Reading the database means PyYAML's pure-Python parser going through its 96 KB of JSON: 0.13 s on
+our build host, seconds on a slow till (4-8 s in the till VM). So the .deb ships the pickle, made from
+the very database it vendors when the package is built (prebuild(), debian/rules), next to the
+vendored libraries: the first start after install and every user's first command read that.
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import platform
 import shutil
 import sys
 import tempfile
@@ -41,14 +49,22 @@ def cache_dir() -> Path | None:
     return None
 
 
+# The package's read-only shelf: /usr/lib/edged/escpos-cache in the .deb (edged and the vendored
+# libraries are in /usr/lib/edged). Absent in a checkout or a virtualenv: then cache_dir() alone.
+PACKAGED = Path(__file__).resolve().parents[2] / "escpos-cache"
+
+
 def load() -> None:
-    """Import escpos.capabilities with its pickle in cache_dir() and no stray temp directory."""
+    """Import escpos.capabilities with its pickle from the package, or in cache_dir(), and no
+    stray temp directory."""
     if "escpos.capabilities" in sys.modules:
         return
     if os.environ.get("ESCPOS_CAPABILITIES_PICKLE_DIR"):
         _import_in(None, None)  # someone chose the directory: only keep mkdtemp() out of /tmp
         return
     source = _database()
+    if source is not None and _packaged(source):
+        return
     cache = cache_dir()
     # One directory per database content: a new python-escpos (or a downgrade) never meets a
     # pickle made from another database, whatever the files' dates say.
@@ -80,6 +96,48 @@ def load() -> None:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     raise OSError("python-escpos cannot load its printer database: no writable directory for its cache")
+
+
+def _packaged(source: Path) -> bool:
+    """The import done from the package's shelf, if it holds this database's pickle for this
+    Python and escpos would read it (not older than the database: else escpos writes a new one)."""
+    made = PACKAGED / f"escpos-{_digest(source)}" / _pickle_name()
+    try:
+        if made.stat().st_mtime < source.stat().st_mtime:
+            return False
+        _import_in(made.parent, None)
+    except FileNotFoundError:
+        return False
+    except (EOFError, pickle.UnpicklingError, OSError, ValueError, AttributeError) as e:
+        sys.modules.pop("escpos.capabilities", None)
+        log.warning("the package's printer database cache %s is unreadable (%s); using edged's own", made, e)
+        return False
+    return True
+
+
+def prebuild(dest: Path) -> Path:
+    """For the package build: this python-escpos's database pickled into DEST/escpos-<digest>/,
+    dated as the database (escpos reads a pickle not older than it). Run in a process that has not
+    imported escpos yet. The pickle's path."""
+    source = _database()
+    if source is None:
+        raise OSError("python-escpos's capabilities.json not found")
+    shelf = dest / f"escpos-{_digest(source)}"
+    shelf.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".escpos-", dir=dest))
+    try:
+        _import_in(scratch, scratch)
+        made = shelf / _pickle_name()
+        os.replace(scratch / _pickle_name(), made)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    stamp = source.stat().st_mtime
+    os.utime(made, (stamp, stamp))
+    return made
+
+
+def _pickle_name() -> str:
+    return f"{platform.python_version()}.capabilities.pickle"  # as escpos names it
 
 
 def _import_in(pickle_dir: Path | None, scratch: Path | None) -> None:

@@ -31,6 +31,7 @@ from .probe import Stick
 
 log = logging.getLogger("edged.usb")
 LOOKUP_WAIT = 5.0  # seconds udisksd may take to learn of a stick edged already heard of
+GONE_AFTER = 0.5  # seconds a stick's node must stay gone meanwhile to count as pulled
 
 
 class MountError(Exception):
@@ -164,16 +165,26 @@ class Udisks(_Checked):
             await self.unmount(stick, "")
         argv = ["udisksctl", "mount", "--no-user-interaction", "--block-device", stick.node,
                 "--filesystem-type", stick.fs_type, "--options", mount_options(stick.fs_type)]
-        deadline = asyncio.get_running_loop().time() + LOOKUP_WAIT
+        loop = asyncio.get_running_loop()
+        deadline, missing_since = loop.time() + LOOKUP_WAIT, None
         while True:
             try:
                 await run(argv, self.timeout)
                 break
             except MountError as e:
                 # udisksd hears the same udev event as edged and may not have the device yet
-                if "looking up object" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                if "looking up object" not in str(e) or loop.time() > deadline:
                     raise
-                await asyncio.sleep(0.1)
+            # Pulled while udisksd was still learning of it: once the kernel has taken its node
+            # away for a while (a partition rescan re-makes it within milliseconds), no retry can
+            # bring it back, and the cashier hears why at once instead of seconds later.
+            if os.path.exists(stick.node):
+                missing_since = None
+            elif missing_since is None:
+                missing_since = loop.time()
+            elif loop.time() - missing_since >= GONE_AFTER:
+                raise MountError(f"{stick.node} is gone")
+            await asyncio.sleep(0.1)
         path = mounted_at(stick.node)  # not udisksctl's English text: a label may hold anything
         if path is None:
             raise MountError(f"udisksctl mounted {stick.node}, but it is not in /proc/self/mountinfo")

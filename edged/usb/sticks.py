@@ -150,6 +150,16 @@ class Sticks:
         stick = self.present.get(device)
         return stick is None or not os.path.exists(stick.node)
 
+    def write_protected(self, device: str) -> bool:
+        """The device itself refuses writes (a stick's lock switch, a read-only reader): the
+        kernel's `ro` flag for it. A filesystem the kernel set read-only after an error is on a
+        device whose flag is 0. Cannot tell (a simulated stick): True, the plain answer."""
+        try:
+            with open(f"/sys/class/block/{os.path.basename(device)}/ro") as f:
+                return f.read().strip() != "0"
+        except OSError:
+            return True
+
     def plug_directory(self, path: str) -> Stick:
         """The simulated till: a directory plugged in as a stick."""
         stick = Stick(f"sim{next(self._sim)}", path, "directory", "sim", os.path.basename(path.rstrip("/")))

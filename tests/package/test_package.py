@@ -340,11 +340,15 @@ def test_upgrade_keeps_config_and_journal(till, debs):
 
 
 def test_purge_removes_state(till):
-    # The daemon kept python-escpos's cache in its CacheDirectory, not in a /tmp directory.
-    cached = till.sh("ls /var/cache/edged").stdout.split()
+    # The daemon and the other users' commands (print-test, status above) read python-escpos's
+    # printer database from the pickle the package ships: none of them made its own, nor left a
+    # /tmp directory behind.
+    shipped = till.sh("ls /usr/lib/edged/escpos-cache/*/").stdout.split()
+    cached = till.sh("ls /var/cache/edged; ls -d /home/*/.cache/edged /root/.cache/edged 2>/dev/null || true").stdout.split()
     strays = till.sh("find /tmp /var/tmp -maxdepth 4 -name 'tmp*' -user _edged").stdout.split()
-    log(f"cache: /var/cache/edged holds {cached}; _edged's /tmp entries: {strays or 'none'}")
-    assert [c for c in cached if c.startswith("escpos-")] and strays == []
+    log(f"cache: the package's {shipped}; made on the till: {cached or 'none'}; _edged's /tmp entries: "
+        f"{strays or 'none'}")
+    assert [c for c in shipped if c.endswith(".capabilities.pickle")] and cached == [] and strays == []
     till.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y edged", timeout=300)
     left = till.sh("ls -d /var/lib/edged /var/cache/edged /etc/edged /run/edged/edged.sock /lib/systemd/system/edged.service "
                    "/lib/udev/rules.d/70-edged.rules 2>/dev/null || true").stdout.split()
