@@ -54,6 +54,9 @@ def plugged(till: Till) -> Iterator[Counter]:
     printers: dict[str, PrinterGadget] = {}
     scanners: dict[str, ScannerGadget] = {}
     try:
+        # edged restarted with the counter's configuration while the gadgets come up: its start
+        # and their programs' overlap (edged finds each device as it appears, as on a till).
+        till.configure(config(), wait=False)
         # Every gadget's program started at once: a python3 start is seconds of emulated CPU.
         made = till.printers([(name[:2], vid, pid, serial) for name, (_, (vid, pid), serial) in PRINTERS.items()],
                              wait=False)
@@ -64,11 +67,11 @@ def plugged(till: Till) -> Iterator[Counter]:
             g.wait_ready()
         for name, (_, (vid, pid), serial) in PRINTERS.items():
             till.vm.wait_for(f"{name}'s nodes", f"test -e /dev/edged/printer-usb-{vid}-{pid}-{serial}", timeout=60)
-        till.configure(config())
+        till.restarted()
         t0 = time.monotonic()
         till.wait_status("both printers and the three scanners ready", lambda st: all(
             st["devices"][name]["state"] == "ok" for name in [*PRINTERS, *SERIALS]), timeout=120)
-        till.log(f"counter: every device ready {time.monotonic() - t0:.1f} s after edged's restart")
+        till.log(f"counter: every device ready {time.monotonic() - t0:.1f} s after edged was up again")
         yield Counter(printers, scanners, kit)
     finally:
         for g in [*printers.values(), *scanners.values()]:

@@ -115,11 +115,12 @@ def serial_till(till) -> Iterator[SerialTill]:
     scanner, printer = SerialScanner(b"\r\n"), SerialPrinter()
     watch = None
     try:
+        till.configure(CONFIG, wait=False)  # edged's start and the adapters' plugging overlap
         for adapter, peer in ((sa, scanner), (pa, printer)):
             adapter.plug()
             peer.connect(adapter)
             wait_link(till, adapter)
-        till.configure(CONFIG)
+        till.restarted()
         watch = EventWatch(till, "serial", "scanner", "printer")
         st = SerialTill(till, sa, scanner, pa, printer, watch)
         devices(till, timeout=60, counter="ok", receipt="ok")

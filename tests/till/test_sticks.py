@@ -121,9 +121,8 @@ class Watch:
 class Shop:
     """The till in the guest with edged exporting closed days to sticks, and head office on the host."""
 
-    def __init__(self, till: Till, port: StickPort, tmp: Path, watcher: Watcher) -> None:
+    def __init__(self, till: Till, port: StickPort, tmp: Path, watcher: Watcher, ident: dict) -> None:
         self.till, self.port, self.tmp, self.watcher = till, port, tmp, watcher
-        ident = json.loads(till.edged("identity --json").out)
         self.till_id = ident["till_id"]
         self.key = f"{self.till_id}={ident['public_key']}"
         self._n = 0
@@ -191,11 +190,13 @@ class Shop:
 def shop(till, tmp_path_factory):
     """edged configured to carry each closed day to the next stick, as debian/edged.toml suggests;
     no stick left in afterwards."""
-    till.configure(till.packaged + '\n[export]\nusb = "on_day_close"\n')
+    till.configure(till.packaged + '\n[export]\nusb = "on_day_close"\n', wait=False)
     port = StickPort(till)
+    ident = json.loads(till.edged("identity --json").out)  # the key on disk, not the daemon: meanwhile
+    till.restarted()
     watcher = Watcher(till)
     try:
-        yield Shop(till, port, tmp_path_factory.mktemp("sticks"), watcher)
+        yield Shop(till, port, tmp_path_factory.mktemp("sticks"), watcher, ident)
     finally:
         watcher.stop()
         for dev_id in list(port.stick_ids):

@@ -104,20 +104,30 @@ class Till:
         vm.wait_for("the tests' request agent", f"test -f {OUT}/agent/ready", timeout=60)
 
     # --- edged -------------------------------------------------------------------------------
-    def configure(self, toml: str) -> None:
+    def configure(self, toml: str, wait: bool = True) -> None:
         """Install TOML as /etc/edged/edged.toml and restart edged with it. Each test module sets
         the whole configuration it needs (from `packaged` or from nothing) and leaves it: one
-        restart per module, not two (a restart costs seconds under emulation)."""
+        restart per module, not two (a restart costs seconds under emulation). wait=False: the
+        restart is asked for and the caller plugs its devices meanwhile (edged finds them as they
+        come, as on a till), then calls restarted()."""
         self.vm.sh("cat > /etc/edged/edged.toml", stdin=toml.encode())
+        self.restart(wait)
+
+    def restart(self, wait: bool = True) -> None:
+        self._before = self.vm.sh("systemctl show -p MainPID --value edged").out.strip()
+        self.vm.sh("systemctl restart --no-block edged")
+        if wait:
+            self.restarted()
+
+    def restarted(self) -> None:
+        """edged active again, a new process (not the one before restart() asked)."""
         try:
-            self.restart()
+            self.vm.wait_for("edged active after restart",
+                             f'test "$(systemctl is-active edged)" = active && '
+                             f'test "$(systemctl show -p MainPID --value edged)" != "{self._before}"', timeout=120)
         except Exception as e:  # edged refused it: the checker's one line says why
             why = self.vm.sh("edged check-config /etc/edged/edged.toml", check=False, timeout=180)
             raise RuntimeError(f"edged did not start with the test's config: {why.out}{why.err}") from e
-
-    def restart(self) -> None:
-        self.vm.sh("systemctl restart edged", timeout=240)
-        self.vm.wait_for("edged active after restart", "systemctl is-active edged", timeout=120)
 
     def edged(self, args: str, check: bool = True, timeout: float = 60, user: str = "root") -> Result:
         cmd = f"edged {args}" if user == "root" else f"setpriv --reuid={user} --regid={user} --init-groups edged {args}"
