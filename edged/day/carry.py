@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -164,8 +165,10 @@ class Carrier:
                 # Pulled: the error is whatever the write met first. On real USB, udisks2 cleans up the
                 # dead mount's directory, and that is often "No such file or directory".
                 reason = f"the stick was removed or failed ({reason})"
-            elif reason == ex.READ_ONLY and device is not None and self.sticks is not None \
+            elif device is not None and self.sticks is not None and _read_only(root) \
                     and not self.sticks.write_protected(device):
+                # The kernel set the filesystem read-only after an error (the call that met it
+                # usually gets EIO, later ones EROFS) on a device that takes writes: torn.
                 reason = ex.DAMAGED
             self._failed(export_id, day, reason, device)
             raise ex.ExportError(reason) from None
@@ -184,6 +187,13 @@ class Carrier:
         self.publish(_export_event("done", {"export_id": w.export_id, "business_day": w.day}, path=w.path,
                                    device=w.device, bytes=w.size))
         return done
+
+
+def _read_only(root: str) -> bool:
+    try:
+        return bool(os.statvfs(root).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _export_event(state: ExportState, which: dict[str, Any], **detail: Any) -> dict[str, Any]:

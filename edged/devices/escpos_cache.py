@@ -19,7 +19,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import pickle
 import platform
 import shutil
 import sys
@@ -63,7 +62,9 @@ def load() -> None:
         _import_in(None, None)  # someone chose the directory: only keep mkdtemp() out of /tmp
         return
     source = _database()
-    if source is not None and _packaged(source):
+    # Someone's own database (ESCPOS_CAPABILITIES_FILE): never the package's pickle, whose date
+    # escpos would compare with that file's (and, run as root, rewrite from it).
+    if source is not None and not os.environ.get("ESCPOS_CAPABILITIES_FILE") and _packaged(source):
         return
     cache = cache_dir()
     # One directory per database content: a new python-escpos (or a downgrade) never meets a
@@ -73,7 +74,7 @@ def load() -> None:
         try:
             _import_in(shelf, shelf)
             return
-        except (EOFError, pickle.UnpicklingError, OSError, ValueError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001 - a damaged pickle raises about anything (TypeError, MemoryError...)
             log.warning("printer database cache %s unreadable (%s); reading the database again", shelf, e)
             shutil.rmtree(shelf, ignore_errors=True)
     # escpos writes a new pickle in place, which a second edged process starting at the same
@@ -108,8 +109,7 @@ def _packaged(source: Path) -> bool:
         _import_in(made.parent, None)
     except FileNotFoundError:
         return False
-    except (EOFError, pickle.UnpicklingError, OSError, ValueError, AttributeError) as e:
-        sys.modules.pop("escpos.capabilities", None)
+    except Exception as e:  # noqa: BLE001 - a damaged pickle raises about anything (TypeError, MemoryError...)
         log.warning("the package's printer database cache %s is unreadable (%s); using edged's own", made, e)
         return False
     return True
@@ -181,6 +181,10 @@ def _keep(scratch: Path, shelf: Path, source: Path) -> None:
 
 
 def _database() -> Path | None:
+    """The database escpos will read: ESCPOS_CAPABILITIES_FILE when set, else its own."""
+    if os.environ.get("ESCPOS_CAPABILITIES_FILE"):
+        given = Path(os.environ["ESCPOS_CAPABILITIES_FILE"])
+        return given if given.is_file() else None
     spec = importlib.util.find_spec("escpos")
     if spec is None or not spec.submodule_search_locations:
         return None

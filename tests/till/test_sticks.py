@@ -321,15 +321,18 @@ def _pulled_at(shop: Shop, image: Path, at: str, day: str) -> tuple[Watch, UsbSt
         stick = shop.port.plug(image, serial=shop.name("PULL"),
                                write_bps=SLOW if at in ("writing", "written", "renamed") else None)
         try:
-            first = watch.wait(lambda e: "pinned" in e or e.get("reason") == DAMAGED, 300, f"the export reaching {at}")
+            first = watch.wait(lambda e: "pinned" in e or (e.get("event") == "usb.export" and e.get("state") == "failed"),
+                               300, f"the export reaching {at}")
             if "pinned" in first:
                 stick.yank()
                 return watch, stick, first
-            watch.wait(lambda e: e.get("event") == "usb.safe_to_remove", 120, "the damaged stick unmounted")
         finally:
             watch.resume()
+        assert first["reason"] == DAMAGED, (at, first)  # nothing else may stop the export before AT
+        watch.stop()  # the pin disarmed: edged's unmount of the damaged stick must not be held
+        watch.resume()  # (had the pin landed between the failure and the disarming)
+        watch.wait(lambda e: e.get("event") == "usb.safe_to_remove", 120, "the damaged stick unmounted")
         stick.yank()
-        watch.stop()
         assert attempt == 1, f"pulled at {at}: the stick is still damaged after fsck.fat"
         fixed = subprocess.run(["fsck.fat", "-a", str(image)], capture_output=True, text=True)
         assert fixed.returncode in (0, 1), fixed.stdout + fixed.stderr  # 1: errors found and fixed

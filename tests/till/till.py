@@ -97,6 +97,7 @@ class Till:
         # The configuration the .deb installed, read before any test changes it.
         self.packaged = vm.sh("cat /etc/edged/edged.toml").out
         self._requests = 0
+        self._before = ""  # edged's MainPID before the last restart() asked for one
         self._answers = vm.share / "out" / "agent"
         vm.sh(f"systemctl stop till-agent 2>/dev/null; rm -rf {OUT}/agent {AGENT_FIFO}; "
               f"systemd-run --unit=till-agent --collect -p StandardOutput=file:{OUT}/agent.log "
