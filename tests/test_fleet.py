@@ -22,6 +22,7 @@ from edged.bench.common import edged_run
 from edged.client import Client
 from edged.day import archive
 from edged.fleet import wire
+from edged.journal import frame
 
 REPO = Path(__file__).resolve().parents[1]
 TILL = "shop1-till1"
@@ -401,3 +402,42 @@ def test_a_qos0_message_does_not_knock_the_ingest_off_the_broker(fleet):
     last = asyncio.run(_append(fleet.sock, 200))
     fleet.wait_archived(last)
     assert "dropped a message" in fleet.logs("ingest") and "disconnected" not in fleet.logs("ingest")
+
+
+def test_while_head_office_owes_an_ack_the_relay_fills_the_next_batch(fleet):
+    """Nagle's rule (edged/fleet/relay.py): a lone sale goes at once; the sales appended while head
+    office owes its ack go as one full batch once the ack comes, not one batch per append request
+    (head office's cost is mostly per batch). Head office here is a plain MQTT client that acks
+    when the test says."""
+    import queue
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    fleet.cfg.write_text(f'till_id = "{TILL}"\n[relay]\nack_timeout = 60\nbatch = 500\n')
+    got: queue.Queue = queue.Queue()
+    subscribed = threading.Event()
+    office = paho.Client(CallbackAPIVersion.VERSION2, client_id="test-head-office", protocol=MQTTProtocolVersion.MQTTv5)
+    office.on_connect = lambda c, u, f, r, p: c.subscribe(wire.up_topic(TILL), 1)
+    office.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
+    office.on_message = lambda c, u, m: got.put(wire.decode_batch(bytes(m.payload)))
+    host, port = fleet.broker.url.removeprefix("mqtt://").split(":")
+    office.connect(host, int(port))
+    office.loop_start()
+    try:
+        assert subscribed.wait(30)
+        fleet.relay()
+        assert asyncio.run(_append(fleet.sock, 1)) == 1
+        first = got.get(timeout=30)
+        assert (first.first_seq, first.last_seq) == (1, 1)  # nothing owed: at once
+        assert asyncio.run(_append(fleet.sock, 400, start=1)) == 401  # two requests of 200
+        time.sleep(2)  # edged has pushed them to the relay by now; without the rule they went out
+        assert got.empty(), f"published while head office owed its ack: {got.get().first_seq}.."
+        link = frame.link(first.chain_before, first.frames[0])
+        office.publish(wire.ack_topic(TILL), wire.encode_ack(wire.Ack(TILL, 1, link)), qos=1)
+        batch = got.get(timeout=30)
+        assert (batch.first_seq, batch.last_seq, len(batch.frames)) == (2, 401, 400)
+        assert batch.chain_before == link  # it follows the acked record
+    finally:
+        office.loop_stop()
+        office.disconnect()

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..client import Client, ClientError, ConnectionClosed
 from . import mqtt, wire
@@ -45,6 +46,7 @@ class Relay:
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
         self._progress = asyncio.Event()  # set by every ack that moves the cursor
+        self._acked = asyncio.Event()  # the same, for _publish's waits (_watch clears _progress)
         self.since = 1  # where this session began: edged's cursor + 1
 
     async def run(self) -> None:
@@ -99,11 +101,19 @@ class Relay:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _publish(self, link: mqtt.Link, edged: Client, till: str) -> None:
-        """Each `frames` event as one batch; up to IN_FLIGHT batches wait for their PUBACK at once (one
-        round trip to the broker per batch would cap a catch-up), any failed one ends the session."""
+        """`frames` events as batches; up to IN_FLIGHT batches wait for their PUBACK at once (one
+        round trip to the broker per batch would cap a catch-up), any failed one ends the session.
+
+        Nagle's rule for head office: while a batch of this session waits for head office's ack,
+        the records that arrive meanwhile join the next batch until it holds `batch` records; with
+        nothing waiting, a batch goes at once. A lone sale is not delayed, and under load head
+        office gets full batches instead of one per append request (its cost is mostly per batch:
+        a transaction, its checks and a commit)."""
         topic = wire.up_topic(till)
         pubacks: set[asyncio.Task] = set()
         room = asyncio.Semaphore(IN_FLIGHT)
+        events = _Events(edged)
+        carry: dict[str, Any] | None = None  # an event read that did not fit the last batch
         try:
             while True:
                 for done in [t for t in pubacks if t.done()]:
@@ -111,11 +121,24 @@ class Relay:
                     reason = done.result()  # raises BrokerDown / BrokerRefused
                     if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon
                         raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
-                ev = await edged.next_event()
+                ev, carry = carry or await events.next(), None
                 if ev.get("event") != "frames":
                     continue
-                batch = wire.Batch(till, ev["first_seq"], ev["last_seq"], ev["chain_before"], ev["frames"],
-                                   self.since, ev.get("journal_last"))
+                first, last, chain_before = ev["first_seq"], ev["last_seq"], ev["chain_before"]
+                frames, size, journal_last = list(ev["frames"]), sum(map(len, ev["frames"])), ev.get("journal_last")
+                while len(frames) < self.batch and self.state.sent_through > self.state.acked:
+                    self._acked.clear()
+                    more = await events.next_unless(self._acked)
+                    if more is None or more.get("event") != "frames":
+                        continue  # head office acked (check again), or not a batch's event
+                    if more["first_seq"] != last + 1 or len(frames) + len(more["frames"]) > self.batch \
+                            or size + sum(map(len, more["frames"])) > wire.MAX_BATCH_BYTES // 2:
+                        carry = more
+                        break
+                    frames += more["frames"]
+                    size += sum(map(len, more["frames"]))
+                    last, journal_last = more["last_seq"], more.get("journal_last")
+                batch = wire.Batch(till, first, last, chain_before, frames, self.since, journal_last)
                 # Before the PUBACK: head office may commit and ack the batch before paho hands us that.
                 self.state.sent_through = batch.last_seq
                 await room.acquire()
@@ -124,6 +147,7 @@ class Relay:
                 pubacks.add(task)
                 self.state.batches += 1
         finally:
+            events.close()
             for t in pubacks:
                 t.cancel()
             await asyncio.gather(*pubacks, return_exceptions=True)
@@ -149,6 +173,7 @@ class Relay:
                 r = await edged.request("ack", consumer=CONSUMER, seq=through)
                 self.state.acked = r["acked"]
                 self._progress.set()
+                self._acked.set()
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""
@@ -168,6 +193,42 @@ class Relay:
                 await asyncio.wait_for(self._progress.wait(), 0.5)
             if self._progress.is_set():
                 waiting_since = None
+
+
+class _Events:
+    """edged's pushed events, read one at a time, with a wait that an asyncio.Event can cut short
+    without losing the event being waited for (the pending read is kept for the next call)."""
+
+    def __init__(self, edged: Client) -> None:
+        self.edged = edged
+        self._read: asyncio.Future | None = None
+
+    async def next(self) -> dict[str, Any]:
+        """The next event."""
+        got = await self.next_unless(None)
+        assert got is not None
+        return got
+
+    async def next_unless(self, cut: asyncio.Event | None) -> dict[str, Any] | None:
+        """The next event; None when CUT was set first."""
+        if self._read is None:
+            self._read = asyncio.ensure_future(self.edged.next_event())
+        waits: set[asyncio.Future] = {self._read}
+        if cut is not None:
+            waits.add(asyncio.ensure_future(cut.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits - {self._read}:
+                w.cancel()
+        if not self._read.done():
+            return None
+        read, self._read = self._read, None
+        return read.result()  # raises ConnectionClosed when edged went
+
+    def close(self) -> None:
+        if self._read is not None:
+            self._read.cancel()
 
 
 class _Stalled(Exception):
