@@ -404,6 +404,20 @@ def test_a_qos0_message_does_not_knock_the_ingest_off_the_broker(fleet):
     assert "dropped a message" in fleet.logs("ingest") and "disconnected" not in fleet.logs("ingest")
 
 
+def _delivered_through(sock: str, seq: int, timeout: float = 30) -> None:
+    """Until edged has pushed the relay's subscription every record through SEQ (edged's status)."""
+    async def next_seq() -> int:
+        async with await Client.connect(sock, "check") as c:
+            status = await c.request("status")
+        subs = [conn["subscriptions"]["head-office"] for conn in status["connections"]
+                if "head-office" in conn.get("subscriptions", {})]
+        return subs[0]["next_seq"] if subs else 0
+    deadline = time.monotonic() + timeout
+    while asyncio.run(next_seq()) <= seq:
+        assert time.monotonic() < deadline, f"edged did not push the relay records through {seq}"
+        time.sleep(0.05)
+
+
 def test_while_head_office_owes_an_ack_the_relay_fills_the_next_batch(fleet):
     """Nagle's rule (edged/fleet/relay.py): a lone sale goes at once; the sales appended while head
     office owes its ack go as one full batch once the ack comes, not one batch per append request
@@ -430,8 +444,11 @@ def test_while_head_office_owes_an_ack_the_relay_fills_the_next_batch(fleet):
         assert asyncio.run(_append(fleet.sock, 1)) == 1
         first = got.get(timeout=30)
         assert (first.first_seq, first.last_seq) == (1, 1)  # nothing owed: at once
-        assert asyncio.run(_append(fleet.sock, 400, start=1)) == 401  # two requests of 200
-        time.sleep(2)  # edged has pushed them to the relay by now; without the rule they went out
+        # Two requests of 200, each pushed to the relay as its own `frames` event before the next.
+        for start, through in ((1, 201), (201, 401)):
+            assert asyncio.run(_append(fleet.sock, 200, start=start)) == through
+            _delivered_through(fleet.sock, through)
+        time.sleep(0.5)  # without the rule, the relay published each event as it came
         assert got.empty(), f"published while head office owed its ack: {got.get().first_seq}.."
         link = frame.link(first.chain_before, first.frames[0])
         office.publish(wire.ack_topic(TILL), wire.encode_ack(wire.Ack(TILL, 1, link)), qos=1)

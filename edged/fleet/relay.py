@@ -25,6 +25,9 @@ from . import mqtt, wire
 log = logging.getLogger("edged.fleet")
 CONSUMER = "head-office"
 IN_FLIGHT = 8  # batches published and not yet acknowledged by the broker (PUBACK)
+# A batch joined from several `frames` events (Nagle's rule, _publish) stops growing here: edged
+# sends at most 256 KiB an event, and brokers often refuse packets over 1 MB (EMQX's default).
+MERGE_BYTES = 512 << 10
 NOBODY = "No matching subscribers"  # the MQTT 5 PUBACK reason when no subscription matched
 
 
@@ -46,7 +49,8 @@ class Relay:
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
         self._progress = asyncio.Event()  # set by every ack that moves the cursor
-        self._acked = asyncio.Event()  # the same, for _publish's waits (_watch clears _progress)
+        # For _publish's waits (_watch clears _progress): an ack, a conflict, or a publish ended.
+        self._wake = asyncio.Event()
         self.since = 1  # where this session began: edged's cursor + 1
 
     async def run(self) -> None:
@@ -105,34 +109,44 @@ class Relay:
         round trip to the broker per batch would cap a catch-up), any failed one ends the session.
 
         Nagle's rule for head office: while a batch of this session waits for head office's ack,
-        the records that arrive meanwhile join the next batch until it holds `batch` records; with
-        nothing waiting, a batch goes at once. A lone sale is not delayed, and under load head
-        office gets full batches instead of one per append request (its cost is mostly per batch:
-        a transaction, its checks and a commit)."""
+        the records that arrive meanwhile join the next batch until it holds `batch` records (at
+        most half the window, MERGE_BYTES); with nothing owed, a batch goes at once. Under load
+        head office gets full batches instead of one per append request (its cost is mostly per
+        batch: a transaction, its checks and a commit); a sale that comes while an ack is owed
+        waits for that ack (a head-office round trip), or for a refusal, or until `ack_timeout`
+        ends the session."""
         topic = wire.up_topic(till)
         pubacks: set[asyncio.Task] = set()
         room = asyncio.Semaphore(IN_FLIGHT)
         events = _Events(edged)
         carry: dict[str, Any] | None = None  # an event read that did not fit the last batch
+        fill = max(1, min(self.batch, self.window // 2))  # never wait for what the window cannot hold
+
+        def check_pubacks() -> None:
+            for done in [t for t in pubacks if t.done()]:
+                pubacks.discard(done)
+                reason = done.result()  # raises BrokerDown / BrokerRefused
+                if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon
+                    raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
+
         try:
             while True:
-                for done in [t for t in pubacks if t.done()]:
-                    pubacks.discard(done)
-                    reason = done.result()  # raises BrokerDown / BrokerRefused
-                    if reason == NOBODY:  # no ingest subscribed: nothing will be acked; try again soon
-                        raise _Stalled(f"no head office ingest is listening on the broker ({reason})")
+                check_pubacks()
                 ev, carry = carry or await events.next(), None
                 if ev.get("event") != "frames":
                     continue
                 first, last, chain_before = ev["first_seq"], ev["last_seq"], ev["chain_before"]
                 frames, size, journal_last = list(ev["frames"]), sum(map(len, ev["frames"])), ev.get("journal_last")
-                while len(frames) < self.batch and self.state.sent_through > self.state.acked:
-                    self._acked.clear()
-                    more = await events.next_unless(self._acked)
+                refusals = len(self.state.conflicts)
+                while len(frames) < fill and self.state.sent_through > self.state.acked \
+                        and len(self.state.conflicts) == refusals:
+                    self._wake.clear()
+                    check_pubacks()  # a failed publish ends the session now, not after ack_timeout
+                    more = await events.next_unless(self._wake)
                     if more is None or more.get("event") != "frames":
-                        continue  # head office acked (check again), or not a batch's event
-                    if more["first_seq"] != last + 1 or len(frames) + len(more["frames"]) > self.batch \
-                            or size + sum(map(len, more["frames"])) > wire.MAX_BATCH_BYTES // 2:
+                        continue  # woken (check again), or not a batch's event
+                    if more["first_seq"] != last + 1 or len(frames) + len(more["frames"]) > fill \
+                            or size + sum(map(len, more["frames"])) > MERGE_BYTES:
                         carry = more
                         break
                     frames += more["frames"]
@@ -144,6 +158,7 @@ class Relay:
                 await room.acquire()
                 task = asyncio.create_task(link.publish(topic, wire.encode_batch(batch)))
                 task.add_done_callback(lambda _t: room.release())
+                task.add_done_callback(lambda _t: self._wake.set())
                 pubacks.add(task)
                 self.state.batches += 1
         finally:
@@ -165,6 +180,7 @@ class Relay:
             if ack.conflict:  # edged is not acked on it: the refused records stay in the journal
                 log.critical("relay: head office refused records of this till: %s", ack.conflict)
                 self.state.conflicts.append(ack.conflict)
+                self._wake.set()  # no ack will come for what it holds back: publish it
                 continue
             # Never beyond what this session sent: head office may hold more (a day from a stick),
             # but edged's cursor moves only over records relayed or known archived in order.
@@ -173,7 +189,7 @@ class Relay:
                 r = await edged.request("ack", consumer=CONSUMER, seq=through)
                 self.state.acked = r["acked"]
                 self._progress.set()
-                self._acked.set()
+                self._wake.set()
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""
