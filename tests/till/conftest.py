@@ -47,8 +47,19 @@ def deb() -> Path:
     return next((WORK / "package").glob("edged_*.deb"))
 
 
+def _host_probe() -> float:
+    """Seconds a fixed Python loop takes on the host now: this shared machine's pace varies by a
+    third between runs, and the suite's wall time with it (docs/ARCHITECTURE.md, "A till in a VM")."""
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(2_000_000):
+        n += i
+    return time.perf_counter() - t0
+
+
 @pytest.fixture(scope="session")
 def vm(deb):
+    log(f"host pace: a 2,000,000-step Python loop in {_host_probe():.2f} s (the run's baseline)")
     t0 = time.monotonic()
     img = image(deb, log)
     share = WORK / "share"

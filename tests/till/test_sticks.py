@@ -25,7 +25,7 @@ from till import OUT, STICK_CLIENT, GuestError, StickPort, Till, UsbStick, make_
 
 REPO = Path(__file__).resolve().parents[2]
 SALES = 2000  # ~0.5 MB of journal: an export takes several writes, and seconds on a slowed stick
-SLOW = 128 << 10  # bytes/s a slowed stick writes: long enough a window to pull it mid-export
+SLOW = 256 << 10  # bytes/s a slowed stick writes: ~2 s for the day's 0.5 MB, a window to pull it mid-export
 EXPORT_END = ("done", "failed")
 
 
