@@ -337,6 +337,9 @@ class RelaySettings:
         "records sent but not yet acknowledged by head office, at most"))
     ack_timeout: float = field(default=10.0, metadata=_range(1, 3600) | _help(
         "seconds to wait for head office to acknowledge what was sent; then send again from the last ack"))
+    state_dir: str = field(default="/var/lib/edged-relay", metadata=_help(
+        "where the relay notes how far it applied head office's records (down.json); lost, head office "
+        "sends them again and the journal keeps each once"))
 
     def problems(self) -> list[tuple[str, str]]:
         if self.broker and not self.broker.startswith(("mqtt://", "mqtts://")):
@@ -345,6 +348,8 @@ class RelaySettings:
             return [("cert" if not self.cert else "key", "give both the client certificate and its key")]
         if self.cert and not self.broker.startswith("mqtts://"):
             return [("broker", "a client certificate needs TLS: write mqtts://HOST:PORT")]
+        if self.state_dir and not self.state_dir.startswith("/"):
+            return [("state_dir", f"{self.state_dir!r}: an absolute directory")]
         return []
 
 

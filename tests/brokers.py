@@ -24,15 +24,23 @@ def need_mosquitto() -> None:
 
 
 # The broker's per-till ACL (docs/FLEET.md, "Who may publish what"): a till's certificate CN is its
-# MQTT username; it may publish only under its own id and read only its own acks.
+# MQTT username; it may publish only under its own id and read only its own acks and records.
 FLEET_ACL = """\
 pattern write edged/v1/till/%u/up
 pattern write edged/v1/till/%u/status
+pattern write edged/v1/till/%u/hello
+pattern write edged/v1/till/%u/down-ack
 pattern read edged/v1/till/%u/ack
+pattern read edged/v1/till/%u/down
+pattern read edged/v1/broadcast/down
 user ingest
 topic read edged/v1/till/+/up
 topic read edged/v1/till/+/status
+topic read edged/v1/till/+/hello
+topic read edged/v1/till/+/down-ack
 topic write edged/v1/till/+/ack
+topic write edged/v1/till/+/down
+topic write edged/v1/broadcast/down
 """
 
 

@@ -135,3 +135,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     missing = set(CI_MAY_SKIP.values()) - set(seen)
     for why in sorted(missing):
         terminalreporter.write_line(f"(listed, not skipped this run: {why})")
+
+from fleetkit import fleet  # noqa: E402,F401  (the online tests' fixture: tests/fleetkit.py)

@@ -16,6 +16,7 @@ from .. import config, logs
 from ..day import backend
 from ..fleet import ingest, mqtt, settings
 from ..fleet.relay import Relay
+from . import chain
 from .common import EXIT_USAGE, socket_path
 from .day import ARCHIVE_HELP
 
@@ -41,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     relay.add_argument("--check", action="store_true", help="connect once, say whether it worked, exit")
     relay.add_argument("--socket", metavar="PATH", help="edged's socket (default: daemon.socket)")
     relay.add_argument("--config", metavar="FILE", help=f"config file (default {config.DEFAULT_PATH})")
+    relay.add_argument("--state", metavar="DIR", help="where to note how far head office's records were applied "
+                                                      "(default: relay.state_dir, /var/lib/edged-relay)")
     relay.set_defaults(func=cmd_relay)
 
     ho = sub.add_parser("headoffice", help="head office: take the tills' journals from the MQTT broker",
@@ -61,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "empty: every ingest gets every batch)")
     ing.add_argument("--client-id", metavar="ID", help="MQTT client id (default: ingest-HOSTNAME-PID)")
     ing.set_defaults(func=cmd_ingest)
+    chain.register(hsub)
 
 
 def _endpoint(args: argparse.Namespace, settings: config.RelaySettings | None) -> mqtt.Endpoint:
@@ -91,9 +95,17 @@ def cmd_relay(args: argparse.Namespace) -> int:
         print(f"relay: {why}" if why else f"relay: connected to {endpoint.url}"
               + (" with the client certificate" if endpoint.cert else ""))
         return 1 if why else 0
+    state = args.state or settings.state_dir
+    try:
+        os.makedirs(state, mode=0o700, exist_ok=True)
+        if not os.access(state, os.W_OK):
+            raise PermissionError(f"{state}: not writable by this user")
+    except OSError as e:
+        print(f"edged: relay.state_dir: {e}", file=sys.stderr)
+        return EXIT_USAGE
     logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     relay = Relay(socket_path(args), endpoint, window=settings.window, batch=settings.batch,
-                  ack_timeout=settings.ack_timeout)
+                  ack_timeout=settings.ack_timeout, state_dir=state)
     try:
         asyncio.run(relay.run())
     except KeyboardInterrupt:

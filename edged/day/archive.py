@@ -48,6 +48,19 @@ CREATE TABLE IF NOT EXISTS online (till TEXT PRIMARY KEY, archived_through INTEG
     last_seen REAL NOT NULL, batches INTEGER NOT NULL DEFAULT 0, journal_last INTEGER);
 CREATE TABLE IF NOT EXISTS lost (till TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     seq INTEGER NOT NULL, PRIMARY KEY (till, first_seq));
+CREATE TABLE IF NOT EXISTS outbox (channel TEXT NOT NULL, pos INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL, collapse TEXT NOT NULL, PRIMARY KEY (channel, pos)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_collapse ON outbox (channel, collapse, pos);
+CREATE TABLE IF NOT EXISTS channels (channel TEXT PRIMARY KEY, last_pos INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS downstream (till TEXT NOT NULL, channel TEXT NOT NULL, acked INTEGER NOT NULL,
+    sent_through INTEGER NOT NULL, last_sent INTEGER NOT NULL, sent_at REAL, hello_at REAL, acked_at REAL,
+    PRIMARY KEY (till, channel));
+CREATE TABLE IF NOT EXISTS skipped (till TEXT NOT NULL, channel TEXT NOT NULL, pos INTEGER NOT NULL,
+    reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (till, channel, pos));
+CREATE TABLE IF NOT EXISTS presence (till TEXT PRIMARY KEY, status TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS alerts (till TEXT NOT NULL, record_seq INTEGER NOT NULL, consumer TEXT NOT NULL,
+    kind TEXT NOT NULL, overdue_seq INTEGER NOT NULL, due_at REAL NOT NULL, cleared_seq INTEGER, cleared_at REAL,
+    PRIMARY KEY (till, record_seq, consumer));
 """ + keys.SCHEMA
 # Added since: which key signed each day ("unsigned" under --allow-unsigned) and the chain before it,
 # which an export filling the gap before this day must end in.

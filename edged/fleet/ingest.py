@@ -14,6 +14,7 @@ Several ingest processes share the tills' batches through an MQTT 5 shared subsc
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -25,11 +26,10 @@ from ..day import trust as keys
 from ..day.backend import Db
 from ..journal import frame as fr
 from ..journal import kinds
-from . import mqtt, wire
+from . import alerts, mqtt, outbox, wire
 
 log = logging.getLogger("edged.fleet")
 LOST = "journal.lost"
-UP = f"{wire.PREFIX}/+/up"
 
 
 class Refused(Exception):
@@ -54,7 +54,7 @@ def check_frames(batch: wire.Batch) -> tuple[list[tuple[int, bytes, int, str, by
                           "journaled)")
         kind = _kind(raw, seq)
         rows.append((seq, link, int.from_bytes(raw[12:20], "big", signed=True), kind, raw))
-        if kind in ("day.close", LOST):  # edged's, small: decoded in full (a signature, a lost range)
+        if kind in ("day.close", LOST, *alerts.KINDS):  # edged's, small: decoded in full (a signature, a range)
             if len(raw) > segread.MAX_CLOSE:
                 raise Refused(f"record {seq}: a {kind} of {len(raw)} bytes")
             closes.append(fr.decode(raw, 0, None))
@@ -129,6 +129,7 @@ def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
         archive._next_links(db, till, {"chain_after": rows[-1][1].hex(), "last_seq": batch.last_seq})
         for day in days:
             _close_day(db, till, day)
+        alerts.record(db, till, [c for c in closes if c.kind in alerts.KINDS])
         # Records of a day whose day.close came first (out of order) get its business day now.
         db.execute("UPDATE records SET business_day=(SELECT d.business_day FROM days d WHERE d.till=records.till "
                    "AND records.seq BETWEEN d.first_seq AND d.last_seq) WHERE till=? AND seq BETWEEN ? AND ? "
@@ -240,26 +241,68 @@ def _reopened(db: Db, where: str | Path) -> Db:
     return fresh
 
 
+LEAVES = ("up", "hello", "down-ack", "status")  # what the ingest reads of each till (the broker's ACL)
+DUE_EVERY = 0.5  # seconds between looks at the outbox: a record put there goes out within this
+
+
+def _answer(db: Db, topic: str, payload: bytes) -> list[outbox.Send]:
+    """One message from a till: what to publish in return (acks, outbox records)."""
+    leaf = topic.rsplit("/", 1)[-1]
+    if leaf == "up":
+        ack = take(db, topic, payload)
+        return [] if ack is None else [(wire.ack_topic(ack.till), wire.encode_ack(ack))]
+    try:
+        till = wire.till_of(topic, leaf)
+        if leaf == "status":
+            if payload not in (b"online", b"offline"):
+                raise wire.WireError(f"status {payload[:40]!r} is not online or offline")
+            outbox.presence(db, till, payload.decode())
+            return []
+        message = wire.decode_hello(payload) if leaf == "hello" else wire.decode_down_ack(payload)
+        if message.till != till:
+            raise wire.WireError(f"it names till {message.till!r}")
+    except wire.WireError as e:
+        log.error("ingest: dropped a message on %s: %s", topic[:200], e)
+        return []
+    if isinstance(message, wire.Hello):
+        log.info("ingest: %s says hello: applied %s", till, ", ".join(f"{c} {p}" for c, p in message.down.items()))
+        return outbox.hello(db, message)
+    return outbox.acked(db, message)
+
+
 async def run(where: str | Path, endpoint: mqtt.Endpoint, client_id: str, group: str = "ingest") -> None:
-    """Until cancelled: take batches, acknowledge each once committed."""
+    """Until cancelled: take batches, acknowledge each once committed; answer hellos and down-acks
+    with what the outbox holds for the till, and send new outbox records as they come."""
     db = archive.open_archive(where)
     link = mqtt.Link(endpoint, client_id, manual_ack=True)
-    link.subscribe(f"$share/{group}/{UP}" if group else UP)
+    for leaf in LEAVES:
+        topic = f"{wire.PREFIX}/+/{leaf}"
+        link.subscribe(f"$share/{group}/{topic}" if group and leaf != "status" else topic)
     link.start()
     log.info("ingest: archive %s, broker %s, shared group %r", backend.shown(where), endpoint.url, group)
+    next_due = time.monotonic()
     try:
         while True:
-            topic, payload, mid, qos = await link.messages.get()
+            sends: list[outbox.Send] = []
             try:
-                ack = take(db, topic, payload)
-            except Exception as e:  # the archive busy or failing, or a check missed something: not this batch
-                log.error("ingest: a batch on %s not archived (%s: %s); the till sends it again", topic[:200],
+                topic, payload, mid, qos = await asyncio.wait_for(link.messages.get(),
+                                                                  max(0.0, next_due - time.monotonic()))
+            except TimeoutError:
+                topic = ""
+            try:
+                if topic:
+                    sends = _answer(db, topic, payload)
+                elif link.connected.is_set():
+                    next_due = time.monotonic() + DUE_EVERY
+                    sends = outbox.due(db)
+            except Exception as e:  # the archive busy or failing, or a check missed something: not this one
+                log.error("ingest: %s not handled (%s: %s); it comes again", topic[:200] or "the outbox",
                           type(e).__name__, e)
-                ack = None
                 db = _reopened(db, where)
-            link.ack(mid, qos)  # committed, refused, or to come again from the till: the broker may forget it
-            if ack is not None:  # not waited for: the next batch need not wait for this PUBACK
-                link.send(wire.ack_topic(ack.till), wire.encode_ack(ack))
+            if topic:  # committed, refused, or to come again from the till: the broker may forget it
+                link.ack(mid, qos)
+            for out_topic, out_payload in sends:  # not waited for: a lost one costs a resend
+                link.send(out_topic, out_payload)
     finally:
         await link.stop()
         db.close()

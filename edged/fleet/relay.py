@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import Client, ClientError, ConnectionClosed
-from . import mqtt, wire
+from . import down, mqtt, wire
 
 log = logging.getLogger("edged.fleet")
 CONSUMER = "head-office"
@@ -29,6 +30,8 @@ IN_FLIGHT = 8  # batches published and not yet acknowledged by the broker (PUBAC
 # sends at most 256 KiB an event, and brokers often refuse packets over 1 MB (EMQX's default).
 MERGE_BYTES = 512 << 10
 NOBODY = "No matching subscribers"  # the MQTT 5 PUBACK reason when no subscription matched
+DOWN_DRAIN = 500  # head office's records taken into one append (one fdatasync)
+HELLO_AGAIN = 3.0  # seconds: at most one hello this often when head office's records came with a gap
 
 
 @dataclass
@@ -44,7 +47,7 @@ class RelayState:
 
 class Relay:
     def __init__(self, socket_path: str, endpoint: mqtt.Endpoint, *, window: int = 2000, batch: int = 500,
-                 ack_timeout: float = 10.0, retry: float = 1.0) -> None:
+                 ack_timeout: float = 10.0, retry: float = 1.0, state_dir: str | None = None) -> None:
         self.socket_path, self.endpoint = socket_path, endpoint
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
@@ -52,13 +55,19 @@ class Relay:
         # For _publish's waits (_watch clears _progress): an ack, a conflict, or a publish ended.
         self._wake = asyncio.Event()
         self.since = 1  # where this session began: edged's cursor + 1
+        self.state_dir = state_dir
+        self.down: down.Downstream | None = None
+        self._downs: asyncio.Queue[wire.Down] = asyncio.Queue()  # head office's records, for _downstream
 
     async def run(self) -> None:
         """Until cancelled: relay, and after any failure start again from edged's cursor."""
         till = await self._till_id()
         self.state.till = till
+        self.down = down.Downstream(till, self.state_dir)
         link = mqtt.Link(self.endpoint, till, will=(wire.status_topic(till), b"offline"))
         link.subscribe(wire.ack_topic(till))
+        link.subscribe(wire.down_topic(till))
+        link.subscribe(wire.BROADCAST_DOWN)
         link.start()
         try:
             while True:
@@ -94,7 +103,8 @@ class Relay:
             log.info("relay: %s online; sending from seq %d", till, r["from_seq"])
             tasks = [asyncio.create_task(self._publish(link, edged, till)),
                      asyncio.create_task(self._acks(link, edged, till)),
-                     asyncio.create_task(self._watch(link))]
+                     asyncio.create_task(self._watch(link)),
+                     asyncio.create_task(self._downstream(link, edged, till))]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for t in done:
@@ -170,6 +180,12 @@ class Relay:
     async def _acks(self, link: mqtt.Link, edged: Client, till: str) -> None:
         while True:
             topic, payload, _mid, _qos = await link.messages.get()
+            if topic in (wire.down_topic(till), wire.BROADCAST_DOWN):
+                try:
+                    self._downs.put_nowait(wire.decode_down(payload))
+                except wire.WireError as e:
+                    log.error("relay: ignored a message on %s: %s", topic, e)
+                continue
             try:
                 ack = wire.decode_ack(payload)
                 if wire.till_of(topic, "ack") != till or ack.till != till:
@@ -190,6 +206,42 @@ class Relay:
                 self.state.acked = r["acked"]
                 self._progress.set()
                 self._wake.set()
+
+    async def _downstream(self, link: mqtt.Link, edged: Client, till: str) -> None:
+        """Head office's records into the journal (down.py): a hello first, then each message as it
+        comes, acked to head office once durable. A hello nobody heard (head office's ingest down)
+        is said again, 2 s doubling to 60 s with jitter, so tills do not all come back at once."""
+        assert self.down is not None
+
+        async def append(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            try:
+                return (await edged.request("append", records=records))["records"]
+            except ClientError as e:
+                if e.code != "bad_request":  # disk full, edged gone ...: not the record's fault, try again
+                    raise
+                raise down.Refusal(str(e)) from None
+
+        pause, hello_at = 2.0, -HELLO_AGAIN
+        heard = False
+        while True:
+            if not heard:
+                hello_at = time.monotonic()
+                heard = await link.publish(wire.hello_topic(till), self.down.hello()) != NOBODY
+                if not heard:
+                    log.warning("relay: no head office ingest heard this till's hello; again in %.0f s", pause)
+            try:
+                first = await asyncio.wait_for(self._downs.get(), None if heard else pause)
+            except TimeoutError:
+                pause = min(60.0, pause * 2) * random.uniform(0.8, 1.2)
+                continue
+            batch = [first]
+            while len(batch) < DOWN_DRAIN and not self._downs.empty():
+                batch.append(self._downs.get_nowait())
+            acks, gap = await self.down.take(batch, append)
+            for a in acks:
+                link.send(wire.down_ack_topic(till), wire.encode_down_ack(a))
+            if gap and time.monotonic() - hello_at > HELLO_AGAIN:  # lost on the way: ask from what it has
+                heard = False
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""

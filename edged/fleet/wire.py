@@ -36,6 +36,23 @@ def status_topic(till: str) -> str:
     return f"{PREFIX}/{till}/status"
 
 
+def hello_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/hello"
+
+
+def down_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/down"
+
+
+def down_ack_topic(till: str) -> str:
+    return f"{PREFIX}/{till}/down-ack"
+
+
+BROADCAST_DOWN = "edged/v1/broadcast/down"  # one message the broker copies to every till online
+CHANNELS = ("till", "broadcast")  # a till's own records, and those for every till
+MAX_DOWN_BYTES = 1 << 20  # one downstream record's body, msgpack-encoded
+
+
 def till_of(topic: str, leaf: str) -> str:
     """The till id in `edged/v1/till/<till>/<leaf>`; WireError for any other topic."""
     parts = topic.split("/")
@@ -80,7 +97,7 @@ def encode_ack(a: Ack) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def _map(payload: bytes, what: str, max_len: int) -> dict[str, Any]:
+def _map(payload: bytes, what: str, max_len: int, maps: int = 1, max_bin: int = MAX_BATCH_BYTES) -> dict[str, Any]:
     if len(payload) > max_len:
         raise WireError(f"{what} of {len(payload)} bytes: more than {max_len}")
     made = [0, 0]  # lists, maps decoded so far
@@ -93,14 +110,14 @@ def _map(payload: bytes, what: str, max_len: int) -> dict[str, Any]:
 
     def one_map(pairs: list) -> dict:
         made[1] += 1
-        if made[1] > 1:
+        if made[1] > maps:  # a hello holds one map in its map (positions per channel)
             raise ValueError("nested maps")
         return dict(pairs)
 
     try:
         # Bounded decoding: 1 MiB of empty arrays would be ~70 MiB of lists; here the second is refused.
         data = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_array_len=MAX_FRAMES,
-                               max_map_len=16, max_str_len=4096, max_bin_len=MAX_BATCH_BYTES,
+                               max_map_len=16, max_str_len=4096, max_bin_len=max_bin,
                                list_hook=one_list, object_pairs_hook=one_map)
     except Exception as e:
         raise WireError(f"{what} is not msgpack of the expected shape ({type(e).__name__}: {e})") from None
@@ -150,3 +167,103 @@ def decode_ack(payload: bytes) -> Ack:
     if through < 0 or len(chain) != 32 or not (conflict is None or isinstance(conflict, str)):
         raise WireError("ack: archived_through, chain or conflict out of shape")
     return Ack(till, through, chain, conflict)
+
+
+@dataclass
+class Hello:
+    """A relay's first word in each session: how far it applied each downstream channel."""
+
+    till: str
+    down: dict[str, int]  # channel -> the last position appended to the till's journal
+
+
+@dataclass
+class Down:
+    """One record from head office's outbox. The till applies it when `prev` <= what it applied
+    < `pos` (positions between were skipped on purpose: expired or superseded); `prev` above what
+    it applied means something in between was lost on the way, and it asks again (a hello)."""
+
+    channel: str
+    pos: int
+    prev: int
+    kind: str
+    body: bytes  # the record's body, msgpack-encoded (decoded by the till, bounded)
+
+
+@dataclass
+class DownAck:
+    till: str
+    channel: str
+    pos: int  # every position of the channel up to it is in the till's journal (or refused by it)
+    refused: str | None = None  # the till could not append record `pos` and skipped it: why
+
+
+def _pack(body: dict[str, Any]) -> bytes:
+    return msgpack.packb({"v": VERSION, **body}, use_bin_type=True)
+
+
+def encode_hello(h: Hello) -> bytes:
+    return _pack({"till": h.till, "down": h.down})
+
+
+def encode_down(d: Down) -> bytes:
+    return _pack({"channel": d.channel, "pos": d.pos, "prev": d.prev, "kind": d.kind, "body": d.body})
+
+
+def encode_down_ack(a: DownAck) -> bytes:
+    body: dict[str, Any] = {"till": a.till, "channel": a.channel, "pos": a.pos}
+    if a.refused is not None:
+        body["refused"] = a.refused
+    return _pack(body)
+
+
+def _position(data: dict[str, Any], name: str, what: str) -> int:
+    value = _field(data, name, int, what)
+    if not 0 <= value < MAX_SEQ:
+        raise WireError(f"{what}: {name} {value} is not a position")
+    return value
+
+
+def _channel(value: Any, what: str) -> str:
+    if value not in CHANNELS:
+        raise WireError(f"{what}: channel {str(value)[:40]!r} is not one of {', '.join(CHANNELS)}")
+    return value
+
+
+def _till(data: dict[str, Any], what: str) -> str:
+    till = _field(data, "till", str, what)
+    if not TILL_ID.match(till):
+        raise WireError(f"{what}: till {till[:80]!r} is not a till id")
+    return till
+
+
+def decode_hello(payload: bytes) -> Hello:
+    data = _map(payload, "hello", 4096, maps=2)
+    down = _field(data, "down", dict, "hello")
+    positions = {}
+    for channel, pos in down.items():
+        _channel(channel, "hello")
+        if type(pos) is not int or not 0 <= pos < MAX_SEQ:
+            raise WireError(f"hello: position {pos!r} of channel {channel} is not a position")
+        positions[channel] = pos
+    return Hello(_till(data, "hello"), positions)
+
+
+def decode_down(payload: bytes) -> Down:
+    data = _map(payload, "down", MAX_DOWN_BYTES + 4096, max_bin=MAX_DOWN_BYTES)
+    pos, prev = _position(data, "pos", "down"), _position(data, "prev", "down")
+    if not prev < pos:
+        raise WireError(f"down: prev {prev} is not below pos {pos}")
+    kind = _field(data, "kind", str, "down")
+    if not 1 <= len(kind) <= 128 or "\0" in kind:
+        raise WireError(f"down: kind {kind[:40]!r} is not a record kind")
+    return Down(_channel(data.get("channel"), "down"), pos, prev, kind, _field(data, "body", bytes, "down"))
+
+
+def decode_down_ack(payload: bytes) -> DownAck:
+    data = _map(payload, "down-ack", 8192)
+    refused = data.get("refused")
+    if refused is not None and not isinstance(refused, str):
+        raise WireError("down-ack: refused must be a string")
+    return DownAck(_till(data, "down-ack"), _channel(data.get("channel"), "down-ack"),
+                   _position(data, "pos", "down-ack"), refused)

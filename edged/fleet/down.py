@@ -1,0 +1,135 @@
+"""The relay's downstream half: head office's outbox records into the till's journal, each once,
+in order (docs/FLEET.md, "Head office talks back").
+
+On every session the relay says how far it applied each channel (a hello); head office sends what
+follows. Each record is appended to edged's journal with tx_id `ho:<channel>:<pos>`: edged refuses
+a second record with the same tx_id of the same user, so a record sent again (after a lost ack, a
+relay killed between the append and the ack, a lost positions file) is one record. Only once the
+append is durable is the position saved and head office acknowledged. The POS app reads these
+records as any others: a consumer subscribed to their kinds.
+
+The positions file (STATE_DIR/down.json) only spares head office resends: when it is behind the
+journal, the records come again and edged answers "duplicate".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from . import wire
+
+log = logging.getLogger("edged.fleet")
+FILE = "down.json"
+Append = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]  # edged's `append` records -> results
+
+
+class Refusal(Exception):
+    """edged refused a record (its kind, its body): str() says why."""
+
+
+def tx_id(channel: str, pos: int) -> str:
+    return f"ho:{channel}:{pos}"
+
+
+class Downstream:
+    """What this till applied of each channel, and how a message from head office is taken."""
+
+    def __init__(self, till: str, state_dir: str | None) -> None:
+        self.till = till
+        self.path = Path(state_dir) / FILE if state_dir else None
+        self.applied = {c: 0 for c in wire.CHANNELS}
+        self.records = 0  # appended in this process (a resend edged called duplicate not counted)
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            data = json.loads(self.path.read_text())
+            if data.get("till_id") != self.till:  # another till's file (a disk moved): start over, edged dedups
+                log.warning("relay: %s is till %r's: head office sends this till's records again", self.path,
+                            data.get("till_id"))
+                return
+            for c in wire.CHANNELS:
+                if type(data.get(c)) is int and data[c] >= 0:
+                    self.applied[c] = data[c]
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("relay: %s unreadable (%s): head office sends its records again; the journal keeps each "
+                        "once", self.path, e)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump({"till_id": self.till, **self.applied}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def hello(self) -> bytes:
+        return wire.encode_hello(wire.Hello(self.till, dict(self.applied)))
+
+    async def take(self, downs: list[wire.Down], append: Append) -> tuple[list[wire.DownAck], bool]:
+        """Messages as they came, applied where they follow what the till has: the acks to send, and
+        whether something was missing (ask head office again with a hello)."""
+        todo: list[wire.Down] = []
+        acks: dict[str, wire.DownAck] = {}
+        applied = dict(self.applied)
+        gap = False
+        for d in downs:
+            if d.pos <= applied[d.channel]:  # had it: its ack was lost, or it came twice
+                acks.setdefault(d.channel, wire.DownAck(self.till, d.channel, applied[d.channel]))
+            elif d.prev > applied[d.channel]:  # something between was lost on the way
+                gap = True
+            else:
+                todo.append(d)
+                applied[d.channel] = d.pos
+        refused = await self._append(todo, append)
+        out = [wire.DownAck(self.till, c, p, why) for (c, p), why in refused.items()]  # each says why
+        for d in todo:
+            self.applied[d.channel] = d.pos
+            acks[d.channel] = wire.DownAck(self.till, d.channel, d.pos)
+        if todo:
+            self._save()
+        return out + list(acks.values()), gap
+
+    async def _append(self, todo: list[wire.Down], append: Append) -> dict[tuple[str, int], str]:
+        """All in one request (one fdatasync); when edged refuses it, one by one: the offender is
+        refused (head office is told why), the others are appended."""
+        if not todo:
+            return {}
+        records, refused = [], {}
+        for d in todo:
+            try:
+                body = msgpack.unpackb(d.body, raw=False, strict_map_key=False)
+            except Exception as e:
+                body = e
+            records.append({"kind": d.kind, "body": body, "tx_id": tx_id(d.channel, d.pos)})
+        good = [r for r in records if not isinstance(r["body"], Exception)]
+        try:
+            if len(good) == len(records):
+                self._count(await append(records))
+                return {}
+        except Refusal:
+            pass
+        for d, r in zip(todo, records):
+            if isinstance(r["body"], Exception):
+                refused[(d.channel, d.pos)] = f"its body is not msgpack ({type(r['body']).__name__})"
+                continue
+            try:
+                self._count(await append([r]))
+            except Refusal as e:
+                refused[(d.channel, d.pos)] = str(e)
+        for (channel, pos), why in refused.items():
+            log.error("relay: head office's %s record %d not appended: %s", channel, pos, why)
+        return refused
+
+    def _count(self, results: list[dict[str, Any]]) -> None:
+        self.records += sum(1 for r in results if not r.get("duplicate"))

@@ -1,0 +1,276 @@
+"""Head office's outbox: records for the tills, kept in the archive until each till has them
+(docs/FLEET.md, "Head office talks back").
+
+Two kinds of channel, each numbered 1, 2, 3, ... on its own: a till's own (`till:<id>`: its web
+orders, its vouchers) and `broadcast` (price lists, master data for every till). Nothing waits in a
+broker: a till's relay says on every connect how far it applied each channel (a hello), and head
+office sends what follows, a window at a time, each record again until the till acknowledges it.
+So a till away for 30 days gets all that is still due, once (the relay appends each record with
+tx_id `ho:<channel>:<pos>`, and edged's tx_id check makes a resend one record), in order.
+
+What is no longer worth delivering is skipped on purpose, never dropped by a queue: a record past
+its `expires_at`, or one superseded by a later record of the same channel with the same `collapse`
+key (a newer price list). Each skip is logged and kept in `skipped`, per till, with its reason; the
+next record sent names the last one sent before it (`prev`), so the till tells a skip from a loss.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from ..day.backend import Db
+from ..journal import kinds
+from . import wire
+
+log = logging.getLogger("edged.fleet")
+WINDOW = 100  # records sent to a till and not yet acknowledged, per channel (a broker queues ~1,000 at most)
+RESEND_AFTER = 15.0  # seconds without an ack for what was sent: send it again from the till's ack
+BROADCAST = "broadcast"
+EVERY_TILL = "*"  # downstream's row for the broadcast topic itself (what went to every till online)
+
+
+class OutboxError(ValueError):
+    """A record that cannot go into the outbox; str() says why."""
+
+
+@dataclass
+class Entry:
+    channel: str  # "till:<id>" or "broadcast"
+    pos: int
+    kind: str
+    body: Any
+    expires_at: float | None
+    collapse: str
+
+
+def channel_of(till: str | None) -> str:
+    """The outbox channel for one till, or for every till (None)."""
+    if till is None:
+        return BROADCAST
+    if not wire.TILL_ID.match(till):
+        raise OutboxError(f"{till[:80]!r} is not a till id (letters, digits, . _ -; at most 64)")
+    return f"till:{till}"
+
+
+def put(db: Db, till: str | None, kind: str, body: Any, *, expires_at: float | None = None,
+        collapse: str = "") -> Entry:
+    """One record into the outbox of TILL (None: every till), committed; its position."""
+    if not isinstance(kind, str) or not 1 <= len(kind) <= 128 or "\0" in kind:
+        raise OutboxError(f"kind {str(kind)[:40]!r}: 1 to 128 characters, no NUL")
+    if kinds.reserved(kind):
+        raise OutboxError(f"kind {kind!r}: {', '.join(kinds.RESERVED)}* are edged's own; the till would refuse it")
+    try:
+        packed = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise OutboxError(f"the body cannot be sent: {e}") from None
+    if len(packed) > wire.MAX_DOWN_BYTES:
+        raise OutboxError(f"the body is {len(packed)} bytes; at most {wire.MAX_DOWN_BYTES}")
+    if len(collapse) > 256:
+        raise OutboxError("a collapse key of at most 256 characters")
+    channel = channel_of(till)
+    db.begin(channel)
+    try:
+        # The channel's row is its counter: taken under the row's lock, positions never collide
+        pos = db.execute("INSERT INTO channels (channel, last_pos) VALUES (?, 1) ON CONFLICT (channel) DO UPDATE "
+                         "SET last_pos = channels.last_pos + 1 RETURNING last_pos", (channel,)).fetchone()[0]
+        db.execute("INSERT INTO outbox (channel, pos, kind, body, created_at, expires_at, collapse) "
+                   "VALUES (?,?,?,?,?,?,?)", (channel, pos, kind, packed, time.time(), expires_at, collapse))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    log.info("outbox: %s %d: %s%s", channel, pos, kind, f" (collapse {collapse!r})" if collapse else "")
+    return Entry(channel, pos, kind, body, expires_at, collapse)
+
+
+def _row(db: Db, till: str, channel: str) -> tuple[int, int, int] | None:
+    row = db.execute("SELECT acked, sent_through, last_sent FROM downstream WHERE till=? AND channel=?",
+                     (till, channel)).fetchone()
+    return (row[0], row[1], row[2]) if row else None
+
+
+def _last_pos(db: Db, channel: str) -> int:
+    row = db.execute("SELECT last_pos FROM channels WHERE channel=?", (channel,)).fetchone()
+    return row[0] if row else 0
+
+
+def _skip(db: Db, till: str, channel: str, pos: int, reason: str) -> None:
+    log.info("outbox: %s %s %d not delivered: %s", till, channel, pos, reason)
+    db.execute("INSERT INTO skipped (till, channel, pos, reason, at) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+               (till, channel, pos, reason, time.time()))
+
+
+def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
+    """What to send TILL next on CHANNEL ("till" or "broadcast"), within its window, skips logged;
+    its row updated. Call within a transaction on the till."""
+    row = _row(db, till, channel)
+    if row is None:
+        return []
+    acked, sent_through, last_sent = row
+    source = channel_of(till) if channel == "till" else BROADCAST
+    cap = _last_pos(db, source)
+    if channel == BROADCAST and till != EVERY_TILL:
+        # A till gets by itself only what went to every till before (it was away); what comes now
+        # goes out once on the broadcast topic.
+        every = _row(db, EVERY_TILL, BROADCAST)
+        cap = min(cap, every[1] if every else 0)
+    out: list[wire.Down] = []
+    now = time.time()
+    while sent_through < cap:
+        # The window: sent records not yet acknowledged (skipped ones cost nothing).
+        limit = min(cap, (sent_through if last_sent <= acked else acked) + WINDOW)
+        if limit <= sent_through:
+            break
+        rows = db.execute("SELECT pos, kind, body, expires_at, collapse FROM outbox WHERE channel=? AND pos>? "
+                          "AND pos<=? ORDER BY pos", (source, sent_through, limit)).fetchall()
+        for pos, kind, body, expires_at, collapse in rows:
+            newer = collapse and db.execute("SELECT max(pos) FROM outbox WHERE channel=? AND collapse=? AND pos>?",
+                                            (source, collapse, pos)).fetchone()[0]
+            if expires_at is not None and expires_at <= now:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(expires_at))
+                _skip(db, till, channel, pos, f"expired at {when} UTC")
+            elif newer:
+                _skip(db, till, channel, pos, f"superseded by {newer} ({collapse})")
+            else:
+                out.append(wire.Down(channel, pos, last_sent, kind, bytes(body)))
+                last_sent = pos
+        sent_through = limit
+        if out or last_sent > acked:
+            break
+    db.execute("UPDATE downstream SET sent_through=?, last_sent=?, sent_at=CASE WHEN ? THEN ? ELSE sent_at END "
+               "WHERE till=? AND channel=?", (sent_through, last_sent, bool(out), now, till, channel))
+    return out
+
+
+Send = tuple[str, bytes]  # topic, payload
+
+
+def _downs(till: str, downs: list[wire.Down]) -> list[Send]:
+    topic = wire.BROADCAST_DOWN if till == EVERY_TILL else wire.down_topic(till)
+    return [(topic, wire.encode_down(d)) for d in downs]
+
+
+def hello(db: Db, h: wire.Hello) -> list[Send]:
+    """A till's relay connected: it applied each channel up to what it says (the till's journal is
+    the truth, as the relay's cursor is upstream); what follows goes out now."""
+    db.begin(h.till)
+    try:
+        _quick(db)
+        _every(db)
+        out: list[Send] = []
+        for channel in wire.CHANNELS:
+            pos = h.down.get(channel, 0)
+            row = _row(db, h.till, channel)
+            if row is not None and pos < row[0]:
+                log.warning("outbox: %s says it applied %s through %d; head office had its ack for %d: "
+                            "sending again from %d (its journal keeps each record once)", h.till, channel, pos,
+                            row[0], pos + 1)
+            db.execute("INSERT INTO downstream (till, channel, acked, sent_through, last_sent, hello_at) "
+                       "VALUES (?,?,?,?,?,?) ON CONFLICT (till, channel) DO UPDATE SET acked=excluded.acked, "
+                       "sent_through=excluded.sent_through, last_sent=excluded.last_sent, hello_at=excluded.hello_at",
+                       (h.till, channel, pos, pos, pos, time.time()))
+            out += _downs(h.till, _feed(db, h.till, channel))
+        _seen(db, h.till, "online")
+        db.commit()
+        return out
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def acked(db: Db, a: wire.DownAck) -> list[Send]:
+    """A till has CHANNEL through POS in its journal: what follows, within the window."""
+    db.begin(a.till)
+    try:
+        row = _row(db, a.till, a.channel)
+        if row is None:  # an ack before any hello (head office's archive was replaced): its next hello
+            db.rollback()
+            return []
+        _quick(db)
+        if a.refused is not None:
+            _skip(db, a.till, a.channel, a.pos, f"refused by the till: {a.refused[:500]}")
+        pos = min(a.pos, _last_pos(db, channel_of(a.till) if a.channel == "till" else BROADCAST))
+        db.execute("UPDATE downstream SET acked=max(acked, ?), sent_through=max(sent_through, ?), "
+                   "last_sent=max(last_sent, ?), acked_at=? WHERE till=? AND channel=?"
+                   if not db.postgres else
+                   "UPDATE downstream SET acked=greatest(acked, ?), sent_through=greatest(sent_through, ?), "
+                   "last_sent=greatest(last_sent, ?), acked_at=? WHERE till=? AND channel=?",
+                   (pos, pos, pos, time.time(), a.till, a.channel))
+        out = _downs(a.till, _feed(db, a.till, a.channel))
+        db.commit()
+        return out
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _every(db: Db) -> None:
+    """The broadcast topic's row, made the first time: what the outbox held before goes to each
+    till by its hello, what comes after goes out on the topic."""
+    if _row(db, EVERY_TILL, BROADCAST) is None:
+        last = _last_pos(db, BROADCAST)
+        db.execute("INSERT INTO downstream (till, channel, acked, sent_through, last_sent) VALUES (?,?,?,?,?) "
+                   "ON CONFLICT DO NOTHING", (EVERY_TILL, BROADCAST, last, last, last))
+
+
+def _quick(db: Db) -> None:
+    """A hello or an ack need not wait for the disk: one lost in a crash costs a resend, which the
+    till's journal takes once (PostgreSQL: no fsync at this commit; still in order with the others)."""
+    if db.postgres:
+        db.execute("SET LOCAL synchronous_commit TO off")
+
+
+def _seen(db: Db, till: str, status: str) -> None:
+    db.execute("INSERT INTO presence (till, status, at) VALUES (?,?,?) ON CONFLICT (till) DO UPDATE "
+               "SET status=excluded.status, at=excluded.at", (till, status, time.time()))
+
+
+def presence(db: Db, till: str, status: str) -> None:
+    """A till's relay said online or offline (its retained status, or its Will)."""
+    db.begin(till)
+    try:
+        _seen(db, till, status)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def due(db: Db) -> list[Send]:
+    """What head office has to send now (called every half second by the ingest): new broadcast
+    records once to every till online, new records of the tills online, and again what a till was
+    sent and did not acknowledge within RESEND_AFTER."""
+    out: list[Send] = []
+    db.begin(EVERY_TILL)
+    try:
+        _every(db)
+        db.execute("UPDATE downstream SET acked=sent_through WHERE till=? AND channel=?", (EVERY_TILL, BROADCAST))
+        out += _downs(EVERY_TILL, _feed(db, EVERY_TILL, BROADCAST))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    stale = time.time() - RESEND_AFTER
+    tills = db.execute(
+        "SELECT d.till, d.channel FROM downstream d JOIN presence p ON p.till = d.till AND p.status = 'online' "
+        "LEFT JOIN channels c ON c.channel = "
+        "(CASE WHEN d.channel = 'till' THEN 'till:' || d.till ELSE 'broadcast' END) "
+        "WHERE d.till <> ? AND ((d.channel = 'till' AND c.last_pos > d.sent_through AND d.last_sent <= d.acked) "
+        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, stale)).fetchall()
+    for till, channel in tills:
+        db.begin(till)
+        try:
+            row = _row(db, till, channel)
+            if row is not None and row[2] > row[0]:  # unacknowledged for too long: again from the ack
+                db.execute("UPDATE downstream SET sent_through=acked, last_sent=acked WHERE till=? AND channel=?",
+                           (till, channel))
+            out += _downs(till, _feed(db, till, channel))
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+    return out

@@ -1,0 +1,221 @@
+"""Head office talks back (docs/FLEET.md, "Head office talks back"): records put into head office's
+outbox reach the till's journal once, in order, through a real Mosquitto, `edged relay`, `edged
+headoffice ingest` and a real PostgreSQL, and the POS app gets them as a consumer of their kinds.
+What the till does not take over in time comes back up as an alert."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from edged.client import Client
+from edged.fleet import mqtt, wire
+from edged.journal import frame
+from fleetkit import REPO, TILL, Fleet, _journal
+
+PG = pytest.mark.parametrize("fleet", [{"archive": "postgresql"}], indirect=True, ids=["postgresql"])
+ORDERS = ["order.web", "voucher.sold", "prices.list"]
+
+
+def ho(fleet: Fleet, *args: str) -> subprocess.CompletedProcess:
+    """`edged headoffice ...` on the fleet's archive, as head office's staff run it."""
+    return subprocess.run([sys.executable, "-m", "edged", "headoffice", *args, "--archive", fleet.archive],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+
+
+def send(fleet: Fleet, who: list[str], kind: str, body: dict, *extra: str) -> str:
+    path = fleet.base / f"body-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(body))
+    out = ho(fleet, "send", *who, kind, str(path), *extra)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def records(fleet: Fleet, kinds: list[str] = ORDERS) -> list[frame.Record]:
+    """The journal's records of these kinds, in seq order."""
+    recs = [frame.decode(raw, 0, None) for _seq, raw in asyncio.run(_journal(fleet.sock))]
+    return [r for r in recs if r.kind in kinds]
+
+
+def wait_for(what, timeout: float = 60, why=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        assert time.monotonic() < deadline, why()
+        time.sleep(0.2)
+
+
+def downstream(fleet: Fleet) -> dict[str, int]:
+    return {c: a for c, a in fleet.query("SELECT channel, acked FROM downstream WHERE till=?", (TILL,))}
+
+
+def _logs(fleet: Fleet) -> str:
+    return f"relay: {fleet.logs('relay')}\ningest: {fleet.logs('ingest')}"
+
+
+async def _pos_reads(sock: str, n: int, ack: bool = True) -> list[dict]:
+    """The POS app: a consumer of head office's kinds, from its cursor; N record events."""
+    async with await Client.connect(sock, "pos") as pos:
+        await pos.request("subscribe", consumer="pos", kinds=ORDERS, **{"from": "acked"})
+        got = []
+        while len(got) < n:
+            ev = await pos.next_event(30)
+            if ev.get("event") == "record":
+                got.append(ev)
+                if ack:
+                    await pos.request("ack", consumer="pos", seq=ev["seq"])
+        return got
+
+
+@PG
+def test_records_queued_while_the_till_is_away_arrive_once_in_order_and_survive_replays_and_kills(fleet):
+    fleet.ingest()
+    # The till is away (no relay): three for it, one for every till, one for another till.
+    for n in range(1, 4):
+        assert f"till:{TILL} {n}: order.web" in send(fleet, ["--till", TILL], "order.web", {"order": f"W-{n}"})
+    assert "broadcast 1: prices.list" in send(fleet, ["--all"], "prices.list", {"version": 7})
+    send(fleet, ["--till", "shop9-till9"], "order.web", {"order": "not ours"})
+
+    fleet.relay()
+    got = wait_for(lambda: len(recs := records(fleet)) >= 4 and recs, why=lambda: _logs(fleet))
+    tx = [r.tx_id for r in got]
+    assert sorted(tx) == ["ho:broadcast:1", f"ho:till:{1}", "ho:till:2", "ho:till:3"], tx
+    assert [t for t in tx if t.startswith("ho:till:")] == ["ho:till:1", "ho:till:2", "ho:till:3"]  # in order
+    assert [r.body for r in got if r.kind == "order.web"] == [{"order": "W-1"}, {"order": "W-2"}, {"order": "W-3"}]
+    # The POS app gets them as a consumer of their kinds.
+    pos = asyncio.run(_pos_reads(fleet.sock, 4))
+    assert sorted(e["tx_id"] for e in pos) == sorted(tx)
+    wait_for(lambda: downstream(fleet) == {"till": 3, "broadcast": 1}, why=lambda: str(downstream(fleet)))
+
+    # Replayed: the relay's positions file lost, so it says it has nothing; head office sends all again.
+    fleet.kill("relay")
+    (fleet.relay_state / "down.json").unlink()
+    fleet.relay()
+    wait_for(lambda: "says hello: applied till 0, broadcast 0" in fleet.logs("ingest"), why=lambda: _logs(fleet))
+    wait_for(lambda: downstream(fleet) == {"till": 3, "broadcast": 1}, why=lambda: str(downstream(fleet)))
+    assert [r.tx_id for r in records(fleet)] == tx  # still once each
+
+    # Killed between the append and the ack: head office stopped right after it sent the record (so
+    # the till's ack never reaches it), then the relay killed with its positions file gone too.
+    send(fleet, ["--till", TILL], "order.web", {"order": "W-4"})
+    wait_for(lambda: len(records(fleet)) == 5, why=lambda: _logs(fleet))
+    fleet.kill("ingest")
+    fleet.kill("relay")
+    (fleet.relay_state / "down.json").unlink()
+    fleet.ingest()
+    fleet.relay()
+    wait_for(lambda: downstream(fleet) == {"till": 4, "broadcast": 1}, why=lambda: str(downstream(fleet)))
+    final = records(fleet)
+    assert [r.tx_id for r in final] == tx + ["ho:till:4"]
+    assert len({r.tx_id for r in final}) == len(final)
+    assert "ho:till:1" not in str(records(fleet, ["sale"]))
+
+
+@PG
+def test_an_expired_record_is_not_delivered_and_head_office_says_so(fleet):
+    fleet.ingest()
+    send(fleet, ["--till", TILL], "order.web", {"order": "W-old"}, "--expires-in", "1s")
+    send(fleet, ["--all"], "prices.list", {"version": 1}, "--collapse", "prices")
+    send(fleet, ["--all"], "prices.list", {"version": 2}, "--collapse", "prices")
+    send(fleet, ["--till", TILL], "order.web", {"order": "W-new"})
+    time.sleep(1.5)
+    fleet.relay()
+    wait_for(lambda: downstream(fleet) == {"till": 2, "broadcast": 2}, why=lambda: _logs(fleet))
+    got = records(fleet)
+    assert [(r.tx_id, r.body) for r in got] in (
+        [("ho:till:2", {"order": "W-new"}), ("ho:broadcast:2", {"version": 2})],
+        [("ho:broadcast:2", {"version": 2}), ("ho:till:2", {"order": "W-new"})]), got
+    skipped = fleet.query("SELECT channel, pos, reason FROM skipped WHERE till=? ORDER BY channel", (TILL,))
+    assert [(c, p) for c, p, _ in skipped] == [("broadcast", 1), ("till", 1)]
+    assert "superseded by 2" in skipped[0][2] and "expired at" in skipped[1][2]
+    assert f"{TILL} till 1 not delivered: expired" in fleet.logs("ingest")
+    status = ho(fleet, "status", "--json")
+    row = next(t for t in json.loads(status.stdout) if t["till"] == TILL)
+    assert row["down"]["till"] == {"applied": 2, "last": 2, "pending": 0}
+    assert row["link"] == "online"
+
+
+@pytest.mark.parametrize("fleet", [{"archive": "postgresql", "config": '[deadlines."order.web"]\nconsumer = "pos"\n'
+                                    'within = 1\n'}], indirect=True, ids=["postgresql"])
+def test_a_web_order_not_picked_up_in_time_reaches_head_office_alerts_and_clears_there(fleet):
+    fleet.ingest()
+    fleet.relay()
+    send(fleet, ["--till", TILL], "order.web", {"order": "W-77", "pickup": "16:30"})
+
+    async def pos_sees_it_but_waits() -> dict:
+        async with await Client.connect(fleet.sock, "pos") as pos:
+            await pos.request("subscribe", consumer="pos", kinds=["order.web"], **{"from": 1})
+            return await pos.next_event(30)
+
+    order = asyncio.run(pos_sees_it_but_waits())
+    assert order["body"] == {"order": "W-77", "pickup": "16:30"} and order["tx_id"] == "ho:till:1"
+
+    def open_alerts() -> list:
+        out = ho(fleet, "alerts", "--json")
+        return json.loads(out.stdout) if out.returncode == 1 else []
+
+    alert = wait_for(open_alerts, why=lambda: _logs(fleet))[0]
+    assert (alert["till"], alert["record_seq"], alert["kind"], alert["consumer"]) == (TILL, order["seq"], "order.web",
+                                                                                      "pos")
+    assert "OVERDUE" in ho(fleet, "alerts").stdout
+    status = ho(fleet, "status")
+    assert status.returncode == 1 and "1 overdue" in status.stdout, status.stdout
+
+    async def pos_acks() -> None:
+        async with await Client.connect(fleet.sock, "pos") as pos:
+            await pos.request("ack", consumer="pos", seq=order["seq"])
+
+    asyncio.run(pos_acks())
+    wait_for(lambda: ho(fleet, "alerts").returncode == 0, why=lambda: _logs(fleet))
+    cleared = json.loads(ho(fleet, "alerts", "--all", "--json").stdout)
+    assert len(cleared) == 1 and cleared[0]["cleared_seq"] > cleared[0]["overdue_seq"]
+
+
+@pytest.mark.parametrize("fleet", [{"archive": "postgresql", "tls": True}], indirect=True, ids=["mtls"])
+def test_a_till_cannot_read_or_answer_for_another_tills_channel(fleet):
+    fleet.ingest()
+    fleet.relay()
+    wait_for(lambda: "says hello" in fleet.logs("ingest"), why=lambda: _logs(fleet))
+    cert, key = fleet.pki.issue("shop2-till1")
+    seen: list[str] = []
+    granted: list[list[str]] = []
+    puback: dict[int, str] = {}
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="shop2-till1", protocol=MQTTProtocolVersion.MQTTv5)
+    c.tls_set(ca_certs=fleet.pki.ca, certfile=cert, keyfile=key)
+    c.on_message = lambda client, userdata, msg: seen.append(msg.topic)
+    c.on_subscribe = lambda client, userdata, mid, reasons, props: granted.append([str(r) for r in reasons])
+    c.on_publish = lambda client, userdata, mid, reason, props: puback.__setitem__(mid, str(reason))
+    host, port, _ = mqtt.Endpoint(fleet.broker.url).parts()
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        c.subscribe(wire.down_topic(TILL), qos=1)  # Mosquitto grants it, and delivers nothing of it
+        c.subscribe(wire.down_topic("shop2-till1"), qos=1)
+        wait_for(lambda: len(granted) == 2)
+        # This till's own channel works (its hello, as a relay says it): only that reaches it.
+        own = c.publish(wire.hello_topic("shop2-till1"), wire.encode_hello(wire.Hello("shop2-till1", {})), qos=1)
+        send(fleet, ["--till", "shop2-till1"], "order.web", {"order": "for till 2"})
+        send(fleet, ["--till", TILL], "order.web", {"order": "for till 1 only"})
+        wait_for(lambda: records(fleet) and seen, why=lambda: _logs(fleet))
+        # Answering for the other till: refused by the broker, nothing changes at head office.
+        forged = c.publish(wire.down_ack_topic(TILL), wire.encode_down_ack(wire.DownAck(TILL, "till", 99)), qos=1)
+        hello = c.publish(wire.hello_topic(TILL), wire.encode_hello(wire.Hello(TILL, {"till": 99})), qos=1)
+        wait_for(lambda: {own.mid, forged.mid, hello.mid} <= set(puback))
+        time.sleep(1)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    assert seen == [wire.down_topic("shop2-till1")], seen
+    assert (puback[forged.mid], puback[hello.mid]) == ("Not authorized", "Not authorized")
+    assert puback[own.mid] == "Success"
+    assert downstream(fleet)["till"] == 1
+    assert [r.body for r in records(fleet)] == [{"order": "for till 1 only"}]
