@@ -34,8 +34,9 @@ def record(db: Db, till: str, recs: list[fr.Record]) -> None:
                           rec.seq)
                 continue
             seq, consumer, kind, due_at = got
-            db.execute("INSERT INTO alerts (till, record_seq, consumer, kind, overdue_seq, due_at) VALUES (?,?,?,?,?,?) "
-                       "ON CONFLICT DO NOTHING", (till, seq, consumer[:128], kind[:128], rec.seq, float(due_at)))
+            db.execute("INSERT INTO alerts (till, record_seq, consumer, kind, overdue_seq, due_at) "
+                       "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                       (till, seq, consumer[:128], kind[:128], rec.seq, float(due_at)))
             log.warning("ingest: %s: %s record %d not taken over by %s in time (due %.0f)", till, kind, seq,
                         consumer, due_at)
         elif rec.kind == "journal.overdue_cleared":
