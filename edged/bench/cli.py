@@ -70,7 +70,13 @@ def register(sub: Any) -> None:
                                      "with every till appending at once beside the same rows written straight "
                                      "into the archive (PostgreSQL: COPY), and the catch-up of a till back after "
                                      "an outage. Writes only to a temporary directory, removed at the end.")
-    bf.add_argument("--tills", type=int, default=4, metavar="N", help="simulated tills (default 4)")
+    bf.add_argument("--tills", type=int, default=4, metavar="N",
+                    help="simulated tills (default 4). Up to 16: each a real edged and edged relay; more (or with "
+                         "--light): lightweight tills sharing processes, for a chain's figures: upstream records/s, "
+                         "fan-out of a broadcast, the reconnect storm after head office was down, memory")
+    bf.add_argument("--light", action="store_true", help="lightweight simulated tills whatever their number")
+    bf.add_argument("--outage", type=float, default=30, metavar="SECONDS",
+                    help="with lightweight tills: how long head office is down before the storm (default 30)")
     bf.add_argument("--records", type=int, default=20_000, metavar="N",
                     help="sales each till appends at once (default 20000)")
     bf.add_argument("--samples", type=int, default=500, help="single sales timed online (default 500)")
@@ -101,6 +107,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   "1048576", file=sys.stderr)
             return EXIT_USAGE
         return import_.run(args.megabytes, args.record_bytes, args.dir)
+    if args.bench_command == "fleet" and (args.light or args.tills > 16):
+        from . import chainsim
+
+        records = 200 if args.records == 20_000 else args.records  # the default is for a few real tills
+        return chainsim.run(args.tills, records, args.outage, args.dir)
     if args.bench_command == "fleet":
         from . import fleet
 

@@ -66,7 +66,10 @@ class LocalBroker:
         """Start (again: on the same port when it ran before); returns once it accepts connections."""
         self.port = self.port or free_port()
         conf = self.dir / "mosquitto.conf"
-        conf.write_text("\n".join([f"listener {self.port} 127.0.0.1", *self.settings]) + "\n")
+        # per_listener_settings must come before any listener's settings
+        first = [s for s in self.settings if s.startswith("per_listener_settings")]
+        rest = [s for s in self.settings if s not in first]
+        conf.write_text("\n".join([*first, f"listener {self.port} 127.0.0.1", *rest]) + "\n")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
