@@ -55,9 +55,9 @@ class SimTill:
         c.on_connect, c.on_disconnect, c.on_message, c.on_publish = (self._connected, self._disconnected,
                                                                       self._message, self._published)
         c.on_socket_open = lambda client, ud, sock: self.loop.add_reader(sock, client.loop_read)
-        c.on_socket_close = lambda client, ud, sock: self.loop.remove_reader(sock)
+        c.on_socket_close = lambda client, ud, sock: None if self.loop.remove_reader(sock) else None
         c.on_socket_register_write = lambda client, ud, sock: self.loop.add_writer(sock, client.loop_write)
-        c.on_socket_unregister_write = lambda client, ud, sock: self.loop.remove_writer(sock)
+        c.on_socket_unregister_write = lambda client, ud, sock: None if self.loop.remove_writer(sock) else None
         self.client = c
         self.task = asyncio.ensure_future(self._take())
 
@@ -130,12 +130,14 @@ class SimTill:
     def _message(self, client: paho.Client, ud: Any, msg: paho.MQTTMessage) -> None:
         try:
             if msg.topic == wire.ack_topic(self.name):
-                ack = wire.decode_ack(msg.payload)
+                ack = wire.decode_ack(bytes(msg.payload))
+                if ack.down is not None:
+                    self.down.settled(ack.down)
                 if ack.archived_through > self.acked and not ack.conflict:
                     self.acked = min(ack.archived_through, self.sent_through)
                     self.send()
             else:
-                self.inbox.put_nowait(wire.decode_down(msg.payload))
+                self.inbox.put_nowait(wire.decode_down(bytes(msg.payload)))
         except wire.WireError as e:
             print(f"{self.name}: {e}", file=sys.stderr)
 

@@ -83,14 +83,14 @@ def _where(args: argparse.Namespace) -> str | None:
         return None
 
 
-def _open(args: argparse.Namespace, new: bool = False) -> backend.Db | None:
+def _open(args: argparse.Namespace) -> backend.Db | None:
     where = _where(args)
     if where is None:
         print("edged: give the archive with --archive DIR|postgresql://... (or ingest.archive in --config)",
               file=sys.stderr)
         return None
     try:
-        if not new and not backend.exists(where):
+        if not backend.exists(where):
             print(f"edged: {backend.shown(where)}: no archive there", file=sys.stderr)
             return None
         return archive.open_archive(where)
@@ -120,19 +120,22 @@ def cmd_send(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         print(f"edged: {args.file}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         print(f"edged: {args.file}: not JSON: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as e:
         print(f"edged: --expires-in: {e}", file=sys.stderr)
         return EXIT_USAGE
-    db = _open(args, new=True)
+    db = _open(args)
     if db is None:
         return EXIT_USAGE
     try:
+        if args.till and not db.execute("SELECT 1 FROM keys WHERE till=?", (args.till,)).fetchone():
+            raise outbox.OutboxError(f"no till {args.till!r} is enrolled in this archive (edged archive keys lists "
+                                     "them): its records would wait for a till that never comes")
         entry = outbox.put(db, None if args.all else args.till, args.kind, body, expires_at=expires,
                            collapse=args.collapse or "")
-    except outbox.OutboxError as e:
+    except (outbox.OutboxError, backend.ArchiveError) as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
     finally:

@@ -5,6 +5,7 @@ own records in the till's journal, so they come up with everything else; the ing
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,19 @@ KINDS = ("journal.overdue", "journal.overdue_cleared")
 
 
 def _fields(body: object, names: tuple[str, ...], types: tuple[Any, ...]) -> tuple | None:
+    """The body's fields of these names and types, ints as seqs and numbers as finite times; None
+    for anything else (a till's own record, but a head office never trusts a shape it did not check)."""
     if not isinstance(body, dict):
         return None
     values = tuple(body.get(n) for n in names)
-    ok = all(isinstance(v, t) and not isinstance(v, bool) for v, t in zip(values, types))
-    return values if ok else None
+    for v, t in zip(values, types):
+        if not isinstance(v, t) or isinstance(v, bool):
+            return None
+        if isinstance(v, int) and not 0 <= v < 1 << 63 or isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, str) and (len(v) > 128 or "\0" in v):
+            return None
+    return values
 
 
 def record(db: Db, till: str, recs: list[fr.Record]) -> None:
@@ -34,9 +43,11 @@ def record(db: Db, till: str, recs: list[fr.Record]) -> None:
                           rec.seq)
                 continue
             seq, consumer, kind, due_at = got
+            # A clear may have come first (batches of two ingest workers, a batch refused and sent again)
             db.execute("INSERT INTO alerts (till, record_seq, consumer, kind, overdue_seq, due_at) "
-                       "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                       (till, seq, consumer[:128], kind[:128], rec.seq, float(due_at)))
+                       "VALUES (?,?,?,?,?,?) ON CONFLICT (till, record_seq, consumer) DO UPDATE SET "
+                       "kind=excluded.kind, overdue_seq=excluded.overdue_seq, due_at=excluded.due_at",
+                       (till, seq, consumer, kind, rec.seq, float(due_at)))
             log.warning("ingest: %s: %s record %d not taken over by %s in time (due %.0f)", till, kind, seq,
                         consumer, due_at)
         elif rec.kind == "journal.overdue_cleared":
@@ -45,8 +56,10 @@ def record(db: Db, till: str, recs: list[fr.Record]) -> None:
                 log.error("ingest: %s record %d: a journal.overdue_cleared out of shape", till, rec.seq)
                 continue
             seq, consumer, acked_at = got
-            db.execute("UPDATE alerts SET cleared_seq=?, cleared_at=? WHERE till=? AND record_seq=? AND consumer=?",
-                       (rec.seq, float(acked_at), till, seq, consumer[:128]))
+            db.execute("INSERT INTO alerts (till, record_seq, consumer, kind, overdue_seq, due_at, cleared_seq, "
+                       "cleared_at) VALUES (?,?,?,'',0,0,?,?) ON CONFLICT (till, record_seq, consumer) DO UPDATE SET "
+                       "cleared_seq=excluded.cleared_seq, cleared_at=excluded.cleared_at",
+                       (till, seq, consumer, rec.seq, float(acked_at)))
 
 
 @dataclass
@@ -66,12 +79,12 @@ class Alert:
 
 def listed(db: Db, everything: bool = False, till: str | None = None) -> list[Alert]:
     """Open alerts (with everything: cleared ones too), oldest first."""
-    where, params = [], []
+    where, params = ["overdue_seq > 0"], []  # a clear whose overdue has not come yet is not an alert
     if not everything:
         where.append("cleared_seq IS NULL")
     if till is not None:
         where.append("till=?")
         params.append(till)
-    sql = ("SELECT till, record_seq, consumer, kind, overdue_seq, due_at, cleared_seq, cleared_at FROM alerts"
-           + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY due_at, till, record_seq")
+    sql = ("SELECT till, record_seq, consumer, kind, overdue_seq, due_at, cleared_seq, cleared_at FROM alerts WHERE "
+           + " AND ".join(where) + " ORDER BY due_at, till, record_seq")
     return [Alert(*row) for row in db.execute(sql, params).fetchall()]

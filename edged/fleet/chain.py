@@ -49,7 +49,8 @@ def tills(db: Db, limits: Limits, now: float | None = None) -> list[Till]:
         return out.setdefault(name, Till(name))
 
     for (name,) in db.execute("SELECT till FROM keys UNION SELECT till FROM online UNION SELECT till FROM presence "
-                              "UNION SELECT till FROM days UNION SELECT till FROM downstream WHERE till <> ?",
+                              "UNION SELECT till FROM days UNION SELECT till FROM downstream WHERE till <> ? UNION "
+                              "SELECT substr(channel, 6) FROM channels WHERE channel LIKE 'till:%'",
                               (outbox.EVERY_TILL,)):
         one(name)
     for name, status, at in db.execute("SELECT till, status, at FROM presence"):
@@ -64,7 +65,7 @@ def tills(db: Db, limits: Limits, now: float | None = None) -> list[Till]:
     for name, channel, applied, hello_at, acked_at in db.execute(
             "SELECT till, channel, acked, hello_at, acked_at FROM downstream WHERE till <> ?", (outbox.EVERY_TILL,)):
         t = one(name)
-        source = outbox.channel_of(name) if channel == "till" else outbox.BROADCAST
+        source = f"till:{name}" if channel == "till" else outbox.BROADCAST
         pending = db.execute("SELECT count(*) FROM outbox WHERE channel=? AND pos>? AND (expires_at IS NULL OR "
                              "expires_at > ?)", (source, applied, now)).fetchone()[0]
         t.down[channel] = {"applied": applied, "last": last.get(source, 0), "pending": pending}
@@ -77,10 +78,11 @@ def tills(db: Db, limits: Limits, now: float | None = None) -> list[Till]:
         one(name).last_stick = at
     for t in out.values():
         # A till that never said hello has its own records waiting all the same.
-        if "till" not in t.down and last.get(outbox.channel_of(t.till)):
-            t.down["till"] = {"applied": 0, "last": last[outbox.channel_of(t.till)], "pending": db.execute(
+        own = f"till:{t.till}"
+        if "till" not in t.down and last.get(own):
+            t.down["till"] = {"applied": 0, "last": last[own], "pending": db.execute(
                 "SELECT count(*) FROM outbox WHERE channel=? AND (expires_at IS NULL OR expires_at > ?)",
-                (outbox.channel_of(t.till), now)).fetchone()[0]}
+                (own, now)).fetchone()[0]}
         _judge(t, limits, now)
     return sorted(out.values(), key=lambda t: t.till)
 
@@ -88,7 +90,8 @@ def tills(db: Db, limits: Limits, now: float | None = None) -> list[Till]:
 def _judge(t: Till, limits: Limits, now: float) -> None:
     if t.lag is not None and t.lag > limits.max_lag:
         t.behind.append(f"{t.lag} records not archived (more than {limits.max_lag})")
-    if t.last_seen is not None and now - t.last_seen > limits.max_silence:  # a till of sticks only is not late
+    # Not for a till of sticks only, nor for one whose relay is connected (a shop closed overnight)
+    if t.link != "online" and t.last_seen is not None and now - t.last_seen > limits.max_silence:
         t.behind.append(f"not heard for {int(now - t.last_seen)} s (more than {limits.max_silence:g})")
     pending = sum(d["pending"] for d in t.down.values())
     if pending > limits.max_pending:

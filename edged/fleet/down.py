@@ -20,17 +20,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from . import wire
 
 log = logging.getLogger("edged.fleet")
 FILE = "down.json"
+REQUEST_BYTES = 512 << 10
+REQUEST_VALUES = 50_000
 Append = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]  # edged's `append` records -> results
 
 
 class Refusal(Exception):
     """edged refused a record (its kind, its body): str() says why."""
+
+
+def _spans(downs: list[wire.Down]) -> list[tuple[str, int, int]]:
+    """Per channel, its first and last position (for the log)."""
+    out: dict[str, tuple[int, int]] = {}
+    for d in downs:
+        lo, hi = out.get(d.channel, (d.pos, d.pos))
+        out[d.channel] = (min(lo, d.pos), max(hi, d.pos))
+    return [(c, lo, hi) for c, (lo, hi) in out.items()]
 
 
 def tx_id(channel: str, pos: int) -> str:
@@ -73,6 +82,15 @@ class Downstream:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
+    def settled(self, down: dict[str, int]) -> None:
+        """Head office's answer to a hello: each channel as far as this till acknowledged it (an
+        ack is sent only after a durable append, so the journal has them even when this file was
+        lost or behind)."""
+        if any(down.get(c, 0) > self.applied[c] for c in wire.CHANNELS):
+            for c in wire.CHANNELS:
+                self.applied[c] = max(self.applied[c], down.get(c, 0))
+            self._save()
+
     def hello(self) -> bytes:
         return wire.encode_hello(wire.Hello(self.till, dict(self.applied)))
 
@@ -83,7 +101,9 @@ class Downstream:
         acks: dict[str, wire.DownAck] = {}
         applied = dict(self.applied)
         gap = False
-        for d in downs:
+        # In position order: a channel's records may come from two topics (the broadcast one, and a
+        # till's own when it catches up), so not always in order
+        for d in sorted(downs, key=lambda d: (d.channel, d.pos)):
             if d.pos <= applied[d.channel]:  # had it: its ack was lost, or it came twice
                 acks.setdefault(d.channel, wire.DownAck(self.till, d.channel, applied[d.channel]))
             elif d.prev > applied[d.channel]:  # something between was lost on the way
@@ -91,7 +111,13 @@ class Downstream:
             else:
                 todo.append(d)
                 applied[d.channel] = d.pos
+        before = self.records
         refused = await self._append(todo, append)
+        if todo:
+            new = self.records - before
+            log.info("relay: head office's records %s: %d appended, %d already in the journal, %d refused",
+                     ", ".join(f"{c} {lo}..{hi}" for c, lo, hi in _spans(todo)), new, len(todo) - new - len(refused),
+                     len(refused))
         out = [wire.DownAck(self.till, c, p, why) for (c, p), why in refused.items()]  # each says why
         for d in todo:
             self.applied[d.channel] = d.pos
@@ -101,35 +127,45 @@ class Downstream:
         return out + list(acks.values()), gap
 
     async def _append(self, todo: list[wire.Down], append: Append) -> dict[tuple[str, int], str]:
-        """All in one request (one fdatasync); when edged refuses it, one by one: the offender is
-        refused (head office is told why), the others are appended."""
-        if not todo:
-            return {}
-        records, refused = [], {}
+        """In requests of at most REQUEST_BYTES and REQUEST_VALUES (one fdatasync each, well inside
+        edged's 1 MiB and 100,000 values a request); a request edged refuses is tried one record at
+        a time: the offender is refused (head office is told why), the others are appended."""
+        refused: dict[tuple[str, int], str] = {}
+        chunk: list[dict[str, Any]] = []
+        size = values = 0
         for d in todo:
             try:
-                body = msgpack.unpackb(d.body, raw=False, strict_map_key=False)
-            except Exception as e:
-                body = e
-            records.append({"kind": d.kind, "body": body, "tx_id": tx_id(d.channel, d.pos)})
-        good = [r for r in records if not isinstance(r["body"], Exception)]
-        try:
-            if len(good) == len(records):
-                self._count(await append(records))
-                return {}
-        except Refusal:
-            pass
-        for d, r in zip(todo, records):
-            if isinstance(r["body"], Exception):
-                refused[(d.channel, d.pos)] = f"its body is not msgpack ({type(r['body']).__name__})"
-                continue
-            try:
-                self._count(await append([r]))
-            except Refusal as e:
+                body, n = wire.body(d.body)
+            except wire.WireError as e:
                 refused[(d.channel, d.pos)] = str(e)
+                continue
+            if chunk and (size + len(d.body) > REQUEST_BYTES or values + n > REQUEST_VALUES):
+                await self._request(chunk, append, refused)
+                chunk, size, values = [], 0, 0
+            chunk.append({"kind": d.kind, "body": body, "tx_id": tx_id(d.channel, d.pos),
+                          "at": (d.channel, d.pos)})
+            size, values = size + len(d.body), values + n
+        if chunk:
+            await self._request(chunk, append, refused)
         for (channel, pos), why in refused.items():
             log.error("relay: head office's %s record %d not appended: %s", channel, pos, why)
         return refused
+
+    async def _request(self, chunk: list[dict[str, Any]], append: Append,
+                       refused: dict[tuple[str, int], str]) -> None:
+        records = [{k: v for k, v in r.items() if k != "at"} for r in chunk]
+        try:
+            self._count(await append(records))
+            return
+        except Refusal as e:
+            if len(chunk) == 1:
+                refused[chunk[0]["at"]] = str(e)
+                return
+        for r, one in zip(chunk, records):
+            try:
+                self._count(await append([one]))
+            except Refusal as e:
+                refused[r["at"]] = str(e)
 
     def _count(self, results: list[dict[str, Any]]) -> None:
         self.records += sum(1 for r in results if not r.get("duplicate"))

@@ -266,7 +266,9 @@ def _answer(db: Db, topic: str, payload: bytes) -> list[outbox.Send]:
         return []
     if isinstance(message, wire.Hello):
         log.info("ingest: %s says hello: applied %s", till, ", ".join(f"{c} {p}" for c, p in message.down.items()))
-        return outbox.hello(db, message)
+        settled, sends = outbox.hello(db, message)
+        through, chain = _watermark(db, till)  # the answer the relay waits for (else it says hello again)
+        return [(wire.ack_topic(till), wire.encode_ack(wire.Ack(till, through, chain, down=settled))), *sends]
     return outbox.acked(db, message)
 
 
@@ -283,24 +285,27 @@ async def run(where: str | Path, endpoint: mqtt.Endpoint, client_id: str, group:
     next_due = time.monotonic()
     try:
         while True:
-            sends: list[outbox.Send] = []
+            if time.monotonic() >= next_due:  # the outbox first: a stream of batches never starves it
+                next_due = time.monotonic() + DUE_EVERY
+                if link.connected.is_set():
+                    try:
+                        outbox.due(db, link.send)
+                    except Exception as e:  # the archive busy or failing: the next look tries again
+                        log.error("ingest: the outbox not looked at (%s: %s)", type(e).__name__, e)
+                        db = _reopened(db, where)
             try:
                 topic, payload, mid, qos = await asyncio.wait_for(link.messages.get(),
-                                                                  max(0.0, next_due - time.monotonic()))
+                                                                  max(0.01, next_due - time.monotonic()))
             except TimeoutError:
-                topic = ""
+                continue
+            sends: list[outbox.Send] = []
             try:
-                if topic:
-                    sends = _answer(db, topic, payload)
-                elif link.connected.is_set():
-                    next_due = time.monotonic() + DUE_EVERY
-                    sends = outbox.due(db)
+                sends = _answer(db, topic, payload)
             except Exception as e:  # the archive busy or failing, or a check missed something: not this one
-                log.error("ingest: %s not handled (%s: %s); it comes again", topic[:200] or "the outbox",
+                log.error("ingest: a message on %s not handled (%s: %s); it comes again", topic[:200],
                           type(e).__name__, e)
                 db = _reopened(db, where)
-            if topic:  # committed, refused, or to come again from the till: the broker may forget it
-                link.ack(mid, qos)
+            link.ack(mid, qos)  # committed, refused, or to come again from the till: the broker may forget it
             for out_topic, out_payload in sends:  # not waited for: a lost one costs a resend
                 link.send(out_topic, out_payload)
     finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,13 @@ def put(db: Db, till: str | None, kind: str, body: Any, *, expires_at: float | N
     except (TypeError, ValueError, OverflowError) as e:
         raise OutboxError(f"the body cannot be sent: {e}") from None
     if len(packed) > wire.MAX_DOWN_BYTES:
-        raise OutboxError(f"the body is {len(packed)} bytes; at most {wire.MAX_DOWN_BYTES}")
-    if len(collapse) > 256:
-        raise OutboxError("a collapse key of at most 256 characters")
+        raise OutboxError(f"the body is {len(packed)} bytes; at most {wire.MAX_DOWN_BYTES} (split it, e.g. a price "
+                          "list per department)")
+    why = wire.body_problem(packed)  # as the till will read it: it must take it, or it would refuse it
+    if why:
+        raise OutboxError(f"the body: {why}")
+    if len(collapse) > 256 or "\0" in collapse:
+        raise OutboxError("a collapse key of at most 256 characters, no NUL")
     channel = channel_of(till)
     db.begin(channel)
     try:
@@ -120,7 +125,10 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
         cap = min(cap, every[1] if every else 0)
     out: list[wire.Down] = []
     now = time.time()
-    while sent_through < cap:
+    before = (sent_through, last_sent, acked)
+    for _ in range(10):  # at most ten windows of skipped records at once: the rest at the next call
+        if sent_through >= cap:
+            break
         # The window: sent records not yet acknowledged (skipped ones cost nothing).
         limit = min(cap, (sent_through if last_sent <= acked else acked) + WINDOW)
         if limit <= sent_through:
@@ -128,8 +136,10 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
         rows = db.execute("SELECT pos, kind, body, expires_at, collapse FROM outbox WHERE channel=? AND pos>? "
                           "AND pos<=? ORDER BY pos", (source, sent_through, limit)).fetchall()
         for pos, kind, body, expires_at, collapse in rows:
-            newer = collapse and db.execute("SELECT max(pos) FROM outbox WHERE channel=? AND collapse=? AND pos>?",
-                                            (source, collapse, pos)).fetchone()[0]
+            # Superseded only by a later record that is itself still to be delivered
+            newer = collapse and db.execute(
+                "SELECT max(pos) FROM outbox WHERE channel=? AND collapse=? AND pos>? AND (expires_at IS NULL OR "
+                "expires_at > ?)", (source, collapse, pos, now)).fetchone()[0]
             if expires_at is not None and expires_at <= now:
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(expires_at))
                 _skip(db, till, channel, pos, f"expired at {when} UTC")
@@ -141,12 +151,17 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
         sent_through = limit
         if out or last_sent > acked:
             break
-    db.execute("UPDATE downstream SET sent_through=?, last_sent=?, sent_at=CASE WHEN ? THEN ? ELSE sent_at END "
-               "WHERE till=? AND channel=?", (sent_through, last_sent, bool(out), now, till, channel))
+    if last_sent <= acked:  # every record sent is acknowledged: what was skipped is settled too
+        acked = sent_through
+    if (sent_through, last_sent, acked) != before:
+        db.execute("UPDATE downstream SET sent_through=?, last_sent=?, acked=?, sent_at=CASE WHEN ? THEN ? "
+                   "ELSE sent_at END WHERE till=? AND channel=?",
+                   (sent_through, last_sent, acked, bool(out), now, till, channel))
     return out
 
 
 Send = tuple[str, bytes]  # topic, payload
+Publish = Callable[[str, bytes], None]
 
 
 def _downs(till: str, downs: list[wire.Down]) -> list[Send]:
@@ -154,29 +169,48 @@ def _downs(till: str, downs: list[wire.Down]) -> list[Send]:
     return [(topic, wire.encode_down(d)) for d in downs]
 
 
-def hello(db: Db, h: wire.Hello) -> list[Send]:
-    """A till's relay connected: it applied each channel up to what it says (the till's journal is
-    the truth, as the relay's cursor is upstream); what follows goes out now."""
+def _source(till: str, channel: str) -> str:
+    return f"till:{till}" if channel == "till" else BROADCAST
+
+
+def hello(db: Db, h: wire.Hello) -> tuple[dict[str, int], list[Send]]:
+    """A till's relay connected and says how far it applied each channel: where head office takes
+    each channel up (the relay takes it as applied: its answer), and what follows, to send now.
+
+    Head office never goes below what the till acknowledged (an ack is sent only after a durable
+    append), so a relay that lost its positions file gets nothing twice; a till above the
+    channel's end (head office's archive restored from an older backup) moves the channel's
+    counter up, so new records never reuse positions the till already holds."""
     db.begin(h.till)
     try:
         _quick(db)
         _every(db)
         out: list[Send] = []
+        settled: dict[str, int] = {}
         for channel in wire.CHANNELS:
             pos = h.down.get(channel, 0)
             row = _row(db, h.till, channel)
             if row is not None and pos < row[0]:
-                log.warning("outbox: %s says it applied %s through %d; head office had its ack for %d: "
-                            "sending again from %d (its journal keeps each record once)", h.till, channel, pos,
-                            row[0], pos + 1)
+                log.info("outbox: %s says it applied %s through %d; it acknowledged %d: sending from %d",
+                         h.till, channel, pos, row[0], row[0] + 1)
+                pos = row[0]
+            source = _source(h.till, channel)
+            if pos > _last_pos(db, source):
+                log.error("outbox: %s says it applied %s through %d, beyond the outbox's %d (an archive restored "
+                          "from an older backup?): %s numbers on from %d", h.till, channel, pos,
+                          _last_pos(db, source), source, pos + 1)
+                db.execute("INSERT INTO channels (channel, last_pos) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE "
+                           "SET last_pos = excluded.last_pos WHERE channels.last_pos < excluded.last_pos",
+                           (source, pos))
             db.execute("INSERT INTO downstream (till, channel, acked, sent_through, last_sent, hello_at) "
                        "VALUES (?,?,?,?,?,?) ON CONFLICT (till, channel) DO UPDATE SET acked=excluded.acked, "
                        "sent_through=excluded.sent_through, last_sent=excluded.last_sent, hello_at=excluded.hello_at",
                        (h.till, channel, pos, pos, pos, time.time()))
+            settled[channel] = pos
             out += _downs(h.till, _feed(db, h.till, channel))
         _seen(db, h.till, "online")
         db.commit()
-        return out
+        return settled, out
     except BaseException:
         db.rollback()
         raise
@@ -191,15 +225,12 @@ def acked(db: Db, a: wire.DownAck) -> list[Send]:
             db.rollback()
             return []
         _quick(db)
+        pos = min(a.pos, _last_pos(db, _source(a.till, a.channel)))
         if a.refused is not None:
-            _skip(db, a.till, a.channel, a.pos, f"refused by the till: {a.refused[:500]}")
-        pos = min(a.pos, _last_pos(db, channel_of(a.till) if a.channel == "till" else BROADCAST))
-        db.execute("UPDATE downstream SET acked=max(acked, ?), sent_through=max(sent_through, ?), "
-                   "last_sent=max(last_sent, ?), acked_at=? WHERE till=? AND channel=?"
-                   if not db.postgres else
-                   "UPDATE downstream SET acked=greatest(acked, ?), sent_through=greatest(sent_through, ?), "
-                   "last_sent=greatest(last_sent, ?), acked_at=? WHERE till=? AND channel=?",
-                   (pos, pos, pos, time.time(), a.till, a.channel))
+            _skip(db, a.till, a.channel, pos, "refused by the till: " + a.refused[:500].replace("\0", ""))
+        if pos > row[0]:
+            db.execute("UPDATE downstream SET acked=?, sent_through=?, last_sent=?, acked_at=? WHERE till=? AND "
+                       "channel=?", (pos, max(pos, row[1]), max(pos, row[2]), time.time(), a.till, a.channel))
         out = _downs(a.till, _feed(db, a.till, a.channel))
         db.commit()
         return out
@@ -233,6 +264,7 @@ def presence(db: Db, till: str, status: str) -> None:
     """A till's relay said online or offline (its retained status, or its Will)."""
     db.begin(till)
     try:
+        _quick(db)
         _seen(db, till, status)
         db.commit()
     except BaseException:
@@ -240,37 +272,48 @@ def presence(db: Db, till: str, status: str) -> None:
         raise
 
 
-def due(db: Db) -> list[Send]:
-    """What head office has to send now (called every half second by the ingest): new broadcast
-    records once to every till online, new records of the tills online, and again what a till was
-    sent and did not acknowledge within RESEND_AFTER."""
-    out: list[Send] = []
+def due(db: Db, publish: Publish) -> None:
+    """What head office has to send now (the ingest calls it every half second), each published as
+    soon as its transaction committed: new broadcast records once to every till online; new
+    records of a till online; a broadcast record a till online has not acknowledged RESEND_AFTER
+    after it went out; and again, from the till's ack, what was sent and not acknowledged within
+    RESEND_AFTER."""
     db.begin(EVERY_TILL)
     try:
         _every(db)
-        db.execute("UPDATE downstream SET acked=sent_through WHERE till=? AND channel=?", (EVERY_TILL, BROADCAST))
-        out += _downs(EVERY_TILL, _feed(db, EVERY_TILL, BROADCAST))
+        every = _row(db, EVERY_TILL, BROADCAST)
+        sends: list[Send] = []
+        if every is not None and _last_pos(db, BROADCAST) > every[1]:
+            # The topic has no acks: its window opens again at each look
+            db.execute("UPDATE downstream SET acked=sent_through WHERE till=? AND channel=?", (EVERY_TILL, BROADCAST))
+            sends = _downs(EVERY_TILL, _feed(db, EVERY_TILL, BROADCAST))
         db.commit()
     except BaseException:
         db.rollback()
         raise
+    for topic, payload in sends:
+        publish(topic, payload)
     stale = time.time() - RESEND_AFTER
     tills = db.execute(
         "SELECT d.till, d.channel FROM downstream d JOIN presence p ON p.till = d.till AND p.status = 'online' "
-        "LEFT JOIN channels c ON c.channel = "
-        "(CASE WHEN d.channel = 'till' THEN 'till:' || d.till ELSE 'broadcast' END) "
+        "JOIN downstream e ON e.till = ? AND e.channel = 'broadcast' "
+        "LEFT JOIN channels c ON c.channel = 'till:' || d.till "
         "WHERE d.till <> ? AND ((d.channel = 'till' AND c.last_pos > d.sent_through AND d.last_sent <= d.acked) "
-        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, stale)).fetchall()
+        "OR (d.channel = 'broadcast' AND d.sent_through < e.sent_through AND d.last_sent <= d.acked "
+        "    AND COALESCE(e.sent_at, 0) < ?) "
+        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, EVERY_TILL, stale, stale)).fetchall()
     for till, channel in tills:
         db.begin(till)
         try:
             row = _row(db, till, channel)
             if row is not None and row[2] > row[0]:  # unacknowledged for too long: again from the ack
-                db.execute("UPDATE downstream SET sent_through=acked, last_sent=acked WHERE till=? AND channel=?",
-                           (till, channel))
-            out += _downs(till, _feed(db, till, channel))
+                db.execute("UPDATE downstream SET sent_through=acked, last_sent=acked WHERE till=? AND channel=? "
+                           "AND sent_at < ?", (till, channel, stale))
+            sends = _downs(till, _feed(db, till, channel))
             db.commit()
-        except BaseException:
+        except Exception as e:  # this till's turn only: the others go on
             db.rollback()
-            raise
-    return out
+            log.error("outbox: %s %s not fed (%s: %s); again in a moment", till, channel, type(e).__name__, e)
+            continue
+        for topic, payload in sends:
+            publish(topic, payload)

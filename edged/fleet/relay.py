@@ -32,6 +32,7 @@ MERGE_BYTES = 512 << 10
 NOBODY = "No matching subscribers"  # the MQTT 5 PUBACK reason when no subscription matched
 DOWN_DRAIN = 500  # head office's records taken into one append (one fdatasync)
 HELLO_AGAIN = 3.0  # seconds: at most one hello this often when head office's records came with a gap
+HELLO_ANSWER = 5.0  # seconds to wait for head office to answer a hello (an ack) before saying it again
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Relay:
         self.state_dir = state_dir
         self.down: down.Downstream | None = None
         self._downs: asyncio.Queue[wire.Down] = asyncio.Queue()  # head office's records, for _downstream
+        self._answered = asyncio.Event()  # head office said something since the last hello
 
     async def run(self) -> None:
         """Until cancelled: relay, and after any failure start again from edged's cursor."""
@@ -182,9 +184,14 @@ class Relay:
             topic, payload, _mid, _qos = await link.messages.get()
             if topic in (wire.down_topic(till), wire.BROADCAST_DOWN):
                 try:
-                    self._downs.put_nowait(wire.decode_down(payload))
+                    d = wire.decode_down(payload)
+                    if topic == wire.BROADCAST_DOWN and d.channel != "broadcast":
+                        raise wire.WireError(f"a record of channel {d.channel} on the broadcast topic")
                 except wire.WireError as e:
                     log.error("relay: ignored a message on %s: %s", topic, e)
+                    continue
+                self._downs.put_nowait(d)
+                self._answered.set()
                 continue
             try:
                 ack = wire.decode_ack(payload)
@@ -193,6 +200,9 @@ class Relay:
             except wire.WireError as e:
                 log.error("relay: ignored a message on %s: %s", topic, e)
                 continue
+            self._answered.set()  # head office answers a hello with the till's ack
+            if ack.down is not None and self.down is not None:
+                self.down.settled(ack.down)
             if ack.conflict:  # edged is not acked on it: the refused records stay in the journal
                 log.critical("relay: head office refused records of this till: %s", ack.conflict)
                 self.state.conflicts.append(ack.conflict)
@@ -221,18 +231,36 @@ class Relay:
                     raise
                 raise down.Refusal(str(e)) from None
 
-        pause, hello_at = 2.0, -HELLO_AGAIN
-        heard = False
+        pause, hello_at = HELLO_ANSWER, -HELLO_AGAIN
+        want, waiting = True, False  # a hello to say; one said and not answered yet
         while True:
-            if not heard:
-                hello_at = time.monotonic()
-                heard = await link.publish(wire.hello_topic(till), self.down.hello()) != NOBODY
-                if not heard:
+            now = time.monotonic()
+            if want and now - hello_at >= HELLO_AGAIN:
+                want, hello_at = False, now
+                self._answered.clear()
+                try:
+                    waiting = await link.publish(wire.hello_topic(till), self.down.hello()) != NOBODY
+                except mqtt.BrokerRefused as e:  # a broker's ACL without the hello: upstream goes on all the same
+                    log.error("relay: the broker refused this till's hello (%s): head office's records cannot come "
+                              "down until its ACL lets edged/v1/till/%s/hello through (docs/FLEET.md)", e, till)
+                    waiting = False
+                if not waiting:
+                    want, pause = True, min(60.0, pause * 2) * random.uniform(0.8, 1.2)
+                    hello_at = time.monotonic() - HELLO_AGAIN + pause  # the next one after the pause
                     log.warning("relay: no head office ingest heard this till's hello; again in %.0f s", pause)
+            if waiting and self._answered.is_set():
+                waiting, pause = False, HELLO_ANSWER
+            timeout = None
+            if waiting:
+                timeout = max(0.0, hello_at + pause - time.monotonic())
+            elif want:
+                timeout = max(0.0, hello_at + HELLO_AGAIN - time.monotonic())
             try:
-                first = await asyncio.wait_for(self._downs.get(), None if heard else pause)
+                first = await asyncio.wait_for(self._downs.get(), timeout)
             except TimeoutError:
-                pause = min(60.0, pause * 2) * random.uniform(0.8, 1.2)
+                if waiting and not self._answered.is_set():  # heard by the broker, lost before head office
+                    want, waiting, pause = True, False, min(60.0, pause * 2) * random.uniform(0.8, 1.2)
+                    hello_at = time.monotonic() - HELLO_AGAIN
                 continue
             batch = [first]
             while len(batch) < DOWN_DRAIN and not self._downs.empty():
@@ -240,8 +268,7 @@ class Relay:
             acks, gap = await self.down.take(batch, append)
             for a in acks:
                 link.send(wire.down_ack_topic(till), wire.encode_down_ack(a))
-            if gap and time.monotonic() - hello_at > HELLO_AGAIN:  # lost on the way: ask from what it has
-                heard = False
+            want = want or gap  # lost on the way: ask again from what it has (at most every HELLO_AGAIN)
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""

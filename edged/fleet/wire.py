@@ -50,7 +50,9 @@ def down_ack_topic(till: str) -> str:
 
 BROADCAST_DOWN = "edged/v1/broadcast/down"  # one message the broker copies to every till online
 CHANNELS = ("till", "broadcast")  # a till's own records, and those for every till
-MAX_DOWN_BYTES = 1 << 20  # one downstream record's body, msgpack-encoded
+MAX_DOWN_BYTES = 256 << 10  # one downstream record's body, msgpack-encoded: well inside edged's 1 MiB
+# requests and brokers' packet limits (EMQX's default 1 MB)
+MAX_DOWN_VALUES = 20_000  # msgpack values in one body: edged takes at most 100,000 in one request
 
 
 def till_of(topic: str, leaf: str) -> str:
@@ -80,6 +82,7 @@ class Ack:
     archived_through: int  # every seq of the till up to this one is in head office's archive
     chain: bytes  # the chain link after it (32 zero bytes when nothing is archived)
     conflict: str | None = None  # why the last batch was refused, if it was
+    down: dict[str, int] | None = None  # in the answer to a hello: per channel, what this till acknowledged
 
 
 def encode_batch(b: Batch) -> bytes:
@@ -94,6 +97,8 @@ def encode_ack(a: Ack) -> bytes:
     body: dict[str, Any] = {"v": VERSION, "till": a.till, "archived_through": a.archived_through, "chain": a.chain}
     if a.conflict is not None:
         body["conflict"] = a.conflict
+    if a.down is not None:
+        body["down"] = a.down
     return msgpack.packb(body, use_bin_type=True)
 
 
@@ -159,14 +164,17 @@ def decode_batch(payload: bytes) -> Batch:
 
 
 def decode_ack(payload: bytes) -> Ack:
-    data = _map(payload, "ack", 64 << 10)
+    data = _map(payload, "ack", 64 << 10, maps=2)
     till = _field(data, "till", str, "ack")
     through = _field(data, "archived_through", int, "ack")
     chain = _field(data, "chain", bytes, "ack")
     conflict = data.get("conflict")
     if through < 0 or len(chain) != 32 or not (conflict is None or isinstance(conflict, str)):
         raise WireError("ack: archived_through, chain or conflict out of shape")
-    return Ack(till, through, chain, conflict)
+    down = data.get("down")
+    if down is not None:
+        down = _positions(down, "ack")
+    return Ack(till, through, chain, conflict, down)
 
 
 @dataclass
@@ -239,14 +247,19 @@ def _till(data: dict[str, Any], what: str) -> str:
 
 def decode_hello(payload: bytes) -> Hello:
     data = _map(payload, "hello", 4096, maps=2)
-    down = _field(data, "down", dict, "hello")
+    return Hello(_till(data, "hello"), _positions(data.get("down"), "hello"))
+
+
+def _positions(down: Any, what: str) -> dict[str, int]:
+    if not isinstance(down, dict):
+        raise WireError(f"{what}: down must be a map of channel -> position")
     positions = {}
     for channel, pos in down.items():
-        _channel(channel, "hello")
+        _channel(channel, what)
         if type(pos) is not int or not 0 <= pos < MAX_SEQ:
-            raise WireError(f"hello: position {pos!r} of channel {channel} is not a position")
+            raise WireError(f"{what}: position {pos!r} of channel {channel} is not a position")
         positions[channel] = pos
-    return Hello(_till(data, "hello"), positions)
+    return positions
 
 
 def decode_down(payload: bytes) -> Down:
@@ -258,6 +271,35 @@ def decode_down(payload: bytes) -> Down:
     if not 1 <= len(kind) <= 128 or "\0" in kind:
         raise WireError(f"down: kind {kind[:40]!r} is not a record kind")
     return Down(_channel(data.get("channel"), "down"), pos, prev, kind, _field(data, "body", bytes, "down"))
+
+
+def body(packed: bytes) -> tuple[Any, int]:
+    """A downstream record's body as the till appends it, and how many msgpack values it holds
+    (about); WireError when edged could not take it (not msgpack, a map key that is not a string,
+    too many values, nested too deep)."""
+    count = [1]
+
+    def counted(value: Any) -> Any:
+        count[0] += 1 + len(value)
+        if count[0] > MAX_DOWN_VALUES:
+            raise ValueError(f"more than {MAX_DOWN_VALUES} values")
+        return value
+
+    try:
+        value = msgpack.unpackb(packed, raw=False, strict_map_key=True, list_hook=counted,
+                                object_hook=counted, max_bin_len=MAX_DOWN_BYTES, max_str_len=MAX_DOWN_BYTES,
+                                max_array_len=MAX_DOWN_VALUES, max_map_len=MAX_DOWN_VALUES, max_ext_len=0)
+        return value, count[0]
+    except Exception as e:
+        raise WireError(f"not a body edged can append ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def body_problem(packed: bytes) -> str | None:
+    try:
+        body(packed)
+    except WireError as e:
+        return str(e)
+    return None
 
 
 def decode_down_ack(payload: bytes) -> DownAck:
