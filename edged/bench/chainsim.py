@@ -152,7 +152,7 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
         ho_port = free_port()
         broker = LocalBroker(base / "broker", ["per_listener_settings true", f"password_file {pw}",
                                                f"acl_file {base / 'broker' / 'acl'}", "allow_anonymous false",
-                                               "max_queued_messages 1000", f"listener {ho_port} 127.0.0.1",
+                                               "max_queued_messages 100000", f"listener {ho_port} 127.0.0.1",
                                                "allow_anonymous true"])
         broker.start()
         stack.callback(broker.stop)

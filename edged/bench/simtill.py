@@ -48,6 +48,8 @@ class SimTill:
         self.connects = 0
         self.delay = random.randint(1, 4)
         self.hello_mid: int | None = None
+        self.hello_at: float | None = None  # a hello said and not answered yet (as the relay, fleet/relay.py)
+        self.hello_wait = 5.0
         self.loop = asyncio.get_running_loop()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5)
         c.username_pw_set(name, password)
@@ -97,6 +99,7 @@ class SimTill:
         if not self.connected:
             return
         self.hello_mid = self.client.publish(wire.hello_topic(self.name), self.down.hello(), qos=1).mid
+        self.hello_at = time.monotonic()
         self.sent_through = self.acked
         self.since = self.acked + 1
         self.send()
@@ -115,6 +118,9 @@ class SimTill:
             self.client.loop_misc()
             if self.sent_through > self.acked and time.monotonic() - self.sent_at > ACK_TIMEOUT:
                 self._session()
+            elif self.hello_at is not None and time.monotonic() - self.hello_at > self.hello_wait:
+                self.hello_wait = min(60.0, self.hello_wait * 2) * random.uniform(0.8, 1.2)
+                self._session()
 
     # --- upstream ---
     def send(self) -> None:
@@ -129,6 +135,7 @@ class SimTill:
 
     def _message(self, client: paho.Client, ud: Any, msg: paho.MQTTMessage) -> None:
         try:
+            self.hello_at, self.hello_wait = None, 5.0  # answered
             if msg.topic == wire.ack_topic(self.name):
                 ack = wire.decode_ack(bytes(msg.payload))
                 if ack.down is not None:

@@ -83,15 +83,18 @@ def from_arguments(pairs: list[str]) -> Trust:
     return Trust(keys, "not among the --key keys")
 
 
-def from_archive(db: Db) -> Trust:
-    return Trust(listed(db), "not enrolled in the archive")
+def from_archive(db: Db, till: str | None = None) -> Trust:
+    return Trust(listed(db, till), "not enrolled in the archive")
 
 
-def listed(db: Db) -> list[Key]:
-    """The enrolled keys; a row edited by hand into nonsense stops the command with one line."""
+def listed(db: Db, till: str | None = None) -> list[Key]:
+    """The enrolled keys (of one till: a chain's ingest looks up one till per batch, not 50,000 keys);
+    a row edited by hand into nonsense stops the command with one line."""
     out = []
+    where, params = ("WHERE till=? ", (till,)) if till is not None else ("", ())
     for fp, till, pk, epoch, at, retired in db.execute("SELECT fingerprint, till, public_key, epoch, enrolled_at, "
-                                                       "retired_at FROM keys ORDER BY till, enrolled_at"):
+                                                       f"retired_at FROM keys {where}ORDER BY till, enrolled_at",
+                                                       params):
         try:
             key = Key(till, identity.parse_public(pk), epoch, at, retired)
         except (ValueError, TypeError) as e:

@@ -82,7 +82,7 @@ def _kind(raw: bytes, seq: int) -> str:
 
 def _signed_days(db: Db, till: str, closes: list[fr.Record]) -> list[dict]:
     """The batch's day.close records, each checked against the keys enrolled for its till."""
-    trust = keys.from_archive(db)
+    trust = keys.from_archive(db, till)
     days = []
     for rec in closes:
         if rec.kind != "day.close":
@@ -116,7 +116,7 @@ def take(db: Db, topic: str, payload: bytes) -> wire.Ack | None:
         return None
     db.begin(till)
     try:
-        if not any(k.till == till and k.retired_at is None for k in keys.listed(db)):
+        if not any(k.retired_at is None for k in keys.listed(db, till)):
             raise Refused(f"till {till} is not enrolled (`edged archive enroll`): nothing of it is archived")
         rows, closes = check_frames(batch)
         days = _signed_days(db, till, closes)
