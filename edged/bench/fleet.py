@@ -163,7 +163,8 @@ def run(tills: int, records: int, samples: int, catch_up: int, where: str | None
         acks = _Acks(broker.url)
         stack.callback(acks.close)
         for t in shop:
-            _spawn(stack, ["relay", "--config", str(t.cfg), "--broker", broker.url, "--socket", t.sock],
+            _spawn(stack, ["relay", "--config", str(t.cfg), "--broker", broker.url, "--socket", t.sock,
+                           "--state", str(t.root / "relay-state")],
                    t.root / "relay.log")
 
         # Online: one sale at a time, append -> head office's ack for it.
@@ -218,7 +219,8 @@ def run(tills: int, records: int, samples: int, catch_up: int, where: str | None
             trust.enroll(db, late.name, late.public_key(300))
             db.close()
             t0 = time.perf_counter()
-            _spawn(stack, ["relay", "--config", str(late.cfg), "--broker", broker.url, "--socket", late.sock],
+            _spawn(stack, ["relay", "--config", str(late.cfg), "--broker", broker.url, "--socket", late.sock,
+                           "--state", str(late.root / "relay-state")],
                    late.root / "relay.log")
             if acks.wait(late.name, catch_up, 1800) is None:
                 print("  the catch-up did not finish within 30 minutes")

@@ -142,7 +142,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         db.close()
     print(f"queued {entry.channel} {entry.pos}: {entry.kind}"
           + (f", not delivered after {_when(entry.expires_at)}" if entry.expires_at else "")
-          + (f", superseding earlier {entry.collapse!r}" if entry.collapse else ""))
+          + (f", collapse key {entry.collapse!r} (a later record with it supersedes this one)" if entry.collapse
+             else ""))
     return 0
 
 

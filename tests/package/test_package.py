@@ -158,6 +158,20 @@ def test_headoffice_package_archives_the_tills_journal_through_mosquitto(till, h
                   lambda: f"online: every record through seq {last} archived" in status(), timeout=60)
     till.wait_for("edged's cursor at head office's ack", lambda: json.loads(
         till.sh("edged status --json").stdout)["consumers"].get("head-office") == last, timeout=30)
+    # Head office talks back: a web order queued by head office's user reaches the till's journal
+    # through the installed relay (its positions kept in its StateDirectory).
+    till.sh("printf '{\"order\": \"W-1\"}' > /tmp/order.json && chmod 644 /tmp/order.json")
+    till.sh(f"edged headoffice send --till {ident['till_id']} order.web /tmp/order.json --archive {archive}",
+            user="_edged-ho")
+
+    def down() -> dict:
+        rows = json.loads(till.sh(f"edged headoffice status --json --archive {archive}", user="_edged-ho",
+                                  check=False).stdout or "[]")
+        return next((r["down"] for r in rows if r["till"] == ident["till_id"]), {})
+    till.wait_for("head office's order applied by the till", lambda: down().get("till", {}).get("applied") == 1,
+                  timeout=60)
+    positions = till.sh("stat -c '%U %a' /var/lib/edged-relay/down.json && cat /var/lib/edged-relay/down.json").stdout
+    assert positions.startswith("_edged-relay 6"), positions
     user = till.sh("ps -o user= -p $(systemctl show -p MainPID --value edged-ingest)", check=False).stdout.strip()
     out = till.sh("systemd-analyze security --offline=yes /lib/systemd/system/edged-ingest.service --no-pager").stdout
     level = float(re.search(r"Overall exposure level for edged-ingest.service: ([\d.]+)", out).group(1))
@@ -166,7 +180,8 @@ def test_headoffice_package_archives_the_tills_journal_through_mosquitto(till, h
     till.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y edged-headoffice mosquitto", timeout=300)
     gone = till.sh("ls /lib/systemd/system/edged-ingest.service /etc/edged/headoffice.toml 2>/dev/null || true").stdout
     log(f"headoffice: ingest {enabled}, unset exit {unset['ExecMainStatus']}; set: runs as {user}, exposure {level}; "
-        f"archived through {last}: {text.splitlines()[0] if text else '?'}; purged: {gone.split() or 'nothing left'}")
+        f"archived through {last}: {text.splitlines()[0] if text else '?'}; order down: {positions.split()}; "
+        f"purged: {gone.split() or 'nothing left'}")
     assert user == "_edged-ho" and level <= 3.0
     assert "gaps: none" in text and "lag 0 records" in text, text
     assert gone.split() == []
