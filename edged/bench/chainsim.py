@@ -204,10 +204,16 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
 
         # Fan-out: one record for every till, then one for each till on its own channel.
         db = archive.open_archive(arch)
+        had = workers.ask("stats")["down_records"]
+        t0 = time.perf_counter()
         pos = outbox.put(db, None, "prices.list", {"version": 1, "pad": "x" * 200}).pos
         applied = "SELECT count(*) FROM downstream WHERE channel=? AND acked >= ? AND till <> '*'"
+        journaled = _until(lambda: workers.ask("stats")["down_records"] >= had + tills, 300, 0.05)
         took = _until(lambda: count(applied, ("broadcast", pos)) >= tills, 300, 0.05)
-        print(f"  fan-out: one broadcast record applied by all {tills} tills in "
+        took = None if took is None else time.perf_counter() - t0
+        print(f"  fan-out: one broadcast record in all {tills} tills' journals "
+              + (f"{journaled:.2f} s" if journaled is not None else "not within 300 s")
+              + " after it was queued; head office had every till's ack after "
               + (f"{took:.2f} s" if took is not None else "more than 300 s"))
         t0 = time.perf_counter()
         for n in names:
