@@ -92,7 +92,7 @@ def enroll(fleet: Fleet, till: str) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@PG
+@pytest.mark.parametrize("fleet", [{}, {"archive": "postgresql"}], indirect=True, ids=["sqlite", "postgresql"])
 def test_records_queued_while_the_till_is_away_arrive_once_in_order_and_survive_replays(fleet):
     fleet.ingest()
     # The till is away (no relay): three for it, one for every till, one for another till.

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +32,9 @@ from ..day import archive, trust
 from ..fleet import localpg, outbox
 from ..fleet.localbroker import MOSQUITTO, LocalBroker, free_port, stop_process
 from ..fleet.localpg import LocalPostgres
+from ..fleet.localpki import Pki
 from .common import edged_argv, scratch
+from .procstat import Cpu, Memory, kib, postgres_pids
 
 PER_PROCESS = 250  # simulated tills per process
 PASSWORD = "bench"
@@ -48,55 +49,14 @@ pattern read edged/v1/broadcast/down
 """
 
 
-class _Memory(threading.Thread):
-    """Peak resident memory of the broker, PostgreSQL (PSS summed over its processes: shared
-    buffers counted once) and the ingest, sampled twice a second."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.pids: dict[str, list[int]] = {}
-        self.peak: dict[str, int] = {}
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.5):
-            for what, pids in list(self.pids.items()):
-                total = sum(_kib(pid, "Pss:" if what == "PostgreSQL" else "Rss:") for pid in pids)
-                self.peak[what] = max(self.peak.get(what, 0), total)
-
-    def line(self) -> str:
-        return ", ".join(f"{k} {v / 1024:,.0f} MiB" for k, v in self.peak.items())
-
-
-def _kib(pid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith(field)), 0)
-    except OSError:
-        return 0
-
-
-def _postgres_pids(pg: LocalPostgres) -> list[int]:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        assert pg.root is not None
-        main = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
-        children = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                with contextlib.suppress(OSError), open(f"/proc/{d}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == main:
-                        children.append(int(d))
-        return [main, *children]
-    return []
-
-
 class _Workers:
-    def __init__(self, names: list[str], port: int, stack: contextlib.ExitStack, log: Path) -> None:
+    def __init__(self, names: list[str], port: int, stack: contextlib.ExitStack, log: Path, pki: Path | None) -> None:
         self.procs = []
+        auth = ["--tls", str(pki)] if pki else ["--password", PASSWORD]
         for i in range(0, len(names), PER_PROCESS):
             with open(log, "ab") as err:
-                p = subprocess.Popen([sys.executable, "-m", "edged.bench.simtill", "--port", str(port), "--password",
-                                      PASSWORD, *names[i:i + PER_PROCESS]], stdin=subprocess.PIPE,
+                p = subprocess.Popen([sys.executable, "-m", "edged.bench.simtill", "--port", str(port), *auth,
+                                      *names[i:i + PER_PROCESS]], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=err, text=True)
             stack.callback(stop_process, p, 5)
             self.procs.append(p)
@@ -133,32 +93,43 @@ class _Counter:
         return int(self.db.execute(sql, params).fetchone()[0])
 
 
-def run(tills: int, records: int, outage: float, where: str | None) -> int:
+def run(tills: int, records: int, outage: float, where: str | None, tls: bool = False) -> int:
     if not os.path.exists(MOSQUITTO) or localpg.binaries() is None:
         print("edged bench fleet --tills N needs Mosquitto and a PostgreSQL server (Debian: mosquitto, postgresql)")
         return 1
     names = [f"sim-{n:05d}" for n in range(1, tills + 1)]
     with scratch(where) as tmp, contextlib.ExitStack() as stack:
         base = Path(tmp)
-        memory = _Memory()
+        memory = Memory()
         memory.start()
         stack.callback(memory.stopped.set)
         # Two listeners: the tills' (passwords, the per-till ACL) and head office's own.
         (base / "broker").mkdir()
         (base / "broker" / "acl").write_text(TILL_ACL)
-        pw = base / "broker" / "passwords"
-        pw.write_text("".join(f"{n}:{PASSWORD}\n" for n in names))
-        subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True)
+        t0 = time.perf_counter()
+        if tls:  # as in a chain: each till's certificate, its CN the till id (docs/FLEET.md, "The broker")
+            pki = Pki(base / "pki")
+            for n in names:
+                pki.issue(n)
+            cert, key = pki.issue("broker", server=True)
+            auth = [f"cafile {pki.ca}", f"certfile {cert}", f"keyfile {key}", "require_certificate true",
+                    "use_identity_as_username true", "use_username_as_clientid true"]
+        else:
+            pw = base / "broker" / "passwords"
+            pw.write_text("".join(f"{n}:{PASSWORD}\n" for n in names))
+            subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True)
+            auth = [f"password_file {pw}"]
+        made = time.perf_counter() - t0
         ho_port = free_port()
-        broker = LocalBroker(base / "broker", ["per_listener_settings true", f"password_file {pw}",
+        broker = LocalBroker(base / "broker", ["per_listener_settings true", *auth,
                                                f"acl_file {base / 'broker' / 'acl'}", "allow_anonymous false",
                                                "max_queued_messages 100000", f"listener {ho_port} 127.0.0.1",
-                                               "allow_anonymous true"])
+                                               "allow_anonymous true"], tls=tls)
         broker.start()
         stack.callback(broker.stop)
         pg = stack.enter_context(LocalPostgres(base / "postgres"))
         arch = pg.create_database("archive")
-        memory.pids["PostgreSQL"] = _postgres_pids(pg)
+        memory.pids["PostgreSQL"] = postgres_pids(pg.root)
         t0 = time.perf_counter()
         db = archive.open_archive(arch)
         for n in names:
@@ -166,8 +137,9 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
             trust.enroll(db, n, identity.public_text(raw))
         db.close()
         print(f"edged bench fleet --tills {tills}: {tills} simulated tills ({-(-tills // PER_PROCESS)} processes) -> "
-              f"Mosquitto (password + per-till ACL) -> 1 edged headoffice ingest -> PostgreSQL, under {base}; "
-              f"{tills} tills enrolled in {time.perf_counter() - t0:.1f} s")
+              f"Mosquitto ({'TLS, a client certificate per till' if tls else 'passwords'}, the per-till ACL) -> 1 "
+              f"edged headoffice ingest -> PostgreSQL, under {base}; {'certificates' if tls else 'passwords'} made "
+              f"in {made:.1f} s, tills enrolled in {time.perf_counter() - t0:.1f} s")
 
         def ingest() -> subprocess.Popen:
             with open(base / "ingest.log", "ab") as log:
@@ -182,14 +154,17 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
         ing = ingest()
         count = _Counter(arch)
         stack.callback(count.db.close)
+        cpu = Cpu(memory, pg.root)
+        cpu.begin()
         t0 = time.perf_counter()
-        workers = _Workers(names, broker.port, stack, base / "tills.log")
+        workers = _Workers(names, broker.port, stack, base / "tills.log", base / "pki" if tls else None)
         took = _until(lambda: count("SELECT count(*) FROM downstream WHERE channel='till'") >= tills, 300)
         if took is None:
             said = count("SELECT count(*) FROM downstream WHERE channel='till'")
             print(f"  not every till said hello within 300 s: {said} did; the tills: {workers.ask('stats')}")
             return 1
-        print(f"  connect: all {tills} tills connected and said hello in {took:.1f} s")
+        print(f"  connect: all {tills} tills connected and said hello in {took:.1f} s (CPU s: {cpu.line()})")
+        cpu.begin()
 
         # Upstream: every till selling at once.
         t0 = time.perf_counter()
@@ -200,7 +175,8 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
             print(f"  upstream: not all archived within 600 s ({count(through, (records,))} tills done)")
             return 1
         print(f"  upstream: {tills} tills sending {records} sales each at once: {tills * records / took:,.0f} "
-              f"records/s archived ({tills * records:,} in {took:.1f} s)")
+              f"records/s archived ({tills * records:,} in {took:.1f} s; CPU s: {cpu.line()})")
+        cpu.begin()
 
         # Fan-out: one record for every till, then one for each till on its own channel.
         db = archive.open_archive(arch)
@@ -221,7 +197,8 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
         queued = time.perf_counter() - t0
         took = _until(lambda: count(applied, ("till", 1)) >= tills, 300, 0.05)
         print(f"  per till: one order for each of {tills} tills (queued in {queued:.1f} s) all applied "
-              + (f"{queued + took:.1f} s after the first was queued" if took is not None else "after more than 300 s"))
+              + (f"{queued + took:.1f} s after the first was queued" if took is not None else "after more than 300 s")
+              + f" (CPU s of both: {cpu.line()})")
 
         # Head office down: broker and ingest stopped; the tills sell on; records queued for them.
         stop_process(ing, 10)
@@ -237,22 +214,24 @@ def run(tills: int, records: int, outage: float, where: str | None) -> int:
         broker.start()
         memory.pids["Mosquitto"] = [broker.proc.pid] if broker.proc else []
         ing = ingest()
+        cpu.begin()
         total = records + records // 4
 
         def current() -> bool:
             return (count(through, (total,)) >= tills and count(applied, ("till", 2)) >= tills
                     and count(applied, ("broadcast", pos)) >= tills)
 
-        connected = _until(lambda: workers.ask("stats")["connected"] >= tills, 600, 0.5)
-        took = _until(current, 900, 0.5)
+        connected = _until(lambda: workers.ask("stats")["connected"] >= tills, 600, 0.2)
+        took = _until(current, 900, 0.2)
         if took is None:
             print("  reconnect storm: not current within 900 s")
             return 1
         took = time.perf_counter() - t0
         print(f"  reconnect storm after {outage:.0f} s down: all {tills} tills reconnected after {connected:.1f} s "
               f"(their back-off: 1-4 s doubling to 60 s), every watermark and position current after {took:.1f} s "
-              f"({tills * records // 4:,} records archived and {tills + 1} records applied meanwhile)")
+              f"({tills * records // 4:,} records archived and {tills + 1} records applied meanwhile; CPU s: "
+              f"{cpu.line()})")
         print(f"  peak memory: {memory.line()}")
         print(f"  per simulated till (the bench's own processes): "
-              f"{sum(_kib(p.pid, 'Rss:') for p in workers.procs) / tills:,.0f} KiB")
+              f"{sum(kib(p.pid, 'Rss:') for p in workers.procs) / tills:,.0f} KiB")
     return 0

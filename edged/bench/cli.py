@@ -75,6 +75,8 @@ def register(sub: Any) -> None:
                          "--light): lightweight tills sharing processes, for a chain's figures: upstream records/s, "
                          "fan-out of a broadcast, the reconnect storm after head office was down, memory")
     bf.add_argument("--light", action="store_true", help="lightweight simulated tills whatever their number")
+    bf.add_argument("--tls", action="store_true", help="with lightweight tills: TLS with a client certificate per "
+                                                       "till, as in a chain (default: passwords, cheaper to connect)")
     bf.add_argument("--outage", type=float, default=30, metavar="SECONDS",
                     help="with lightweight tills: how long head office is down before the storm (default 30)")
     bf.add_argument("--records", type=int, default=20_000, metavar="N",
@@ -110,8 +112,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "fleet" and (args.light or args.tills > 16):
         from . import chainsim
 
-        records = 200 if args.records == 20_000 else args.records  # the default is for a few real tills
-        return chainsim.run(args.tills, records, args.outage, args.dir)
+        # the default is for a few real tills; here 200,000 in all
+        records = max(200, 200_000 // args.tills) if args.records == 20_000 else args.records
+        return chainsim.run(args.tills, records, args.outage, args.dir, args.tls)
     if args.bench_command == "fleet":
         from . import fleet
 

@@ -34,7 +34,7 @@ PAYLOAD = fr.payload_of("sale", RECORD, None, None, None)
 
 
 class SimTill:
-    def __init__(self, name: str, host: str, port: int, password: str) -> None:
+    def __init__(self, name: str, host: str, port: int, password: str, tls: str | None) -> None:
         self.name, self.host, self.port = name, host, port
         self.frames: list[bytes] = []  # the journal: frame i is seq i + 1
         self.chains: list[bytes] = [fr.GENESIS]  # chains[i]: the link after seq i
@@ -52,7 +52,10 @@ class SimTill:
         self.hello_wait = 5.0
         self.loop = asyncio.get_running_loop()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=MQTTProtocolVersion.MQTTv5)
-        c.username_pw_set(name, password)
+        if tls:  # its certificate's CN is its name: the broker's username for the ACL
+            c.tls_set(ca_certs=f"{tls}/ca.pem", certfile=f"{tls}/{name}.pem", keyfile=f"{tls}/{name}.key")
+        else:
+            c.username_pw_set(name, password)
         c.will_set(wire.status_topic(name), b"offline", qos=1, retain=True)
         c.on_connect, c.on_disconnect, c.on_message, c.on_publish = (self._connected, self._disconnected,
                                                                       self._message, self._published)
@@ -169,8 +172,8 @@ class SimTill:
                 self._session()
 
 
-async def main(names: list[str], host: str, port: int, password: str) -> None:
-    tills = [SimTill(n, host, port, password) for n in names]
+async def main(names: list[str], host: str, port: int, password: str, tls: str | None) -> None:
+    tills = [SimTill(n, host, port, password, tls) for n in names]
     for t in tills:
         t.connect()
         await asyncio.sleep(0)
@@ -200,7 +203,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--password", required=True)
+    p.add_argument("--password", default="")
+    p.add_argument("--tls", metavar="DIR", help="ca.pem and each till's NAME.pem and NAME.key")
     p.add_argument("names", nargs="+")
     a = p.parse_args()
-    asyncio.run(main(a.names, a.host, a.port, a.password))
+    asyncio.run(main(a.names, a.host, a.port, a.password, a.tls))
