@@ -337,6 +337,9 @@ class RelaySettings:
         "records sent but not yet acknowledged by head office, at most"))
     ack_timeout: float = field(default=10.0, metadata=_range(1, 3600) | _help(
         "seconds to wait for head office to acknowledge what was sent; then send again from the last ack"))
+    reconnect_max: int = field(default=60, metadata=_range(5, 3600) | _help(
+        "seconds: the longest pause between two tries to reach the broker (a random 1-4 s, doubling up to "
+        "this); a chain of 10,000 tills or more spreads its reconnects after an outage with 300"))
     state_dir: str = field(default="/var/lib/edged-relay", metadata=_help(
         "where the relay notes how far it applied head office's records (down.json); lost, head office "
         "sends them again and the journal keeps each once"))

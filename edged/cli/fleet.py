@@ -105,7 +105,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logs.setup("info")  # journald's priorities under systemd, readable lines on a terminal
     relay = Relay(socket_path(args), endpoint, window=settings.window, batch=settings.batch,
-                  ack_timeout=settings.ack_timeout, state_dir=state)
+                  ack_timeout=settings.ack_timeout, state_dir=state, reconnect_max=settings.reconnect_max)
     try:
         asyncio.run(relay.run())
     except KeyboardInterrupt:

@@ -64,8 +64,10 @@ class Link:
     """One client connection; reconnects by itself (1 s doubling to 60 s, with jitter)."""
 
     def __init__(self, endpoint: Endpoint, client_id: str, *, will: tuple[str, bytes] | None = None,
-                 manual_ack: bool = False, on_connect: Callable[[], None] | None = None) -> None:
+                 manual_ack: bool = False, on_connect: Callable[[], None] | None = None,
+                 reconnect_max: int = 60) -> None:
         self.endpoint = endpoint
+        self.reconnect_max = reconnect_max
         self.loop = asyncio.get_running_loop()
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.connected = asyncio.Event()
@@ -83,7 +85,7 @@ class Link:
             c.username_pw_set(endpoint.username, endpoint.password or None)
         if will is not None:
             c.will_set(will[0], will[1], qos=1, retain=True)
-        c.reconnect_delay_set(1, 60)
+        c.reconnect_delay_set(1, reconnect_max)
         c.on_connect, c.on_disconnect = self._connected, self._disconnected
         c.on_message, c.on_publish, c.on_subscribe = self._message, self._published, self._subscribed
         c.on_socket_open = _no_delay
@@ -165,7 +167,7 @@ class Link:
         self.loop.call_soon_threadsafe(self._down)
         # paho reconnects by itself; its delay doubles but has no jitter: a shop's tills that lost the
         # broker together do not all come back in the same second
-        client.reconnect_delay_set(random.randint(1, 4), 60)
+        client.reconnect_delay_set(random.randint(1, 4), self.reconnect_max)
 
     def _message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self.loop.call_soon_threadsafe(self._held, (msg.topic, bytes(msg.payload), msg.mid, msg.qos))

@@ -48,7 +48,8 @@ class RelayState:
 
 class Relay:
     def __init__(self, socket_path: str, endpoint: mqtt.Endpoint, *, window: int = 2000, batch: int = 500,
-                 ack_timeout: float = 10.0, retry: float = 1.0, state_dir: str | None = None) -> None:
+                 ack_timeout: float = 10.0, retry: float = 1.0, state_dir: str | None = None,
+                 reconnect_max: int = 60) -> None:
         self.socket_path, self.endpoint = socket_path, endpoint
         self.window, self.batch, self.ack_timeout, self.retry = window, batch, ack_timeout, retry
         self.state = RelayState()
@@ -57,6 +58,7 @@ class Relay:
         self._wake = asyncio.Event()
         self.since = 1  # where this session began: edged's cursor + 1
         self.state_dir = state_dir
+        self.reconnect_max = reconnect_max
         self.down: down.Downstream | None = None
         self._downs: asyncio.Queue[wire.Down] = asyncio.Queue()  # head office's records, for _downstream
         self._answered = asyncio.Event()  # head office said something since the last hello
@@ -66,7 +68,8 @@ class Relay:
         till = await self._till_id()
         self.state.till = till
         self.down = down.Downstream(till, self.state_dir)
-        link = mqtt.Link(self.endpoint, till, will=(wire.status_topic(till), b"offline"))
+        link = mqtt.Link(self.endpoint, till, will=(wire.status_topic(till), b"offline"),
+                         reconnect_max=self.reconnect_max)
         link.subscribe(wire.ack_topic(till))
         link.subscribe(wire.down_topic(till))
         link.subscribe(wire.BROADCAST_DOWN)
