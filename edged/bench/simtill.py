@@ -138,11 +138,11 @@ class SimTill:
 
     def _message(self, client: paho.Client, ud: Any, msg: paho.MQTTMessage) -> None:
         try:
-            self.hello_at, self.hello_wait = None, 5.0  # answered
             if msg.topic == wire.ack_topic(self.name):
                 ack = wire.decode_ack(bytes(msg.payload))
-                if ack.down is not None:
+                if ack.down is not None:  # the answer to its hello
                     self.down.settled(ack.down)
+                    self.hello_at, self.hello_wait = None, 5.0
                 if ack.archived_through > self.acked and not ack.conflict:
                     self.acked = min(ack.archived_through, self.sent_through)
                     self.send()
@@ -164,11 +164,11 @@ class SimTill:
             batch = [await self.inbox.get()]
             while not self.inbox.empty():
                 batch.append(self.inbox.get_nowait())
-            acks, gap = await self.down.take(batch, self._append)
-            for a in acks:
+            for a in await self.down.take(batch, self._append):
                 if self.connected:
                     self.client.publish(wire.down_ack_topic(self.name), wire.encode_down_ack(a), qos=1)
-            if gap:
+            if self.down.waiting_since is not None and time.monotonic() - self.down.waiting_since > 3:
+                self.down.waiting_since = time.monotonic()
                 self._session()
 
 

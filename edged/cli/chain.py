@@ -138,6 +138,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     except (outbox.OutboxError, backend.ArchiveError) as e:
         print(f"edged: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # the database refusing (sqlite3's or psycopg's)
+        print(f"edged: the archive refused the record: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         db.close()
     print(f"queued {entry.channel} {entry.pos}: {entry.kind}"
@@ -167,6 +170,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     try:
         rows = chain.tills(db, chain.Limits(args.max_lag, args.max_silence, args.max_pending), now)
+    except Exception as e:  # the database refusing (sqlite3's or psycopg's): not "a till is behind"
+        print(f"edged: the archive could not be read: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         db.close()
     if args.json:

@@ -6,6 +6,7 @@ the broker back, the archive catches up and equals the till's journal.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
@@ -142,7 +143,8 @@ def _talks_back(till: DemoTill) -> None:
                  "--archive", "head-office")
     try:
         for ev in asyncio.run(asyncio.wait_for(_pos_takes(till), 30)):
-            print(f"  the POS app got seq {ev['seq']}: {ev['kind']} (tx_id {ev['tx_id']}) {ev['body']}")
+            print(f"  the POS app got seq {ev['seq']}: {ev['kind']} (tx_id {ev['tx_id']}) "
+                  f"{json.dumps(ev['body'], ensure_ascii=False)}")
     except TimeoutError:
         print("  the POS app did not get the order and price list 2 within 30 s (see online.log)")
     till.cli("headoffice", "status", "--archive", "head-office")

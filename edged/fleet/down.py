@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ log = logging.getLogger("edged.fleet")
 FILE = "down.json"
 REQUEST_BYTES = 512 << 10
 REQUEST_VALUES = 50_000
+HELD = 1000  # records held for the ones before them (the window is 100 a channel: room for both)
 Append = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]  # edged's `append` records -> results
 
 
@@ -54,6 +56,8 @@ class Downstream:
         self.path = Path(state_dir) / FILE if state_dir else None
         self.applied = {c: 0 for c in wire.CHANNELS}
         self.records = 0  # appended in this process (a resend edged called duplicate not counted)
+        self.held: dict[tuple[str, int], wire.Down] = {}  # came before the records they follow
+        self.waiting_since: float | None = None  # since when something is missing before what is held
         self._load()
 
     def _load(self) -> None:
@@ -66,7 +70,7 @@ class Downstream:
                             data.get("till_id"))
                 return
             for c in wire.CHANNELS:
-                if type(data.get(c)) is int and data[c] >= 0:
+                if type(data.get(c)) is int and 0 <= data[c] < wire.MAX_POS:
                     self.applied[c] = data[c]
         except (OSError, ValueError, AttributeError) as e:
             log.warning("relay: %s unreadable (%s): head office sends its records again; the journal keeps each "
@@ -94,23 +98,31 @@ class Downstream:
     def hello(self) -> bytes:
         return wire.encode_hello(wire.Hello(self.till, dict(self.applied)))
 
-    async def take(self, downs: list[wire.Down], append: Append) -> tuple[list[wire.DownAck], bool]:
-        """Messages as they came, applied where they follow what the till has: the acks to send, and
-        whether something was missing (ask head office again with a hello)."""
+    async def take(self, downs: list[wire.Down], append: Append) -> list[wire.DownAck]:
+        """Messages as they came, applied where they follow what the till has: the acks to send.
+        One whose `prev` is above what the till has waits here (HELD at most) for the records
+        before it: two topics (the broadcast one, and the till's own while it catches up) and two
+        head-office workers do not keep order between them; `waiting_since` says since when
+        something is missing (the relay asks again with a hello when it stays missing)."""
         todo: list[wire.Down] = []
         acks: dict[str, wire.DownAck] = {}
         applied = dict(self.applied)
-        gap = False
-        # In position order: a channel's records may come from two topics (the broadcast one, and a
-        # till's own when it catches up), so not always in order
-        for d in sorted(downs, key=lambda d: (d.channel, d.pos)):
-            if d.pos <= applied[d.channel]:  # had it: its ack was lost, or it came twice
+        for d in downs:
+            if d.pos > applied[d.channel] and len(self.held) < HELD:
+                self.held[(d.channel, d.pos)] = d
+            elif d.pos <= applied[d.channel]:  # had it: its ack was lost, or it came twice
                 acks.setdefault(d.channel, wire.DownAck(self.till, d.channel, applied[d.channel]))
-            elif d.prev > applied[d.channel]:  # something between was lost on the way
-                gap = True
-            else:
-                todo.append(d)
+        for key in sorted(self.held):
+            d = self.held[key]
+            if d.pos <= applied[d.channel]:
+                del self.held[key]
+            elif d.prev <= applied[d.channel]:
+                todo.append(self.held.pop(key))
                 applied[d.channel] = d.pos
+        if not self.held:
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = time.monotonic()
         before = self.records
         refused = await self._append(todo, append)
         if todo:
@@ -120,11 +132,12 @@ class Downstream:
                      len(refused))
         out = [wire.DownAck(self.till, c, p, why) for (c, p), why in refused.items()]  # each says why
         for d in todo:
-            self.applied[d.channel] = d.pos
-            acks[d.channel] = wire.DownAck(self.till, d.channel, d.pos)
+            # max: head office's answer to a hello (settled) may have moved it on meanwhile
+            self.applied[d.channel] = max(self.applied[d.channel], d.pos)
+            acks[d.channel] = wire.DownAck(self.till, d.channel, self.applied[d.channel])
         if todo:
             self._save()
-        return out + list(acks.values()), gap
+        return out + list(acks.values())
 
     async def _append(self, todo: list[wire.Down], append: Append) -> dict[tuple[str, int], str]:
         """In requests of at most REQUEST_BYTES and REQUEST_VALUES (one fdatasync each, well inside

@@ -120,15 +120,22 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
     cap = _last_pos(db, source)
     if channel == BROADCAST and till != EVERY_TILL:
         # A till gets by itself only what went to every till before (it was away); what comes now
-        # goes out once on the broadcast topic.
-        every = _row(db, EVERY_TILL, BROADCAST)
-        cap = min(cap, every[1] if every else 0)
+        # goes out once on the broadcast topic, and what went there lately is its to ack first.
+        every = db.execute("SELECT acked, sent_through, sent_at FROM downstream WHERE till=? AND channel=?",
+                           (EVERY_TILL, BROADCAST)).fetchone()
+        recent = every is not None and every[2] is not None and every[2] > time.time() - RESEND_AFTER
+        cap = min(cap, 0 if every is None else every[0] if recent else every[1])
     out: list[wire.Down] = []
     now = time.time()
     before = (sent_through, last_sent, acked)
     for _ in range(10):  # at most ten windows of skipped records at once: the rest at the next call
         if sent_through >= cap:
             break
+        nxt = db.execute("SELECT min(pos) FROM outbox WHERE channel=? AND pos>?", (source, sent_through)).fetchone()[0]
+        if nxt is None or nxt > cap:  # positions with no record (a counter moved up): nothing to send
+            sent_through = cap
+            break
+        sent_through = max(sent_through, nxt - 1)
         # The window: sent records not yet acknowledged (skipped ones cost nothing).
         limit = min(cap, (sent_through if last_sent <= acked else acked) + WINDOW)
         if limit <= sent_through:
@@ -194,14 +201,7 @@ def hello(db: Db, h: wire.Hello) -> tuple[dict[str, int], list[Send]]:
                 log.info("outbox: %s says it applied %s through %d; it acknowledged %d: sending from %d",
                          h.till, channel, pos, row[0], row[0] + 1)
                 pos = row[0]
-            source = _source(h.till, channel)
-            if pos > _last_pos(db, source):
-                log.error("outbox: %s says it applied %s through %d, beyond the outbox's %d (an archive restored "
-                          "from an older backup?): %s numbers on from %d", h.till, channel, pos,
-                          _last_pos(db, source), source, pos + 1)
-                db.execute("INSERT INTO channels (channel, last_pos) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE "
-                           "SET last_pos = excluded.last_pos WHERE channels.last_pos < excluded.last_pos",
-                           (source, pos))
+            pos = _beyond(db, h.till, channel, pos, "says it applied")
             db.execute("INSERT INTO downstream (till, channel, acked, sent_through, last_sent, hello_at) "
                        "VALUES (?,?,?,?,?,?) ON CONFLICT (till, channel) DO UPDATE SET acked=excluded.acked, "
                        "sent_through=excluded.sent_through, last_sent=excluded.last_sent, hello_at=excluded.hello_at",
@@ -216,6 +216,27 @@ def hello(db: Db, h: wire.Hello) -> tuple[dict[str, int], list[Send]]:
         raise
 
 
+def _beyond(db: Db, till: str, channel: str, pos: int, said: str) -> int:
+    """A position a till holds beyond its channel's end: head office's archive restored from an
+    older backup. A till's own channel numbers on above it (new records must not reuse positions the
+    till holds: it would take them for ones it has); the broadcast channel is every till's, and one
+    till does not move it: logged for the operator, who sends what is missing again."""
+    source = _source(till, channel)
+    last = _last_pos(db, source)
+    if pos <= last:
+        return pos
+    if channel == BROADCAST:
+        log.error("outbox: %s %s broadcast position %d, beyond the outbox's %d (an archive restored from an older "
+                  "backup?): broadcast records queued from now up to %d would be taken by it as ones it has",
+                  till, said, pos, last, pos)
+        return last
+    log.error("outbox: %s %s %s position %d, beyond the outbox's %d (an archive restored from an older backup?): "
+              "%s numbers on from %d", till, said, channel, pos, last, source, pos + 1)
+    db.execute("INSERT INTO channels (channel, last_pos) VALUES (?, ?) ON CONFLICT (channel) DO UPDATE "
+               "SET last_pos = excluded.last_pos WHERE channels.last_pos < excluded.last_pos", (source, pos))
+    return pos
+
+
 def acked(db: Db, a: wire.DownAck) -> list[Send]:
     """A till has CHANNEL through POS in its journal: what follows, within the window."""
     db.begin(a.till)
@@ -225,7 +246,10 @@ def acked(db: Db, a: wire.DownAck) -> list[Send]:
             db.rollback()
             return []
         _quick(db)
-        pos = min(a.pos, _last_pos(db, _source(a.till, a.channel)))
+        pos = _beyond(db, a.till, a.channel, a.pos, "acknowledged")
+        # Never beyond what was sent to it (or to every till): an ack ahead marks nothing delivered
+        every = _row(db, EVERY_TILL, BROADCAST) if a.channel == BROADCAST else None
+        pos = min(pos, max(row[1], every[1] if every else 0))
         if a.refused is not None:
             _skip(db, a.till, a.channel, pos, "refused by the till: " + a.refused[:500].replace("\0", ""))
         if pos > row[0]:

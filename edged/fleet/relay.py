@@ -61,7 +61,8 @@ class Relay:
         self.reconnect_max = reconnect_max
         self.down: down.Downstream | None = None
         self._downs: asyncio.Queue[wire.Down] = asyncio.Queue()  # head office's records, for _downstream
-        self._answered = asyncio.Event()  # head office said something since the last hello
+        self._answered = asyncio.Event()  # head office answered the last hello (its ack with our positions)
+        self._pause = HELLO_ANSWER  # how long a hello waits for its answer before it is said again
 
     async def run(self) -> None:
         """Until cancelled: relay, and after any failure start again from edged's cursor."""
@@ -83,6 +84,10 @@ class Relay:
                         _Stalled) as e:
                     log.warning("relay: %s; starting again from edged's cursor", e)
                 await asyncio.sleep(self.retry)
+                # What came while no session read it (edged unreachable): head office sends it again
+                # after the next hello; kept, it would pile up for as long as edged is away.
+                while not link.messages.empty():
+                    link.messages.get_nowait()
         finally:
             with contextlib.suppress(Exception):
                 await link.publish(wire.status_topic(till), b"offline", retain=True, timeout=2)
@@ -194,7 +199,6 @@ class Relay:
                     log.error("relay: ignored a message on %s: %s", topic, e)
                     continue
                 self._downs.put_nowait(d)
-                self._answered.set()
                 continue
             try:
                 ack = wire.decode_ack(payload)
@@ -203,9 +207,9 @@ class Relay:
             except wire.WireError as e:
                 log.error("relay: ignored a message on %s: %s", topic, e)
                 continue
-            self._answered.set()  # head office answers a hello with the till's ack
-            if ack.down is not None and self.down is not None:
+            if ack.down is not None and self.down is not None:  # head office's answer to a hello
                 self.down.settled(ack.down)
+                self._answered.set()
             if ack.conflict:  # edged is not acked on it: the refused records stay in the journal
                 log.critical("relay: head office refused records of this till: %s", ack.conflict)
                 self.state.conflicts.append(ack.conflict)
@@ -222,8 +226,10 @@ class Relay:
 
     async def _downstream(self, link: mqtt.Link, edged: Client, till: str) -> None:
         """Head office's records into the journal (down.py): a hello first, then each message as it
-        comes, acked to head office once durable. A hello nobody heard (head office's ingest down)
-        is said again, 2 s doubling to 60 s with jitter, so tills do not all come back at once."""
+        comes, acked to head office once durable. A hello not answered (head office's ack with
+        this till's positions) within a pause, or that no ingest heard, is said again, the pause
+        5 s doubling to 60 s with jitter (kept across sessions), so tills do not all come back at
+        once; so is one when records stay missing before ones that came (at most every 3 s)."""
         assert self.down is not None
 
         async def append(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -233,8 +239,10 @@ class Relay:
                 if e.code != "bad_request":  # disk full, edged gone ...: not the record's fault, try again
                     raise
                 raise down.Refusal(str(e)) from None
+            except ValueError as e:  # a body the client cannot even encode (nested too deep)
+                raise down.Refusal(f"cannot be sent to edged: {e}") from None
 
-        pause, hello_at = HELLO_ANSWER, -HELLO_AGAIN
+        hello_at = -HELLO_AGAIN
         want, waiting = True, False  # a hello to say; one said and not answered yet
         while True:
             now = time.monotonic()
@@ -248,30 +256,37 @@ class Relay:
                               "down until its ACL lets edged/v1/till/%s/hello through (docs/FLEET.md)", e, till)
                     waiting = False
                 if not waiting:
-                    want, pause = True, min(60.0, pause * 2) * random.uniform(0.8, 1.2)
-                    hello_at = time.monotonic() - HELLO_AGAIN + pause  # the next one after the pause
-                    log.warning("relay: no head office ingest heard this till's hello; again in %.0f s", pause)
+                    want, self._pause = True, min(60.0, self._pause * 2) * random.uniform(0.8, 1.2)
+                    hello_at = time.monotonic() - HELLO_AGAIN + self._pause  # the next one after the pause
+                    log.warning("relay: no head office ingest heard this till's hello; again in %.0f s", self._pause)
             if waiting and self._answered.is_set():
-                waiting, pause = False, HELLO_ANSWER
-            timeout = None
+                waiting, self._pause = False, HELLO_ANSWER
+            deadlines = []
             if waiting:
-                timeout = max(0.0, hello_at + pause - time.monotonic())
-            elif want:
-                timeout = max(0.0, hello_at + HELLO_AGAIN - time.monotonic())
+                deadlines.append(hello_at + self._pause)
+            if want:
+                deadlines.append(hello_at + HELLO_AGAIN)
+            if self.down.waiting_since is not None:
+                deadlines.append(self.down.waiting_since + HELLO_AGAIN)
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            batch: list[wire.Down] = []
             try:
-                first = await asyncio.wait_for(self._downs.get(), timeout)
+                batch.append(await asyncio.wait_for(self._downs.get(), timeout))
             except TimeoutError:
-                if waiting and not self._answered.is_set():  # heard by the broker, lost before head office
-                    want, waiting, pause = True, False, min(60.0, pause * 2) * random.uniform(0.8, 1.2)
-                    hello_at = time.monotonic() - HELLO_AGAIN
-                continue
-            batch = [first]
-            while len(batch) < DOWN_DRAIN and not self._downs.empty():
+                pass
+            while batch and len(batch) < DOWN_DRAIN and not self._downs.empty():
                 batch.append(self._downs.get_nowait())
-            acks, gap = await self.down.take(batch, append)
-            for a in acks:
+            if waiting and not self._answered.is_set() and time.monotonic() >= hello_at + self._pause:
+                # heard by the broker, lost before head office answered: say it again, later each time
+                want, waiting = True, False
+                self._pause = min(60.0, self._pause * 2) * random.uniform(0.8, 1.2)
+                hello_at = time.monotonic() - HELLO_AGAIN
+            for a in await self.down.take(batch, append):
                 link.send(wire.down_ack_topic(till), wire.encode_down_ack(a))
-            want = want or gap  # lost on the way: ask again from what it has (at most every HELLO_AGAIN)
+            since = self.down.waiting_since
+            if since is not None and time.monotonic() - since >= HELLO_AGAIN:  # still missing: ask from what it has
+                want = True
+                self.down.waiting_since = time.monotonic()
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""

@@ -53,6 +53,8 @@ CHANNELS = ("till", "broadcast")  # a till's own records, and those for every ti
 MAX_DOWN_BYTES = 256 << 10  # one downstream record's body, msgpack-encoded: well inside edged's 1 MiB
 # requests and brokers' packet limits (EMQX's default 1 MB)
 MAX_DOWN_VALUES = 20_000  # msgpack values in one body: edged takes at most 100,000 in one request
+MAX_DEPTH = 64  # containers nested in one body
+MAX_POS = 1 << 62  # downstream positions: far from where a counter + 1 would overflow a signed 64-bit column
 
 
 def till_of(topic: str, leaf: str) -> str:
@@ -227,7 +229,7 @@ def encode_down_ack(a: DownAck) -> bytes:
 
 def _position(data: dict[str, Any], name: str, what: str) -> int:
     value = _field(data, name, int, what)
-    if not 0 <= value < MAX_SEQ:
+    if not 0 <= value < MAX_POS:
         raise WireError(f"{what}: {name} {value} is not a position")
     return value
 
@@ -256,7 +258,7 @@ def _positions(down: Any, what: str) -> dict[str, int]:
     positions = {}
     for channel, pos in down.items():
         _channel(channel, what)
-        if type(pos) is not int or not 0 <= pos < MAX_SEQ:
+        if type(pos) is not int or not 0 <= pos < MAX_POS:
             raise WireError(f"{what}: position {pos!r} of channel {channel} is not a position")
         positions[channel] = pos
     return positions
@@ -280,7 +282,7 @@ def body(packed: bytes) -> tuple[Any, int]:
     count = [1]
 
     def counted(value: Any) -> Any:
-        count[0] += 1 + len(value)
+        count[0] += 1 + (2 * len(value) if isinstance(value, dict) else len(value))  # as edged counts: key and value
         if count[0] > MAX_DOWN_VALUES:
             raise ValueError(f"more than {MAX_DOWN_VALUES} values")
         return value
@@ -289,9 +291,23 @@ def body(packed: bytes) -> tuple[Any, int]:
         value = msgpack.unpackb(packed, raw=False, strict_map_key=True, list_hook=counted,
                                 object_hook=counted, max_bin_len=MAX_DOWN_BYTES, max_str_len=MAX_DOWN_BYTES,
                                 max_array_len=MAX_DOWN_VALUES, max_map_len=MAX_DOWN_VALUES, max_ext_len=0)
+        _shallow(value)
         return value, count[0]
     except Exception as e:
         raise WireError(f"not a body edged can append ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _shallow(value: Any) -> None:
+    """ValueError for a body nested deeper than MAX_DEPTH (edged's encoder and decoder stop near 1,000)."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH}")
+        if isinstance(item, dict):
+            todo.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, depth + 1) for v in item)
 
 
 def body_problem(packed: bytes) -> str | None:
