@@ -24,7 +24,7 @@ from edged.client import Client
 from edged.day import archive
 from edged.fleet import mqtt, wire
 from edged.journal import frame
-from fleetkit import REPO, TILL, Fleet, _journal
+from fleetkit import REPO, TILL, Fleet, _append, _journal
 
 PG = pytest.mark.parametrize("fleet", [{"archive": "postgresql"}], indirect=True, ids=["postgresql"])
 ORDERS = ["order.web", "voucher.sold", "prices.list"]
@@ -265,3 +265,18 @@ def test_a_till_cannot_read_or_answer_for_another_tills_channel(fleet):
     assert puback[own.mid] == "Success"
     assert downstream(fleet)["till"] == 1
     assert [r.body for r in records(fleet)] == [{"order": "for till 1 only"}]
+
+
+@pytest.mark.parametrize("fleet", [{"archive": "postgresql", "tls": True}], indirect=True, ids=["mtls"])
+def test_a_broker_whose_acl_predates_the_hello_still_takes_the_journal_up(fleet):
+    """A chain that upgrades its tills before its broker's ACL: the hello is refused, said so in the
+    relay's log, and the till's sales are archived all the same."""
+    (fleet.broker.dir / "acl").write_text(FLEET_ACL.replace("pattern write edged/v1/till/%u/hello\n", ""))
+    fleet.broker.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    fleet.ingest()
+    fleet.relay()
+    last = asyncio.run(_append(fleet.sock, 400))
+    fleet.wait_archived(last, timeout=60)
+    assert "the broker refused this till's hello (Not authorized)" in fleet.logs("relay")
+    assert downstream(fleet) == {}  # head office never heard it: nothing sent down
