@@ -51,6 +51,11 @@ Start here:
   edged sync log                  has head office got this till's data? who acked what, and when
   edged identity                  this till's signing key, and how head office enrolls it
   edged relay --check             can this till reach head office's MQTT broker?
+
+At head office:
+  edged headoffice status         every till: online, records not yet archived, records waiting for it
+  edged headoffice send           a web order, voucher or price list down to one till or to all
+  edged headoffice alerts         web orders a till's POS app did not pick up in time
 """
 
 

@@ -46,8 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                       "(default: relay.state_dir, /var/lib/edged-relay)")
     relay.set_defaults(func=cmd_relay)
 
-    ho = sub.add_parser("headoffice", help="head office: take the tills' journals from the MQTT broker",
-                        description="Head office's side of the online relay (docs/FLEET.md).")
+    ho = sub.add_parser("headoffice", help="head office: the tills' journals in, records out to them, their status",
+                        description="Head office's side of the online relay (docs/FLEET.md): `ingest` takes the "
+                                    "tills' journals into the archive and sends them what the outbox holds; `send` "
+                                    "queues a record for one till or all; `status` and `alerts` show the chain.")
     hsub = ho.add_subparsers(dest="ho_command", metavar="HCOMMAND", required=True)
     ing = hsub.add_parser(
         "ingest", help="check each till's batches and write them into the archive, then acknowledge them",
