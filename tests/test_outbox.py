@@ -101,3 +101,36 @@ def test_the_relay_applies_records_in_order_whatever_order_they_come_in():
     d.settled({"till": 9, "broadcast": 0})  # head office's answer to a hello moves it on, never back
     d.settled({"till": 2})
     assert d.applied == {"till": 9, "broadcast": 0}
+
+
+def test_a_full_hold_never_stops_what_can_be_applied():
+    d = down.Downstream("t1", None)
+
+    async def append(records):
+        return [{"seq": 1, "duplicate": False} for _ in records]
+
+    ahead = [wire.Down("broadcast", p, p - 1, "prices.list", msgpack.packb({})) for p in range(1001, 2101)]
+    asyncio.run(d.take(ahead, append))
+    assert len(d.held) == down.HELD and d.applied == {"till": 0, "broadcast": 0}
+    catch_up = [wire.Down("broadcast", p, p - 1, "prices.list", msgpack.packb({})) for p in range(1, 101)]
+    acks = asyncio.run(d.take([*catch_up, wire.Down("till", 1, 0, "order.web", msgpack.packb({}))], append))
+    assert d.applied == {"till": 1, "broadcast": 100}
+    assert {(a.channel, a.pos) for a in acks} == {("till", 1), ("broadcast", 100)}
+
+
+def test_a_till_that_misses_the_broadcast_topic_gets_it_alone_whatever_the_pace(db, monkeypatch):
+    outbox.hello(db, wire.Hello("t1", {"till": 0, "broadcast": 0}))
+    outbox.presence(db, "t1", "online")
+    clock = [time.time()]
+    monkeypatch.setattr(outbox.time, "time", lambda: clock[0])
+    got: list[int] = []
+    for n in range(12):  # a broadcast every 10 s, the topic lost on the way to this till
+        outbox.put(db, None, "prices.list", {"v": n})
+        for _ in range(20):
+            clock[0] += 0.5
+            alone = [d.pos for topic, d in _sent(db) if topic == wire.down_topic("t1")]
+            for pos in alone:  # what reaches it alone it takes and acknowledges
+                outbox.acked(db, wire.DownAck("t1", "broadcast", pos))
+            got += alone
+    # each sent to it alone, once, when it went out on the topic 15 s ago and was not acknowledged
+    assert got == list(range(1, 12)), got  # the 12th went out only 10 s before the end

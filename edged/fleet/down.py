@@ -108,9 +108,9 @@ class Downstream:
         acks: dict[str, wire.DownAck] = {}
         applied = dict(self.applied)
         for d in downs:
-            if d.pos > applied[d.channel] and len(self.held) < HELD:
+            if d.pos > applied[d.channel]:
                 self.held[(d.channel, d.pos)] = d
-            elif d.pos <= applied[d.channel]:  # had it: its ack was lost, or it came twice
+            else:  # had it: its ack was lost, or it came twice
                 acks.setdefault(d.channel, wire.DownAck(self.till, d.channel, applied[d.channel]))
         for key in sorted(self.held):
             d = self.held[key]
@@ -119,9 +119,11 @@ class Downstream:
             elif d.prev <= applied[d.channel]:
                 todo.append(self.held.pop(key))
                 applied[d.channel] = d.pos
+        for key in sorted(self.held)[HELD:]:  # full: the furthest ahead go (they come again)
+            del self.held[key]
         if not self.held:
             self.waiting_since = None
-        elif self.waiting_since is None:
+        elif self.waiting_since is None or todo:  # missing since now, or since the last progress
             self.waiting_since = time.monotonic()
         before = self.records
         refused = await self._append(todo, append)

@@ -82,6 +82,8 @@ def put(db: Db, till: str | None, kind: str, body: Any, *, expires_at: float | N
         # The channel's row is its counter: taken under the row's lock, positions never collide
         pos = db.execute("INSERT INTO channels (channel, last_pos) VALUES (?, 1) ON CONFLICT (channel) DO UPDATE "
                          "SET last_pos = channels.last_pos + 1 RETURNING last_pos", (channel,)).fetchone()[0]
+        if pos >= wire.MAX_POS:
+            raise OutboxError(f"{channel} has used every position (a till said it holds {pos - 1})")
         db.execute("INSERT INTO outbox (channel, pos, kind, body, created_at, expires_at, collapse) "
                    "VALUES (?,?,?,?,?,?,?)", (channel, pos, kind, packed, time.time(), expires_at, collapse))
         db.commit()
@@ -121,10 +123,7 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
     if channel == BROADCAST and till != EVERY_TILL:
         # A till gets by itself only what went to every till before (it was away); what comes now
         # goes out once on the broadcast topic, and what went there lately is its to ack first.
-        every = db.execute("SELECT acked, sent_through, sent_at FROM downstream WHERE till=? AND channel=?",
-                           (EVERY_TILL, BROADCAST)).fetchone()
-        recent = every is not None and every[2] is not None and every[2] > time.time() - RESEND_AFTER
-        cap = min(cap, 0 if every is None else every[0] if recent else every[1])
+        cap = min(cap, _went_out(db))
     out: list[wire.Down] = []
     now = time.time()
     before = (sent_through, last_sent, acked)
@@ -174,6 +173,23 @@ Publish = Callable[[str, bytes], None]
 def _downs(till: str, downs: list[wire.Down]) -> list[Send]:
     topic = wire.BROADCAST_DOWN if till == EVERY_TILL else wire.down_topic(till)
     return [(topic, wire.encode_down(d)) for d in downs]
+
+
+def _went_out(db: Db) -> int:
+    """The highest broadcast position that went out on the broadcast topic RESEND_AFTER ago or more:
+    what a till online should have acknowledged by now (the newer ones it may still be taking).
+    A record's push follows its put by at most a look of the ingest (DUE_EVERY), so its created_at
+    stands for when it went out; one queued while the ingest was down and pushed only now may then
+    go to a till both ways, and its journal takes it once."""
+    stale = time.time() - RESEND_AFTER
+    row = db.execute(f"{_WENT_OUT} FROM downstream e WHERE e.till=? AND e.channel=?",
+                     (stale, stale, EVERY_TILL, BROADCAST)).fetchone()
+    return row[0] if row else 0
+
+
+# The same, as a column of a query over `downstream e` (the '*' row), for due()
+_WENT_OUT = ("SELECT CASE WHEN COALESCE(e.sent_at, 0) < ? THEN e.sent_through ELSE (SELECT COALESCE(max(o.pos), 0) "
+             "FROM outbox o WHERE o.channel = 'broadcast' AND o.pos <= e.sent_through AND o.created_at < ?) END")
 
 
 def _source(till: str, channel: str) -> str:
@@ -323,9 +339,8 @@ def due(db: Db, publish: Publish) -> None:
         "JOIN downstream e ON e.till = ? AND e.channel = 'broadcast' "
         "LEFT JOIN channels c ON c.channel = 'till:' || d.till "
         "WHERE d.till <> ? AND ((d.channel = 'till' AND c.last_pos > d.sent_through AND d.last_sent <= d.acked) "
-        "OR (d.channel = 'broadcast' AND d.sent_through < e.sent_through AND d.last_sent <= d.acked "
-        "    AND COALESCE(e.sent_at, 0) < ?) "
-        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, EVERY_TILL, stale, stale)).fetchall()
+        f"OR (d.channel = 'broadcast' AND d.last_sent <= d.acked AND d.sent_through < ({_WENT_OUT})) "
+        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, EVERY_TILL, stale, stale, stale)).fetchall()
     for till, channel in tills:
         db.begin(till)
         try:

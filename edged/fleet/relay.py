@@ -63,6 +63,7 @@ class Relay:
         self._downs: asyncio.Queue[wire.Down] = asyncio.Queue()  # head office's records, for _downstream
         self._answered = asyncio.Event()  # head office answered the last hello (its ack with our positions)
         self._pause = HELLO_ANSWER  # how long a hello waits for its answer before it is said again
+        self._hello_next = 0.0  # no hello before this (monotonic): the back-off outlives a session
 
     async def run(self) -> None:
         """Until cancelled: relay, and after any failure start again from edged's cursor."""
@@ -242,12 +243,12 @@ class Relay:
             except ValueError as e:  # a body the client cannot even encode (nested too deep)
                 raise down.Refusal(f"cannot be sent to edged: {e}") from None
 
-        hello_at = -HELLO_AGAIN
-        want, waiting = True, False  # a hello to say; one said and not answered yet
+        want, waiting = True, False  # a hello to say (when allowed); one said and not answered yet
+        said_at = 0.0
         while True:
             now = time.monotonic()
-            if want and now - hello_at >= HELLO_AGAIN:
-                want, hello_at = False, now
+            if want and now >= self._hello_next:
+                want, said_at = False, now
                 self._answered.clear()
                 try:
                     waiting = await link.publish(wire.hello_topic(till), self.down.hello()) != NOBODY
@@ -255,19 +256,21 @@ class Relay:
                     log.error("relay: the broker refused this till's hello (%s): head office's records cannot come "
                               "down until its ACL lets edged/v1/till/%s/hello through (docs/FLEET.md)", e, till)
                     waiting = False
-                if not waiting:
-                    want, self._pause = True, min(60.0, self._pause * 2) * random.uniform(0.8, 1.2)
-                    hello_at = time.monotonic() - HELLO_AGAIN + self._pause  # the next one after the pause
+                if waiting:  # a new session within the wait says it no sooner
+                    self._hello_next = now + self._pause
+                else:
+                    want, self._pause = True, _longer(self._pause)
+                    self._hello_next = now + self._pause
                     log.warning("relay: no head office ingest heard this till's hello; again in %.0f s", self._pause)
             if waiting and self._answered.is_set():
-                waiting, self._pause = False, HELLO_ANSWER
+                waiting, self._pause, self._hello_next = False, HELLO_ANSWER, 0.0
             deadlines = []
-            if waiting:
-                deadlines.append(hello_at + self._pause)
             if want:
-                deadlines.append(hello_at + HELLO_AGAIN)
-            if self.down.waiting_since is not None:
-                deadlines.append(self.down.waiting_since + HELLO_AGAIN)
+                deadlines.append(self._hello_next)
+            if waiting:
+                deadlines.append(said_at + self._pause)
+            elif self.down.waiting_since is not None:
+                deadlines.append(self.down.waiting_since + max(HELLO_AGAIN, self._pause))
             timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             batch: list[wire.Down] = []
             try:
@@ -276,17 +279,16 @@ class Relay:
                 pass
             while batch and len(batch) < DOWN_DRAIN and not self._downs.empty():
                 batch.append(self._downs.get_nowait())
-            if waiting and not self._answered.is_set() and time.monotonic() >= hello_at + self._pause:
-                # heard by the broker, lost before head office answered: say it again, later each time
-                want, waiting = True, False
-                self._pause = min(60.0, self._pause * 2) * random.uniform(0.8, 1.2)
-                hello_at = time.monotonic() - HELLO_AGAIN
+            now = time.monotonic()
+            if waiting and not self._answered.is_set() and now >= said_at + self._pause:
+                # heard by the broker, lost before head office answered: say it again now, wait longer
+                want, waiting, self._pause, self._hello_next = True, False, _longer(self._pause), now
             for a in await self.down.take(batch, append):
                 link.send(wire.down_ack_topic(till), wire.encode_down_ack(a))
             since = self.down.waiting_since
-            if since is not None and time.monotonic() - since >= HELLO_AGAIN:  # still missing: ask from what it has
-                want = True
-                self.down.waiting_since = time.monotonic()
+            if since is not None and not (want or waiting) and now - since >= max(HELLO_AGAIN, self._pause):
+                want = True  # records still missing before ones that came: ask from what the till has
+                self.down.waiting_since = now
 
     async def _watch(self, link: mqtt.Link) -> None:
         """Ends the session when the broker goes, or when sent batches wait too long for head office."""
@@ -342,6 +344,11 @@ class _Events:
     def close(self) -> None:
         if self._read is not None:
             self._read.cancel()
+
+
+def _longer(pause: float) -> float:
+    """The next pause: doubled up to a minute, with jitter so tills spread out."""
+    return min(60.0, pause * 2) * random.uniform(0.8, 1.2)
 
 
 class _Stalled(Exception):
