@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -63,6 +64,11 @@ def wait_for(what, timeout: float = 60, why=lambda: ""):
 
 def downstream(fleet: Fleet) -> dict[str, int]:
     return {c: a for c, a in fleet.query("SELECT channel, acked FROM downstream WHERE till=?", (TILL,))}
+
+
+def _already(fleet: Fleet) -> int:
+    """Head office's records the relay found in the journal already (sent again), so far."""
+    return sum(int(n) for n in re.findall(r"(\d+) already in the journal", fleet.logs("relay")))
 
 
 def _logs(fleet: Fleet) -> str:
@@ -130,12 +136,11 @@ def test_records_queued_while_the_till_is_away_arrive_once_in_order_and_survive_
     db = archive.open_archive(fleet.archive)
     db.execute("UPDATE downstream SET acked=0, sent_through=0, last_sent=0 WHERE till=?", (TILL,))
     db.close()
+    had = _already(fleet)
     fleet.relay()
-    wait_for(lambda: "4 already in the journal" in fleet.logs("relay") or "3 already in the journal"
-             in fleet.logs("relay"), why=lambda: _logs(fleet))
+    wait_for(lambda: _already(fleet) - had >= 4, why=lambda: _logs(fleet))  # all four came again
     wait_for(lambda: downstream(fleet) == {"till": 3, "broadcast": 1}, why=lambda: str(downstream(fleet)))
     assert [r.tx_id for r in records(fleet)] == tx
-    assert "0 appended" in fleet.logs("relay")
 
 
 @pytest.mark.parametrize("fleet", [{"archive": "postgresql", "tls": True}], indirect=True, ids=["mtls"])

@@ -134,3 +134,10 @@ def test_a_till_that_misses_the_broadcast_topic_gets_it_alone_whatever_the_pace(
             got += alone
     # each sent to it alone, once, when it went out on the topic 15 s ago and was not acknowledged
     assert got == list(range(1, 12)), got  # the 12th went out only 10 s before the end
+
+
+def test_a_till_that_says_hello_just_after_a_push_gets_what_it_missed_at_once(db):
+    outbox.put(db, None, "prices.list", {"v": 1})
+    assert [topic for topic, _ in _sent(db)] == [wire.BROADCAST_DOWN]  # out on the topic, the till away
+    _, sends = outbox.hello(db, wire.Hello("t1", {"till": 0, "broadcast": 0}))
+    assert [(topic, wire.decode_down(p).pos) for topic, p in sends] == [(wire.down_topic("t1"), 1)]

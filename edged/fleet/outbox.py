@@ -123,7 +123,7 @@ def _feed(db: Db, till: str, channel: str) -> list[wire.Down]:
     if channel == BROADCAST and till != EVERY_TILL:
         # A till gets by itself only what went to every till before (it was away); what comes now
         # goes out once on the broadcast topic, and what went there lately is its to ack first.
-        cap = min(cap, _went_out(db))
+        cap = min(cap, _went_out(db, till))
     out: list[wire.Down] = []
     now = time.time()
     before = (sent_through, last_sent, acked)
@@ -175,21 +175,28 @@ def _downs(till: str, downs: list[wire.Down]) -> list[Send]:
     return [(topic, wire.encode_down(d)) for d in downs]
 
 
-def _went_out(db: Db) -> int:
-    """The highest broadcast position that went out on the broadcast topic RESEND_AFTER ago or more:
-    what a till online should have acknowledged by now (the newer ones it may still be taking).
-    A record's push follows its put by at most a look of the ingest (DUE_EVERY), so its created_at
-    stands for when it went out; one queued while the ingest was down and pushed only now may then
-    go to a till both ways, and its journal takes it once."""
-    stale = time.time() - RESEND_AFTER
-    row = db.execute(f"{_WENT_OUT} FROM downstream e WHERE e.till=? AND e.channel=?",
-                     (stale, stale, EVERY_TILL, BROADCAST)).fetchone()
+def _went_out(db: Db, till: str) -> int:
+    """The highest broadcast position a till must be sent alone: what went out on the broadcast
+    topic before its hello (it was not listening), or RESEND_AFTER ago or more (it should have
+    acknowledged it by now); newer ones it is taking from the topic. A record's push follows its
+    put within a look of the ingest (DUE_EVERY), so its created_at stands for when it went out; one
+    queued while the ingest was down and pushed only now may go to a till both ways, and its
+    journal takes it once."""
+    row = db.execute(f"SELECT ({_WENT_OUT}) FROM downstream d JOIN downstream e ON e.till=? AND e.channel=? "
+                     "WHERE d.till=? AND d.channel=?", (*_before(), EVERY_TILL, BROADCAST, till, BROADCAST)).fetchone()
     return row[0] if row else 0
 
 
-# The same, as a column of a query over `downstream e` (the '*' row), for due()
-_WENT_OUT = ("SELECT CASE WHEN COALESCE(e.sent_at, 0) < ? THEN e.sent_through ELSE (SELECT COALESCE(max(o.pos), 0) "
-             "FROM outbox o WHERE o.channel = 'broadcast' AND o.pos <= e.sent_through AND o.created_at < ?) END")
+def _before() -> tuple[float, float, float, float]:
+    stale = time.time() - RESEND_AFTER
+    return stale, stale, stale, stale
+
+
+# The same as an expression over a till's row `d` and the broadcast topic's row `e` (also for due()):
+# T = the later of RESEND_AFTER ago and the till's hello; every push before T, or only those made before T.
+_T = "(CASE WHEN COALESCE(d.hello_at, 0) > ? THEN d.hello_at ELSE ? END)"
+_WENT_OUT = (f"CASE WHEN COALESCE(e.sent_at, 0) < {_T} THEN e.sent_through ELSE (SELECT COALESCE(max(o.pos), 0) "
+             f"FROM outbox o WHERE o.channel = 'broadcast' AND o.pos <= e.sent_through AND o.created_at < {_T}) END")
 
 
 def _source(till: str, channel: str) -> str:
@@ -340,7 +347,7 @@ def due(db: Db, publish: Publish) -> None:
         "LEFT JOIN channels c ON c.channel = 'till:' || d.till "
         "WHERE d.till <> ? AND ((d.channel = 'till' AND c.last_pos > d.sent_through AND d.last_sent <= d.acked) "
         f"OR (d.channel = 'broadcast' AND d.last_sent <= d.acked AND d.sent_through < ({_WENT_OUT})) "
-        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, EVERY_TILL, stale, stale, stale)).fetchall()
+        "OR (d.last_sent > d.acked AND d.sent_at < ?))", (EVERY_TILL, EVERY_TILL, *_before(), stale)).fetchall()
     for till, channel in tills:
         db.begin(till)
         try:
