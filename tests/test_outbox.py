@@ -137,6 +137,7 @@ def test_a_till_that_misses_the_broadcast_topic_gets_it_alone_whatever_the_pace(
 
 
 def test_a_till_that_says_hello_just_after_a_push_gets_what_it_missed_at_once(db):
+    assert _sent(db) == []  # the ingest looking at the outbox before anything was queued
     outbox.put(db, None, "prices.list", {"v": 1})
     assert [topic for topic, _ in _sent(db)] == [wire.BROADCAST_DOWN]  # out on the topic, the till away
     _, sends = outbox.hello(db, wire.Hello("t1", {"till": 0, "broadcast": 0}))
