@@ -205,11 +205,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     else:
         now = time.time()
         for a in found:
-            state = "OVERDUE" if a.cleared_seq is None else "cleared"
-            line: Any = (f"{state:8} {a.till}: {a.kind} record {a.record_seq} not taken over by {a.consumer} "
-                         f"(due {_when(a.due_at)}, {_ago(a.due_at, now)})")
-            if a.cleared_seq is not None:
-                line += f"; taken over {_when(a.cleared_at)}, {int((a.cleared_at or 0) - a.due_at)} s late"
+            if a.cleared_seq is None:
+                line: Any = (f"OVERDUE  {a.till}: {a.kind} record {a.record_seq} not taken over by {a.consumer} "
+                             f"(due {_when(a.due_at)}, {_ago(a.due_at, now)})")
+            else:
+                line = (f"cleared  {a.till}: {a.kind} record {a.record_seq} taken over by {a.consumer} "
+                        f"{max(0, int((a.cleared_at or 0) - a.due_at))} s late (due {_when(a.due_at)}, taken over "
+                        f"{_when(a.cleared_at)})")
             print(line)
         if not found:
             print("no open alerts" if not args.all else "no alerts")

@@ -111,27 +111,40 @@ def online_steps(till: DemoTill) -> None:
         broker.stop()
 
 
-async def _pos_takes(till: DemoTill) -> list[dict]:
-    """The POS app: a consumer of head office's kinds; what it gets (and acks) until it has the order
-    and price list 2 (list 1 too when it went out before list 2 was queued; else it was superseded)."""
-    async with await Client.connect(till.socket, client="pos") as pos:
-        await pos.request("subscribe", consumer="pos", kinds=["order.web", "prices.list"], **{"from": "acked"})
-        got: list[dict] = []
+async def _pos_takes(till: DemoTill, pos: Client) -> tuple[list[dict], int]:
+    """The POS app: a consumer of head office's kinds; what it gets until it has the order and price
+    list 2 (list 1 too when it went out before list 2 was queued; else it was superseded), and the
+    last seq it got: it acks nothing yet (acks go by seq: the cashier has not taken the order over)."""
+    await pos.request("subscribe", consumer="pos", kinds=["order.web", "prices.list"], **{"from": "acked"})
+    got: list[dict] = []
 
-        def wanted(e: dict) -> object:
-            return e["body"].get("order") if e["kind"] == "order.web" else e["body"].get("version")
+    def wanted(e: dict) -> object:
+        return e["body"].get("order") if e["kind"] == "order.web" else e["body"].get("version")
 
-        while not {"W-1001", 2} <= {wanted(e) for e in got}:
-            ev = await pos.next_event(30)
-            if ev.get("event") == "record":
-                got.append(ev)
-                await pos.request("ack", consumer="pos", seq=ev["seq"])
-        return got
+    while not {"W-1001", 2} <= {wanted(e) for e in got}:
+        ev = await pos.next_event(30)
+        if ev.get("event") == "record":
+            got.append(ev)
+    return got, max(e["seq"] for e in got)
+
+
+def _alerts(till: DemoTill) -> tuple[int, int]:
+    """(open, cleared) alerts of the demo till in head office's archive."""
+    db = sqlite3.connect(till.root / "head-office" / "archive.sqlite", timeout=10)
+    try:
+        return db.execute("SELECT count(*) FILTER (WHERE cleared_seq IS NULL AND overdue_seq > 0), "
+                          "count(*) FILTER (WHERE cleared_seq IS NOT NULL) FROM alerts WHERE till=?",
+                          (TILL,)).fetchone()
+    except sqlite3.OperationalError:  # no alerts table yet
+        return 0, 0
+    finally:
+        db.close()
 
 
 def _talks_back(till: DemoTill) -> None:
     """Head office's outbox down to the till: a web order for this till, two price lists for every till
-    (the second supersedes the first), each once in the journal, read by the POS app by kind."""
+    (the second supersedes the first), each once in the journal, read by the POS app by kind; the
+    order taken over late, so head office sees the alert come and go."""
     print("  head office talks back: records queued in its outbox go down to the till, once each, in order")
     (till.root / "order.json").write_text('{"order": "W-1001", "pickup": "16:30", "lines": [["Brot", 1]]}')
     (till.root / "prices-1.json").write_text('{"version": 1, "Brot": 450}')
@@ -141,12 +154,30 @@ def _talks_back(till: DemoTill) -> None:
     for n in (1, 2):
         till.cli("headoffice", "send", "--all", "prices.list", f"prices-{n}.json", "--collapse", "prices",
                  "--archive", "head-office")
+
+    async def pos_app() -> tuple[list[dict], int]:
+        async with await Client.connect(till.socket, client="pos") as pos:
+            return await asyncio.wait_for(_pos_takes(till, pos), 30)
+
     try:
-        for ev in asyncio.run(asyncio.wait_for(_pos_takes(till), 30)):
-            print(f"  the POS app got seq {ev['seq']}: {ev['kind']} (tx_id {ev['tx_id']}) "
-                  f"{json.dumps(ev['body'], ensure_ascii=False)}")
+        got, last = asyncio.run(pos_app())
     except TimeoutError:
         print("  the POS app did not get the order and price list 2 within 30 s (see online.log)")
+        return
+    for ev in got:
+        print(f"  the POS app got seq {ev['seq']}: {ev['kind']} (tx_id {ev['tx_id']}) "
+              f"{json.dumps(ev['body'], ensure_ascii=False)}")
     till.cli("headoffice", "status", "--archive", "head-office")
-    # The web order of step 9 that the POS app took over late came up with the journal: an alert, cleared
+    print("  the cashier is busy: the order is not taken over within its deadline (2 s here), so the till "
+          "raises journal.overdue, and head office hears it with the journal")
+    _until(lambda: _alerts(till)[0] > 0, 15)
+    till.cli("headoffice", "alerts", "--archive", "head-office")
+
+    async def pick_up() -> None:
+        async with await Client.connect(till.socket, client="pos") as pos:
+            await pos.request("ack", consumer="pos", seq=last)
+
+    asyncio.run(pick_up())
+    _until(lambda: _alerts(till) == (0, 1), 15)
+    print("  picked up now: journal.overdue_cleared goes up too")
     till.cli("headoffice", "alerts", "--all", "--archive", "head-office")
