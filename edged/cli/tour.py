@@ -43,7 +43,7 @@ within = 2             # seconds (in a shop: minutes)
 [export]
 exclude_kinds = ["stock.move"]   # stock is managed at head office
 """
-WARNINGS_SHOWN = 5
+WARNINGS_SHOWN = 8
 TAIL_ON_FAILURE = 20
 _WARNING = re.compile(r"^\d{4}-\d\d-\d\d (\d\d:\d\d:\d\d),\d+ (WARNING|ERROR|CRITICAL) +(.*)$")
 
